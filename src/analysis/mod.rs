@@ -1,0 +1,1 @@
+//! Market analysis: Williams pivots, indicators, model input. Pure logic.

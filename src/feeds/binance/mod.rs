@@ -1,0 +1,1 @@
+//! Binance spot (and USD-M futures book rules): the real websocket and REST protocol.

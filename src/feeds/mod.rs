@@ -1,0 +1,3 @@
+//! Exchange connectors: wire protocols, local-book synchronisation, recorded-session replay.
+
+pub mod binance;

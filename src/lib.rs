@@ -1,0 +1,15 @@
+//! mmtrader: a terminal trading workstation for machine-learning trading desks.
+//!
+//! Data flows one way: feeds → market state → analysis → models → orchestrator → risk →
+//! executor, and immutable snapshots of all of it → screen.
+
+pub mod analysis;
+pub mod cli;
+pub mod config;
+pub mod feeds;
+pub mod logging;
+pub mod market;
+pub mod models;
+pub mod sim;
+pub mod testdata;
+pub mod tui;
