@@ -1,3 +1,6 @@
 //! Exchange connectors: wire protocols, local-book synchronisation, recorded-session replay.
 
+pub mod backoff;
 pub mod binance;
+pub mod health;
+pub mod rest;

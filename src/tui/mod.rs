@@ -1,1 +1,2 @@
 //! The terminal screen.
+pub mod theme;

@@ -1,0 +1,1 @@
+//! Commands: wiring of the data path, the simulator and the screen.
