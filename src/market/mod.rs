@@ -4,5 +4,6 @@ pub mod book;
 pub mod candles;
 pub mod cob;
 pub mod instrument;
+pub mod snapshot;
 pub mod ticks;
 pub mod types;
