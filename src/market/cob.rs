@@ -411,7 +411,7 @@ impl CobEngine {
             }
         }
         self.steps += 1;
-        if self.steps % MA_RESYNC_EVERY == 0 {
+        if self.steps.is_multiple_of(MA_RESYNC_EVERY) {
             self.resync_sums();
         }
         let avg = |k: usize| -> Vec<f64> {
