@@ -1,1 +1,4 @@
 //! Binance spot (and USD-M futures book rules): the real websocket and REST protocol.
+
+pub mod sync;
+pub mod wire;

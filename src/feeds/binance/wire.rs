@@ -1,0 +1,1458 @@
+//! Binance websocket and REST wire formats (spot and USD-M futures) turned into normalized values.
+//!
+//! Every price and quantity is parsed from its JSON string straight into [`Price`]/[`Qty`]; no
+//! value ever passes through `f64`. Malformed or unknown input yields a [`FrameError`] whose
+//! [`FrameError::kind`] is a short static category, so callers can count and skip.
+//!
+//! Speed: the common frames (`{"stream":..,"data":{"e":..}}`, bookTicker, snapshots) are
+//! recognised by their leading bytes and parsed in a single serde pass; anything else (other key
+//! order, unusual shapes) falls back to a generic but slower two-pass route, so the fast path is
+//! an optimisation, never a different interpretation.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use crate::market::instrument::Instrument;
+use crate::market::types::{Candle, FixedParseError, Level, Price, Qty, Side, Timeframe, Trade};
+
+/// Marker that lets a serde error raised inside a number visitor be recognised as a bad number.
+const BAD_NUMBER_MARK: &str = "bad number";
+/// Longest excerpt of offending input kept inside an error (frames can be megabytes long).
+const EXCERPT_LEN: usize = 96;
+
+/// Why a frame or REST body could not be turned into a [`BinanceEvent`] (or REST value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Nothing but whitespace.
+    #[error("empty frame")]
+    Empty,
+    /// Not valid JSON (syntax error or truncated input).
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    /// A required field is absent.
+    #[error("missing field: {0}")]
+    MissingField(String),
+    /// A price, quantity or id that is not an exact decimal in range.
+    #[error("bad number: {0}")]
+    BadNumber(String),
+    /// A field with the wrong JSON type or shape.
+    #[error("bad field: {0}")]
+    BadField(String),
+    /// A well-formed event whose `e` type this parser does not handle.
+    #[error("unknown event type {0:?}")]
+    UnknownEvent(String),
+    /// Valid JSON that matches no known Binance message shape.
+    #[error("unrecognised message shape")]
+    UnknownShape,
+    /// The exchange answered with an error body `{"code":..,"msg":..}`.
+    #[error("exchange error {code}: {msg}")]
+    Exchange {
+        /// Binance error code (negative for REST errors).
+        code: i64,
+        /// Binance error text.
+        msg: String,
+    },
+}
+
+impl FrameError {
+    /// Short static category, stable for counting and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FrameError::Empty => "empty",
+            FrameError::Json(_) => "json",
+            FrameError::MissingField(_) => "missing_field",
+            FrameError::BadNumber(_) => "bad_number",
+            FrameError::BadField(_) => "bad_field",
+            FrameError::UnknownEvent(_) => "unknown_event",
+            FrameError::UnknownShape => "unknown_shape",
+            FrameError::Exchange { .. } => "exchange_error",
+        }
+    }
+}
+
+fn excerpt(text: &str) -> String {
+    if text.len() <= EXCERPT_LEN {
+        return text.to_owned();
+    }
+    let mut end = EXCERPT_LEN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+impl From<serde_json::Error> for FrameError {
+    fn from(e: serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        let msg = excerpt(&e.to_string());
+        match e.classify() {
+            Category::Data if msg.starts_with("missing field") => FrameError::MissingField(msg),
+            Category::Data if msg.starts_with(BAD_NUMBER_MARK) => FrameError::BadNumber(msg),
+            Category::Data => FrameError::BadField(msg),
+            Category::Syntax | Category::Eof | Category::Io => FrameError::Json(msg),
+        }
+    }
+}
+
+fn bad_number<E: de::Error>(err: FixedParseError) -> E {
+    let text = err.to_string();
+    E::custom(format_args!("{BAD_NUMBER_MARK}: {}", excerpt(&text)))
+}
+
+/// Counts frame errors per kind and rate-limits their logging (pure; the caller supplies time).
+#[derive(Debug, Clone, Default)]
+pub struct FrameErrorCounter {
+    per_kind: HashMap<&'static str, KindCount>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct KindCount {
+    count: u64,
+    last_logged_ms: Option<i64>,
+}
+
+impl FrameErrorCounter {
+    /// At most one log line per kind within this window.
+    pub const LOG_INTERVAL_MS: i64 = 60_000;
+
+    /// An empty counter.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts one error; returns true when this kind may be logged now (first time, or at least
+    /// [`Self::LOG_INTERVAL_MS`] since it was last allowed).
+    pub fn record(&mut self, err: &FrameError, now_ms: i64) -> bool {
+        self.record_kind(err.kind(), now_ms)
+    }
+
+    /// Counts one error of a kind given by name; same logging rule as [`Self::record`].
+    pub fn record_kind(&mut self, kind: &'static str, now_ms: i64) -> bool {
+        let entry = self.per_kind.entry(kind).or_insert(KindCount {
+            count: 0,
+            last_logged_ms: None,
+        });
+        entry.count += 1;
+        let may_log = match entry.last_logged_ms {
+            None => true,
+            Some(last) => now_ms.saturating_sub(last) >= Self::LOG_INTERVAL_MS,
+        };
+        if may_log {
+            entry.last_logged_ms = Some(now_ms);
+        }
+        may_log
+    }
+
+    /// Errors counted for one kind.
+    pub fn count(&self, kind: &str) -> u64 {
+        self.per_kind.get(kind).map_or(0, |k| k.count)
+    }
+
+    /// Errors counted over all kinds.
+    pub fn total(&self) -> u64 {
+        self.per_kind.values().map(|k| k.count).sum()
+    }
+
+    /// `(kind, count)` pairs sorted by kind, for reports.
+    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+        let mut v: Vec<_> = self.per_kind.iter().map(|(k, c)| (*k, c.count)).collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// One diff-depth event (`depthUpdate`); futures events also carry `pu` and `T`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DepthUpdate {
+    /// Exchange symbol, uppercase.
+    pub symbol: String,
+    /// Event time `E`, ms.
+    pub event_time_ms: i64,
+    /// Transaction time `T` (futures only), ms.
+    pub transaction_time_ms: Option<i64>,
+    /// First update id in the event (`U`).
+    pub first_update_id: u64,
+    /// Final update id in the event (`u`).
+    pub final_update_id: u64,
+    /// Final update id of the previous event (`pu`, futures only).
+    pub prev_final_update_id: Option<u64>,
+    /// Bid levels: new absolute quantity per price; zero removes.
+    pub bids: Vec<Level>,
+    /// Ask levels: new absolute quantity per price; zero removes.
+    pub asks: Vec<Level>,
+}
+
+/// A full top-of-book snapshot: REST `/depth` response or a partial-depth stream push.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DepthSnapshot {
+    /// Update id the snapshot reflects.
+    pub last_update_id: u64,
+    /// Message output time `E` (futures REST only), ms.
+    pub event_time_ms: Option<i64>,
+    /// Transaction time `T` (futures REST only), ms.
+    pub transaction_time_ms: Option<i64>,
+    /// Bid levels, best first as sent.
+    pub bids: Vec<Level>,
+    /// Ask levels, best first as sent.
+    pub asks: Vec<Level>,
+}
+
+/// Best bid and ask pushed by the `bookTicker` stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookTicker {
+    /// Exchange symbol.
+    pub symbol: String,
+    /// Order-book update id this top of book corresponds to.
+    pub update_id: u64,
+    /// Best bid price and quantity.
+    pub bid: Level,
+    /// Best ask price and quantity.
+    pub ask: Level,
+    /// Event time `E` (futures only), ms.
+    pub event_time_ms: Option<i64>,
+}
+
+/// Rolling 24 h statistics (`24hrTicker`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticker24h {
+    /// Exchange symbol.
+    pub symbol: String,
+    /// Event time, ms.
+    pub event_time_ms: i64,
+    /// Absolute price change over the window.
+    pub price_change: Price,
+    /// Price change in percent (exact decimal, e.g. 2.5 = 2.5 %).
+    pub price_change_percent: Price,
+    /// Volume-weighted average price.
+    pub weighted_avg_price: Price,
+    /// Last trade price.
+    pub last_price: Price,
+    /// Last trade quantity.
+    pub last_qty: Qty,
+    /// Best bid (spot streams carry it; absent on futures).
+    pub best_bid: Option<Level>,
+    /// Best ask (spot streams carry it; absent on futures).
+    pub best_ask: Option<Level>,
+    /// Open price of the window.
+    pub open: Price,
+    /// Highest price of the window.
+    pub high: Price,
+    /// Lowest price of the window.
+    pub low: Price,
+    /// Base-asset volume.
+    pub base_volume: Qty,
+    /// Quote-asset volume (quote units, exact).
+    pub quote_volume: Price,
+    /// Window open time, ms.
+    pub open_time_ms: i64,
+    /// Window close time, ms.
+    pub close_time_ms: i64,
+    /// Number of trades in the window.
+    pub trade_count: u64,
+}
+
+/// One kline (candlestick) update from the stream or one REST kline row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kline {
+    /// Exchange symbol (empty for REST rows, which the request names instead).
+    pub symbol: String,
+    /// Binance interval name (`1s`, `1m`, `3m`, ... `1M`).
+    pub interval: String,
+    /// The candle (open time, OHLC, base volume, trade count).
+    pub candle: Candle,
+    /// Close time (ms, next open − 1).
+    pub close_time_ms: i64,
+    /// Quote-asset volume (quote units, exact).
+    pub quote_volume: Price,
+    /// Taker-buy base volume.
+    pub taker_buy_base_volume: Qty,
+    /// Taker-buy quote volume (quote units, exact).
+    pub taker_buy_quote_volume: Price,
+    /// True on the final update of a bar (stream `x`; REST rows report false).
+    pub closed: bool,
+}
+
+impl Kline {
+    /// The interval as one of the workstation's kept timeframes, if it is one.
+    pub fn timeframe(&self) -> Option<Timeframe> {
+        Timeframe::parse(&self.interval)
+    }
+}
+
+/// A subscription-control reply `{"result":..,"id":..}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// Request id as JSON text (`1`, `"abc"` or `null`).
+    pub id: String,
+    /// Result as JSON text (`null` on success of a non-query request).
+    pub result: String,
+}
+
+/// An error reply on the websocket control channel `{"code":..,"msg":..,"id":..}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReply {
+    /// Binance code.
+    pub code: i64,
+    /// Binance message.
+    pub msg: String,
+    /// Request id as JSON text, when present.
+    pub id: Option<String>,
+}
+
+/// A normalized Binance websocket message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BinanceEvent {
+    /// Diff-depth event.
+    Depth(DepthUpdate),
+    /// Partial-depth push (top N levels); `symbol` comes from the stream name, `None` on a raw
+    /// connection where no stream name is available.
+    PartialDepth {
+        /// Symbol taken from the combined-stream name.
+        symbol: Option<String>,
+        /// The top-N book.
+        snapshot: DepthSnapshot,
+    },
+    /// One individual trade (`trade` stream).
+    Trade(Trade),
+    /// One aggregate trade (`aggTrade` stream); `Trade::id` is the aggregate id.
+    AggTrade(Trade),
+    /// Best bid/ask.
+    BookTicker(BookTicker),
+    /// Rolling 24 h ticker.
+    Ticker(Ticker24h),
+    /// Kline update.
+    Kline(Kline),
+    /// Subscription-control acknowledgement.
+    Ack(Ack),
+    /// Error reply to a control request.
+    Error(ErrorReply),
+    /// The server announces it will close the connection soon (maintenance).
+    Shutdown {
+        /// Event time, ms.
+        event_time_ms: i64,
+    },
+}
+
+impl BinanceEvent {
+    /// The symbol the event concerns, when it names one.
+    pub fn symbol(&self) -> Option<&str> {
+        match self {
+            BinanceEvent::Depth(d) => Some(&d.symbol),
+            BinanceEvent::PartialDepth { symbol, .. } => symbol.as_deref(),
+            BinanceEvent::Trade(t) | BinanceEvent::AggTrade(t) => Some(&t.symbol),
+            BinanceEvent::BookTicker(b) => Some(&b.symbol),
+            BinanceEvent::Ticker(t) => Some(&t.symbol),
+            BinanceEvent::Kline(k) => Some(&k.symbol),
+            BinanceEvent::Ack(_) | BinanceEvent::Error(_) | BinanceEvent::Shutdown { .. } => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exact-number and level deserializers.
+
+/// A JSON string holding an exact decimal, parsed on the fly (no allocation, borrowed or not).
+struct Fx(i64);
+
+impl<'de> Deserialize<'de> for Fx {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Fx;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a decimal number as a JSON string")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Fx, E> {
+                crate::market::types::parse_fixed(s.as_bytes())
+                    .map(Fx)
+                    .map_err(bad_number)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl Fx {
+    fn price(self) -> Price {
+        Price(self.0)
+    }
+    fn qty(self) -> Qty {
+        Qty(self.0)
+    }
+}
+
+/// Appends `[price, qty, ...]` pairs to an existing vector (so hot paths can reuse buffers).
+struct LevelsInto<'v>(&'v mut Vec<Level>);
+
+impl<'de> DeserializeSeed<'de> for LevelsInto<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LevelsInto<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of [price, quantity] string pairs")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(level) = seq.next_element::<LevelWire>()? {
+            self.0.push(level.0);
+        }
+        Ok(())
+    }
+}
+
+/// One `[price, qty]` pair; extra trailing elements (seen in old formats) are ignored.
+struct LevelWire(Level);
+
+impl<'de> Deserialize<'de> for LevelWire {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = LevelWire;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a [price, quantity] pair")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LevelWire, A::Error> {
+                let price: Fx = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let qty: Fx = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                if qty.0 < 0 {
+                    return Err(de::Error::custom(format_args!(
+                        "{BAD_NUMBER_MARK}: negative quantity"
+                    )));
+                }
+                Ok(LevelWire(Level {
+                    price: price.price(),
+                    qty: qty.qty(),
+                }))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// A level list deserialized into a fresh vector.
+struct Levels(Vec<Level>);
+
+impl<'de> Deserialize<'de> for Levels {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut v = Vec::new();
+        LevelsInto(&mut v).deserialize(d)?;
+        Ok(Levels(v))
+    }
+}
+
+/// Deserializes any value and records only that the key was present (even when it is `null`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| true)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire structs.
+
+#[derive(Deserialize)]
+struct TradeWire<'a> {
+    #[serde(borrow, rename = "s")]
+    symbol: Cow<'a, str>,
+    #[serde(rename = "t")]
+    id: u64,
+    #[serde(rename = "p")]
+    price: Fx,
+    #[serde(rename = "q")]
+    qty: Fx,
+    #[serde(rename = "T")]
+    time_ms: i64,
+    #[serde(rename = "m")]
+    buyer_is_maker: bool,
+}
+
+#[derive(Deserialize)]
+struct AggTradeWire<'a> {
+    #[serde(borrow, rename = "s")]
+    symbol: Cow<'a, str>,
+    #[serde(rename = "a")]
+    id: u64,
+    #[serde(rename = "p")]
+    price: Fx,
+    #[serde(rename = "q")]
+    qty: Fx,
+    #[serde(rename = "T")]
+    time_ms: i64,
+    #[serde(rename = "m")]
+    buyer_is_maker: bool,
+}
+
+fn taker_side(buyer_is_maker: bool) -> Side {
+    // The maker buyer means the aggressor sold.
+    if buyer_is_maker {
+        Side::Sell
+    } else {
+        Side::Buy
+    }
+}
+
+#[derive(Deserialize)]
+struct BookTickerWire<'a> {
+    #[serde(borrow, rename = "s")]
+    symbol: Cow<'a, str>,
+    #[serde(rename = "u")]
+    update_id: u64,
+    #[serde(rename = "b")]
+    bid: Fx,
+    #[serde(rename = "B")]
+    bid_qty: Fx,
+    #[serde(rename = "a")]
+    ask: Fx,
+    #[serde(rename = "A")]
+    ask_qty: Fx,
+    #[serde(rename = "E", default)]
+    event_time_ms: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotWire {
+    #[serde(rename = "lastUpdateId")]
+    last_update_id: u64,
+    #[serde(rename = "E", default)]
+    event_time_ms: Option<i64>,
+    #[serde(rename = "T", default)]
+    transaction_time_ms: Option<i64>,
+    bids: Levels,
+    asks: Levels,
+}
+
+impl From<SnapshotWire> for DepthSnapshot {
+    fn from(w: SnapshotWire) -> Self {
+        DepthSnapshot {
+            last_update_id: w.last_update_id,
+            event_time_ms: w.event_time_ms,
+            transaction_time_ms: w.transaction_time_ms,
+            bids: w.bids.0,
+            asks: w.asks.0,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TickerWire<'a> {
+    #[serde(borrow, rename = "s")]
+    symbol: Cow<'a, str>,
+    #[serde(rename = "E")]
+    event_time_ms: i64,
+    #[serde(rename = "p")]
+    price_change: Fx,
+    #[serde(rename = "P")]
+    price_change_percent: Fx,
+    #[serde(rename = "w")]
+    weighted_avg_price: Fx,
+    #[serde(rename = "c")]
+    last_price: Fx,
+    #[serde(rename = "Q")]
+    last_qty: Fx,
+    #[serde(rename = "b", default)]
+    bid: Option<Fx>,
+    #[serde(rename = "B", default)]
+    bid_qty: Option<Fx>,
+    #[serde(rename = "a", default)]
+    ask: Option<Fx>,
+    #[serde(rename = "A", default)]
+    ask_qty: Option<Fx>,
+    #[serde(rename = "o")]
+    open: Fx,
+    #[serde(rename = "h")]
+    high: Fx,
+    #[serde(rename = "l")]
+    low: Fx,
+    #[serde(rename = "v")]
+    base_volume: Fx,
+    #[serde(rename = "q")]
+    quote_volume: Fx,
+    #[serde(rename = "O")]
+    open_time_ms: i64,
+    #[serde(rename = "C")]
+    close_time_ms: i64,
+    #[serde(rename = "n")]
+    trade_count: u64,
+}
+
+fn level_pair(price: Option<Fx>, qty: Option<Fx>) -> Option<Level> {
+    match (price, qty) {
+        (Some(p), Some(q)) => Some(Level {
+            price: p.price(),
+            qty: q.qty(),
+        }),
+        _ => None,
+    }
+}
+
+#[derive(Deserialize)]
+struct KlineEventWire<'a> {
+    #[serde(borrow, rename = "s")]
+    symbol: Cow<'a, str>,
+    #[serde(borrow, rename = "k")]
+    k: KlineBodyWire<'a>,
+}
+
+#[derive(Deserialize)]
+struct KlineBodyWire<'a> {
+    #[serde(rename = "t")]
+    open_time_ms: i64,
+    #[serde(rename = "T")]
+    close_time_ms: i64,
+    #[serde(borrow, rename = "i")]
+    interval: Cow<'a, str>,
+    #[serde(rename = "o")]
+    open: Fx,
+    #[serde(rename = "c")]
+    close: Fx,
+    #[serde(rename = "h")]
+    high: Fx,
+    #[serde(rename = "l")]
+    low: Fx,
+    #[serde(rename = "v")]
+    volume: Fx,
+    #[serde(rename = "n")]
+    trades: u64,
+    #[serde(rename = "x")]
+    closed: bool,
+    #[serde(rename = "q")]
+    quote_volume: Fx,
+    #[serde(rename = "V")]
+    taker_buy_base: Fx,
+    #[serde(rename = "Q")]
+    taker_buy_quote: Fx,
+}
+
+#[derive(Deserialize)]
+struct ShutdownWire {
+    #[serde(rename = "E")]
+    event_time_ms: i64,
+}
+
+#[derive(Deserialize)]
+struct AckWire<'a> {
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ErrorWire<'a> {
+    code: i64,
+    #[serde(borrow)]
+    msg: Cow<'a, str>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+}
+
+/// Keys whose presence decides the message shape when the fast byte sniff does not apply.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(borrow, default)]
+    e: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "present")]
+    stream: bool,
+    #[serde(default, deserialize_with = "present")]
+    data: bool,
+    #[serde(rename = "lastUpdateId", default, deserialize_with = "present")]
+    last_update_id: bool,
+    #[serde(default, deserialize_with = "present")]
+    code: bool,
+    #[serde(default, deserialize_with = "present")]
+    result: bool,
+    #[serde(default, deserialize_with = "present")]
+    u: bool,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeWire<'a> {
+    #[serde(borrow)]
+    stream: Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+/// Depth fields with the level lists written into caller-provided buffers.
+struct DepthSeed<'o>(&'o mut DepthUpdate);
+
+impl<'de> DeserializeSeed<'de> for DepthSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DepthSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a depthUpdate object")
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let out = self.0;
+        out.symbol.clear();
+        out.bids.clear();
+        out.asks.clear();
+        out.transaction_time_ms = None;
+        out.prev_final_update_id = None;
+        let (mut e_time, mut first, mut last, mut sym, mut bids, mut asks) =
+            (false, false, false, false, false, false);
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "E" => {
+                    out.event_time_ms = map.next_value()?;
+                    e_time = true;
+                }
+                "T" => out.transaction_time_ms = Some(map.next_value()?),
+                "s" => {
+                    let s: Cow<'de, str> = map.next_value()?;
+                    out.symbol.push_str(&s);
+                    sym = true;
+                }
+                "U" => {
+                    out.first_update_id = map.next_value()?;
+                    first = true;
+                }
+                "u" => {
+                    out.final_update_id = map.next_value()?;
+                    last = true;
+                }
+                "pu" => out.prev_final_update_id = Some(map.next_value()?),
+                "b" => {
+                    if bids {
+                        return Err(de::Error::duplicate_field("b"));
+                    }
+                    map.next_value_seed(LevelsInto(&mut out.bids))?;
+                    bids = true;
+                }
+                "a" => {
+                    if asks {
+                        return Err(de::Error::duplicate_field("a"));
+                    }
+                    map.next_value_seed(LevelsInto(&mut out.asks))?;
+                    asks = true;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        for (seen, name) in [
+            (e_time, "E"),
+            (sym, "s"),
+            (first, "U"),
+            (last, "u"),
+            (bids, "b"),
+            (asks, "a"),
+        ] {
+            if !seen {
+                return Err(de::Error::missing_field(name));
+            }
+        }
+        if out.first_update_id > out.final_update_id {
+            return Err(de::Error::custom(format_args!(
+                "{BAD_NUMBER_MARK}: first update id U {} above final update id u {}",
+                out.first_update_id, out.final_update_id
+            )));
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frame entry points.
+
+/// Parses one websocket text frame (combined-stream envelope or raw payload).
+pub fn parse_frame(text: &str) -> Result<BinanceEvent, FrameError> {
+    let mut scratch = DepthUpdate::default();
+    match parse_frame_reusing(text, &mut scratch)? {
+        Parsed::Depth => Ok(BinanceEvent::Depth(scratch)),
+        Parsed::Other(ev) => Ok(ev),
+    }
+}
+
+/// Result of [`parse_frame_reusing`]: a depth diff lands in the caller's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// The frame was a `depthUpdate`; it now sits in the buffer passed in.
+    Depth,
+    /// Any other event.
+    Other(BinanceEvent),
+}
+
+/// Like [`parse_frame`], but a `depthUpdate` overwrites `depth` in place so its level vectors are
+/// reused (the hot path allocates nothing once the buffers are warm). On error `depth` holds
+/// unspecified partial content.
+pub fn parse_frame_reusing(text: &str, depth: &mut DepthUpdate) -> Result<Parsed, FrameError> {
+    let t = text.trim_ascii();
+    if t.is_empty() {
+        return Err(FrameError::Empty);
+    }
+    if let Some((stream, data)) = sniff_envelope(t) {
+        return parse_payload(data, Some(stream), depth);
+    }
+    if t.starts_with('{') && !t.starts_with("{\"e\":") {
+        let head: Head = serde_json::from_str(t)?;
+        if head.stream && head.data {
+            let env: EnvelopeWire = serde_json::from_str(t)?;
+            return parse_payload(env.data.get(), Some(&env.stream), depth);
+        }
+    }
+    parse_payload(t, None, depth)
+}
+
+/// Splits `{"stream":"NAME","data":PAYLOAD}` without a JSON pass; `None` when the frame does not
+/// have exactly this layout (the generic route then handles it).
+fn sniff_envelope(t: &str) -> Option<(&str, &str)> {
+    let rest = t.strip_prefix("{\"stream\":\"")?;
+    let end = rest.find('"')?;
+    let stream = &rest[..end];
+    if stream.contains('\\') {
+        return None;
+    }
+    let body = rest[end + 1..].strip_prefix(",\"data\":")?;
+    let data = body.strip_suffix('}')?.trim_ascii();
+    Some((stream, data))
+}
+
+/// Event type from a payload starting with `{"e":"NAME"`.
+fn sniff_event_type(d: &str) -> Option<&str> {
+    let rest = d.strip_prefix("{\"e\":\"")?;
+    let end = rest.find('"')?;
+    let name = &rest[..end];
+    (!name.contains('\\')).then_some(name)
+}
+
+#[derive(Clone, Copy)]
+enum Shape<'a> {
+    Event(&'a str),
+    Snapshot,
+    BookTicker,
+    Ack,
+    Error,
+}
+
+fn parse_payload(
+    d: &str,
+    stream: Option<&str>,
+    depth: &mut DepthUpdate,
+) -> Result<Parsed, FrameError> {
+    let d = d.trim_ascii();
+    if d.is_empty() {
+        return Err(FrameError::Empty);
+    }
+    if !d.starts_with('{') {
+        serde_json::from_str::<IgnoredAny>(d)?;
+        return Err(FrameError::UnknownShape);
+    }
+    let owned_name;
+    let shape = if let Some(name) = sniff_event_type(d) {
+        Shape::Event(name)
+    } else if d.starts_with("{\"u\":") {
+        Shape::BookTicker
+    } else if d.starts_with("{\"lastUpdateId\":") {
+        Shape::Snapshot
+    } else if d.starts_with("{\"code\":") {
+        Shape::Error
+    } else if d.starts_with("{\"result\":") {
+        Shape::Ack
+    } else {
+        let head: Head = serde_json::from_str(d)?;
+        if let Some(e) = head.e {
+            owned_name = e.into_owned();
+            Shape::Event(&owned_name)
+        } else if head.last_update_id {
+            Shape::Snapshot
+        } else if head.code {
+            Shape::Error
+        } else if head.result {
+            Shape::Ack
+        } else if head.u {
+            Shape::BookTicker
+        } else {
+            return Err(FrameError::UnknownShape);
+        }
+    };
+    let ev = match shape {
+        Shape::Event("depthUpdate") => {
+            let mut de = serde_json::Deserializer::from_str(d);
+            DepthSeed(depth).deserialize(&mut de)?;
+            de.end()?;
+            return Ok(Parsed::Depth);
+        }
+        Shape::Event("trade") => {
+            let w: TradeWire = serde_json::from_str(d)?;
+            BinanceEvent::Trade(Trade {
+                symbol: w.symbol.into_owned(),
+                id: w.id,
+                time_ms: w.time_ms,
+                price: w.price.price(),
+                qty: w.qty.qty(),
+                taker_side: taker_side(w.buyer_is_maker),
+            })
+        }
+        Shape::Event("aggTrade") => {
+            let w: AggTradeWire = serde_json::from_str(d)?;
+            BinanceEvent::AggTrade(Trade {
+                symbol: w.symbol.into_owned(),
+                id: w.id,
+                time_ms: w.time_ms,
+                price: w.price.price(),
+                qty: w.qty.qty(),
+                taker_side: taker_side(w.buyer_is_maker),
+            })
+        }
+        Shape::Event("bookTicker") | Shape::BookTicker => {
+            let w: BookTickerWire = serde_json::from_str(d)?;
+            BinanceEvent::BookTicker(BookTicker {
+                symbol: w.symbol.into_owned(),
+                update_id: w.update_id,
+                bid: Level {
+                    price: w.bid.price(),
+                    qty: w.bid_qty.qty(),
+                },
+                ask: Level {
+                    price: w.ask.price(),
+                    qty: w.ask_qty.qty(),
+                },
+                event_time_ms: w.event_time_ms,
+            })
+        }
+        Shape::Event("24hrTicker") => {
+            let w: TickerWire = serde_json::from_str(d)?;
+            BinanceEvent::Ticker(Ticker24h {
+                symbol: w.symbol.into_owned(),
+                event_time_ms: w.event_time_ms,
+                price_change: w.price_change.price(),
+                price_change_percent: w.price_change_percent.price(),
+                weighted_avg_price: w.weighted_avg_price.price(),
+                last_price: w.last_price.price(),
+                last_qty: w.last_qty.qty(),
+                best_bid: level_pair(w.bid, w.bid_qty),
+                best_ask: level_pair(w.ask, w.ask_qty),
+                open: w.open.price(),
+                high: w.high.price(),
+                low: w.low.price(),
+                base_volume: w.base_volume.qty(),
+                quote_volume: w.quote_volume.price(),
+                open_time_ms: w.open_time_ms,
+                close_time_ms: w.close_time_ms,
+                trade_count: w.trade_count,
+            })
+        }
+        Shape::Event("kline") => {
+            let w: KlineEventWire = serde_json::from_str(d)?;
+            let k = w.k;
+            BinanceEvent::Kline(Kline {
+                symbol: w.symbol.into_owned(),
+                interval: k.interval.into_owned(),
+                candle: Candle {
+                    open_time_ms: k.open_time_ms,
+                    open: k.open.price(),
+                    high: k.high.price(),
+                    low: k.low.price(),
+                    close: k.close.price(),
+                    volume: k.volume.qty(),
+                    trades: k.trades,
+                },
+                close_time_ms: k.close_time_ms,
+                quote_volume: k.quote_volume.price(),
+                taker_buy_base_volume: k.taker_buy_base.qty(),
+                taker_buy_quote_volume: k.taker_buy_quote.price(),
+                closed: k.closed,
+            })
+        }
+        Shape::Event("serverShutdown") => {
+            let w: ShutdownWire = serde_json::from_str(d)?;
+            BinanceEvent::Shutdown {
+                event_time_ms: w.event_time_ms,
+            }
+        }
+        Shape::Event(other) => return Err(FrameError::UnknownEvent(excerpt(other))),
+        Shape::Snapshot => {
+            let w: SnapshotWire = serde_json::from_str(d)?;
+            BinanceEvent::PartialDepth {
+                symbol: stream.map(symbol_from_stream),
+                snapshot: w.into(),
+            }
+        }
+        Shape::Ack => {
+            let w: AckWire = serde_json::from_str(d)?;
+            BinanceEvent::Ack(Ack {
+                id: w
+                    .id
+                    .map_or_else(|| "null".to_owned(), |r| r.get().to_owned()),
+                result: w
+                    .result
+                    .map_or_else(|| "null".to_owned(), |r| r.get().to_owned()),
+            })
+        }
+        Shape::Error => {
+            let w: ErrorWire = serde_json::from_str(d)?;
+            BinanceEvent::Error(ErrorReply {
+                code: w.code,
+                msg: w.msg.into_owned(),
+                id: w.id.map(|r| r.get().to_owned()),
+            })
+        }
+    };
+    Ok(Parsed::Other(ev))
+}
+
+/// Uppercase symbol of a stream name (`btcusdt@depth5@100ms` → `BTCUSDT`).
+pub fn symbol_from_stream(stream: &str) -> String {
+    stream
+        .split('@')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase()
+}
+
+// ---------------------------------------------------------------------------------------------
+// REST bodies.
+
+/// Returns the exchange error carried by a REST body `{"code":..,"msg":..}`, if it is one.
+pub fn parse_rest_error(body: &str) -> Option<FrameError> {
+    let t = body.trim_ascii();
+    if !t.starts_with('{') {
+        return None;
+    }
+    #[derive(Deserialize)]
+    struct RestErr<'a> {
+        code: i64,
+        #[serde(borrow)]
+        msg: Cow<'a, str>,
+    }
+    serde_json::from_str::<RestErr>(t)
+        .ok()
+        .map(|e| FrameError::Exchange {
+            code: e.code,
+            msg: excerpt(&e.msg),
+        })
+}
+
+/// Parses a REST depth snapshot (spot `lastUpdateId,bids,asks`; futures adds `E,T`).
+pub fn parse_depth_snapshot(body: &str) -> Result<DepthSnapshot, FrameError> {
+    let t = body.trim_ascii();
+    if t.is_empty() {
+        return Err(FrameError::Empty);
+    }
+    if let Some(err) = parse_rest_error(t) {
+        return Err(err);
+    }
+    let w: SnapshotWire = serde_json::from_str(t)?;
+    Ok(w.into())
+}
+
+type KlineRowWire = (i64, Fx, Fx, Fx, Fx, Fx, i64, Fx, u64, Fx, Fx, IgnoredAny);
+
+/// Parses a REST klines response: an array of 12-element arrays.
+pub fn parse_klines(body: &str, interval: &str) -> Result<Vec<Kline>, FrameError> {
+    let t = body.trim_ascii();
+    if t.is_empty() {
+        return Err(FrameError::Empty);
+    }
+    if let Some(err) = parse_rest_error(t) {
+        return Err(err);
+    }
+    let rows: Vec<KlineRowWire> = serde_json::from_str(t)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(open_time, o, h, l, c, v, close_time, qv, n, tb, tq, _)| Kline {
+                symbol: String::new(),
+                interval: interval.to_owned(),
+                candle: Candle {
+                    open_time_ms: open_time,
+                    open: o.price(),
+                    high: h.price(),
+                    low: l.price(),
+                    close: c.price(),
+                    volume: v.qty(),
+                    trades: n,
+                },
+                close_time_ms: close_time,
+                quote_volume: qv.price(),
+                taker_buy_base_volume: tb.qty(),
+                taker_buy_quote_volume: tq.price(),
+                closed: false,
+            },
+        )
+        .collect())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExchangeInfoWire<'a> {
+    #[serde(borrow)]
+    symbols: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SymbolWire<'a> {
+    #[serde(borrow)]
+    symbol: Cow<'a, str>,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(borrow)]
+    base_asset: Cow<'a, str>,
+    #[serde(borrow)]
+    quote_asset: Cow<'a, str>,
+    #[serde(borrow, default)]
+    filters: Vec<FilterWire<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FilterWire<'a> {
+    #[serde(borrow)]
+    filter_type: Cow<'a, str>,
+    #[serde(default)]
+    tick_size: Option<Fx>,
+    #[serde(default)]
+    step_size: Option<Fx>,
+    #[serde(default)]
+    min_qty: Option<Fx>,
+    #[serde(default)]
+    max_qty: Option<Fx>,
+    #[serde(default)]
+    min_notional: Option<Fx>,
+    /// USD-M futures name the minimum notional `notional` in `MIN_NOTIONAL`.
+    #[serde(default)]
+    notional: Option<Fx>,
+}
+
+/// Instruments of an exchangeInfo response, plus the symbols that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExchangeInfo {
+    /// Successfully parsed instruments, in response order.
+    pub instruments: Vec<Instrument>,
+    /// Symbols (or their index when even the name is unreadable) with the reason they were skipped.
+    pub rejected: Vec<(String, FrameError)>,
+}
+
+/// Parses `GET /api/v3/exchangeInfo` (or `/fapi/v1/exchangeInfo`) into instruments.
+///
+/// Filter values of 0 mean "rule disabled" on Binance; an absent filter is reported the same way
+/// (zero), which is the exchange's own convention rather than an invented default.
+pub fn parse_exchange_info(body: &str) -> Result<ExchangeInfo, FrameError> {
+    let t = body.trim_ascii();
+    if t.is_empty() {
+        return Err(FrameError::Empty);
+    }
+    if let Some(err) = parse_rest_error(t) {
+        return Err(err);
+    }
+    let w: ExchangeInfoWire = serde_json::from_str(t)?;
+    let mut info = ExchangeInfo::default();
+    for (i, raw) in w.symbols.into_iter().enumerate() {
+        match serde_json::from_str::<SymbolWire>(raw.get()) {
+            Ok(s) => info.instruments.push(instrument_from(s)),
+            Err(e) => {
+                #[derive(Deserialize)]
+                struct NameOnly<'a> {
+                    #[serde(borrow)]
+                    symbol: Cow<'a, str>,
+                }
+                let name = serde_json::from_str::<NameOnly>(raw.get())
+                    .map(|n| n.symbol.into_owned())
+                    .unwrap_or_else(|_| format!("#{i}"));
+                info.rejected.push((name, e.into()));
+            }
+        }
+    }
+    Ok(info)
+}
+
+fn instrument_from(s: SymbolWire) -> Instrument {
+    let mut inst = Instrument {
+        symbol: s.symbol.into_owned(),
+        base_asset: s.base_asset.into_owned(),
+        quote_asset: s.quote_asset.into_owned(),
+        tick_size: Price::ZERO,
+        step_size: Qty::ZERO,
+        min_qty: Qty::ZERO,
+        max_qty: Qty::ZERO,
+        min_notional: Price::ZERO,
+        status: crate::market::instrument::InstrumentStatus::from_exchange(&s.status),
+    };
+    for f in s.filters {
+        match f.filter_type.as_ref() {
+            "PRICE_FILTER" => {
+                if let Some(t) = f.tick_size {
+                    inst.tick_size = t.price();
+                }
+            }
+            "LOT_SIZE" => {
+                if let Some(v) = f.step_size {
+                    inst.step_size = v.qty();
+                }
+                if let Some(v) = f.min_qty {
+                    inst.min_qty = v.qty();
+                }
+                if let Some(v) = f.max_qty {
+                    inst.max_qty = v.qty();
+                }
+            }
+            "MIN_NOTIONAL" | "NOTIONAL" => {
+                if let Some(v) = f.min_notional.or(f.notional) {
+                    inst.min_notional = v.price();
+                }
+            }
+            _ => {}
+        }
+    }
+    inst
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Price {
+        Price::parse(s).unwrap()
+    }
+    fn q(s: &str) -> Qty {
+        Qty::parse(s).unwrap()
+    }
+
+    const SPOT_DEPTH: &str = r#"{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1723161255308,"s":"BTCUSDT","U":50093239203,"u":50093239207,"b":[["55653.87000000","0.00000000"]],"a":[["61838.04000000","0.32332000"],["61844.30000000","0.40163000"]]}}"#;
+
+    #[test]
+    fn parses_spot_depth_envelope_exactly() {
+        let BinanceEvent::Depth(d) = parse_frame(SPOT_DEPTH).unwrap() else {
+            panic!("not depth")
+        };
+        assert_eq!(d.symbol, "BTCUSDT");
+        assert_eq!(d.event_time_ms, 1723161255308);
+        assert_eq!(
+            (d.first_update_id, d.final_update_id),
+            (50093239203, 50093239207)
+        );
+        assert_eq!(d.prev_final_update_id, None);
+        assert_eq!(d.transaction_time_ms, None);
+        assert_eq!(
+            d.bids,
+            vec![Level {
+                price: p("55653.87"),
+                qty: Qty::ZERO
+            }]
+        );
+        assert_eq!(d.asks[1].price, p("61844.3"));
+        assert_eq!(d.asks[1].qty, q("0.40163"));
+    }
+
+    #[test]
+    fn parses_futures_depth_with_pu_and_reordered_keys() {
+        let raw = r#"{"s":"BTCUSDT","e":"depthUpdate","E":2,"T":1,"U":10,"u":12,"pu":9,"b":[],"a":[["61510.90","0.000"]]}"#;
+        let BinanceEvent::Depth(d) = parse_frame(raw).unwrap() else {
+            panic!()
+        };
+        assert_eq!(d.prev_final_update_id, Some(9));
+        assert_eq!(d.transaction_time_ms, Some(1));
+        assert!(d.bids.is_empty());
+        assert_eq!(d.asks[0].price, p("61510.9"));
+        // Envelope with keys in the other order takes the generic route to the same result.
+        let env = format!(r#"{{"data":{raw},"stream":"btcusdt@depth"}}"#);
+        assert_eq!(parse_frame(&env).unwrap(), parse_frame(raw).unwrap());
+    }
+
+    #[test]
+    fn reusing_parser_overwrites_previous_frame() {
+        let mut buf = DepthUpdate::default();
+        assert_eq!(
+            parse_frame_reusing(SPOT_DEPTH, &mut buf).unwrap(),
+            Parsed::Depth
+        );
+        let small = r#"{"e":"depthUpdate","E":1,"s":"X","U":1,"u":1,"b":[],"a":[]}"#;
+        assert_eq!(parse_frame_reusing(small, &mut buf).unwrap(), Parsed::Depth);
+        assert_eq!(buf.symbol, "X");
+        assert!(buf.bids.is_empty() && buf.asks.is_empty());
+    }
+
+    #[test]
+    fn parses_trades_and_taker_side() {
+        let t = r#"{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":3735683259,"p":"61837.63000000","q":"0.02000000","T":1723161255342,"m":true,"M":true}}"#;
+        let BinanceEvent::Trade(t) = parse_frame(t).unwrap() else {
+            panic!()
+        };
+        assert_eq!(t.id, 3735683259);
+        assert_eq!(t.taker_side, Side::Sell);
+        assert_eq!(t.qty, q("0.02"));
+        let a = r#"{"e":"aggTrade","E":1,"s":"BNBBTC","a":12345,"p":"0.001","q":"100","f":100,"l":105,"T":7,"m":false,"M":true}"#;
+        let BinanceEvent::AggTrade(a) = parse_frame(a).unwrap() else {
+            panic!()
+        };
+        assert_eq!((a.id, a.time_ms, a.taker_side), (12345, 7, Side::Buy));
+    }
+
+    #[test]
+    fn parses_book_ticker_spot_and_futures() {
+        let spot = r#"{"u":400900217,"s":"BNBUSDT","b":"25.35190000","B":"31.21000000","a":"25.36520000","A":"40.66000000"}"#;
+        let BinanceEvent::BookTicker(b) = parse_frame(spot).unwrap() else {
+            panic!()
+        };
+        assert_eq!(b.update_id, 400900217);
+        assert_eq!(b.bid.price, p("25.3519"));
+        assert_eq!(b.ask.qty, q("40.66"));
+        let fut = r#"{"stream":"btcusdt@bookTicker","data":{"e":"bookTicker","u":5,"s":"BTCUSDT","b":"61800.20","B":"2.507","a":"61800.30","A":"2.510","T":1,"E":2}}"#;
+        let BinanceEvent::BookTicker(b) = parse_frame(fut).unwrap() else {
+            panic!()
+        };
+        assert_eq!(b.event_time_ms, Some(2));
+    }
+
+    #[test]
+    fn parses_ticker_kline_partial_ack_error_shutdown() {
+        let tk = r#"{"e":"24hrTicker","E":1672515782136,"s":"BNBBTC","p":"0.0015","P":"250.00","w":"0.0018","x":"0.0009","c":"0.0025","Q":"10","b":"0.0024","B":"10","a":"0.0026","A":"100","o":"0.0010","h":"0.0025","l":"0.0010","v":"10000","q":"18","O":0,"C":86400000,"F":0,"L":18150,"n":18151}"#;
+        let BinanceEvent::Ticker(t) = parse_frame(tk).unwrap() else {
+            panic!()
+        };
+        assert_eq!(t.price_change_percent, p("250"));
+        assert_eq!(t.best_ask.unwrap().qty, q("100"));
+        assert_eq!(t.trade_count, 18151);
+
+        let kl = r#"{"e":"kline","E":1,"s":"BNBBTC","k":{"t":1672515780000,"T":1672515839999,"s":"BNBBTC","i":"1m","f":100,"L":200,"o":"0.0010","c":"0.0020","h":"0.0025","l":"0.0015","v":"1000","n":100,"x":false,"q":"1.0000","V":"500","Q":"0.500","B":"123456"}}"#;
+        let BinanceEvent::Kline(k) = parse_frame(kl).unwrap() else {
+            panic!()
+        };
+        assert_eq!(k.timeframe(), Some(Timeframe::M1));
+        assert_eq!(k.candle.high, p("0.0025"));
+        assert!(!k.closed);
+
+        let pd = r#"{"stream":"bnbbtc@depth5@100ms","data":{"lastUpdateId":160,"bids":[["0.0024","10"]],"asks":[["0.0026","100"]]}}"#;
+        let BinanceEvent::PartialDepth { symbol, snapshot } = parse_frame(pd).unwrap() else {
+            panic!()
+        };
+        assert_eq!(symbol.as_deref(), Some("BNBBTC"));
+        assert_eq!(snapshot.last_update_id, 160);
+
+        assert_eq!(
+            parse_frame(r#"{"result":null,"id":1}"#).unwrap(),
+            BinanceEvent::Ack(Ack {
+                id: "1".into(),
+                result: "null".into()
+            })
+        );
+        assert_eq!(
+            parse_frame(r#"{"id":"a1","result":["btcusdt@aggTrade"]}"#).unwrap(),
+            BinanceEvent::Ack(Ack {
+                id: "\"a1\"".into(),
+                result: "[\"btcusdt@aggTrade\"]".into()
+            })
+        );
+        let BinanceEvent::Error(e) =
+            parse_frame(r#"{"code":2,"msg":"Invalid request: too many parameters"}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((e.code, e.id), (2, None));
+        assert_eq!(
+            parse_frame(r#"{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":5}}"#)
+                .unwrap(),
+            BinanceEvent::Shutdown { event_time_ms: 5 }
+        );
+    }
+
+    #[test]
+    fn errors_have_kinds() {
+        let kind = |s: &str| parse_frame(s).unwrap_err().kind();
+        assert_eq!(kind("   "), "empty");
+        assert_eq!(kind("{\"e\":"), "json");
+        assert_eq!(kind("not json"), "json");
+        assert_eq!(
+            kind(r#"{"e":"depthUpdate","E":1,"s":"X","U":1,"b":[],"a":[]}"#),
+            "missing_field"
+        );
+        assert_eq!(
+            kind(r#"{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":[["1.0x","1"]],"a":[]}"#),
+            "bad_number"
+        );
+        assert_eq!(
+            kind(r#"{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":[["1","-1"]],"a":[]}"#),
+            "bad_number"
+        );
+        assert_eq!(
+            kind(r#"{"e":"depthUpdate","E":1,"s":"X","U":3,"u":2,"b":[],"a":[]}"#),
+            "bad_number"
+        );
+        assert_eq!(
+            kind(r#"{"e":"depthUpdate","E":1,"s":"X","U":1,"u":2,"b":[[1.5,"1"]],"a":[]}"#),
+            "bad_field"
+        );
+        assert_eq!(kind(r#"{"e":"avgPrice","E":1}"#), "unknown_event");
+        assert_eq!(kind(r#"{"foo":1}"#), "unknown_shape");
+        assert_eq!(kind("[1,2]"), "unknown_shape");
+        assert_eq!(kind("[1,"), "json");
+    }
+
+    #[test]
+    fn rest_snapshot_klines_exchange_info_and_errors() {
+        let s = parse_depth_snapshot(
+            r#"{"lastUpdateId":1027024,"E":5,"T":4,"bids":[["4.00000000","431.00000000"]],"asks":[["4.00000200","12.00000000"]]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.last_update_id, 1027024);
+        assert_eq!(s.event_time_ms, Some(5));
+        assert_eq!(s.asks[0].price, p("4.000002"));
+        let err = parse_depth_snapshot(r#"{"code":-1121,"msg":"Invalid symbol."}"#).unwrap_err();
+        assert_eq!(err.kind(), "exchange_error");
+
+        let k = parse_klines(
+            r#"[[1634943780000,"60685.22","60729.84","60670.90","60719.27","21.63272",1634943839999,"1313200.0134041",617,"12.28492","745719.4102284","0"]]"#,
+            "1m",
+        )
+        .unwrap();
+        assert_eq!(k[0].candle.trades, 617);
+        assert_eq!(k[0].close_time_ms, 1634943839999);
+        assert_eq!(k[0].taker_buy_quote_volume, p("745719.4102284"));
+        let short = parse_klines(r#"[[1,"1","1","1","1","1",2,"1",3,"1","1"]]"#, "1m");
+        assert!(short.is_err());
+
+        let info = parse_exchange_info(
+            r#"{"symbols":[{"symbol":"BTCUSDT","status":"TRADING","baseAsset":"BTC","quoteAsset":"USDT",
+            "filters":[{"filterType":"PRICE_FILTER","minPrice":"0.01","maxPrice":"1000000","tickSize":"0.01000000"},
+            {"filterType":"LOT_SIZE","minQty":"0.00001000","maxQty":"9000.00000000","stepSize":"0.00001000"},
+            {"filterType":"MIN_NOTIONAL","minNotional":"10.00000000","applyToMarket":true,"avgPriceMins":5}]},
+            {"symbol":"BAD","status":"TRADING","baseAsset":"B","quoteAsset":"A","filters":[{"filterType":"PRICE_FILTER","tickSize":"x"}]},
+            {"symbol":"FUT","status":"TRADING","baseAsset":"F","quoteAsset":"USDT","filters":[{"filterType":"MIN_NOTIONAL","notional":"5"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(info.instruments.len(), 2);
+        let btc = &info.instruments[0];
+        assert_eq!(btc.tick_size, p("0.01"));
+        assert_eq!(btc.step_size, q("0.00001"));
+        assert_eq!(btc.max_qty, q("9000"));
+        assert_eq!(btc.min_notional, p("10"));
+        assert_eq!(info.instruments[1].min_notional, p("5"));
+        assert_eq!(info.rejected[0].0, "BAD");
+        assert_eq!(info.rejected[0].1.kind(), "bad_number");
+    }
+
+    #[test]
+    fn error_counter_counts_and_rate_limits_logging() {
+        let mut c = FrameErrorCounter::new();
+        let e = FrameError::UnknownShape;
+        assert!(c.record(&e, 1_000));
+        assert!(!c.record(&e, 30_000));
+        assert!(!c.record(&e, 60_999));
+        assert!(c.record(&e, 61_000));
+        assert!(c.record(&FrameError::Empty, 61_001));
+        assert_eq!(c.count("unknown_shape"), 4);
+        assert_eq!(c.total(), 5);
+        assert_eq!(c.counts(), vec![("empty", 1), ("unknown_shape", 4)]);
+    }
+}
