@@ -1,7 +1,9 @@
 //! The simulated exchange: a seeded market served over Binance's websocket and REST protocol.
 
+pub mod book;
 pub mod config;
 pub mod history;
+pub mod model;
 pub mod random;
 
 pub use config::{SimConfig, SimSymbolConfig};
