@@ -4,6 +4,7 @@ pub mod book;
 pub mod config;
 pub mod history;
 pub mod model;
+pub mod protocol;
 pub mod random;
 
 pub use config::{SimConfig, SimSymbolConfig};
