@@ -2,9 +2,13 @@
 
 pub mod book;
 pub mod config;
+pub mod control;
 pub mod history;
 pub mod model;
 pub mod protocol;
 pub mod random;
+pub mod server;
+pub mod ws;
 
 pub use config::{SimConfig, SimSymbolConfig};
+pub use server::{SimError, SimHandle, start};
