@@ -5,5 +5,6 @@ pub mod candles;
 pub mod cob;
 pub mod instrument;
 pub mod snapshot;
+pub mod state;
 pub mod ticks;
 pub mod types;

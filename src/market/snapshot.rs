@@ -3,8 +3,11 @@
 //! The data path builds a new [`MarketSnapshot`] a few times a second and publishes it behind an
 //! `Arc`; readers never touch the live state, so rendering cannot stall the feed.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
+use super::cob::CobSnapshot;
 use super::types::{Candle, Level, Price, Timeframe, Trade};
 use crate::feeds::health::StreamHealth;
 
@@ -61,6 +64,8 @@ pub struct SymbolView {
     pub book: BookCounters,
     /// Recent candles per timeframe (oldest first), in [`Timeframe::ALL`] order.
     pub candles: Vec<(Timeframe, Vec<Candle>)>,
+    /// The latest COB computation (None until the book is live).
+    pub cob: Option<Arc<CobSnapshot>>,
 }
 
 impl SymbolView {

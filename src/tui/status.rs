@@ -510,6 +510,7 @@ mod tests {
                 resyncs: 0,
             },
             candles: vec![(Timeframe::M1, candles)],
+            cob: None,
         };
         let btc = SymbolView {
             display: "BTC/USDT".into(),
@@ -529,6 +530,7 @@ mod tests {
                 ..Default::default()
             },
             candles: vec![],
+            cob: None,
         };
         MarketSnapshot {
             time_ms: t0 + 300_100,

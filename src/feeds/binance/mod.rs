@@ -2,3 +2,4 @@
 
 pub mod sync;
 pub mod wire;
+pub mod connector;

@@ -1,0 +1,453 @@
+//! The data path: connector → book sync → market state, published as immutable snapshots.
+//!
+//! One task owns every book, candle series and COB engine (no locks); the screen and the
+//! headless printer read `Arc<MarketSnapshot>`s from a `watch` channel. The feed can be stopped
+//! and started again by command; candles and ticks survive a restart, books resync.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::feeds::binance::connector::{self, ConnectorConfig, FeedCommand, FeedEvent};
+use crate::feeds::binance::sync::{BookSync, Rules, SyncConfig, SyncOutcome, SyncState};
+use crate::feeds::binance::wire::BinanceEvent;
+use crate::feeds::health::{LinkState, StreamHealth};
+use crate::logging::now_ms;
+use crate::market::instrument::Instrument;
+use crate::market::snapshot::{BookCounters, BookStatus, MarketSnapshot, SymbolView};
+use crate::market::state::{SymbolMarket, SymbolMarketConfig};
+use crate::market::types::Timeframe;
+
+/// Levels per side copied into each snapshot.
+const SNAPSHOT_LEVELS: usize = 20;
+/// Candles per timeframe copied into each snapshot.
+const SNAPSHOT_CANDLES: usize = 300;
+/// Snapshot publication period (the screen redraws at most this often from data).
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// Where the exchange is.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// Name for the screen (`sim 127.0.0.1:9443`, `binance`).
+    pub name: String,
+    /// REST base URL.
+    pub rest: String,
+    /// Websocket base URL.
+    pub ws: String,
+}
+
+/// One symbol's feed-side state.
+struct SymbolFeed {
+    display: String,
+    exchange: String,
+    sync: BookSync,
+    /// Counters of books discarded by reconnects (the live `BookSync` starts from zero).
+    carried: BookCounters,
+    snapshot_pending: bool,
+    health: StreamHealth,
+    market: SymbolMarket,
+    instrument: Option<Instrument>,
+    seen_data: bool,
+}
+
+impl SymbolFeed {
+    fn counters(&self) -> BookCounters {
+        let s = self.sync.stats();
+        BookCounters {
+            applied: self.carried.applied + s.applied,
+            dropped: self.carried.dropped + s.dropped,
+            gaps: self.carried.gaps + s.gaps,
+            resyncs: self.carried.resyncs + s.resyncs,
+        }
+    }
+
+    /// Drops the book after a lost connection: the diff chain is broken by definition.
+    fn reset_book(&mut self, sync_cfg: SyncConfig) {
+        let had_book = self.sync.state() == SyncState::Synced || self.sync.buffered_len() > 0;
+        let s = self.sync.stats();
+        self.carried.applied += s.applied;
+        self.carried.dropped += s.dropped;
+        self.carried.gaps += s.gaps;
+        self.carried.resyncs += s.resyncs + u64::from(had_book);
+        self.sync = BookSync::new(self.exchange.clone(), Rules::Spot, sync_cfg);
+        self.snapshot_pending = false;
+    }
+
+    fn status(&self) -> BookStatus {
+        match (self.sync.state(), self.seen_data) {
+            (SyncState::Synced, _) => BookStatus::Live,
+            (_, true) => BookStatus::Syncing,
+            (_, false) => BookStatus::Idle,
+        }
+    }
+}
+
+/// Everything the market task owns; survives stop/start of the feed.
+pub struct MarketTaskState {
+    symbols: Vec<SymbolFeed>,
+    index: HashMap<String, usize>,
+    link: StreamHealth,
+    sync_cfg: SyncConfig,
+    backfill_frames: usize,
+    source_name: String,
+}
+
+impl MarketTaskState {
+    /// Fresh state for the configured symbols.
+    pub fn new(cfg: &Config, source_name: &str) -> Self {
+        let stale_ms = cfg.data.stale_after_secs as i64 * 1000;
+        let sync_cfg = SyncConfig { max_buffered: cfg.buffers.depth_buffer };
+        let symbols: Vec<SymbolFeed> = cfg
+            .symbols
+            .iter()
+            .map(|s| SymbolFeed {
+                display: s.display.clone(),
+                exchange: s.exchange.clone(),
+                sync: BookSync::new(s.exchange.clone(), Rules::Spot, sync_cfg),
+                carried: BookCounters::default(),
+                snapshot_pending: false,
+                health: StreamHealth::new(format!("{} depth", s.exchange), stale_ms),
+                market: SymbolMarket::new(SymbolMarketConfig {
+                    bucket_size: s.bucket_size,
+                    large_trade_notional: cfg.data.large_trade_notional,
+                    candles_kept: cfg.data.candles_kept,
+                    tick_capacity: cfg.data.tick_buffer_capacity,
+                    tick_max_age_ms: cfg.data.tick_buffer_secs as i64 * 1000,
+                }),
+                instrument: None,
+                seen_data: false,
+            })
+            .collect();
+        let index = symbols.iter().enumerate().map(|(i, s)| (s.exchange.clone(), i)).collect();
+        Self {
+            symbols,
+            index,
+            link: StreamHealth::new("exchange ws", stale_ms),
+            sync_cfg,
+            backfill_frames: cfg.data.backfill_frames,
+            source_name: source_name.to_string(),
+        }
+    }
+
+    /// The market state of one symbol (for models and tests).
+    pub fn market(&self, exchange_symbol: &str) -> Option<&SymbolMarket> {
+        self.index.get(exchange_symbol).map(|&i| &self.symbols[i].market)
+    }
+
+    /// An immutable view of everything.
+    pub fn snapshot(&self, now: i64, running: bool) -> MarketSnapshot {
+        let mut link = self.link.clone();
+        link.roll(now);
+        if !running {
+            link.state = LinkState::Stopped;
+        }
+        let symbols = self
+            .symbols
+            .iter()
+            .map(|s| {
+                let book = s.sync.synced_book();
+                SymbolView {
+                    display: s.display.clone(),
+                    exchange: s.exchange.clone(),
+                    status: if running { s.status() } else { BookStatus::Idle },
+                    best_bid: book.and_then(|b| b.best_bid()),
+                    best_ask: book.and_then(|b| b.best_ask()),
+                    bids: book.map(|b| b.top(crate::market::types::Side::Buy, SNAPSHOT_LEVELS)).unwrap_or_default(),
+                    asks: book.map(|b| b.top(crate::market::types::Side::Sell, SNAPSHOT_LEVELS)).unwrap_or_default(),
+                    bid_levels: book.map(|b| b.depth(crate::market::types::Side::Buy)).unwrap_or(0),
+                    ask_levels: book.map(|b| b.depth(crate::market::types::Side::Sell)).unwrap_or(0),
+                    last_trade: s.market.last_trade().cloned(),
+                    trades: s.market.trades(),
+                    book: s.counters(),
+                    candles: Timeframe::ALL
+                        .iter()
+                        .map(|&tf| {
+                            (tf, s.market.candles().series(tf).last_n(SNAPSHOT_CANDLES).cloned().collect())
+                        })
+                        .collect(),
+                    cob: s.market.last_cob().cloned(),
+                }
+            })
+            .collect();
+        let mut links = vec![link];
+        links.extend(self.symbols.iter().map(|s| {
+            let mut h = s.health.clone();
+            h.roll(now);
+            h.resyncs = s.counters().resyncs;
+            if !running {
+                h.state = LinkState::Stopped;
+            }
+            h
+        }));
+        MarketSnapshot { time_ms: now, source: self.source_name.clone(), feed_running: running, links, symbols }
+    }
+
+    /// Applies one connector event; returns requests for the connector.
+    pub fn on_event(&mut self, ev: FeedEvent, now: i64, out: &mut Vec<FeedCommand>) {
+        match ev {
+            FeedEvent::Connected { connects } => {
+                self.link.state = LinkState::Connected;
+                self.link.connects = connects;
+                self.link.on_message(now);
+                tracing::info!(connects, "market-data websocket connected");
+                for s in &mut self.symbols {
+                    s.reset_book(self.sync_cfg);
+                    s.health.state = LinkState::Connected;
+                    // Initial history, or the candles missed while disconnected.
+                    for tf in Timeframe::ALL {
+                        let from = match s.market.candles().series(tf).candles().last() {
+                            Some(c) => c.open_time_ms,
+                            None => now - tf.millis() * (self.backfill_frames as i64 - 1),
+                        };
+                        out.push(FeedCommand::Backfill { symbol: s.exchange.clone(), timeframe: tf, from_ms: from });
+                    }
+                }
+            }
+            FeedEvent::Disconnected { reason, retry_in } => {
+                self.link.state = LinkState::Reconnecting;
+                self.link.errors += 1;
+                tracing::warn!(%reason, retry_ms = retry_in.as_millis() as u64, "feed disconnected; books will resync");
+                for s in &mut self.symbols {
+                    s.health.state = LinkState::Reconnecting;
+                }
+            }
+            FeedEvent::Market(m) => {
+                self.link.on_message(now);
+                self.on_market(m, now, out);
+            }
+            FeedEvent::Malformed { kind, log } => {
+                self.link.on_message(now);
+                self.link.errors += 1;
+                if let Some(detail) = log {
+                    tracing::warn!(kind, %detail, "malformed frame skipped");
+                }
+            }
+            FeedEvent::Snapshot { symbol, snapshot } => {
+                let Some(&i) = self.index.get(&symbol) else { return };
+                let s = &mut self.symbols[i];
+                s.snapshot_pending = false;
+                match s.sync.on_snapshot(snapshot) {
+                    SyncOutcome::Synced { applied, dropped } => {
+                        tracing::info!(symbol = %s.exchange, applied, dropped, "book synced");
+                    }
+                    SyncOutcome::FetchSnapshot(reason) => {
+                        tracing::warn!(symbol = %s.exchange, ?reason, "snapshot unusable; fetching again");
+                        s.snapshot_pending = true;
+                        out.push(FeedCommand::FetchSnapshot(s.exchange.clone()));
+                    }
+                    _ => {}
+                }
+            }
+            FeedEvent::History { symbol, timeframe, candles } => {
+                let Some(&i) = self.index.get(&symbol) else { return };
+                let stats = self.symbols[i].market.on_history(timeframe, &candles);
+                if !stats.invalid.is_empty() {
+                    tracing::warn!(%symbol, %timeframe, invalid = stats.invalid.len(), "invalid klines skipped");
+                }
+            }
+            FeedEvent::Instruments(list) => {
+                for inst in list {
+                    if let Some(&i) = self.index.get(&inst.symbol) {
+                        self.symbols[i].instrument = Some(inst);
+                    }
+                }
+                for s in &self.symbols {
+                    if s.instrument.is_none() {
+                        tracing::warn!(symbol = %s.exchange, "symbol not listed by the exchange");
+                    }
+                }
+            }
+            FeedEvent::RestFailed { what, error } => {
+                self.link.errors += 1;
+                tracing::warn!(%what, %error, "REST request failed; retrying");
+            }
+        }
+    }
+
+    fn on_market(&mut self, m: BinanceEvent, now: i64, out: &mut Vec<FeedCommand>) {
+        match m {
+            BinanceEvent::Depth(d) => {
+                let Some(&i) = self.index.get(&d.symbol) else { return };
+                let s = &mut self.symbols[i];
+                s.seen_data = true;
+                s.health.on_message(now);
+                let outcome = s.sync.on_diff(&d);
+                match outcome {
+                    SyncOutcome::Buffered if !s.snapshot_pending => {
+                        s.snapshot_pending = true;
+                        out.push(FeedCommand::FetchSnapshot(s.exchange.clone()));
+                    }
+                    SyncOutcome::FetchSnapshot(reason) => {
+                        tracing::warn!(symbol = %s.exchange, ?reason, "book out of sync; resyncing");
+                        if !s.snapshot_pending {
+                            s.snapshot_pending = true;
+                            out.push(FeedCommand::FetchSnapshot(s.exchange.clone()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            BinanceEvent::AggTrade(t) | BinanceEvent::Trade(t) => {
+                let Some(&i) = self.index.get(&t.symbol) else { return };
+                if let Err(e) = self.symbols[i].market.on_trade(&t) {
+                    tracing::warn!(symbol = %t.symbol, error = %e, "trade rejected");
+                }
+            }
+            BinanceEvent::Shutdown { .. } => {
+                tracing::info!("exchange announced a server shutdown; expecting a reconnect");
+            }
+            BinanceEvent::Error(e) => {
+                tracing::warn!(code = e.code, msg = %e.msg, "exchange error reply");
+            }
+            BinanceEvent::Ticker(_)
+            | BinanceEvent::BookTicker(_)
+            | BinanceEvent::Kline(_)
+            | BinanceEvent::PartialDepth { .. }
+            | BinanceEvent::Ack(_) => {}
+        }
+    }
+
+    /// The once-a-second step for every symbol.
+    pub fn on_second(&mut self, now: i64) {
+        for s in &mut self.symbols {
+            s.health.roll(now);
+            let _ = s.market.on_second(s.sync.synced_book(), now);
+        }
+        self.link.roll(now);
+    }
+}
+
+/// Prints normalized events and health (the headless `feed` command).
+pub type EventPrinter = Box<dyn FnMut(&FeedEvent) + Send>;
+
+/// The feed process: connector plus market task, stoppable and restartable.
+pub struct FeedProcess {
+    cfg: Config,
+    endpoints: Endpoints,
+    publish: watch::Sender<Arc<MarketSnapshot>>,
+    state: Option<MarketTaskState>,
+    running: Option<(oneshot::Sender<()>, JoinHandle<MarketTaskState>)>,
+    printer: Option<EventPrinter>,
+}
+
+impl FeedProcess {
+    /// A stopped feed; snapshots go to the returned receiver.
+    pub fn new(cfg: Config, endpoints: Endpoints) -> (Self, watch::Receiver<Arc<MarketSnapshot>>) {
+        let state = MarketTaskState::new(&cfg, &endpoints.name);
+        let (tx, rx) = watch::channel(Arc::new(state.snapshot(now_ms(), false)));
+        (Self { cfg, endpoints, publish: tx, state: Some(state), running: None, printer: None }, rx)
+    }
+
+    /// Prints every event through `printer` (headless use).
+    pub fn set_printer(&mut self, printer: EventPrinter) {
+        self.printer = Some(printer);
+    }
+
+    /// True while running.
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Starts the connector and the market task.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        if self.running.is_some() {
+            return Ok(());
+        }
+        let Some(state) = self.state.take() else {
+            anyhow::bail!("feed state lost after a failed stop");
+        };
+        let (ev_tx, ev_rx) = mpsc::channel(self.cfg.buffers.event_channel);
+        let connector = connector::spawn(
+            ConnectorConfig {
+                rest_url: self.endpoints.rest.clone(),
+                ws_url: self.endpoints.ws.clone(),
+                symbols: self.cfg.symbols.iter().map(|s| s.exchange.clone()).collect(),
+                reconnect: self.cfg.reconnect.clone(),
+                buffers: self.cfg.buffers.clone(),
+                idle_timeout: Duration::from_secs(60),
+                weight_limit_1m: 6000,
+            },
+            ev_tx,
+        )?;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(market_task(
+            state,
+            connector,
+            ev_rx,
+            stop_rx,
+            self.publish.clone(),
+            self.printer.take(),
+        ));
+        self.running = Some((stop_tx, task));
+        tracing::info!(source = %self.endpoints.name, "feed started");
+        Ok(())
+    }
+
+    /// Stops the feed; market state is kept for the next start.
+    pub async fn stop(&mut self) {
+        if let Some((stop, task)) = self.running.take() {
+            let _ = stop.send(());
+            match task.await {
+                Ok(state) => {
+                    let _ = self.publish.send(Arc::new(state.snapshot(now_ms(), false)));
+                    self.state = Some(state);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "feed task failed; starting from empty state");
+                    self.state = Some(MarketTaskState::new(&self.cfg, &self.endpoints.name));
+                }
+            }
+            tracing::info!("feed stopped");
+        }
+    }
+}
+
+async fn market_task(
+    mut state: MarketTaskState,
+    connector: connector::ConnectorHandle,
+    mut events: mpsc::Receiver<FeedEvent>,
+    mut stop: oneshot::Receiver<()>,
+    publish: watch::Sender<Arc<MarketSnapshot>>,
+    mut printer: Option<EventPrinter>,
+) -> MarketTaskState {
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut publish_tick = tokio::time::interval(PUBLISH_EVERY);
+    publish_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut commands = Vec::new();
+    for s in &mut state.symbols {
+        s.health.state = LinkState::Connecting;
+    }
+    state.link.state = LinkState::Connecting;
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(ev) = ev else { break };
+                if let Some(p) = printer.as_mut() {
+                    p(&ev);
+                }
+                state.on_event(ev, now_ms(), &mut commands);
+                for cmd in commands.drain(..) {
+                    connector.send(cmd);
+                }
+            }
+            _ = second.tick() => state.on_second(now_ms()),
+            _ = publish_tick.tick() => {
+                let _ = publish.send(Arc::new(state.snapshot(now_ms(), true)));
+            }
+            _ = &mut stop => break,
+        }
+    }
+    connector.stop().await;
+    for s in &mut state.symbols {
+        s.reset_book(state.sync_cfg);
+        s.health.state = LinkState::Stopped;
+        s.seen_data = false;
+    }
+    state.link.state = LinkState::Stopped;
+    state
+}

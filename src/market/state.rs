@@ -1,0 +1,206 @@
+//! Per-symbol market state fed by normalized trades, history and the synced book: candles of
+//! every timeframe, the raw tick buffer and the once-a-second COB. Pure logic.
+
+use std::sync::Arc;
+
+use super::book::OrderBook;
+use super::candles::{CandleError, CandleSet, MergeStats};
+use super::cob::{CobConfig, CobEngine, CobError, CobSnapshot};
+use super::ticks::TickBuffer;
+use super::types::{Candle, Price, Qty, Side, SCALE, Timeframe, Trade};
+
+/// Sizing of one symbol's state.
+#[derive(Debug, Clone)]
+pub struct SymbolMarketConfig {
+    /// COB bucket width.
+    pub bucket_size: Price,
+    /// A trade of at least this notional (quote units) is large.
+    pub large_trade_notional: Price,
+    /// Candles kept per timeframe.
+    pub candles_kept: usize,
+    /// Tick buffer capacity.
+    pub tick_capacity: usize,
+    /// Tick buffer age bound, ms.
+    pub tick_max_age_ms: i64,
+}
+
+/// Candles, ticks and COB of one symbol.
+#[derive(Debug)]
+pub struct SymbolMarket {
+    cfg: SymbolMarketConfig,
+    candles: CandleSet,
+    ticks: TickBuffer,
+    cob: Option<CobEngine>,
+    last_cob: Option<Arc<CobSnapshot>>,
+    pending_flow: Vec<(Qty, Side)>,
+    last_trade: Option<Trade>,
+    trades: u64,
+    rejected_trades: u64,
+}
+
+impl SymbolMarket {
+    /// Empty state.
+    pub fn new(cfg: SymbolMarketConfig) -> Self {
+        Self {
+            candles: CandleSet::new(cfg.candles_kept),
+            ticks: TickBuffer::new(cfg.tick_capacity, cfg.tick_max_age_ms),
+            cfg,
+            cob: None,
+            last_cob: None,
+            pending_flow: Vec::new(),
+            last_trade: None,
+            trades: 0,
+            rejected_trades: 0,
+        }
+    }
+
+    /// One trade from the feed: candles of every timeframe, ticks, order flow.
+    pub fn on_trade(&mut self, trade: &Trade) -> Result<(), CandleError> {
+        if let Err(e) = self.candles.push_trade(trade) {
+            self.rejected_trades += 1;
+            return Err(e);
+        }
+        self.ticks.push_trade(trade);
+        self.pending_flow.push((trade.qty, trade.taker_side));
+        self.trades += 1;
+        if self.last_trade.as_ref().is_none_or(|t| (t.time_ms, t.id) <= (trade.time_ms, trade.id)) {
+            self.last_trade = Some(trade.clone());
+        }
+        Ok(())
+    }
+
+    /// Exchange klines of one timeframe (REST backfill), merged without duplicates or holes.
+    pub fn on_history(&mut self, timeframe: Timeframe, klines: &[Candle]) -> MergeStats {
+        self.candles.merge_history(timeframe, klines)
+    }
+
+    /// The once-a-second step: COB from the synced book (when there is one), filled candles up
+    /// to `now_ms`, old ticks evicted.
+    pub fn on_second(&mut self, book: Option<&OrderBook>, now_ms: i64) -> Result<(), CobError> {
+        self.candles.fill_to(now_ms);
+        self.ticks.evict_before(now_ms - self.cfg.tick_max_age_ms);
+        let Some(book) = book else {
+            return Err(CobError::NoQuote);
+        };
+        if self.cob.is_none() {
+            let mid = book.mid().ok_or(CobError::NoQuote)?;
+            // The large-trade threshold is configured as notional so one setting fits every
+            // symbol; it becomes a quantity at the first known price.
+            let qty = (self.cfg.large_trade_notional.raw() as i128 * SCALE as i128)
+                .checked_div(mid.raw() as i128)
+                .unwrap_or(0);
+            let cfg = CobConfig {
+                large_trade_qty: Qty(qty.clamp(1, i64::MAX as i128) as i64),
+                ..CobConfig::default()
+            };
+            self.cob = Some(CobEngine::new(self.cfg.bucket_size, cfg)?);
+        }
+        let engine = self.cob.as_mut().ok_or(CobError::NoQuote)?;
+        let flow = std::mem::take(&mut self.pending_flow);
+        let snap = engine.compute_flow(book, flow, now_ms)?;
+        self.last_cob = Some(Arc::new(snap));
+        Ok(())
+    }
+
+    /// Candles of all timeframes.
+    pub fn candles(&self) -> &CandleSet {
+        &self.candles
+    }
+
+    /// Raw trades of the last 30 minutes.
+    pub fn ticks(&self) -> &TickBuffer {
+        &self.ticks
+    }
+
+    /// The COB engine (heatmap), once a price is known.
+    pub fn cob_engine(&self) -> Option<&CobEngine> {
+        self.cob.as_ref()
+    }
+
+    /// The latest COB computation.
+    pub fn last_cob(&self) -> Option<&Arc<CobSnapshot>> {
+        self.last_cob.as_ref()
+    }
+
+    /// The newest trade by (time, id).
+    pub fn last_trade(&self) -> Option<&Trade> {
+        self.last_trade.as_ref()
+    }
+
+    /// Trades accepted.
+    pub fn trades(&self) -> u64 {
+        self.trades
+    }
+
+    /// Trades rejected as malformed.
+    pub fn rejected_trades(&self) -> u64 {
+        self.rejected_trades
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::market::types::Level;
+
+    fn cfg() -> SymbolMarketConfig {
+        SymbolMarketConfig {
+            bucket_size: Price::from_units(1),
+            large_trade_notional: Price::from_units(30_000),
+            candles_kept: 1500,
+            tick_capacity: 1000,
+            tick_max_age_ms: 1_800_000,
+        }
+    }
+
+    fn trade(id: u64, t: i64, p: i64, side: Side) -> Trade {
+        Trade {
+            symbol: "ETHUSDT".into(),
+            id,
+            time_ms: t,
+            price: Price::from_units(p),
+            qty: Qty::from_units(2),
+            taker_side: side,
+        }
+    }
+
+    #[test]
+    fn trades_feed_candles_ticks_and_flow() {
+        let mut m = SymbolMarket::new(cfg());
+        m.on_trade(&trade(1, 1_000, 3000, Side::Buy)).unwrap();
+        m.on_trade(&trade(2, 1_500, 3001, Side::Sell)).unwrap();
+        m.on_trade(&trade(3, 61_000, 3002, Side::Buy)).unwrap();
+        assert_eq!(m.trades(), 3);
+        assert_eq!(m.ticks().len(), 3);
+        let m1: Vec<_> = m.candles().series(Timeframe::M1).candles().cloned().collect();
+        assert_eq!(m1.len(), 2);
+        assert_eq!(m1[0].close, Price::from_units(3001));
+        assert_eq!(m.last_trade().unwrap().id, 3);
+
+        let mut book = OrderBook::new();
+        book.apply_snapshot(
+            &[Level { price: Price::from_units(2999), qty: Qty::from_units(5) }],
+            &[Level { price: Price::from_units(3003), qty: Qty::from_units(1) }],
+            1,
+        );
+        m.on_second(Some(&book), 62_000).unwrap();
+        let cob = m.last_cob().unwrap();
+        assert_eq!(cob.order_flow.trades, 3);
+        assert_eq!(cob.order_flow.buy_qty, Qty::from_units(4));
+        // 30,000 notional at a 3,001 mid is 9.99… units: none of the 2-unit trades is large.
+        assert_eq!(cob.order_flow.large_trades, 0);
+        m.on_second(Some(&book), 63_000).unwrap();
+        assert_eq!(m.last_cob().unwrap().order_flow.trades, 0);
+        assert_eq!(m.cob_engine().unwrap().heatmap().len(), 2);
+    }
+
+    #[test]
+    fn no_book_means_no_cob_but_candles_advance() {
+        let mut m = SymbolMarket::new(cfg());
+        m.on_trade(&trade(1, 1_000, 3000, Side::Buy)).unwrap();
+        assert!(m.on_second(None, 5_500).is_err());
+        assert!(m.last_cob().is_none());
+        let s1 = m.candles().series(Timeframe::S1);
+        assert_eq!(s1.candles().last().unwrap().open_time_ms, 5_000);
+    }
+}
