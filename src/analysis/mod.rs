@@ -1,1 +1,3 @@
 //! Market analysis: Williams pivots, indicators, model input. Pure logic.
+
+pub mod indicators;
