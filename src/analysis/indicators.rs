@@ -304,8 +304,10 @@ pub struct MacdValue {
 ///
 /// Convention: with [`Seed::Sma`] (default, TA-Lib/Lean/StockCharts) both EMAs are SMA-seeded,
 /// the line starts when the slow EMA is ready and the signal EMA is SMA-seeded over the first
-/// `signal` line values. With [`Seed::First`] (Tulip, `ta`) the EMAs start from the first close
-/// and the signal from the first line value; the line is reported from bar `slow - 1`.
+/// `signal` line values. With [`Seed::First`] (pandas `adjust=False`, the `ta` library) the EMAs
+/// start from the first close, the signal EMA starts from the line at bar 0 (which is 0), and
+/// readings are reported from bar `slow - 1`. Not covered: Tulip's MACD, which seeds the signal
+/// at bar `slow - 1` and, for 12/26, uses the book's rounded factors 0.15/0.075.
 #[derive(Debug, Clone)]
 pub struct Macd {
     fast: Ema,
@@ -340,11 +342,14 @@ impl Macd {
         let fast = self.fast.update(close);
         let slow = self.slow.update(close);
         self.value = None;
-        if let (Some(f), Some(s)) = (fast, slow)
-            && self.count >= self.slow_period
-        {
+        if let (Some(f), Some(s)) = (fast, slow) {
             let line = f - s;
-            if let Some(sig) = self.signal.update(line) {
+            // First-seeded EMAs exist from bar 0, and pandas feeds that whole line (starting
+            // at 0) into the signal; SMA-seeded ones only exist from bar `slow - 1` anyway.
+            let sig = self.signal.update(line);
+            if let Some(sig) = sig
+                && self.count >= self.slow_period
+            {
                 self.value = Some(MacdValue {
                     macd: line,
                     signal: sig,
@@ -591,30 +596,50 @@ impl Stochastic {
     }
 }
 
+/// Where on-balance volume starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ObvStart {
+    /// 0 on the first bar (StockCharts, `ta`, Tulip).
+    #[default]
+    Zero,
+    /// The first bar's volume (Lean).
+    FirstVolume,
+}
+
 /// On-balance volume.
 ///
-/// Convention: starts at 0 on the first bar; later bars add their volume on an up close,
-/// subtract it on a down close, and leave OBV unchanged on an equal close.
+/// Convention: the first bar sets the start ([`ObvStart`], default 0); later bars add their
+/// volume on an up close, subtract it on a down close, and leave OBV unchanged on an equal
+/// close.
 #[derive(Debug, Clone, Default)]
 pub struct Obv {
+    start: ObvStart,
     prev_close: Option<f64>,
     value: f64,
 }
 
 impl Obv {
-    /// A fresh OBV.
+    /// A fresh OBV starting at 0.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A fresh OBV with an explicit start convention.
+    pub fn with_start(start: ObvStart) -> Self {
+        Self {
+            start,
+            ..Self::default()
+        }
+    }
+
     /// Feeds one bar and returns the current value.
     pub fn update(&mut self, close: f64, volume: f64) -> Option<f64> {
-        if let Some(prev) = self.prev_close {
-            if close > prev {
-                self.value += volume;
-            } else if close < prev {
-                self.value -= volume;
-            }
+        match self.prev_close {
+            Some(prev) if close > prev => self.value += volume,
+            Some(prev) if close < prev => self.value -= volume,
+            Some(_) => {}
+            None if self.start == ObvStart::FirstVolume => self.value = volume,
+            None => {}
         }
         self.prev_close = Some(close);
         self.value()
@@ -638,12 +663,23 @@ pub enum VwapMode {
     Rolling(usize),
 }
 
-/// Volume-weighted average price of the typical price `(high + low + close) / 3`.
+/// Which bar price a VWAP weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VwapPrice {
+    /// Typical price `(high + low + close) / 3` (StockCharts, `ta`).
+    #[default]
+    Typical,
+    /// `(open + high + low + close) / 4` (Lean).
+    Ohlc4,
+}
+
+/// Volume-weighted average price (default: typical price, session reset at UTC midnight).
 ///
 /// `None` until some volume was traded in the current accumulation span.
 #[derive(Debug, Clone)]
 pub struct Vwap {
     mode: VwapMode,
+    price: VwapPrice,
     day: Option<i64>,
     pv: f64,
     vol: f64,
@@ -652,10 +688,16 @@ pub struct Vwap {
 }
 
 impl Vwap {
-    /// A VWAP with the given accumulation mode.
+    /// A typical-price VWAP with the given accumulation mode.
     pub fn new(mode: VwapMode) -> Self {
+        Self::with_price(mode, VwapPrice::Typical)
+    }
+
+    /// A VWAP with explicit accumulation mode and bar price.
+    pub fn with_price(mode: VwapMode, price: VwapPrice) -> Self {
         Self {
             mode,
+            price,
             day: None,
             pv: 0.0,
             vol: 0.0,
@@ -668,12 +710,16 @@ impl Vwap {
     pub fn update(
         &mut self,
         open_time_ms: i64,
+        open: f64,
         high: f64,
         low: f64,
         close: f64,
         volume: f64,
     ) -> Option<f64> {
-        let tp = (high + low + close) / 3.0;
+        let tp = match self.price {
+            VwapPrice::Typical => (high + low + close) / 3.0,
+            VwapPrice::Ohlc4 => (open + high + low + close) / 4.0,
+        };
         match self.mode {
             VwapMode::Session => {
                 let day = open_time_ms.div_euclid(86_400_000);
@@ -941,7 +987,8 @@ impl IndicatorSet {
                 self.stochastic.k(),
                 st.map(|s| s.d),
                 self.obv.update(c, v),
-                self.vwap.update(candle.open_time_ms, h, l, c, v),
+                self.vwap
+                    .update(candle.open_time_ms, candle.open.to_f64(), h, l, c, v),
                 self.roc.update(c),
                 self.realized_vol.update(c),
                 Some(tr),
@@ -1142,13 +1189,16 @@ mod tests {
     fn vwap_session_resets_at_utc_midnight() {
         let mut v = Vwap::new(VwapMode::Session);
         let day = 86_400_000;
-        assert_eq!(v.update(day - 60_000, 10.0, 10.0, 10.0, 1.0), Some(10.0));
-        assert_eq!(v.update(day - 1, 20.0, 20.0, 20.0, 1.0), Some(15.0));
-        assert_eq!(v.update(day, 30.0, 30.0, 30.0, 2.0), Some(30.0));
+        assert_eq!(
+            v.update(day - 60_000, 0.0, 10.0, 10.0, 10.0, 1.0),
+            Some(10.0)
+        );
+        assert_eq!(v.update(day - 1, 0.0, 20.0, 20.0, 20.0, 1.0), Some(15.0));
+        assert_eq!(v.update(day, 0.0, 30.0, 30.0, 30.0, 2.0), Some(30.0));
         let mut r = Vwap::new(VwapMode::Rolling(2));
-        assert_eq!(r.update(0, 1.0, 1.0, 1.0, 1.0), None);
-        assert_eq!(r.update(1, 3.0, 3.0, 3.0, 1.0), Some(2.0));
-        assert_eq!(r.update(2, 5.0, 5.0, 5.0, 3.0), Some(4.5));
+        assert_eq!(r.update(0, 0.0, 1.0, 1.0, 1.0, 1.0), None);
+        assert_eq!(r.update(1, 0.0, 3.0, 3.0, 3.0, 1.0), Some(2.0));
+        assert_eq!(r.update(2, 0.0, 5.0, 5.0, 5.0, 3.0), Some(4.5));
     }
 
     #[test]
