@@ -1,0 +1,753 @@
+//! `mmtrader analyze`: candles file in, one CSV row per candle with every indicator and the
+//! pivots known at that candle out. The only part of `analysis` that touches files.
+//!
+//! Input formats are detected from the content (gzip is unpacked first):
+//! - JSON array of klines `[[open_time, open, high, low, close, volume, ...], ...]`, numbers as
+//!   JSON numbers or strings (freqtrade, Binance REST);
+//! - CSV with a header naming time/open/high/low/close/volume (any order, case-insensitive;
+//!   an empty first header cell is taken as the time index, as pandas writes it);
+//! - CSV without header: the Binance kline layout (12 columns) or any `time,o,h,l,c,v,...`.
+//!
+//! Times may be epoch seconds, ms, µs or ns (told apart by magnitude), ISO-8601 dates or
+//! date-times (`Z` or `±hh:mm` offsets), or `yyyyMMdd HH:mm`. Prices with at most 8 decimals are
+//! read exactly; float-printed values with more digits or an exponent (freqtrade JSON) are
+//! rounded to the nearest 1e-8, which is the most a [`Price`] carries.
+
+use std::fmt::Write as _;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::analysis::indicators::{INDICATOR_NAMES, IndicatorConfig, IndicatorSet};
+use crate::analysis::pivots::{LEVELS, PivotConfig, Trend, WilliamsEngine};
+use crate::market::types::{Candle, FixedParseError, Price, Qty, SCALE, parse_fixed};
+
+/// Settings for [`analyze_file`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AnalyzeConfig {
+    /// Indicator periods.
+    pub indicators: IndicatorConfig,
+    /// Pivot bars per side (0 means the default, 2).
+    pub pivot_bars_per_side: usize,
+    /// Candle length in ms; `None` detects it as the most common spacing of open times.
+    pub interval_ms: Option<i64>,
+}
+
+/// The layout a candle file was recognized as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// JSON array of kline arrays.
+    JsonKlines,
+    /// CSV with a named header.
+    CsvHeader,
+    /// Binance kline CSV (12 columns, no header).
+    BinanceKlineCsv,
+    /// Header-less CSV `time,open,high,low,close,volume[,...]`.
+    CsvPositional,
+}
+
+/// What was wrong with one input row.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RowError {
+    /// Too few columns or array entries.
+    #[error("expected at least {expected} fields, found {found}")]
+    TooFewFields {
+        /// Fields needed.
+        expected: usize,
+        /// Fields present.
+        found: usize,
+    },
+    /// A time that matches none of the accepted forms.
+    #[error("unrecognized time {0:?}")]
+    BadTime(String),
+    /// A price or volume that is not a number.
+    #[error("{field}: {source}")]
+    BadNumber {
+        /// Which field.
+        field: &'static str,
+        /// Why it did not parse.
+        source: FixedParseError,
+    },
+    /// A negative price or volume.
+    #[error("{field} is negative: {text}")]
+    Negative {
+        /// Which field.
+        field: &'static str,
+        /// The value as written.
+        text: String,
+    },
+    /// Low above high.
+    #[error("low {low} is above high {high}")]
+    LowAboveHigh {
+        /// The high.
+        high: Price,
+        /// The low.
+        low: Price,
+    },
+    /// Open time not after the previous good row's.
+    #[error("time {got} ms is not after the previous row's {prev} ms")]
+    NotIncreasing {
+        /// Previous good row's time.
+        prev: i64,
+        /// This row's time.
+        got: i64,
+    },
+    /// A JSON element that is not an array.
+    #[error("JSON element is not an array")]
+    NotArray,
+}
+
+/// A skipped row and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRow {
+    /// 1-based line number (CSV) or 1-based element number (JSON).
+    pub line: usize,
+    /// What was wrong.
+    pub error: RowError,
+}
+
+/// Why the whole analysis failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    /// Reading the input or writing the output failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The input is not UTF-8 text (after gunzip).
+    #[error("input is not UTF-8 text")]
+    NotText,
+    /// The input is JSON but not an array of arrays.
+    #[error("malformed JSON: {0}")]
+    Json(String),
+    /// The CSV header lacks a required column.
+    #[error("CSV header has no {0:?} column")]
+    MissingColumn(&'static str),
+    /// The input is empty.
+    #[error("input has no rows")]
+    Empty,
+    /// Not a single row parsed; the first bad rows say why.
+    #[error("no candle parsed ({} bad rows; first: line {}: {})",
+        .0.len(), .0.first().map_or(0, |b| b.line),
+        .0.first().map_or(String::new(), |b| b.error.to_string()))]
+    NoCandles(Vec<BadRow>),
+}
+
+/// Candles read from a file plus the rows that were skipped.
+#[derive(Debug, Clone)]
+pub struct LoadedCandles {
+    /// Detected layout.
+    pub format: InputFormat,
+    /// Good candles, strictly ascending open time.
+    pub candles: Vec<Candle>,
+    /// Skipped rows with line numbers.
+    pub bad_rows: Vec<BadRow>,
+}
+
+/// What [`analyze_file`] did.
+#[derive(Debug, Clone)]
+pub struct AnalyzeSummary {
+    /// Detected layout.
+    pub format: InputFormat,
+    /// Candles analysed (= rows written).
+    pub candles: usize,
+    /// Skipped input rows.
+    pub bad_rows: Vec<BadRow>,
+    /// Candle length used for pivot confirmation times.
+    pub interval_ms: i64,
+    /// Confirmed pivots per level at the end.
+    pub pivots_per_level: [usize; LEVELS],
+}
+
+/// Reads candles from `input`, writes the analysis CSV to `output`.
+pub fn analyze_file(
+    input: &Path,
+    output: &Path,
+    cfg: &AnalyzeConfig,
+) -> Result<AnalyzeSummary, AnalyzeError> {
+    let loaded = read_candles(input)?;
+    let interval_ms = cfg
+        .interval_ms
+        .filter(|&i| i > 0)
+        .unwrap_or_else(|| detect_interval(&loaded.candles));
+    let io_err = |source| AnalyzeError::Io {
+        path: output.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::create(output).map_err(io_err)?;
+    let mut out = BufWriter::new(file);
+    let pivots_per_level = write_analysis(&loaded.candles, cfg, interval_ms, &mut out)
+        .and_then(|n| out.flush().map(|_| n))
+        .map_err(io_err)?;
+    Ok(AnalyzeSummary {
+        format: loaded.format,
+        candles: loaded.candles.len(),
+        bad_rows: loaded.bad_rows,
+        interval_ms,
+        pivots_per_level,
+    })
+}
+
+/// The analysis CSV header, in column order.
+pub fn output_header() -> Vec<String> {
+    let mut cols: Vec<String> = ["time_ms", "open", "high", "low", "close", "volume"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    cols.extend(INDICATOR_NAMES.iter().map(|s| s.to_string()));
+    for l in 1..=LEVELS {
+        for c in ["high", "high_time", "low", "low_time", "trend"] {
+            cols.push(format!("l{l}_{c}"));
+        }
+    }
+    cols.push("new_pivots".into());
+    cols
+}
+
+/// Writes the header and one row per candle; returns confirmed pivots per level.
+fn write_analysis(
+    candles: &[Candle],
+    cfg: &AnalyzeConfig,
+    interval_ms: i64,
+    out: &mut impl Write,
+) -> std::io::Result<[usize; LEVELS]> {
+    let mut set = IndicatorSet::new(&cfg.indicators);
+    let bars = if cfg.pivot_bars_per_side == 0 {
+        2
+    } else {
+        cfg.pivot_bars_per_side
+    };
+    let mut engine = WilliamsEngine::new(PivotConfig {
+        bars_per_side: bars,
+        interval_ms,
+    });
+    writeln!(out, "{}", output_header().join(","))?;
+    let mut row = String::with_capacity(512);
+    for c in candles {
+        row.clear();
+        let _ = write!(
+            row,
+            "{},{},{},{},{},{}",
+            c.open_time_ms, c.open, c.high, c.low, c.close, c.volume
+        );
+        for (_, v) in set.update(c).iter() {
+            row.push(',');
+            if let Some(v) = v {
+                let _ = write!(row, "{v}");
+            }
+        }
+        let mut fresh = String::new();
+        // The loader guarantees ascending times and low <= high, so update cannot fail; a
+        // rejected candle would simply contribute no pivots.
+        if let Ok(new) = engine.update(c) {
+            for p in new {
+                if !fresh.is_empty() {
+                    fresh.push(';');
+                }
+                let _ = write!(
+                    fresh,
+                    "{}:{}:{}:{}",
+                    p.level,
+                    p.kind.letter(),
+                    p.price,
+                    p.time_ms
+                );
+            }
+        }
+        let close_ms = c.open_time_ms + interval_ms;
+        for level in 1..=LEVELS as u8 {
+            let view = engine.level_at(level, close_ms);
+            for p in [view.last_high(), view.last_low()] {
+                match p {
+                    Some(p) => {
+                        let _ = write!(row, ",{},{}", p.price, p.time_ms);
+                    }
+                    None => row.push_str(",,"),
+                }
+            }
+            row.push_str(match view.trend() {
+                Trend::Up => ",up",
+                Trend::Down => ",down",
+                Trend::Sideways => ",sideways",
+                Trend::Unknown => ",",
+            });
+        }
+        row.push(',');
+        row.push_str(&fresh);
+        writeln!(out, "{row}")?;
+    }
+    let mut counts = [0; LEVELS];
+    for (i, n) in counts.iter_mut().enumerate() {
+        *n = engine.pivots(i as u8 + 1).len();
+    }
+    Ok(counts)
+}
+
+/// Most common spacing of consecutive open times (the first 10 000), else one minute.
+pub fn detect_interval(candles: &[Candle]) -> i64 {
+    let mut diffs: Vec<i64> = candles
+        .windows(2)
+        .take(10_000)
+        .map(|w| w[1].open_time_ms - w[0].open_time_ms)
+        .collect();
+    diffs.sort_unstable();
+    let mut best = (60_000, 0);
+    let mut i = 0;
+    while i < diffs.len() {
+        let j = diffs[i..].partition_point(|&d| d == diffs[i]) + i;
+        // Ties go to the longer spacing: a late confirmation time never leaks the future.
+        if j - i >= best.1 {
+            best = (diffs[i], j - i);
+        }
+        i = j;
+    }
+    best.0
+}
+
+/// Reads and parses a candle file in any supported layout (see the module docs).
+pub fn read_candles(path: &Path) -> Result<LoadedCandles, AnalyzeError> {
+    let io_err = |source| AnalyzeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let raw = std::fs::read(path).map_err(io_err)?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(io_err)?;
+        out
+    } else {
+        raw
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|_| AnalyzeError::NotText)?;
+    parse_candles(text)
+}
+
+/// Parses candle text in any supported layout (see the module docs).
+pub fn parse_candles(text: &str) -> Result<LoadedCandles, AnalyzeError> {
+    let text = text.trim_start_matches('\u{feff}');
+    let trimmed = text.trim_start();
+    if trimmed.is_empty() {
+        return Err(AnalyzeError::Empty);
+    }
+    let (format, rows) = if trimmed.starts_with('[') {
+        (InputFormat::JsonKlines, parse_json(trimmed)?)
+    } else {
+        parse_csv(text)?
+    };
+    let mut candles: Vec<Candle> = Vec::with_capacity(rows.len());
+    let mut bad_rows = Vec::new();
+    for (line, row) in rows {
+        let checked = row.and_then(|c| match candles.last() {
+            Some(prev) if c.open_time_ms <= prev.open_time_ms => Err(RowError::NotIncreasing {
+                prev: prev.open_time_ms,
+                got: c.open_time_ms,
+            }),
+            _ => Ok(c),
+        });
+        match checked {
+            Ok(c) => candles.push(c),
+            Err(error) => bad_rows.push(BadRow { line, error }),
+        }
+    }
+    if candles.is_empty() {
+        return Err(AnalyzeError::NoCandles(bad_rows));
+    }
+    Ok(LoadedCandles {
+        format,
+        candles,
+        bad_rows,
+    })
+}
+
+type Rows = Vec<(usize, Result<Candle, RowError>)>;
+
+fn parse_json(text: &str) -> Result<Rows, AnalyzeError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| AnalyzeError::Json(e.to_string()))?;
+    let serde_json::Value::Array(items) = value else {
+        return Err(AnalyzeError::Json("top level is not an array".into()));
+    };
+    let field_text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    Ok(items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let row = match item {
+                serde_json::Value::Array(fields) => {
+                    let texts: Vec<String> = fields.iter().take(6).map(field_text).collect();
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    candle_from_fields(&refs, [0, 1, 2, 3, 4, 5])
+                }
+                _ => Err(RowError::NotArray),
+            };
+            (i + 1, row)
+        })
+        .collect())
+}
+
+fn parse_csv(text: &str) -> Result<(InputFormat, Rows), AnalyzeError> {
+    let mut lines = text
+        .split('\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')))
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((first_no, first)) = lines.next() else {
+        return Err(AnalyzeError::Empty);
+    };
+    let first_fields = split_csv(first);
+    let is_header = first_fields
+        .get(1)
+        .is_none_or(|f| parse_decimal(f, "open").is_err());
+    let (format, cols, pending) = if is_header {
+        (InputFormat::CsvHeader, header_columns(&first_fields)?, None)
+    } else if first_fields.len() == 12 {
+        (
+            InputFormat::BinanceKlineCsv,
+            [0, 1, 2, 3, 4, 5],
+            Some((first_no, first)),
+        )
+    } else {
+        (
+            InputFormat::CsvPositional,
+            [0, 1, 2, 3, 4, 5],
+            Some((first_no, first)),
+        )
+    };
+    let rows = pending
+        .into_iter()
+        .chain(lines)
+        .map(|(no, line)| (no, candle_from_fields(&split_csv(line), cols)))
+        .collect();
+    Ok((format, rows))
+}
+
+fn split_csv(line: &str) -> Vec<&str> {
+    line.split(',')
+        .map(|f| f.trim().trim_matches('"').trim())
+        .collect()
+}
+
+/// Column positions of time, open, high, low, close, volume (`usize::MAX`: no volume column).
+fn header_columns(header: &[&str]) -> Result<[usize; 6], AnalyzeError> {
+    let lower: Vec<String> = header.iter().map(|h| h.to_ascii_lowercase()).collect();
+    let find = |names: &[&str]| lower.iter().position(|h| names.contains(&h.as_str()));
+    let time = find(&[
+        "time",
+        "timestamp",
+        "timestamp_ms",
+        "date",
+        "datetime",
+        "open_time",
+        "opentime",
+        "ts",
+        "",
+    ])
+    .unwrap_or(0);
+    let need =
+        |names: &[&str], what: &'static str| find(names).ok_or(AnalyzeError::MissingColumn(what));
+    Ok([
+        time,
+        need(&["open", "o"], "open")?,
+        need(&["high", "h"], "high")?,
+        need(&["low", "l"], "low")?,
+        need(&["close", "c"], "close")?,
+        find(&["volume", "vol", "v", "base_volume"]).unwrap_or(usize::MAX),
+    ])
+}
+
+fn candle_from_fields(fields: &[&str], cols: [usize; 6]) -> Result<Candle, RowError> {
+    let needed = cols
+        .iter()
+        .filter(|&&c| c != usize::MAX)
+        .max()
+        .map_or(0, |m| m + 1);
+    if fields.len() < needed {
+        return Err(RowError::TooFewFields {
+            expected: needed,
+            found: fields.len(),
+        });
+    }
+    let open_time_ms = parse_time(fields[cols[0]])?;
+    let price = |i: usize, name| parse_decimal(fields[cols[i]], name).map(Price);
+    let (open, high, low, close) = (
+        price(1, "open")?,
+        price(2, "high")?,
+        price(3, "low")?,
+        price(4, "close")?,
+    );
+    let volume = match cols[5] {
+        usize::MAX => Qty::ZERO,
+        c => Qty(parse_decimal(fields[c], "volume")?),
+    };
+    if low > high {
+        return Err(RowError::LowAboveHigh { high, low });
+    }
+    Ok(Candle {
+        open_time_ms,
+        open,
+        high,
+        low,
+        close,
+        volume,
+        trades: 0,
+    })
+}
+
+/// Exact decimal when possible, else a float rounded to 1e-8; negatives are rejected.
+fn parse_decimal(text: &str, field: &'static str) -> Result<i64, RowError> {
+    let value = match parse_fixed(text.as_bytes()) {
+        Ok(v) => v,
+        Err(e @ (FixedParseError::TooPrecise(_) | FixedParseError::Invalid(_))) => {
+            match text.parse::<f64>() {
+                Ok(f) if f.is_finite() && f.abs() < (i64::MAX / SCALE) as f64 => {
+                    (f * SCALE as f64).round() as i64
+                }
+                _ => return Err(RowError::BadNumber { field, source: e }),
+            }
+        }
+        Err(source) => return Err(RowError::BadNumber { field, source }),
+    };
+    if value < 0 {
+        return Err(RowError::Negative {
+            field,
+            text: text.to_string(),
+        });
+    }
+    Ok(value)
+}
+
+/// Epoch number (s/ms/µs/ns by magnitude), ISO-8601, or `yyyyMMdd HH:mm`, to ms since epoch.
+pub fn parse_time(text: &str) -> Result<i64, RowError> {
+    let bad = || RowError::BadTime(text.to_string());
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(v) = t.parse::<i64>() {
+        return Ok(epoch_to_ms(v as f64, v));
+    }
+    if t.bytes()
+        .all(|b| b.is_ascii_digit() || b == b'.' || b == b'e' || b == b'E' || b == b'-')
+        && t.contains(['.', 'e', 'E'])
+    {
+        let f: f64 = t.parse().map_err(|_| bad())?;
+        if !f.is_finite() {
+            return Err(bad());
+        }
+        return Ok(epoch_to_ms(f, f as i64));
+    }
+    parse_datetime(t).ok_or_else(bad)
+}
+
+fn epoch_to_ms(f: f64, i: i64) -> i64 {
+    let a = f.abs();
+    if a >= 1e17 {
+        i / 1_000_000
+    } else if a >= 1e14 {
+        i / 1_000
+    } else if a >= 1e11 {
+        i
+    } else {
+        (f * 1000.0).round() as i64
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn parse_datetime(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    let num = |s: &[u8]| -> Option<i64> {
+        if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(s).ok()?.parse().ok()
+    };
+    let (y, mo, d, rest) = if b.len() >= 10 && b[4] == b'-' && b[7] == b'-' {
+        (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?, &b[10..])
+    } else if b.len() >= 8 && b[..8].iter().all(u8::is_ascii_digit) {
+        (num(&b[0..4])?, num(&b[4..6])?, num(&b[6..8])?, &b[8..])
+    } else {
+        return None;
+    };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let mut ms = days_from_civil(y, mo, d) * 86_400_000;
+    let mut rest = rest;
+    if let Some((&sep, tail)) = rest.split_first()
+        && (sep == b'T' || sep == b' ')
+    {
+        if tail.len() < 5 || tail[2] != b':' {
+            return None;
+        }
+        let (h, mi) = (num(&tail[0..2])?, num(&tail[3..5])?);
+        if h > 23 || mi > 59 {
+            return None;
+        }
+        ms += (h * 3600 + mi * 60) * 1000;
+        rest = &tail[5..];
+        if rest.first() == Some(&b':') {
+            let s = num(rest.get(1..3)?)?;
+            if s > 60 {
+                return None;
+            }
+            ms += s * 1000;
+            rest = &rest[3..];
+            if rest.first() == Some(&b'.') {
+                let digits = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+                if digits == 0 {
+                    return None;
+                }
+                let frac = &rest[1..1 + digits];
+                let first3: Vec<u8> = frac.iter().copied().chain(*b"000").take(3).collect();
+                ms += num(&first3)?;
+                rest = &rest[1 + digits..];
+            }
+        }
+    }
+    match rest {
+        [] | [b'Z'] | [b'z'] => Some(ms),
+        [sign @ (b'+' | b'-'), tz @ ..] => {
+            let (h, m) = match tz {
+                [a, b, b':', c, d] | [a, b, c, d] => (num(&[*a, *b])?, num(&[*c, *d])?),
+                [a, b] => (num(&[*a, *b])?, 0),
+                _ => return None,
+            };
+            let offset = (h * 60 + m) * 60_000;
+            Some(if *sign == b'+' {
+                ms - offset
+            } else {
+                ms + offset
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_in_every_form() {
+        assert_eq!(parse_time("1609459200"), Ok(1_609_459_200_000));
+        assert_eq!(parse_time("1609459200000"), Ok(1_609_459_200_000));
+        assert_eq!(parse_time("1609459200000000"), Ok(1_609_459_200_000));
+        assert_eq!(parse_time("1609459200000000000"), Ok(1_609_459_200_000));
+        assert_eq!(parse_time("1609459200.5"), Ok(1_609_459_200_500));
+        assert_eq!(parse_time("2021-01-01"), Ok(1_609_459_200_000));
+        assert_eq!(parse_time("2021-01-01T00:00:01Z"), Ok(1_609_459_201_000));
+        assert_eq!(
+            parse_time("2021-12-31 23:01:00.000000"),
+            Ok(1_640_991_660_000)
+        );
+        assert_eq!(
+            parse_time("2021-01-01T02:00:00+02:00"),
+            Ok(1_609_459_200_000)
+        );
+        assert_eq!(parse_time("20210101 01:00"), Ok(1_609_462_800_000));
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("2021-13-01").is_err());
+        assert!(parse_time("").is_err());
+    }
+
+    #[test]
+    fn malformed_rows_are_reported_by_line() {
+        let text = "time,open,high,low,close,volume\r\n\
+                    1000,1,2,0.5,1.5,10\r\n\
+                    2000,1,x,0.5,1.5,10\r\n\
+                    3000,1,2,3,1.5,10\r\n\
+                    500,1,2,0.5,1.5,10\r\n\
+                    4000,1,2\r\n\
+                    5000,1.5,2.5,1,2,-1\r\n\
+                    6000,1.5,2.5,1,2,1e-3\r\n";
+        let got = parse_candles(text).unwrap();
+        assert_eq!(got.format, InputFormat::CsvHeader);
+        assert_eq!(got.candles.len(), 2);
+        assert_eq!(got.candles[1].volume, Qty::parse("0.001").unwrap());
+        let lines: Vec<usize> = got.bad_rows.iter().map(|b| b.line).collect();
+        assert_eq!(lines, vec![3, 4, 5, 6, 7]);
+        assert!(matches!(
+            got.bad_rows[0].error,
+            RowError::BadNumber { field: "high", .. }
+        ));
+        assert!(matches!(
+            got.bad_rows[1].error,
+            RowError::LowAboveHigh { .. }
+        ));
+        assert!(matches!(
+            got.bad_rows[2].error,
+            RowError::NotIncreasing { .. }
+        ));
+        assert!(matches!(
+            got.bad_rows[3].error,
+            RowError::TooFewFields { .. }
+        ));
+        assert!(matches!(got.bad_rows[4].error, RowError::Negative { .. }));
+    }
+
+    #[test]
+    fn nothing_parsable_is_an_error_listing_rows() {
+        match parse_candles("a,b\n1,2\n") {
+            Err(AnalyzeError::MissingColumn("open")) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse_candles("[[1,\"x\",1,1,1,1],[2]]") {
+            Err(AnalyzeError::NoCandles(rows)) => assert_eq!(rows.len(), 2),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(parse_candles("[1,2"), Err(AnalyzeError::Json(_))));
+        assert!(matches!(parse_candles("  \n"), Err(AnalyzeError::Empty)));
+        match parse_candles("[5, [1000,\"1\",\"2\",\"0.5\",\"1.5\",\"3\"]]") {
+            Ok(l) => {
+                assert_eq!(l.bad_rows[0].error, RowError::NotArray);
+                assert_eq!(l.candles[0].high, Price::from_units(2));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn positional_and_binance_layouts() {
+        let binance = "1637971200000,0.00002853,0.00002854,0.00002851,0.00002854,36304.2,\
+                       1637971259999,1.03,79,19523.0,0.55,0\n";
+        let l = parse_candles(binance).unwrap();
+        assert_eq!(l.format, InputFormat::BinanceKlineCsv);
+        assert_eq!(l.candles[0].low, Price::parse("0.00002851").unwrap());
+        let lean = "20180501 00:00,9246.01,9248.99,8934.44,8955.01,5263.799551\n";
+        let l = parse_candles(lean).unwrap();
+        assert_eq!(l.format, InputFormat::CsvPositional);
+        assert_eq!(l.candles[0].open_time_ms, 1_525_132_800_000);
+    }
+
+    #[test]
+    fn interval_is_the_most_common_spacing() {
+        let c = |t: i64| Candle {
+            open_time_ms: t,
+            open: Price::ZERO,
+            high: Price::ZERO,
+            low: Price::ZERO,
+            close: Price::ZERO,
+            volume: Qty::ZERO,
+            trades: 0,
+        };
+        let cs: Vec<Candle> = [0, 60, 120, 300, 360, 420].iter().map(|&t| c(t)).collect();
+        assert_eq!(detect_interval(&cs), 60);
+    }
+}
