@@ -341,11 +341,13 @@ impl CobEngine {
             (Side::Buy, &mut self.bid_acc),
             (Side::Sell, &mut self.ask_acc),
         ] {
-            for l in book.levels_in_range(side, lo, hi) {
-                let j = ((l.price.raw() - lo.raw()) / size) as usize;
-                acc[j] += l.qty.raw();
-                self.px_acc[j] += l.price.raw() as i128 * l.qty.raw() as i128;
-            }
+            accumulate(
+                book.levels_in_range(side, lo, hi),
+                lo.raw(),
+                size,
+                acc,
+                &mut self.px_acc,
+            );
         }
 
         let buckets: Vec<CobBucket> = (0..self.bid_acc.len())
@@ -441,6 +443,40 @@ impl CobEngine {
                 self.ma_sums[k * w + i] = s;
             }
         }
+    }
+}
+
+/// Adds sorted levels (either direction) into their buckets. Levels arrive in price order,
+/// so the bucket index is only recomputed (one division) when a level leaves the current
+/// bucket, and sums stay in registers in between.
+fn accumulate(
+    levels: impl Iterator<Item = Level>,
+    lo: i64,
+    size: i64,
+    qty_acc: &mut [i64],
+    px_acc: &mut [i128],
+) {
+    let mut j = usize::MAX;
+    let (mut b_lo, mut b_hi) = (0i64, 0i64);
+    let (mut q_sum, mut px_sum) = (0i64, 0i128);
+    for l in levels {
+        let p = l.price.raw();
+        if p < b_lo || p >= b_hi {
+            if j != usize::MAX {
+                qty_acc[j] += q_sum;
+                px_acc[j] += px_sum;
+            }
+            j = ((p - lo) / size) as usize;
+            b_lo = lo + j as i64 * size;
+            b_hi = b_lo + size;
+            (q_sum, px_sum) = (0, 0);
+        }
+        q_sum += l.qty.raw();
+        px_sum += p as i128 * l.qty.raw() as i128;
+    }
+    if j != usize::MAX {
+        qty_acc[j] += q_sum;
+        px_acc[j] += px_sum;
     }
 }
 
