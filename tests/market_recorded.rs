@@ -57,7 +57,7 @@ fn binance_spot_replay_matches_book_ticker_and_cob_invariants() {
         if let Some(lid) = v.get("lastUpdateId").and_then(Value::as_u64) {
             book.apply_snapshot(&levels(&v["bids"]), &levels(&v["asks"]), lid);
             synced = true;
-            diffs.extend(buffered.drain(..));
+            diffs.append(&mut buffered);
             continue;
         }
         let data = &v["data"];
