@@ -201,3 +201,59 @@ fn real_trades_build_the_reference_one_minute_candles_in_any_order() {
     assert!(in_order.candles().eq(mixed.candles()));
     assert!(mixed.dropped() > 0);
 }
+
+#[test]
+fn real_rest_klines_merge_without_duplicates_or_holes() {
+    let raw = std::fs::read_to_string(require(
+        "exchange_raw/nautilus_rest/binance/http_spot_market_klines.json",
+    ))
+    .unwrap();
+    let rows: Vec<Value> = serde_json::from_str(&raw).unwrap();
+    let fixed = |v: &Value| Price::parse(v.as_str().unwrap()).unwrap();
+    let klines: Vec<mmtrader::market::types::Candle> = rows
+        .iter()
+        .map(|r| mmtrader::market::types::Candle {
+            open_time_ms: r[0].as_i64().unwrap(),
+            open: fixed(&r[1]),
+            high: fixed(&r[2]),
+            low: fixed(&r[3]),
+            close: fixed(&r[4]),
+            volume: Qty::parse(r[5].as_str().unwrap()).unwrap(),
+            trades: r[8].as_u64().unwrap(),
+        })
+        .collect();
+    let last = klines.last().unwrap().clone();
+
+    let mut s = CandleSeries::new(Timeframe::M1);
+    // A live trade inside the newest (still open) kline's interval, before the merge.
+    let live_price = last.close + Price::from_units(1);
+    s.push_trade(&Trade {
+        symbol: "BTCUSDT".into(),
+        id: 1,
+        time_ms: last.open_time_ms + 30_000,
+        price: live_price,
+        qty: Qty::from_units(1),
+        taker_side: Side::Buy,
+    })
+    .unwrap();
+    // Merging twice (overlapping, reversed) changes nothing: no duplicates.
+    let stats = s.merge_history(&klines);
+    assert!(stats.invalid.is_empty());
+    assert_eq!((stats.applied, stats.kept_live), (klines.len() - 1, 1));
+    let once: Vec<_> = s.candles().cloned().collect();
+    let mut reversed = klines.clone();
+    reversed.reverse();
+    s.merge_history(&reversed);
+    assert!(s.candles().eq(once.iter()));
+
+    assert_eq!(s.len(), klines.len());
+    for (got, want) in s.candles().zip(&klines[..klines.len() - 1]) {
+        assert_eq!(got, want);
+    }
+    assert_eq!(s.current().unwrap().close, live_price);
+    assert!(
+        s.candles()
+            .zip(s.candles().skip(1))
+            .all(|(a, b)| b.open_time_ms - a.open_time_ms == 60_000)
+    );
+}
