@@ -113,6 +113,47 @@ impl Ladder {
     }
 }
 
+/// Why a level from the wire cannot go into a book.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BookError {
+    /// Price zero or negative.
+    #[error("{side:?} level price {price} is not positive")]
+    Price {
+        /// Book side.
+        side: Side,
+        /// Offending price.
+        price: Price,
+    },
+    /// Negative quantity (zero is a valid removal).
+    #[error("{side:?} level at {price} has negative quantity {qty}")]
+    NegativeQty {
+        /// Book side.
+        side: Side,
+        /// Level price.
+        price: Price,
+        /// Offending quantity.
+        qty: Qty,
+    },
+}
+
+/// Checks one wire level: positive price, non-negative quantity.
+pub fn validate_level(side: Side, level: &Level) -> Result<(), BookError> {
+    if level.price.raw() <= 0 {
+        return Err(BookError::Price {
+            side,
+            price: level.price,
+        });
+    }
+    if level.qty.raw() < 0 {
+        return Err(BookError::NegativeQty {
+            side,
+            price: level.price,
+            qty: level.qty,
+        });
+    }
+    Ok(())
+}
+
 /// Result of walking one side of the book for a given size (a market order estimate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fill {
@@ -149,6 +190,11 @@ pub struct OrderBook {
     asks: Ladder,
     /// Exchange update id the book reflects (the last applied diff's final id).
     pub last_update_id: u64,
+}
+
+fn check_levels(bids: &[Level], asks: &[Level]) -> Result<(), BookError> {
+    bids.iter().try_for_each(|l| validate_level(Side::Buy, l))?;
+    asks.iter().try_for_each(|l| validate_level(Side::Sell, l))
 }
 
 #[inline]
@@ -196,6 +242,31 @@ impl OrderBook {
             self.apply_level(Side::Sell, l.price, l.qty);
         }
         self.last_update_id = last_update_id;
+    }
+
+    /// Validates a whole diff first and applies it only when every level is valid, so a bad
+    /// message leaves the book untouched (the caller counts it and resyncs).
+    pub fn try_apply_diff(
+        &mut self,
+        bids: &[Level],
+        asks: &[Level],
+        last_update_id: u64,
+    ) -> Result<(), BookError> {
+        check_levels(bids, asks)?;
+        self.apply_diff(bids, asks, last_update_id);
+        Ok(())
+    }
+
+    /// Validates a whole snapshot first and applies it only when every level is valid.
+    pub fn try_apply_snapshot(
+        &mut self,
+        bids: &[Level],
+        asks: &[Level],
+        last_update_id: u64,
+    ) -> Result<(), BookError> {
+        check_levels(bids, asks)?;
+        self.apply_snapshot(bids, asks, last_update_id);
+        Ok(())
     }
 
     /// Empties both sides.
@@ -419,6 +490,39 @@ mod tests {
         assert_eq!(b.depth(Side::Sell), 4);
         b.apply_level(Side::Buy, Price::from_units(100), Qty::from_units(1));
         assert!(b.is_crossed());
+    }
+
+    #[test]
+    fn checked_apply_rejects_bad_levels_atomically() {
+        let mut b = book();
+        let before = b.clone();
+        let bad_qty = Level {
+            price: Price::from_units(100),
+            qty: Qty(-1),
+        };
+        assert_eq!(
+            b.try_apply_diff(&[lv(97, 1)], &[bad_qty], 9),
+            Err(BookError::NegativeQty {
+                side: Side::Sell,
+                price: Price::from_units(100),
+                qty: Qty(-1)
+            })
+        );
+        assert_eq!(b, before);
+        let bad_price = Level {
+            price: Price::ZERO,
+            qty: Qty(1),
+        };
+        assert!(matches!(
+            b.try_apply_snapshot(&[bad_price], &[], 9),
+            Err(BookError::Price { .. })
+        ));
+        assert_eq!(b, before);
+        b.try_apply_diff(&[lv(97, 1)], &[lv(101, 0)], 9).unwrap();
+        assert_eq!(b.best_ask(), Some(lv(102, 4)));
+        assert_eq!(b.last_update_id, 9);
+        b.try_apply_snapshot(&[lv(1, 1)], &[lv(2, 1)], 10).unwrap();
+        assert_eq!(b.depth(Side::Buy), 1);
     }
 
     #[test]
