@@ -2,14 +2,11 @@
 //!
 //! Each side is a sorted `Vec` of levels with the best price at the END: diffs cluster near the
 //! top of the book, so inserts and removals there shift only a handful of elements, and the
-//! search first scans the last few slots before falling back to a binary search. Bids are keyed
+//! search gallops down from the best end before a binary search. Bids are keyed
 //! by price and asks by negated price, so both sides share one ascending "ladder" whose last
 //! element is the best level (measured against a BTreeMap book in `benches/book.rs`).
 
 use super::types::{Level, Price, Qty, SCALE, Side};
-
-/// How many top slots are scanned linearly before binary search (most diffs land there).
-const LINEAR_SCAN: usize = 8;
 
 /// One side of the book: keys ascending (best last); asks store `-price` as the key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,26 +16,30 @@ struct Ladder {
 }
 
 impl Ladder {
-    /// `Ok(index)` when `key` is present, `Err(insert_at)` otherwise.
+    /// `Ok(index)` when `key` is present, `Err(insert_at)` otherwise. Gallops down from the
+    /// best end (distance 1, 2, 4, ...) and then binary-searches the bracketed span, so the
+    /// cost grows with the distance from the top, not with the book size.
     #[inline]
     fn find(&self, key: i64) -> Result<usize, usize> {
-        let n = self.keys.len();
-        let scan_from = n.saturating_sub(LINEAR_SCAN);
-        if n > 0 && key >= self.keys[scan_from] {
-            let mut i = n;
-            while i > scan_from {
-                let k = self.keys[i - 1];
-                if k == key {
-                    return Ok(i - 1);
-                }
-                if k < key {
-                    return Err(i);
-                }
-                i -= 1;
+        let keys = &self.keys;
+        let n = keys.len();
+        let mut hi = n; // keys[hi..] are all > key
+        let mut step = 1;
+        while step <= n {
+            let i = n - step;
+            let k = keys[i];
+            if k == key {
+                return Ok(i);
             }
-            return Err(scan_from);
+            if k < key {
+                return keys[i + 1..hi]
+                    .binary_search(&key)
+                    .map_or_else(|e| Err(e + i + 1), |f| Ok(f + i + 1));
+            }
+            hi = i;
+            step *= 2;
         }
-        self.keys[..scan_from].binary_search(&key)
+        keys[..hi].binary_search(&key)
     }
 
     #[inline]
