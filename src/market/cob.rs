@@ -166,6 +166,13 @@ pub struct HeatmapRow {
     pub ask: Vec<Qty>,
 }
 
+impl HeatmapRow {
+    /// Lower price bound of bucket `j` of this row.
+    pub fn bucket_price(&self, j: usize) -> Price {
+        Price(self.first_price.raw() + j as i64 * self.bucket_size.raw())
+    }
+}
+
 /// Bounded time × price ring of COB rows, oldest first.
 #[derive(Debug, Clone, Serialize)]
 pub struct Heatmap {
@@ -608,6 +615,7 @@ mod tests {
         assert_eq!(row.time_ms, 42);
         assert_eq!(row.first_price, Price::from_units(80));
         assert_eq!(row.bid[20], Qty::from_units(2));
+        assert_eq!(row.bucket_price(20), Price::from_units(100));
         assert!(serde_json::to_string(&s).unwrap().contains("\"ma_60s\""));
     }
 
