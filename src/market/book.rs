@@ -2,14 +2,11 @@
 //!
 //! Each side is a sorted `Vec` of levels with the best price at the END: diffs cluster near the
 //! top of the book, so inserts and removals there shift only a handful of elements, and the
-//! search first scans the last few slots before falling back to a binary search. Bids are keyed
+//! search gallops down from the best end before a binary search. Bids are keyed
 //! by price and asks by negated price, so both sides share one ascending "ladder" whose last
 //! element is the best level (measured against a BTreeMap book in `benches/book.rs`).
 
 use super::types::{Level, Price, Qty, SCALE, Side};
-
-/// How many top slots are scanned linearly before binary search (most diffs land there).
-const LINEAR_SCAN: usize = 8;
 
 /// One side of the book: keys ascending (best last); asks store `-price` as the key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,26 +16,30 @@ struct Ladder {
 }
 
 impl Ladder {
-    /// `Ok(index)` when `key` is present, `Err(insert_at)` otherwise.
+    /// `Ok(index)` when `key` is present, `Err(insert_at)` otherwise. Gallops down from the
+    /// best end (distance 1, 2, 4, ...) and then binary-searches the bracketed span, so the
+    /// cost grows with the distance from the top, not with the book size.
     #[inline]
     fn find(&self, key: i64) -> Result<usize, usize> {
-        let n = self.keys.len();
-        let scan_from = n.saturating_sub(LINEAR_SCAN);
-        if n > 0 && key >= self.keys[scan_from] {
-            let mut i = n;
-            while i > scan_from {
-                let k = self.keys[i - 1];
-                if k == key {
-                    return Ok(i - 1);
-                }
-                if k < key {
-                    return Err(i);
-                }
-                i -= 1;
+        let keys = &self.keys;
+        let n = keys.len();
+        let mut hi = n; // keys[hi..] are all > key
+        let mut step = 1;
+        while step <= n {
+            let i = n - step;
+            let k = keys[i];
+            if k == key {
+                return Ok(i);
             }
-            return Err(scan_from);
+            if k < key {
+                return keys[i + 1..hi]
+                    .binary_search(&key)
+                    .map_or_else(|e| Err(e + i + 1), |f| Ok(f + i + 1));
+            }
+            hi = i;
+            step *= 2;
         }
-        self.keys[..scan_from].binary_search(&key)
+        keys[..hi].binary_search(&key)
     }
 
     #[inline]
@@ -113,6 +114,47 @@ impl Ladder {
     }
 }
 
+/// Why a level from the wire cannot go into a book.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BookError {
+    /// Price zero or negative.
+    #[error("{side:?} level price {price} is not positive")]
+    Price {
+        /// Book side.
+        side: Side,
+        /// Offending price.
+        price: Price,
+    },
+    /// Negative quantity (zero is a valid removal).
+    #[error("{side:?} level at {price} has negative quantity {qty}")]
+    NegativeQty {
+        /// Book side.
+        side: Side,
+        /// Level price.
+        price: Price,
+        /// Offending quantity.
+        qty: Qty,
+    },
+}
+
+/// Checks one wire level: positive price, non-negative quantity.
+pub fn validate_level(side: Side, level: &Level) -> Result<(), BookError> {
+    if level.price.raw() <= 0 {
+        return Err(BookError::Price {
+            side,
+            price: level.price,
+        });
+    }
+    if level.qty.raw() < 0 {
+        return Err(BookError::NegativeQty {
+            side,
+            price: level.price,
+            qty: level.qty,
+        });
+    }
+    Ok(())
+}
+
 /// Result of walking one side of the book for a given size (a market order estimate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fill {
@@ -149,6 +191,11 @@ pub struct OrderBook {
     asks: Ladder,
     /// Exchange update id the book reflects (the last applied diff's final id).
     pub last_update_id: u64,
+}
+
+fn check_levels(bids: &[Level], asks: &[Level]) -> Result<(), BookError> {
+    bids.iter().try_for_each(|l| validate_level(Side::Buy, l))?;
+    asks.iter().try_for_each(|l| validate_level(Side::Sell, l))
 }
 
 #[inline]
@@ -196,6 +243,31 @@ impl OrderBook {
             self.apply_level(Side::Sell, l.price, l.qty);
         }
         self.last_update_id = last_update_id;
+    }
+
+    /// Validates a whole diff first and applies it only when every level is valid, so a bad
+    /// message leaves the book untouched (the caller counts it and resyncs).
+    pub fn try_apply_diff(
+        &mut self,
+        bids: &[Level],
+        asks: &[Level],
+        last_update_id: u64,
+    ) -> Result<(), BookError> {
+        check_levels(bids, asks)?;
+        self.apply_diff(bids, asks, last_update_id);
+        Ok(())
+    }
+
+    /// Validates a whole snapshot first and applies it only when every level is valid.
+    pub fn try_apply_snapshot(
+        &mut self,
+        bids: &[Level],
+        asks: &[Level],
+        last_update_id: u64,
+    ) -> Result<(), BookError> {
+        check_levels(bids, asks)?;
+        self.apply_snapshot(bids, asks, last_update_id);
+        Ok(())
     }
 
     /// Empties both sides.
@@ -419,6 +491,39 @@ mod tests {
         assert_eq!(b.depth(Side::Sell), 4);
         b.apply_level(Side::Buy, Price::from_units(100), Qty::from_units(1));
         assert!(b.is_crossed());
+    }
+
+    #[test]
+    fn checked_apply_rejects_bad_levels_atomically() {
+        let mut b = book();
+        let before = b.clone();
+        let bad_qty = Level {
+            price: Price::from_units(100),
+            qty: Qty(-1),
+        };
+        assert_eq!(
+            b.try_apply_diff(&[lv(97, 1)], &[bad_qty], 9),
+            Err(BookError::NegativeQty {
+                side: Side::Sell,
+                price: Price::from_units(100),
+                qty: Qty(-1)
+            })
+        );
+        assert_eq!(b, before);
+        let bad_price = Level {
+            price: Price::ZERO,
+            qty: Qty(1),
+        };
+        assert!(matches!(
+            b.try_apply_snapshot(&[bad_price], &[], 9),
+            Err(BookError::Price { .. })
+        ));
+        assert_eq!(b, before);
+        b.try_apply_diff(&[lv(97, 1)], &[lv(101, 0)], 9).unwrap();
+        assert_eq!(b.best_ask(), Some(lv(102, 4)));
+        assert_eq!(b.last_update_id, 9);
+        b.try_apply_snapshot(&[lv(1, 1)], &[lv(2, 1)], 10).unwrap();
+        assert_eq!(b.depth(Side::Buy), 1);
     }
 
     #[test]

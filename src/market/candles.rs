@@ -799,5 +799,36 @@ mod tests {
                 prop_assert_eq!(got, naive(&trades, tf, cap));
             }
         }
+
+        #[test]
+        fn history_merge_is_order_independent(
+            trades in trades_strategy(),
+            klines in prop::collection::vec((0i64..30, 1i64..50, 0i64..1_000), 0..30),
+            at in any::<prop::sample::Index>(),
+            cap in 3usize..40,
+        ) {
+            let klines: Vec<Candle> = klines
+                .into_iter()
+                .map(|(i, p, v)| candle(i * 1_000, p, p + 1, p, p, v, 1))
+                .collect();
+            let run = |merge_at: usize| {
+                let mut s = CandleSeries::with_capacity(Timeframe::S1, cap);
+                for (i, t) in trades.iter().enumerate() {
+                    if i == merge_at {
+                        s.merge_history(&klines);
+                    }
+                    s.push_trade(t).unwrap();
+                }
+                if merge_at >= trades.len() {
+                    s.merge_history(&klines);
+                }
+                s.candles_with_source()
+                    .map(|(c, src)| (c.clone(), src))
+                    .collect::<Vec<_>>()
+            };
+            let reference = run(0);
+            prop_assert_eq!(run(at.index(trades.len() + 1)), reference.clone());
+            prop_assert_eq!(run(trades.len()), reference);
+        }
     }
 }

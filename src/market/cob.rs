@@ -166,6 +166,13 @@ pub struct HeatmapRow {
     pub ask: Vec<Qty>,
 }
 
+impl HeatmapRow {
+    /// Lower price bound of bucket `j` of this row.
+    pub fn bucket_price(&self, j: usize) -> Price {
+        Price(self.first_price.raw() + j as i64 * self.bucket_size.raw())
+    }
+}
+
 /// Bounded time × price ring of COB rows, oldest first.
 #[derive(Debug, Clone, Serialize)]
 pub struct Heatmap {
@@ -341,11 +348,13 @@ impl CobEngine {
             (Side::Buy, &mut self.bid_acc),
             (Side::Sell, &mut self.ask_acc),
         ] {
-            for l in book.levels_in_range(side, lo, hi) {
-                let j = ((l.price.raw() - lo.raw()) / size) as usize;
-                acc[j] += l.qty.raw();
-                self.px_acc[j] += l.price.raw() as i128 * l.qty.raw() as i128;
-            }
+            accumulate(
+                book.levels_in_range(side, lo, hi),
+                lo.raw(),
+                size,
+                acc,
+                &mut self.px_acc,
+            );
         }
 
         let buckets: Vec<CobBucket> = (0..self.bid_acc.len())
@@ -441,6 +450,40 @@ impl CobEngine {
                 self.ma_sums[k * w + i] = s;
             }
         }
+    }
+}
+
+/// Adds sorted levels (either direction) into their buckets. Levels arrive in price order,
+/// so the bucket index is only recomputed (one division) when a level leaves the current
+/// bucket, and sums stay in registers in between.
+fn accumulate(
+    levels: impl Iterator<Item = Level>,
+    lo: i64,
+    size: i64,
+    qty_acc: &mut [i64],
+    px_acc: &mut [i128],
+) {
+    let mut j = usize::MAX;
+    let (mut b_lo, mut b_hi) = (0i64, 0i64);
+    let (mut q_sum, mut px_sum) = (0i64, 0i128);
+    for l in levels {
+        let p = l.price.raw();
+        if p < b_lo || p >= b_hi {
+            if j != usize::MAX {
+                qty_acc[j] += q_sum;
+                px_acc[j] += px_sum;
+            }
+            j = ((p - lo) / size) as usize;
+            b_lo = lo + j as i64 * size;
+            b_hi = b_lo + size;
+            (q_sum, px_sum) = (0, 0);
+        }
+        q_sum += l.qty.raw();
+        px_sum += p as i128 * l.qty.raw() as i128;
+    }
+    if j != usize::MAX {
+        qty_acc[j] += q_sum;
+        px_acc[j] += px_sum;
     }
 }
 
@@ -572,6 +615,7 @@ mod tests {
         assert_eq!(row.time_ms, 42);
         assert_eq!(row.first_price, Price::from_units(80));
         assert_eq!(row.bid[20], Qty::from_units(2));
+        assert_eq!(row.bucket_price(20), Price::from_units(100));
         assert!(serde_json::to_string(&s).unwrap().contains("\"ma_60s\""));
     }
 
