@@ -1,6 +1,183 @@
-//! Command line.
+//! Command line: parses arguments, loads configuration, dispatches, and maps failures to exit
+//! codes that scripts can rely on.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: a failure while running.
+pub const EXIT_RUNTIME: i32 = 1;
+/// Exit code: bad command line (clap's own convention).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: invalid configuration.
+pub const EXIT_CONFIG: i32 = 3;
+/// Exit code: an input file is unreadable or invalid.
+pub const EXIT_INPUT: i32 = 4;
+/// Exit code: interrupted by Ctrl-C.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+const AFTER_HELP: &str = "\
+Without a command, mmtrader starts the workstation: market data from the configured source
+(the built-in simulated exchange by default: no keys, no internet), the screen, paper trading.
+
+Configuration: --config PATH, else ./config.toml, else built-in defaults. Any key can be
+overridden as MMTRADER_<SECTION>__<KEY>, e.g. MMTRADER_DATA__SOURCE=binance.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad command line, 3 configuration error,
+4 unreadable or invalid input file, 130 interrupted.";
+
+/// mmtrader: a machine-learning trading workstation for the terminal.
+#[derive(Debug, Parser)]
+#[command(name = "mmtrader", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Configuration file (default: ./config.toml when present).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// What to run (default: the workstation).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the simulated exchange alone (Binance websocket + REST protocol on loopback).
+    Sim(SimArgs),
+    /// Run the data path headless and print normalized events and health; or replay a recording.
+    Feed(FeedArgs),
+    /// Compute indicators and known pivots for a candle file and write them as CSV.
+    Analyze(AnalyzeArgs),
+}
+
+/// `mmtrader sim`.
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Listen address (default: 127.0.0.1:9443 for standalone use).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9443")]
+    pub bind: String,
+    /// Market seed (default: sim.seed from the configuration).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// `mmtrader feed`.
+#[derive(Debug, Args)]
+pub struct FeedArgs {
+    /// Replay a recorded session file instead of connecting (repeat for a websocket log and
+    /// its REST companion recorded at the same time).
+    #[arg(long, value_name = "FILE")]
+    pub replay: Vec<PathBuf>,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<u64>,
+    /// Print every normalized event, not only the health summary each second.
+    #[arg(long)]
+    pub events: bool,
+}
+
+/// `mmtrader analyze`.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Candle file: CSV with a time/open/high/low/close/volume header, Binance kline CSV, or a
+    /// JSON array of klines.
+    #[arg(long, value_name = "FILE")]
+    pub candles: PathBuf,
+    /// Output CSV file.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    /// Exit code.
+    pub code: i32,
+    /// What to tell the user.
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// A runtime failure (exit 1).
+    pub fn runtime(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: EXIT_RUNTIME,
+            error: error.into(),
+        }
+    }
+
+    /// An input-file failure (exit 4).
+    pub fn input(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: EXIT_INPUT,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Self {
+            code: EXIT_CONFIG,
+            error: e.into(),
+        }
+    }
+}
 
 /// Entry point; returns the process exit code.
 pub fn main() -> i32 {
-    0
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("mmtrader: {:#}", f.error);
+            f.code
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<i32, Failure> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        None => crate::app::workstation::run(config),
+        Some(Command::Sim(args)) => crate::app::sim::run(config, args),
+        Some(Command::Feed(args)) => crate::app::feed::run(config, args),
+        Some(Command::Analyze(args)) => crate::app::analyze::run(config, args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_each_command() {
+        let c = Cli::try_parse_from(["mmtrader", "--config", "x.toml"]).unwrap();
+        assert!(c.command.is_none());
+        assert_eq!(c.config.as_deref(), Some(std::path::Path::new("x.toml")));
+        let c =
+            Cli::try_parse_from(["mmtrader", "feed", "--replay", "a", "--replay", "b"]).unwrap();
+        match c.command {
+            Some(Command::Feed(f)) => assert_eq!(f.replay.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["mmtrader", "analyze", "--candles", "a"]).is_err());
+    }
 }

@@ -4,6 +4,7 @@
 //! executor, and immutable snapshots of all of it → screen.
 
 pub mod analysis;
+pub mod app;
 
 pub mod cli;
 pub mod config;

@@ -100,7 +100,9 @@ impl MarketTaskState {
     /// Fresh state for the configured symbols.
     pub fn new(cfg: &Config, source_name: &str) -> Self {
         let stale_ms = cfg.data.stale_after_secs as i64 * 1000;
-        let sync_cfg = SyncConfig { max_buffered: cfg.buffers.depth_buffer };
+        let sync_cfg = SyncConfig {
+            max_buffered: cfg.buffers.depth_buffer,
+        };
         let symbols: Vec<SymbolFeed> = cfg
             .symbols
             .iter()
@@ -122,7 +124,11 @@ impl MarketTaskState {
                 seen_data: false,
             })
             .collect();
-        let index = symbols.iter().enumerate().map(|(i, s)| (s.exchange.clone(), i)).collect();
+        let index = symbols
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.exchange.clone(), i))
+            .collect();
         Self {
             symbols,
             index,
@@ -135,7 +141,9 @@ impl MarketTaskState {
 
     /// The market state of one symbol (for models and tests).
     pub fn market(&self, exchange_symbol: &str) -> Option<&SymbolMarket> {
-        self.index.get(exchange_symbol).map(|&i| &self.symbols[i].market)
+        self.index
+            .get(exchange_symbol)
+            .map(|&i| &self.symbols[i].market)
     }
 
     /// An immutable view of everything.
@@ -153,20 +161,40 @@ impl MarketTaskState {
                 SymbolView {
                     display: s.display.clone(),
                     exchange: s.exchange.clone(),
-                    status: if running { s.status() } else { BookStatus::Idle },
+                    status: if running {
+                        s.status()
+                    } else {
+                        BookStatus::Idle
+                    },
                     best_bid: book.and_then(|b| b.best_bid()),
                     best_ask: book.and_then(|b| b.best_ask()),
-                    bids: book.map(|b| b.top(crate::market::types::Side::Buy, SNAPSHOT_LEVELS)).unwrap_or_default(),
-                    asks: book.map(|b| b.top(crate::market::types::Side::Sell, SNAPSHOT_LEVELS)).unwrap_or_default(),
-                    bid_levels: book.map(|b| b.depth(crate::market::types::Side::Buy)).unwrap_or(0),
-                    ask_levels: book.map(|b| b.depth(crate::market::types::Side::Sell)).unwrap_or(0),
+                    bids: book
+                        .map(|b| b.top(crate::market::types::Side::Buy, SNAPSHOT_LEVELS))
+                        .unwrap_or_default(),
+                    asks: book
+                        .map(|b| b.top(crate::market::types::Side::Sell, SNAPSHOT_LEVELS))
+                        .unwrap_or_default(),
+                    bid_levels: book
+                        .map(|b| b.depth(crate::market::types::Side::Buy))
+                        .unwrap_or(0),
+                    ask_levels: book
+                        .map(|b| b.depth(crate::market::types::Side::Sell))
+                        .unwrap_or(0),
                     last_trade: s.market.last_trade().cloned(),
                     trades: s.market.trades(),
                     book: s.counters(),
                     candles: Timeframe::ALL
                         .iter()
                         .map(|&tf| {
-                            (tf, s.market.candles().series(tf).last_n(SNAPSHOT_CANDLES).cloned().collect())
+                            (
+                                tf,
+                                s.market
+                                    .candles()
+                                    .series(tf)
+                                    .last_n(SNAPSHOT_CANDLES)
+                                    .cloned()
+                                    .collect(),
+                            )
                         })
                         .collect(),
                     cob: s.market.last_cob().cloned(),
@@ -183,7 +211,13 @@ impl MarketTaskState {
             }
             h
         }));
-        MarketSnapshot { time_ms: now, source: self.source_name.clone(), feed_running: running, links, symbols }
+        MarketSnapshot {
+            time_ms: now,
+            source: self.source_name.clone(),
+            feed_running: running,
+            links,
+            symbols,
+        }
     }
 
     /// Applies one connector event; returns requests for the connector.
@@ -197,13 +231,18 @@ impl MarketTaskState {
                 for s in &mut self.symbols {
                     s.reset_book(self.sync_cfg);
                     s.health.state = LinkState::Connected;
+                    s.health.connects = connects;
                     // Initial history, or the candles missed while disconnected.
                     for tf in Timeframe::ALL {
                         let from = match s.market.candles().series(tf).candles().last() {
                             Some(c) => c.open_time_ms,
                             None => now - tf.millis() * (self.backfill_frames as i64 - 1),
                         };
-                        out.push(FeedCommand::Backfill { symbol: s.exchange.clone(), timeframe: tf, from_ms: from });
+                        out.push(FeedCommand::Backfill {
+                            symbol: s.exchange.clone(),
+                            timeframe: tf,
+                            from_ms: from,
+                        });
                     }
                 }
             }
@@ -227,7 +266,9 @@ impl MarketTaskState {
                 }
             }
             FeedEvent::Snapshot { symbol, snapshot } => {
-                let Some(&i) = self.index.get(&symbol) else { return };
+                let Some(&i) = self.index.get(&symbol) else {
+                    return;
+                };
                 let s = &mut self.symbols[i];
                 s.snapshot_pending = false;
                 match s.sync.on_snapshot(snapshot) {
@@ -242,8 +283,14 @@ impl MarketTaskState {
                     _ => {}
                 }
             }
-            FeedEvent::History { symbol, timeframe, candles } => {
-                let Some(&i) = self.index.get(&symbol) else { return };
+            FeedEvent::History {
+                symbol,
+                timeframe,
+                candles,
+            } => {
+                let Some(&i) = self.index.get(&symbol) else {
+                    return;
+                };
                 let stats = self.symbols[i].market.on_history(timeframe, &candles);
                 if !stats.invalid.is_empty() {
                     tracing::warn!(%symbol, %timeframe, invalid = stats.invalid.len(), "invalid klines skipped");
@@ -271,7 +318,9 @@ impl MarketTaskState {
     fn on_market(&mut self, m: BinanceEvent, now: i64, out: &mut Vec<FeedCommand>) {
         match m {
             BinanceEvent::Depth(d) => {
-                let Some(&i) = self.index.get(&d.symbol) else { return };
+                let Some(&i) = self.index.get(&d.symbol) else {
+                    return;
+                };
                 let s = &mut self.symbols[i];
                 s.seen_data = true;
                 s.health.on_message(now);
@@ -292,7 +341,9 @@ impl MarketTaskState {
                 }
             }
             BinanceEvent::AggTrade(t) | BinanceEvent::Trade(t) => {
-                let Some(&i) = self.index.get(&t.symbol) else { return };
+                let Some(&i) = self.index.get(&t.symbol) else {
+                    return;
+                };
                 if let Err(e) = self.symbols[i].market.on_trade(&t) {
                     tracing::warn!(symbol = %t.symbol, error = %e, "trade rejected");
                 }
@@ -339,7 +390,17 @@ impl FeedProcess {
     pub fn new(cfg: Config, endpoints: Endpoints) -> (Self, watch::Receiver<Arc<MarketSnapshot>>) {
         let state = MarketTaskState::new(&cfg, &endpoints.name);
         let (tx, rx) = watch::channel(Arc::new(state.snapshot(now_ms(), false)));
-        (Self { cfg, endpoints, publish: tx, state: Some(state), running: None, printer: None }, rx)
+        (
+            Self {
+                cfg,
+                endpoints,
+                publish: tx,
+                state: Some(state),
+                running: None,
+                printer: None,
+            },
+            rx,
+        )
     }
 
     /// Prints every event through `printer` (headless use).
@@ -365,7 +426,12 @@ impl FeedProcess {
             ConnectorConfig {
                 rest_url: self.endpoints.rest.clone(),
                 ws_url: self.endpoints.ws.clone(),
-                symbols: self.cfg.symbols.iter().map(|s| s.exchange.clone()).collect(),
+                symbols: self
+                    .cfg
+                    .symbols
+                    .iter()
+                    .map(|s| s.exchange.clone())
+                    .collect(),
                 reconnect: self.cfg.reconnect.clone(),
                 buffers: self.cfg.buffers.clone(),
                 idle_timeout: Duration::from_secs(60),

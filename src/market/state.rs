@@ -7,7 +7,7 @@ use super::book::OrderBook;
 use super::candles::{CandleError, CandleSet, MergeStats};
 use super::cob::{CobConfig, CobEngine, CobError, CobSnapshot};
 use super::ticks::TickBuffer;
-use super::types::{Candle, Price, Qty, Side, SCALE, Timeframe, Trade};
+use super::types::{Candle, Price, Qty, SCALE, Side, Timeframe, Trade};
 
 /// Sizing of one symbol's state.
 #[derive(Debug, Clone)]
@@ -63,7 +63,11 @@ impl SymbolMarket {
         self.ticks.push_trade(trade);
         self.pending_flow.push((trade.qty, trade.taker_side));
         self.trades += 1;
-        if self.last_trade.as_ref().is_none_or(|t| (t.time_ms, t.id) <= (trade.time_ms, trade.id)) {
+        if self
+            .last_trade
+            .as_ref()
+            .is_none_or(|t| (t.time_ms, t.id) <= (trade.time_ms, trade.id))
+        {
             self.last_trade = Some(trade.clone());
         }
         Ok(())
@@ -172,15 +176,26 @@ mod tests {
         m.on_trade(&trade(3, 61_000, 3002, Side::Buy)).unwrap();
         assert_eq!(m.trades(), 3);
         assert_eq!(m.ticks().len(), 3);
-        let m1: Vec<_> = m.candles().series(Timeframe::M1).candles().cloned().collect();
+        let m1: Vec<_> = m
+            .candles()
+            .series(Timeframe::M1)
+            .candles()
+            .cloned()
+            .collect();
         assert_eq!(m1.len(), 2);
         assert_eq!(m1[0].close, Price::from_units(3001));
         assert_eq!(m.last_trade().unwrap().id, 3);
 
         let mut book = OrderBook::new();
         book.apply_snapshot(
-            &[Level { price: Price::from_units(2999), qty: Qty::from_units(5) }],
-            &[Level { price: Price::from_units(3003), qty: Qty::from_units(1) }],
+            &[Level {
+                price: Price::from_units(2999),
+                qty: Qty::from_units(5),
+            }],
+            &[Level {
+                price: Price::from_units(3003),
+                qty: Qty::from_units(1),
+            }],
             1,
         );
         m.on_second(Some(&book), 62_000).unwrap();

@@ -140,10 +140,18 @@ pub fn stream_url(ws_base: &str, symbols: &[String]) -> String {
         .iter()
         .flat_map(|s| {
             let s = s.to_ascii_lowercase();
-            [format!("{s}@depth@100ms"), format!("{s}@aggTrade"), format!("{s}@ticker")]
+            [
+                format!("{s}@depth@100ms"),
+                format!("{s}@aggTrade"),
+                format!("{s}@ticker"),
+            ]
         })
         .collect();
-    format!("{}/stream?streams={}", ws_base.trim_end_matches('/'), streams.join("/"))
+    format!(
+        "{}/stream?streams={}",
+        ws_base.trim_end_matches('/'),
+        streams.join("/")
+    )
 }
 
 /// Starts the connector; events go to `events`.
@@ -158,7 +166,10 @@ pub fn spawn(
     )?);
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(run(cfg, rest, events, cmd_rx));
-    Ok(ConnectorHandle { commands: cmd_tx, task })
+    Ok(ConnectorHandle {
+        commands: cmd_tx,
+        task,
+    })
 }
 
 async fn run(
@@ -169,7 +180,11 @@ async fn run(
 ) {
     // Child request tasks die with the connector: a JoinSet aborts them when dropped.
     let mut requests = tokio::task::JoinSet::new();
-    requests.spawn(fetch_instruments(rest.clone(), cfg.reconnect.clone(), events.clone()));
+    requests.spawn(fetch_instruments(
+        rest.clone(),
+        cfg.reconnect.clone(),
+        events.clone(),
+    ));
 
     let url = stream_url(&cfg.ws_url, &cfg.symbols);
     let seed = std::process::id() as u64 ^ now_ms() as u64;
@@ -188,11 +203,15 @@ async fn run(
             Ok((mut ws, _)) => {
                 connects += 1;
                 backoff.reset();
-                if events.send(FeedEvent::Connected { connects }).await.is_err() {
+                if events
+                    .send(FeedEvent::Connected { connects })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 let opened = Instant::now();
-                let reason = loop {
+                loop {
                     let age_left = max_age.saturating_sub(opened.elapsed());
                     tokio::select! {
                         msg = tokio::time::timeout(cfg.idle_timeout, ws.next()) => {
@@ -201,10 +220,10 @@ async fn run(
                                 Ok(None) => break "closed by server".to_string(),
                                 Ok(Some(Err(e))) => break format!("websocket error: {e}"),
                                 Ok(Some(Ok(m))) => {
-                                    if let Some(ev) = handle_message(m, &mut errors) {
-                                        if events.send(ev).await.is_err() {
-                                            return;
-                                        }
+                                    if let Some(ev) = handle_message(m, &mut errors)
+                                        && events.send(ev).await.is_err()
+                                    {
+                                        return;
                                     }
                                 }
                             }
@@ -219,14 +238,17 @@ async fn run(
                         }
                         Some(_) = requests.join_next(), if !requests.is_empty() => {}
                     }
-                };
-                reason
+                }
             }
             Err(e) => format!("connect failed: {e}"),
         };
         let retry_in = backoff.next_delay();
         tracing::warn!(%reason, retry_ms = retry_in.as_millis() as u64, "market-data websocket lost");
-        if events.send(FeedEvent::Disconnected { reason, retry_in }).await.is_err() {
+        if events
+            .send(FeedEvent::Disconnected { reason, retry_in })
+            .await
+            .is_err()
+        {
             return;
         }
         // Keep serving REST requests while waiting to reconnect.
@@ -253,7 +275,10 @@ fn handle_message(m: Message, errors: &mut FrameErrorCounter) -> Option<FeedEven
             Err(e) => {
                 let kind = e.kind();
                 let loggable = errors.record(&e, now);
-                Some(FeedEvent::Malformed { kind, log: loggable.then(|| e.to_string()) })
+                Some(FeedEvent::Malformed {
+                    kind,
+                    log: loggable.then(|| e.to_string()),
+                })
             }
         },
         Message::Binary(_) => {
@@ -285,7 +310,11 @@ fn dispatch(
                 events.clone(),
             ));
         }
-        FeedCommand::Backfill { symbol, timeframe, from_ms } => {
+        FeedCommand::Backfill {
+            symbol,
+            timeframe,
+            from_ms,
+        } => {
             requests.spawn(backfill(
                 rest.clone(),
                 symbol,
@@ -320,7 +349,10 @@ where
             Ok(v) => return Some(v),
             Err(e) => {
                 let wait = e.retry_after().unwrap_or_else(|| backoff.next_delay());
-                let failed = FeedEvent::RestFailed { what: what.clone(), error: e.to_string() };
+                let failed = FeedEvent::RestFailed {
+                    what: what.clone(),
+                    error: e.to_string(),
+                };
                 if events.send(failed).await.is_err() {
                     return None;
                 }
@@ -331,7 +363,10 @@ where
 }
 
 fn decode_error(path: &str, e: impl std::fmt::Display) -> RestError {
-    RestError::Transport { path: path.to_string(), message: format!("bad response: {e}") }
+    RestError::Transport {
+        path: path.to_string(),
+        message: format!("bad response: {e}"),
+    }
 }
 
 async fn fetch_snapshot(
@@ -398,10 +433,20 @@ async fn backfill(
         })
         .await;
         let Some(page) = page else { return };
-        let Some(last) = page.last().map(|k| k.candle.open_time_ms) else { return };
+        let Some(last) = page.last().map(|k| k.candle.open_time_ms) else {
+            return;
+        };
         let full = page.len() >= wanted;
         let candles = page.into_iter().map(|k| k.candle).collect();
-        if events.send(FeedEvent::History { symbol: symbol.clone(), timeframe, candles }).await.is_err() {
+        if events
+            .send(FeedEvent::History {
+                symbol: symbol.clone(),
+                timeframe,
+                candles,
+            })
+            .await
+            .is_err()
+        {
             return;
         }
         if !full {

@@ -1,0 +1,148 @@
+//! The workstation: the data path in the background and the screen in the foreground.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossterm::event::{self, Event, KeyEventKind};
+
+use super::pipeline::FeedProcess;
+use crate::cli::{EXIT_OK, Failure};
+use crate::config::Config;
+use crate::logging::{LogLine, LogOutput, LogRing};
+use crate::tui::keys::{Action, action_for};
+use crate::tui::status::{UiState, render};
+use crate::tui::terminal::TerminalGuard;
+use crate::tui::theme::{Theme, terminal_has_truecolor};
+
+/// Shortest time between two frames: input and data changes redraw, but never faster.
+const FRAME_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Runs the workstation until the user quits or a SIGTERM/SIGHUP arrives.
+pub fn run(config: Config) -> Result<i32, Failure> {
+    let ring = LogRing::new(config.logging.ring_lines);
+    let _log_guard = crate::logging::init(
+        &config.logging.level,
+        LogOutput::Files(&config.paths.log_dir),
+        &ring,
+    )
+    .map_err(Failure::runtime)?;
+    let theme_dir = config
+        .file
+        .as_deref()
+        .and_then(|f| f.parent())
+        .map(|d| d.join("themes"));
+    let theme = Theme::load("dark", theme_dir.as_deref(), terminal_has_truecolor())
+        .map_err(Failure::runtime)?;
+
+    let rt = super::runtime()?;
+    let quit = Arc::new(AtomicBool::new(false));
+    let (mut feed, snapshots, sim) = rt.block_on(async {
+        let (endpoints, sim) = super::endpoints(&config).await?;
+        tracing::info!(source = %endpoints.name, "workstation starting");
+        let (mut feed, rx) = FeedProcess::new(config.clone(), endpoints);
+        feed.start().map_err(Failure::runtime)?;
+        watch_signals(quit.clone());
+        Ok::<_, Failure>((feed, rx, sim))
+    })?;
+
+    let result = ui_loop(&rt, &mut feed, snapshots, &ring, &theme, &quit);
+    rt.block_on(async {
+        feed.stop().await;
+        if let Some(sim) = sim {
+            sim.shutdown().await;
+        }
+    });
+    result.map(|()| EXIT_OK)
+}
+
+fn watch_signals(quit: Arc<AtomicBool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        for kind in [
+            SignalKind::terminate(),
+            SignalKind::hangup(),
+            SignalKind::interrupt(),
+        ] {
+            let quit = quit.clone();
+            if let Ok(mut s) = signal(kind) {
+                tokio::spawn(async move {
+                    if s.recv().await.is_some() {
+                        quit.store(true, Ordering::SeqCst);
+                    }
+                });
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let quit = quit.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                quit.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+}
+
+fn ui_loop(
+    rt: &tokio::runtime::Runtime,
+    feed: &mut FeedProcess,
+    mut snapshots: tokio::sync::watch::Receiver<Arc<crate::market::snapshot::MarketSnapshot>>,
+    ring: &LogRing,
+    theme: &Theme,
+    quit: &AtomicBool,
+) -> Result<(), Failure> {
+    let mut term = TerminalGuard::enter().map_err(Failure::runtime)?;
+    let mut ui = UiState::default();
+    let mut logs: Vec<LogLine> = Vec::new();
+    let mut dirty = true;
+    let mut last_frame = Instant::now() - FRAME_INTERVAL;
+    while !quit.load(Ordering::SeqCst) {
+        if snapshots.has_changed().unwrap_or(false) {
+            dirty = true;
+        }
+        if dirty && last_frame.elapsed() >= FRAME_INTERVAL {
+            let snap = snapshots.borrow_and_update().clone();
+            if let Some(l) = ring.try_snapshot() {
+                logs = l;
+            }
+            term.terminal
+                .draw(|f| render(f, &snap, &logs, &ui, theme))
+                .map_err(Failure::runtime)?;
+            dirty = false;
+            last_frame = Instant::now();
+        }
+        if event::poll(FRAME_INTERVAL).map_err(Failure::runtime)? {
+            match event::read().map_err(Failure::runtime)? {
+                Event::Key(k) if k.kind != KeyEventKind::Release => {
+                    let Some(action) = action_for(k) else {
+                        continue;
+                    };
+                    match action {
+                        Action::Quit => break,
+                        Action::ToggleFeed => {
+                            if feed.is_running() {
+                                rt.block_on(feed.stop());
+                            } else {
+                                let _guard = rt.enter();
+                                if let Err(e) = feed.start() {
+                                    tracing::error!(error = %e, "feed failed to start");
+                                }
+                            }
+                        }
+                        other => {
+                            let n = snapshots.borrow().symbols.len();
+                            ui.apply(other, n);
+                        }
+                    }
+                    dirty = true;
+                }
+                Event::Resize(..) => dirty = true,
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
