@@ -22,7 +22,12 @@ impl PtyApp {
     pub fn spawn(args: &[&str], cwd: &Path, env: &[(&str, &str)], cols: u16, rows: u16) -> Self {
         let pty = NativePtySystem::default();
         let pair = pty
-            .openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 })
+            .openpty(PtySize {
+                rows,
+                cols,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
             .expect("open pty");
         let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_mmtrader"));
         cmd.args(args);
@@ -35,7 +40,11 @@ impl PtyApp {
         drop(pair.slave);
         let mut reader = pair.master.try_clone_reader().expect("pty reader");
         let writer = pair.master.take_writer().expect("pty writer");
-        let parser = Arc::new(Mutex::new(vt100::Parser::new(rows, cols, 0)));
+        let parser = Arc::new(Mutex::new(vt100::Parser::new(
+            std::num::NonZeroU16::new(rows).expect("rows"),
+            std::num::NonZeroU16::new(cols).expect("cols"),
+            0,
+        )));
         let p = parser.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
@@ -46,7 +55,12 @@ impl PtyApp {
                 }
             }
         });
-        Self { parser, writer, child, _master: pair.master }
+        Self {
+            parser,
+            writer,
+            child,
+            _master: pair.master,
+        }
     }
 
     /// The screen's text now.
