@@ -12,7 +12,9 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use mmtrader::feeds::binance::sync::{BookSync, Rules, SyncConfig};
-use mmtrader::feeds::binance::wire::{DepthUpdate, Parsed, parse_depth_snapshot, parse_frame_reusing};
+use mmtrader::feeds::binance::wire::{
+    DepthUpdate, Parsed, parse_depth_snapshot, parse_frame_reusing,
+};
 use mmtrader::feeds::replay::Replayer;
 use mmtrader::market::book::OrderBook;
 use mmtrader::market::types::Side;
@@ -31,17 +33,33 @@ fn recorded_lines() -> Option<Vec<String>> {
 fn generated_lines() -> Vec<String> {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let mut lines = Vec::new();
-    let level = |p: i64, q: u32| format!("[\"{}.{:02}\",\"{}.{:05}\"]", p / 100, p % 100, q / 100_000, q % 100_000);
+    let level = |p: i64, q: u32| {
+        format!(
+            "[\"{}.{:02}\",\"{}.{:05}\"]",
+            p / 100,
+            p % 100,
+            q / 100_000,
+            q % 100_000
+        )
+    };
     let bids: Vec<String> = (0..1000).map(|i| level(6_000_000 - i, 100_000)).collect();
     let asks: Vec<String> = (0..1000).map(|i| level(6_000_001 + i, 100_000)).collect();
-    lines.push(format!("0 {{\"lastUpdateId\":1000,\"bids\":[{}],\"asks\":[{}]}}", bids.join(","), asks.join(",")));
+    lines.push(format!(
+        "0 {{\"lastUpdateId\":1000,\"bids\":[{}],\"asks\":[{}]}}",
+        bids.join(","),
+        asks.join(",")
+    ));
     let mut id = 1001u64;
     for n in 0..5000 {
         let count = rng.random_range(5..=30);
         let (mut b, mut a) = (Vec::new(), Vec::new());
         for _ in 0..count {
             let off = rng.random_range(0..2000);
-            let qty = if rng.random_bool(0.3) { 0 } else { rng.random_range(1..10_000_000) };
+            let qty = if rng.random_bool(0.3) {
+                0
+            } else {
+                rng.random_range(1..10_000_000)
+            };
             if rng.random_bool(0.5) {
                 b.push(level(6_000_000 - off, qty));
             } else {
