@@ -4,3 +4,4 @@ pub mod backoff;
 pub mod binance;
 pub mod health;
 pub mod rest;
+pub mod replay;

@@ -246,6 +246,16 @@ impl BookSync {
 
     /// Feeds a REST depth snapshot for this symbol.
     pub fn on_snapshot(&mut self, snapshot: DepthSnapshot) -> SyncOutcome {
+        self.on_snapshot_observed(snapshot, |_, _| {})
+    }
+
+    /// Like [`Self::on_snapshot`], calling `after_apply(book, diff)` after each buffered diff is
+    /// applied, so checks that need the book at every update id (replay checkpoints) can run.
+    pub fn on_snapshot_observed(
+        &mut self,
+        snapshot: DepthSnapshot,
+        mut after_apply: impl FnMut(&OrderBook, &DepthUpdate),
+    ) -> SyncOutcome {
         if self.state == SyncState::Synced {
             return SyncOutcome::SnapshotIgnored;
         }
@@ -274,6 +284,7 @@ impl BookSync {
                     if let Err(reason) = self.apply(&diff) {
                         return SyncOutcome::FetchSnapshot(reason);
                     }
+                    after_apply(&self.book, &diff);
                     applied += 1;
                 }
                 Step::Break(reason) => {
@@ -307,7 +318,7 @@ impl BookSync {
             Rules::Spot => {
                 if d.final_update_id <= id {
                     Step::Stale
-                } else if d.first_update_id > id + 1 {
+                } else if d.first_update_id > id.saturating_add(1) {
                     Step::Break(ResyncReason::Gap {
                         book_id: id,
                         first_update_id: d.first_update_id,

@@ -1455,4 +1455,121 @@ mod tests {
         assert_eq!(c.total(), 5);
         assert_eq!(c.counts(), vec![("empty", 1), ("unknown_shape", 4)]);
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const VALID: &[&str] = &[
+            super::SPOT_DEPTH,
+            r#"{"stream":"btcusdt@depth@0ms","data":{"e":"depthUpdate","E":2,"T":1,"s":"BTCUSDT","U":10,"u":12,"pu":9,"b":[["1.5","2"]],"a":[]}}"#,
+            r#"{"stream":"btcusdt@bookTicker","data":{"u":50093239212,"s":"BTCUSDT","b":"61837.63000000","B":"3.78826000","a":"61837.64000000","A":"1.54698000"}}"#,
+            r#"{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":3,"p":"61837.63","q":"0.02","T":1,"m":true,"M":true}}"#,
+            r#"{"e":"aggTrade","E":1,"s":"BNBBTC","a":12345,"p":"0.001","q":"100","f":100,"l":105,"T":7,"m":false,"M":true}"#,
+            r#"{"e":"kline","E":1,"s":"B","k":{"t":1,"T":2,"s":"B","i":"1m","f":1,"L":2,"o":"1","c":"2","h":"3","l":"1","v":"1","n":1,"x":true,"q":"1","V":"1","Q":"1","B":"0"}}"#,
+            r#"{"lastUpdateId":160,"E":1,"T":1,"bids":[["0.0024","10"]],"asks":[["0.0026","100"]]}"#,
+            r#"{"result":null,"id":1}"#,
+            r#"{"code":2,"msg":"Invalid request","id":"x"}"#,
+            r#"{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":5}}"#,
+            r#"[[1,"1","1","1","1","1",2,"1",3,"1","1","0"]]"#,
+            r#"{"symbols":[{"symbol":"A","status":"TRADING","baseAsset":"A","quoteAsset":"B","filters":[{"filterType":"LOT_SIZE","stepSize":"1","minQty":"1","maxQty":"9"}]}]}"#,
+        ];
+
+        fn run_all(text: &str) {
+            let _ = parse_frame(text);
+            let mut buf = DepthUpdate::default();
+            let _ = parse_frame_reusing(text, &mut buf);
+            let _ = parse_depth_snapshot(text);
+            let _ = parse_klines(text, "1m");
+            let _ = parse_exchange_info(text);
+            let _ = parse_rest_error(text);
+            if let Err(e) = parse_frame(text) {
+                assert!(!e.kind().is_empty());
+            }
+        }
+
+        #[derive(Debug, Clone)]
+        enum Mutation {
+            Replace(usize, u8),
+            Insert(usize, u8),
+            Delete(usize, usize),
+            Truncate(usize),
+        }
+
+        fn mutation() -> impl Strategy<Value = Mutation> {
+            let b = prop_oneof![
+                Just(b'"'),
+                Just(b'{'),
+                Just(b'}'),
+                Just(b'['),
+                Just(b']'),
+                Just(b','),
+                Just(b':'),
+                Just(b'-'),
+                Just(b'.'),
+                Just(b'\\'),
+                b'0'..=b'9',
+                any::<u8>()
+            ];
+            prop_oneof![
+                (any::<usize>(), b.clone()).prop_map(|(i, c)| Mutation::Replace(i, c)),
+                (any::<usize>(), b).prop_map(|(i, c)| Mutation::Insert(i, c)),
+                (any::<usize>(), 1usize..8).prop_map(|(i, n)| Mutation::Delete(i, n)),
+                any::<usize>().prop_map(Mutation::Truncate),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+                run_all(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn mutated_valid_frames_never_panic(
+                which in 0..VALID.len(),
+                muts in proptest::collection::vec(mutation(), 1..6),
+            ) {
+                let mut bytes = VALID[which].as_bytes().to_vec();
+                for m in muts {
+                    let len = bytes.len().max(1);
+                    match m {
+                        Mutation::Replace(i, c) if !bytes.is_empty() => bytes[i % len] = c,
+                        Mutation::Replace(..) => {}
+                        Mutation::Insert(i, c) => bytes.insert(i % (bytes.len() + 1), c),
+                        Mutation::Delete(i, n) if !bytes.is_empty() => {
+                            let start = i % len;
+                            let end = (start + n).min(bytes.len());
+                            bytes.drain(start..end);
+                        }
+                        Mutation::Delete(..) => {}
+                        Mutation::Truncate(i) => bytes.truncate(i % len),
+                    }
+                }
+                run_all(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn valid_depth_round_trips_exactly(
+                first in 0u64..1_000_000,
+                span in 0u64..100,
+                raw in proptest::collection::vec((1i64..10_000_000_000_000, 0i64..10_000_000_000_000), 0..30),
+            ) {
+                let levels: Vec<String> = raw
+                    .iter()
+                    .map(|(p, q)| format!("[\"{}\",\"{}\"]", Price(*p), Qty(*q)))
+                    .collect();
+                let text = format!(
+                    r#"{{"e":"depthUpdate","E":1,"s":"X","U":{first},"u":{},"b":[{}],"a":[]}}"#,
+                    first + span,
+                    levels.join(",")
+                );
+                let BinanceEvent::Depth(d) = parse_frame(&text).unwrap() else {
+                    panic!("not depth")
+                };
+                let got: Vec<(i64, i64)> = d.bids.iter().map(|l| (l.price.raw(), l.qty.raw())).collect();
+                prop_assert_eq!(got, raw);
+            }
+        }
+    }
 }
