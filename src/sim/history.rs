@@ -23,7 +23,7 @@ pub const DAYS: usize = 4018;
 pub const MIN_TRADES_PER_SECOND: i64 = 4;
 
 const COMMON_KEY: u64 = 0xC0_4404;
-const TRADES_KEY: u64 = 0x7EAD_E5;
+const TRADES_KEY: u64 = 0x007E_ADE5;
 const DF: u32 = 5;
 
 /// A candle in integer units of its symbol (ticks, steps).
