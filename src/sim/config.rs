@@ -220,7 +220,7 @@ impl SimConfig {
                 return Err(bad("daily_volatility", "in (0, 0.5)", s.daily_volatility));
             }
             let level_steps = s.level_qty / step.to_f64();
-            if !(level_steps >= 10.0 && level_steps < 1e12) {
+            if !(10.0..1e12).contains(&level_steps) {
                 return Err(bad("level_qty", "between 10 and 1e12 steps", s.level_qty));
             }
             // Every simulated second carries at least four trades of at least one step each.

@@ -23,7 +23,7 @@ pub const DAYS: usize = 4018;
 pub const MIN_TRADES_PER_SECOND: i64 = 4;
 
 const COMMON_KEY: u64 = 0xC0_4404;
-const TRADES_KEY: u64 = 0x7EAD_E5;
+const TRADES_KEY: u64 = 0x007E_ADE5;
 const DF: u32 = 5;
 
 /// A candle in integer units of its symbol (ticks, steps).
@@ -195,8 +195,11 @@ impl History {
         let (lc, li) = (correlation.sqrt(), (1.0 - correlation).sqrt());
         for d in 0..DAYS {
             let t = EPOCH_MS + d as i64 * Timeframe::D1.millis();
-            let zc = SimRng::keyed(&[seed, COMMON_KEY, tf_code(Timeframe::D1), t as u64])
-                .student_t_unit(DF);
+            let mut common = SimRng::keyed(&[seed, COMMON_KEY, tf_code(Timeframe::D1), t as u64]);
+            let zc = common.student_t_unit(DF);
+            // Wicks share one draw across symbols so their ranges (the scale of everything
+            // generated inside the day) move together.
+            let (wick_up, wick_down) = (common.exp1(), common.exp1());
             for (k, spec) in specs.iter().enumerate() {
                 let mut rng = SimRng::keyed(&[seed, spec.key, tf_code(Timeframe::D1), t as u64]);
                 let e = lc * zc + li * rng.student_t_unit(DF);
@@ -208,9 +211,9 @@ impl History {
                 logp[k] += r;
                 let o = prev_c[k];
                 let c = (logp[k].exp().round() as i64).max(100);
-                let wick = |rng: &mut SimRng| (rng.exp1() * 0.3 * sd * c as f64).round() as i64;
-                let h = o.max(c) + wick(&mut rng);
-                let l = (o.min(c) - wick(&mut rng)).max(50);
+                let wick = |x: f64| (x * 0.3 * sd * c as f64).round() as i64;
+                let h = o.max(c) + wick(wick_up);
+                let l = (o.min(c) - wick(wick_down)).max(50);
                 let size = (0.6 + 0.5 * e.abs()) * (0.25 * rng.normal()).exp();
                 let n_min = MIN_TRADES_PER_SECOND * 86_400;
                 let trades = ((spec.daily_trades as f64 * size) as i64).max(n_min);
@@ -287,16 +290,58 @@ impl History {
         let mut s_cum = vec![0.0f64; k + 1];
         let mut gs = vec![0.0f64; k];
         for j in 0..k {
-            let e = lc * rc.student_t_unit(DF) + li * ri.student_t_unit(DF);
+            let zc = rc.student_t_unit(DF);
+            let e = lc * zc + li * ri.student_t_unit(DF);
             gs[j] = g;
-            let d = g.sqrt() * e;
-            s_cum[j + 1] = s_cum[j] + d;
-            g = 0.1 + 0.12 * d * d / g.max(1e-9) * g + 0.78 * g;
+            s_cum[j + 1] = s_cum[j] + g.sqrt() * e;
+            // The variance regime follows the common shock, so all symbols share it.
+            g = 0.1 + 0.12 * g * zc * zc + 0.78 * g;
         }
-        let range = (parent.h - parent.l) as f64;
-        let scale = 0.45 * range / (k as f64).sqrt();
         let (o, c) = (parent.o as f64, parent.c as f64);
         let total = s_cum[k];
+        let base = |j: usize| o + (j as f64 / k as f64) * (c - o);
+        let dev = |j: usize| s_cum[j] - (j as f64 / k as f64) * total;
+        // Scale the bridge to the parent's range; excursions beyond the parent's high or low are
+        // folded back inside (reflection keeps step sizes, so no flat clamped stretches appear).
+        // The bridge keeps the shape the correlated shocks gave it.
+        let (mut lo_d, mut hi_d) = (0.0f64, 0.0f64);
+        for j in 1..k {
+            lo_d = lo_d.min(dev(j));
+            hi_d = hi_d.max(dev(j));
+        }
+        let span = hi_d - lo_d;
+        let mut fit = f64::INFINITY;
+        for j in 1..k {
+            let (b, d) = (base(j), dev(j));
+            if d > 0.0 {
+                fit = fit.min((parent.h as f64 - b) / d);
+            } else if d < 0.0 {
+                fit = fit.min((b - parent.l as f64) / -d);
+            }
+        }
+        // Prefer the largest scale that fits without folding; never shrink below half the
+        // range-matching scale (a tight wick on one side would otherwise flatten the whole path).
+        let scale = if span > 0.0 {
+            fit.max(0.5 * (parent.h - parent.l) as f64 / span)
+        } else {
+            0.0
+        };
+        let (lo, hi) = (parent.l as f64, parent.h as f64);
+        let fold = |mut x: f64| {
+            if hi <= lo {
+                return lo;
+            }
+            for _ in 0..8 {
+                if x > hi {
+                    x = 2.0 * hi - x;
+                } else if x < lo {
+                    x = 2.0 * lo - x;
+                } else {
+                    break;
+                }
+            }
+            x.clamp(lo, hi)
+        };
         let path: Vec<i64> = (0..=k)
             .map(|j| {
                 if j == 0 {
@@ -305,17 +350,15 @@ impl History {
                 if j == k {
                     return parent.c;
                 }
-                let f = j as f64 / k as f64;
-                let x = o + f * (c - o) + scale * (s_cum[j] - f * total);
-                (x.round() as i64).clamp(parent.l, parent.h)
+                (fold(base(j) + scale * dev(j)).round() as i64).clamp(parent.l, parent.h)
             })
             .collect();
         let mut kids: Vec<SimCandle> = (0..k)
             .map(|j| {
                 let (co, cc) = (path[j], path[j + 1]);
-                let wick = scale * 0.4 * gs[j].sqrt();
-                let up = (ri.exp1() * wick).round() as i64;
-                let down = (ri.exp1() * wick).round() as i64;
+                let wick = scale * 0.5 * gs[j].sqrt();
+                let up = (rc.exp1() * wick).round() as i64;
+                let down = (rc.exp1() * wick).round() as i64;
                 SimCandle {
                     open_time_ms: parent.open_time_ms + j as i64 * ctf.millis(),
                     o: co,

@@ -243,10 +243,10 @@ impl MarketModel {
                     });
                 }
             }
-            if t1 % 1000 == 0 {
-                if let Some(candle) = s.leaf.take() {
-                    out.push(MarketEvent::SecondClosed { sym: i, candle });
-                }
+            if t1 % 1000 == 0
+                && let Some(candle) = s.leaf.take()
+            {
+                out.push(MarketEvent::SecondClosed { sym: i, candle });
             }
         }
         self.now_ms = t1;
@@ -455,10 +455,10 @@ mod tests {
             }
         }
         let h = m.history().clone();
-        for sym in 0..2 {
+        for (sym, traded) in vol.iter().enumerate() {
             let secs = h.range(sym, Timeframe::S1, T, T + 3_000).unwrap();
             let v: i64 = secs.iter().map(|c| c.v).sum();
-            assert_eq!(vol[sym], h.specs()[sym].qty(v).raw());
+            assert_eq!(*traded, h.specs()[sym].qty(v).raw());
         }
         let first_trade = events.iter().find_map(|e| match e {
             MarketEvent::Trade { sym: 0, trade } => Some(trade.price),

@@ -444,6 +444,9 @@ fn publish(shared: &Shared, stream: String, payload: String) {
     let _ = shared.hub.send(Arc::new(StreamMsg { stream, payload }));
 }
 
+/// Update id, top bids and top asks `(ticks, steps)` of one symbol.
+type BookTop = (u64, Vec<(i64, i64)>, Vec<(i64, i64)>);
+
 async fn market_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut iv = tokio::time::interval(Duration::from_millis(super::model::STEP_MS as u64));
     iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -466,7 +469,7 @@ async fn market_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     return;
                 }
             };
-            let tops: Vec<(u64, Vec<(i64, i64)>, Vec<(i64, i64)>)> = (0..n)
+            let tops: Vec<BookTop> = (0..n)
                 .map(|i| {
                     (
                         m.update_id(i),
@@ -524,11 +527,11 @@ async fn market_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                         for lv in d.asks {
                             acc.asks.insert(lv.price, lv.qty);
                         }
-                        if d.time_ms % 1000 == 0 {
-                            if let Some(p) = acc.flush(symbol, d.sym, d.time_ms) {
-                                for s in &slow_names {
-                                    publish(&shared, s.clone(), p.clone());
-                                }
+                        if d.time_ms % 1000 == 0
+                            && let Some(p) = acc.flush(symbol, d.sym, d.time_ms)
+                        {
+                            for s in &slow_names {
+                                publish(&shared, s.clone(), p.clone());
                             }
                         }
                     } else {
@@ -587,10 +590,10 @@ fn second_closed(shared: &Shared, watched: &HashSet<String>, sym: usize, c: &Sim
     let symbol = &shared.history.specs()[sym].symbol;
     let end = c.open_time_ms + 1000;
     let name = format!("{l}@kline_1s");
-    if watched.contains(&name) {
-        if let Some(k) = shared.kline(sym, Timeframe::S1, c) {
-            publish(shared, name, k.event(symbol, end, true));
-        }
+    if watched.contains(&name)
+        && let Some(k) = shared.kline(sym, Timeframe::S1, c)
+    {
+        publish(shared, name, k.event(symbol, end, true));
     }
     for tf in [Timeframe::M1, Timeframe::H1, Timeframe::D1] {
         let name = format!("{l}@kline_{}", tf.as_str());
@@ -750,7 +753,7 @@ async fn weight_layer(State(s): State<Arc<Shared>>, req: Request, next: Next) ->
     let q: HashMap<String, String> = req
         .uri()
         .query()
-        .and_then(|q| serde_urlencoded_pairs(q))
+        .and_then(serde_urlencoded_pairs)
         .unwrap_or_default();
     let w = weight_of(req.uri().path(), &q);
     let now = wall_ms();
@@ -966,10 +969,11 @@ async fn klines(State(s): State<Arc<Shared>>, Query(q): Params) -> Result<Respon
     let mut candles = h
         .range(sym, tf, first, complete_end)
         .map_err(|e| ApiError::bad(-1100, e.to_string()))?;
-    if last >= current && first <= current {
-        if let Ok(p) = h.partial(sym, tf, current, now) {
-            candles.push(p);
-        }
+    if last >= current
+        && first <= current
+        && let Ok(p) = h.partial(sym, tf, current, now)
+    {
+        candles.push(p);
     }
     let rows: Vec<Value> = candles
         .iter()
