@@ -140,10 +140,26 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(code) => code,
         Err(f) => {
-            eprintln!("mmtrader: {:#}", f.error);
+            eprintln!("mmtrader: {}", error_chain(&f.error));
             f.code
         }
     }
+}
+
+/// The error and its causes on one line, skipping a cause its parent already quotes (typed
+/// errors often embed their source in their own message).
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if !text.contains(&msg) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&msg);
+        }
+    }
+    text
 }
 
 /// Runs a parsed command line.
@@ -165,6 +181,15 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn error_chain_skips_repeated_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(io)
+            .context("cannot read x: no such file")
+            .context("replay");
+        assert_eq!(error_chain(&e), "replay: cannot read x: no such file");
     }
 
     #[test]

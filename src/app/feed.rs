@@ -170,6 +170,8 @@ pub fn run(config: Config, args: FeedArgs) -> Result<i32, Failure> {
     })
 }
 
-fn replay(_args: &FeedArgs) -> Result<i32, Failure> {
-    Err(Failure::input(anyhow::anyhow!("replay is being merged")))
+fn replay(args: &FeedArgs) -> Result<i32, Failure> {
+    let report = crate::feeds::replay::replay_file(&args.replay, None).map_err(Failure::input)?;
+    print!("{report}");
+    Ok(EXIT_OK)
 }

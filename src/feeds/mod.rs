@@ -3,5 +3,5 @@
 pub mod backoff;
 pub mod binance;
 pub mod health;
-pub mod rest;
 pub mod replay;
+pub mod rest;
