@@ -75,6 +75,9 @@ fn test_config() -> Config {
     let mut cfg = Config::default();
     cfg.reconnect.initial_backoff_ms = 100;
     cfg.reconnect.max_backoff_ms = 500;
+    cfg.data.stale_after_secs = 1;
+    // More than one REST page (1,000 klines) per timeframe, so backfill paging is exercised.
+    cfg.data.backfill_frames = 1_200;
     cfg
 }
 
@@ -91,6 +94,7 @@ async fn live_path_survives_faults_and_a_simulator_restart() {
         ws: sim.ws_url(),
     };
     let (mut feed, mut rx) = FeedProcess::new(cfg.clone(), endpoints);
+    feed.set_snapshot_candles(cfg.data.candles_kept);
     feed.start().unwrap();
 
     // Books sync, trades flow, history is backfilled for every timeframe, the COB runs.
@@ -123,6 +127,24 @@ async fn live_path_survives_faults_and_a_simulator_restart() {
         let cob = x.cob.as_ref().unwrap();
         assert_eq!(cob.buckets.len(), 41);
     }
+
+    // Silence is flagged stale, and clears when data flows again.
+    sim.pause().unwrap();
+    wait_until(
+        &mut rx,
+        "stale flag while paused",
+        Duration::from_secs(10),
+        |s| s.links.iter().all(|l| l.is_stale(s.time_ms)),
+    )
+    .await;
+    sim.resume().unwrap();
+    let snap = wait_until(
+        &mut rx,
+        "fresh again after resume",
+        Duration::from_secs(20),
+        |s| s.links.iter().all(|l| !l.is_stale(s.time_ms)) && all_live(s),
+    )
+    .await;
 
     // A sequence gap on one symbol resyncs that symbol only.
     let before: Vec<u64> = snap.symbols.iter().map(|x| x.book.resyncs).collect();

@@ -24,8 +24,8 @@ use crate::market::types::Timeframe;
 
 /// Levels per side copied into each snapshot.
 const SNAPSHOT_LEVELS: usize = 20;
-/// Candles per timeframe copied into each snapshot.
-const SNAPSHOT_CANDLES: usize = 300;
+/// Candles per timeframe copied into each snapshot by default (a wide chart's worth).
+pub const SNAPSHOT_CANDLES: usize = 300;
 /// Snapshot publication period (the screen redraws at most this often from data).
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
@@ -94,6 +94,7 @@ pub struct MarketTaskState {
     sync_cfg: SyncConfig,
     backfill_frames: usize,
     source_name: String,
+    snapshot_candles: usize,
 }
 
 impl MarketTaskState {
@@ -136,6 +137,7 @@ impl MarketTaskState {
             sync_cfg,
             backfill_frames: cfg.data.backfill_frames,
             source_name: source_name.to_string(),
+            snapshot_candles: SNAPSHOT_CANDLES,
         }
     }
 
@@ -401,6 +403,13 @@ impl FeedProcess {
             },
             rx,
         )
+    }
+
+    /// Candles per timeframe in each published snapshot (default [`SNAPSHOT_CANDLES`]).
+    pub fn set_snapshot_candles(&mut self, n: usize) {
+        if let Some(state) = self.state.as_mut() {
+            state.snapshot_candles = n;
+        }
     }
 
     /// Prints every event through `printer` (headless use).
