@@ -30,6 +30,7 @@ pub enum Seed {
 struct Window {
     buf: Vec<f64>,
     cap: usize,
+    inv_cap: f64,
     head: usize,
     mean: f64,
     m2: f64,
@@ -41,6 +42,7 @@ impl Window {
         Self {
             buf: Vec::with_capacity(cap),
             cap,
+            inv_cap: 1.0 / cap as f64,
             head: 0,
             mean: 0.0,
             m2: 0.0,
@@ -67,8 +69,7 @@ impl Window {
             self.head = 0;
             self.recompute();
         } else {
-            let n = self.cap as f64;
-            let new_mean = self.mean + (x - old) / n;
+            let new_mean = self.mean + (x - old) * self.inv_cap;
             self.m2 += (x - old) * (x - new_mean + old - self.mean);
             self.mean = new_mean;
             if self.m2 < 0.0 {
@@ -97,10 +98,10 @@ impl Window {
     fn back(&self, back: usize) -> f64 {
         let len = self.buf.len();
         if len < self.cap {
-            self.buf[len - 1 - back]
-        } else {
-            self.buf[(self.head + self.cap - 1 - back) % self.cap]
+            return self.buf[len - 1 - back];
         }
+        let i = self.head + self.cap - 1 - back;
+        self.buf[if i >= self.cap { i - self.cap } else { i }]
     }
 }
 
@@ -192,6 +193,7 @@ impl Ema {
 #[derive(Debug, Clone)]
 struct Wilder {
     period: usize,
+    inv_period: f64,
     seed: Seed,
     count: usize,
     value: f64,
@@ -201,6 +203,7 @@ impl Wilder {
     fn new(period: usize, seed: Seed) -> Self {
         Self {
             period: period.max(1),
+            inv_period: 1.0 / period.max(1) as f64,
             seed,
             count: 0,
             value: 0.0,
@@ -209,14 +212,13 @@ impl Wilder {
 
     fn update(&mut self, x: f64) {
         self.count += 1;
-        let n = self.period as f64;
         match self.seed {
             // Running mean until `period` inputs; identical to mean of the first `period`.
             Seed::Sma if self.count <= self.period => {
                 self.value += (x - self.value) / self.count as f64;
             }
             Seed::First if self.count == 1 => self.value = x,
-            _ => self.value += (x - self.value) / n,
+            _ => self.value += (x - self.value) * self.inv_period,
         }
     }
 
@@ -766,10 +768,12 @@ impl Vwap {
     }
 }
 
-/// Rate of change in percent: `100 × (x − x[n]) / x[n]`.
+/// Rate of change in percent: `100 × (x − x[n]) / x[n]`; `None` while `x[n]` is zero.
 #[derive(Debug, Clone)]
 pub struct Roc {
-    window: Window,
+    buf: Vec<f64>,
+    cap: usize,
+    head: usize,
     value: Option<f64>,
 }
 
@@ -777,20 +781,28 @@ impl Roc {
     /// ROC against the input `period` bars back.
     pub fn new(period: usize) -> Self {
         Self {
-            window: Window::new(period.max(1) + 1),
+            buf: Vec::with_capacity(period.max(1)),
+            cap: period.max(1),
+            head: 0,
             value: None,
         }
     }
 
     /// Feeds one input and returns the current value.
     pub fn update(&mut self, x: f64) -> Option<f64> {
-        self.window.push(x);
-        self.value = if self.window.full() {
-            let old = self.window.back(self.window.cap - 1);
-            (old != 0.0).then(|| 100.0 * (x - old) / old)
-        } else {
-            None
-        };
+        let cap = self.cap;
+        if self.buf.len() < cap {
+            self.buf.push(x);
+            self.value = None;
+            return None;
+        }
+        // The slot being overwritten holds the input `period` bars back.
+        let old = std::mem::replace(&mut self.buf[self.head], x);
+        self.head += 1;
+        if self.head == cap {
+            self.head = 0;
+        }
+        self.value = (old != 0.0).then(|| 100.0 * (x - old) / old);
         self.value
     }
 

@@ -128,7 +128,8 @@ pub struct PivotBounds {
 impl PivotBounds {
     /// Position of `price` in the range: 0 at `low`, 1 at `high`, outside [0, 1] beyond them.
     pub fn normalize(&self, price: Price) -> f64 {
-        (price.raw() - self.low.raw()) as f64 / (self.high.raw() - self.low.raw()) as f64
+        let low = self.low.raw() as f64;
+        (price.raw() as f64 - low) / (self.high.raw() as f64 - low)
     }
 
     /// True when `low <= price <= high`.
@@ -319,7 +320,7 @@ impl WilliamsEngine {
             .push((candle.high, candle.low, candle.open_time_ms));
         self.count += 1;
         if full {
-            let known_ms = candle.open_time_ms + self.cfg.interval_ms;
+            let known_ms = candle.open_time_ms.saturating_add(self.cfg.interval_ms);
             let index = self.count - 1 - k;
             let w = &self.candles.items;
             let (high, low, time_ms) = w[k];
@@ -411,7 +412,7 @@ pub fn batch_pivots(candles: &[Candle], cfg: PivotConfig) -> [Vec<PivotPoint>; L
     let n = accepted.len();
     for i in k..n.saturating_sub(k) {
         let c = accepted[i];
-        let known_ms = accepted[i + k].open_time_ms + cfg.interval_ms;
+        let known_ms = accepted[i + k].open_time_ms.saturating_add(cfg.interval_ms);
         for kind in [PivotKind::High, PivotKind::Low] {
             let price_of = |j: usize| match kind {
                 PivotKind::High => accepted[i - k + j].high,
