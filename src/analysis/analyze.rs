@@ -402,9 +402,10 @@ fn parse_csv(text: &str) -> Result<(InputFormat, Rows), AnalyzeError> {
         return Err(AnalyzeError::Empty);
     };
     let first_fields = split_csv(first);
+    // A header has no numeric cell; a malformed first data row still has some.
     let is_header = first_fields
-        .get(1)
-        .is_none_or(|f| parse_decimal(f, "open").is_err());
+        .iter()
+        .all(|f| parse_decimal(f, "open").is_err());
     let (format, cols, pending) = if is_header {
         (InputFormat::CsvHeader, header_columns(&first_fields)?, None)
     } else if first_fields.len() == 12 {
@@ -721,6 +722,14 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn malformed_first_row_is_data_not_header() {
+        let l = parse_candles("1000,x,2,1,2,3\n2000,1,2,1,2,3\n").unwrap();
+        assert_eq!(l.format, InputFormat::CsvPositional);
+        assert_eq!(l.candles.len(), 1);
+        assert_eq!(l.bad_rows[0].line, 1);
     }
 
     #[test]
