@@ -222,6 +222,7 @@ fn write_analysis(
     let mut engine = WilliamsEngine::new(PivotConfig {
         bars_per_side: bars,
         interval_ms,
+        history: 0,
     });
     writeln!(out, "{}", output_header().join(","))?;
     let mut row = String::with_capacity(512);

@@ -68,14 +68,18 @@ pub struct PivotConfig {
     pub bars_per_side: usize,
     /// Candle length in ms; a candle closes at `open_time_ms + interval_ms`.
     pub interval_ms: i64,
+    /// Pivots kept per level for queries (0 keeps all). Memory stays bounded for live series:
+    /// a level trims its oldest pivots once it holds twice this many (amortized O(1)).
+    pub history: usize,
 }
 
 impl PivotConfig {
-    /// Two bars per side for candles of `tf`.
+    /// Two bars per side for candles of `tf`, full history.
     pub const fn for_timeframe(tf: Timeframe) -> Self {
         Self {
             bars_per_side: 2,
             interval_ms: tf.millis(),
+            history: 0,
         }
     }
 }
@@ -345,7 +349,12 @@ impl WilliamsEngine {
             let mut i = 0;
             while i < self.fresh.len() {
                 let p = self.fresh[i];
-                self.levels[p.level as usize - 1].push(p);
+                let kept = &mut self.levels[p.level as usize - 1];
+                kept.push(p);
+                let h = self.cfg.history;
+                if h > 0 && kept.len() >= 2 * h {
+                    kept.drain(..kept.len() - h);
+                }
                 if (p.level as usize) < LEVELS {
                     let ring = match p.kind {
                         PivotKind::High => &mut self.feed_highs[p.level as usize - 1],
@@ -366,7 +375,8 @@ impl WilliamsEngine {
         Ok(&self.fresh)
     }
 
-    /// All confirmed pivots of `level` (1..=5) in confirmation order; empty for other levels.
+    /// Confirmed pivots of `level` (1..=5) in confirmation order (the retained ones when
+    /// `history` is set); empty for other levels.
     pub fn pivots(&self, level: u8) -> &[PivotPoint] {
         match level {
             1..=5 => &self.levels[level as usize - 1],
@@ -481,7 +491,29 @@ mod tests {
         PivotConfig {
             bars_per_side: k,
             interval_ms: 1_000,
+            history: 0,
         }
+    }
+
+    #[test]
+    fn bounded_history_keeps_the_newest_pivots() {
+        let mut full = WilliamsEngine::new(cfg(1));
+        let mut bounded = WilliamsEngine::new(PivotConfig {
+            history: 3,
+            ..cfg(1)
+        });
+        for i in 0..200 {
+            let h = 10 + (i * 7919 % 13);
+            let c = candle(i, h, h - 1 - (i % 3));
+            full.update(&c).unwrap();
+            bounded.update(&c).unwrap();
+            for level in 1..=LEVELS as u8 {
+                let (a, b) = (full.pivots(level), bounded.pivots(level));
+                assert!(b.len() < 6);
+                assert_eq!(b, &a[a.len() - b.len()..]);
+            }
+        }
+        assert!(full.pivots(1).len() > 20);
     }
 
     #[test]
