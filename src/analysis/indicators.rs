@@ -969,6 +969,10 @@ impl IndicatorValues {
 }
 
 /// Every indicator of this module, updated together once per candle.
+///
+/// Uses the default conventions: SMA-seeded EMA, MACD, RSI and ATR; population-stdev Bollinger;
+/// stochastic %K/%D from [`IndicatorConfig::stochastic`]; OBV from 0; session VWAP of the
+/// typical price; per-bar (not annualized) realized volatility.
 #[derive(Debug, Clone)]
 pub struct IndicatorSet {
     sma: Sma,
