@@ -84,9 +84,9 @@ impl<const VAR: bool> Window<VAR> {
         Some(old)
     }
 
+    /// Called only when the window is full, so `inv_cap` is `1 / len`.
     fn recompute(&mut self) {
-        let n = self.buf.len() as f64;
-        let mean = self.buf.iter().sum::<f64>() / n;
+        let mean = self.buf.iter().sum::<f64>() * self.inv_cap;
         self.mean = mean;
         if VAR {
             self.m2 = self.buf.iter().map(|v| (v - mean) * (v - mean)).sum();
@@ -577,7 +577,8 @@ pub struct Stochastic {
     highs: RollingExtreme<true>,
     lows: RollingExtreme<false>,
     k_period: usize,
-    slow: Sma,
+    /// `None` for a fast stochastic (slowing 1), which needs no smoothing window.
+    slow: Option<Sma>,
     d: Sma,
     index: usize,
     k: Option<f64>,
@@ -591,7 +592,7 @@ impl Stochastic {
             highs: RollingExtreme::new(k_period),
             lows: RollingExtreme::new(k_period),
             k_period: k_period.max(1),
-            slow: Sma::new(k_slowing),
+            slow: (k_slowing > 1).then(|| Sma::new(k_slowing)),
             d: Sma::new(d_period),
             index: 0,
             k: None,
@@ -612,7 +613,10 @@ impl Stochastic {
         } else {
             50.0
         };
-        self.k = self.slow.update(raw);
+        self.k = match &mut self.slow {
+            Some(slow) => slow.update(raw),
+            None => Some(raw),
+        };
         self.value = self
             .k
             .and_then(|k| self.d.update(k).map(|d| StochValue { k, d }));
