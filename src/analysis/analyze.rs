@@ -852,6 +852,22 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_candles(&text);
+            let _ = parse_time(&text);
+        }
+
+        #[test]
+        fn csv_like_text_never_panics(
+            rows in proptest::collection::vec("[0-9TZ:+. -]{0,20}(,[0-9eE.+-]{0,12}){0,7}", 0..20),
+        ) {
+            let _ = parse_candles(&rows.join("\n"));
+            let _ = parse_candles(&format!("time,open,high,low,close,volume\n{}", rows.join("\r\n")));
+        }
+    }
+
     #[test]
     fn interval_is_the_most_common_spacing() {
         let c = |t: i64| Candle {
