@@ -50,7 +50,9 @@ proptest! {
         k in 1usize..4,
     ) {
         let candles = build(&raw);
-        let cfg = PivotConfig { bars_per_side: k, interval_ms: 1_000 };
+        let cfg = PivotConfig { bars_per_side: k, interval_ms: 1_000,
+        history: 0,
+    };
         let (engine, fresh) = run_engine(&candles, cfg);
         let batch = batch_pivots(&candles, cfg);
         let mut total = 0;
@@ -68,7 +70,9 @@ proptest! {
         probe in 0i64..1_200,
     ) {
         let candles = build(&raw);
-        let cfg = PivotConfig { bars_per_side: k, interval_ms: 1_000 };
+        let cfg = PivotConfig { bars_per_side: k, interval_ms: 1_000,
+        history: 0,
+    };
         let (engine, _) = run_engine(&candles, cfg);
         for level in 2..=LEVELS as u8 {
             let lower = engine.pivots(level - 1);
@@ -104,6 +108,7 @@ fn five_levels_on_recorded_binance_5m() {
     let cfg = PivotConfig {
         bars_per_side: 2,
         interval_ms: 300_000,
+        history: 0,
     };
     let (engine, _) = run_engine(&loaded.candles, cfg);
     let counts: Vec<usize> = (1..=5).map(|l| engine.pivots(l).len()).collect();

@@ -222,6 +222,7 @@ fn write_analysis(
     let mut engine = WilliamsEngine::new(PivotConfig {
         bars_per_side: bars,
         interval_ms,
+        history: 0,
     });
     writeln!(out, "{}", output_header().join(","))?;
     let mut row = String::with_capacity(512);
@@ -256,7 +257,7 @@ fn write_analysis(
                 );
             }
         }
-        let close_ms = c.open_time_ms + interval_ms;
+        let close_ms = c.open_time_ms.saturating_add(interval_ms);
         for level in 1..=LEVELS as u8 {
             let view = engine.level_at(level, close_ms);
             for p in [view.last_high(), view.last_low()] {
@@ -402,9 +403,10 @@ fn parse_csv(text: &str) -> Result<(InputFormat, Rows), AnalyzeError> {
         return Err(AnalyzeError::Empty);
     };
     let first_fields = split_csv(first);
+    // A header has no numeric cell; a malformed first data row still has some.
     let is_header = first_fields
-        .get(1)
-        .is_none_or(|f| parse_decimal(f, "open").is_err());
+        .iter()
+        .all(|f| parse_decimal(f, "open").is_err());
     let (format, cols, pending) = if is_header {
         (InputFormat::CsvHeader, header_columns(&first_fields)?, None)
     } else if first_fields.len() == 12 {
@@ -724,6 +726,14 @@ mod tests {
     }
 
     #[test]
+    fn malformed_first_row_is_data_not_header() {
+        let l = parse_candles("1000,x,2,1,2,3\n2000,1,2,1,2,3\n").unwrap();
+        assert_eq!(l.format, InputFormat::CsvPositional);
+        assert_eq!(l.candles.len(), 1);
+        assert_eq!(l.bad_rows[0].line, 1);
+    }
+
+    #[test]
     fn positional_and_binance_layouts() {
         let binance = "1637971200000,0.00002853,0.00002854,0.00002851,0.00002854,36304.2,\
                        1637971259999,1.03,79,19523.0,0.55,0\n";
@@ -734,6 +744,128 @@ mod tests {
         let l = parse_candles(lean).unwrap();
         assert_eq!(l.format, InputFormat::CsvPositional);
         assert_eq!(l.candles[0].open_time_ms, 1_525_132_800_000);
+    }
+
+    fn load(relative: &str) -> LoadedCandles {
+        read_candles(&crate::testdata::require(relative)).expect("recorded candles load")
+    }
+
+    #[test]
+    fn recorded_files_in_every_layout() {
+        let nfi = load("candles/binance_spot_nfi/BTC_USDT-1h.json");
+        assert_eq!(nfi.format, InputFormat::JsonKlines);
+        assert_eq!(nfi.candles.len(), 5_482);
+        assert_eq!(nfi.candles[0].open_time_ms, 1_606_780_800_000);
+        assert_eq!(nfi.candles[0].high, Price::parse("19720").unwrap());
+        assert_eq!(detect_interval(&nfi.candles), 3_600_000);
+
+        let ada = load("candles/nautilus/ADABTC-1m-2021-11-27.csv");
+        assert_eq!(ada.format, InputFormat::BinanceKlineCsv);
+        assert_eq!(ada.candles.len(), 10);
+        assert!(ada.bad_rows.is_empty());
+
+        let perp = load("candles/nautilus/btc-perp-20211231-20220201_1m.csv.gz");
+        assert_eq!(perp.format, InputFormat::CsvHeader);
+        assert_eq!(perp.candles.len(), 45_031);
+        assert_eq!(perp.candles[0].open_time_ms, 1_640_991_660_000);
+
+        let xrp = load("candles/freqtrade_xrp_eth/XRP_ETH-1m.csv");
+        assert_eq!(xrp.candles.len(), 2_469);
+        assert_eq!(xrp.candles[0].open, Price::parse("0.00141342").unwrap());
+
+        let monthly = load("candles/backtesting_py/BTCUSD_monthly.csv");
+        assert_eq!(monthly.format, InputFormat::CsvHeader);
+        assert_eq!(monthly.candles.len(), 156);
+
+        // CRLF, header-less, `yyyyMMdd HH:mm` times, with hours missing.
+        let bitfinex = load("candles/lean/bitfinex_hour_btcusd_trade.csv");
+        assert_eq!(bitfinex.format, InputFormat::CsvPositional);
+        assert_eq!(bitfinex.candles.len(), 733);
+        assert!(bitfinex.bad_rows.is_empty());
+        assert_eq!(detect_interval(&bitfinex.candles), 3_600_000);
+    }
+
+    #[test]
+    fn analyze_file_writes_one_row_per_candle_with_causal_pivots() {
+        let input = crate::testdata::require("candles/binance_spot_nfi/BTC_USDT-1h.json");
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out.csv");
+        let summary = analyze_file(&input, &output, &AnalyzeConfig::default()).unwrap();
+        assert_eq!(summary.candles, 5_482);
+        assert_eq!(summary.interval_ms, 3_600_000);
+        assert!(summary.pivots_per_level[3] > 0);
+        let text = std::fs::read_to_string(&output).unwrap();
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        assert_eq!(header, output_header());
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        assert_eq!(rows.len(), 5_482);
+        assert!(rows.iter().all(|r| r.len() == header.len()));
+        let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+        let (rsi, l1h, l1ht, fresh) = (
+            col("rsi"),
+            col("l1_high"),
+            col("l1_high_time"),
+            col("new_pivots"),
+        );
+        assert!(rows[13][rsi].is_empty() && !rows[14][rsi].is_empty());
+        let mut announced = 0;
+        for (i, r) in rows.iter().enumerate() {
+            let close_ms: i64 = r[0].parse::<i64>().unwrap() + 3_600_000;
+            if !r[l1ht].is_empty() {
+                // The last known level-1 high is at least two candles old.
+                let t: i64 = r[l1ht].parse().unwrap();
+                assert!(
+                    t + 2 * 3_600_000 < close_ms,
+                    "row {i} sees a pivot too early"
+                );
+                assert!(Price::parse(r[l1h]).is_ok());
+            }
+            for p in r[fresh].split(';').filter(|p| !p.is_empty()) {
+                let parts: Vec<&str> = p.split(':').collect();
+                assert_eq!(parts.len(), 4, "{p}");
+                announced += 1;
+            }
+        }
+        assert_eq!(announced, summary.pivots_per_level.iter().sum::<usize>());
+    }
+
+    #[test]
+    fn analyze_file_reports_bad_rows_and_missing_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.csv");
+        std::fs::write(
+            &input,
+            "ts,open,high,low,close\n60,1,2,1,2\nbad,1,2,1,2\n120,1,2,1,2\n",
+        )
+        .unwrap();
+        let out = dir.path().join("out.csv");
+        let s = analyze_file(&input, &out, &AnalyzeConfig::default()).unwrap();
+        assert_eq!(s.candles, 2);
+        assert_eq!(s.bad_rows.len(), 1);
+        assert_eq!(s.bad_rows[0].line, 3);
+        assert_eq!(s.interval_ms, 60_000);
+        let missing = dir.path().join("nope.csv");
+        assert!(matches!(
+            analyze_file(&missing, &out, &AnalyzeConfig::default()),
+            Err(AnalyzeError::Io { .. })
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_candles(&text);
+            let _ = parse_time(&text);
+        }
+
+        #[test]
+        fn csv_like_text_never_panics(
+            rows in proptest::collection::vec("[0-9TZ:+. -]{0,20}(,[0-9eE.+-]{0,12}){0,7}", 0..20),
+        ) {
+            let _ = parse_candles(&rows.join("\n"));
+            let _ = parse_candles(&format!("time,open,high,low,close,volume\n{}", rows.join("\r\n")));
+        }
     }
 
     #[test]

@@ -22,25 +22,28 @@ pub enum Seed {
     First,
 }
 
-/// Fixed-size window of floats with running mean and sum of squared deviations.
+/// Fixed-size window of floats with running mean and, when `VAR`, the sum of squared
+/// deviations.
 ///
 /// Uses the add/replace form of Welford's update (stable for prices far from zero) and
-/// recomputes both moments from the window each time the ring wraps.
+/// recomputes the moments from the window each time the ring wraps.
 #[derive(Debug, Clone)]
-struct Window {
+struct Window<const VAR: bool> {
     buf: Vec<f64>,
     cap: usize,
+    inv_cap: f64,
     head: usize,
     mean: f64,
     m2: f64,
 }
 
-impl Window {
+impl<const VAR: bool> Window<VAR> {
     fn new(cap: usize) -> Self {
         let cap = cap.max(1);
         Self {
             buf: Vec::with_capacity(cap),
             cap,
+            inv_cap: 1.0 / cap as f64,
             head: 0,
             mean: 0.0,
             m2: 0.0,
@@ -58,7 +61,9 @@ impl Window {
             let n = self.buf.len() as f64;
             let d = x - self.mean;
             self.mean += d / n;
-            self.m2 += d * (x - self.mean);
+            if VAR {
+                self.m2 += d * (x - self.mean);
+            }
             return None;
         }
         let old = std::mem::replace(&mut self.buf[self.head], x);
@@ -67,22 +72,25 @@ impl Window {
             self.head = 0;
             self.recompute();
         } else {
-            let n = self.cap as f64;
-            let new_mean = self.mean + (x - old) / n;
-            self.m2 += (x - old) * (x - new_mean + old - self.mean);
-            self.mean = new_mean;
-            if self.m2 < 0.0 {
-                self.m2 = 0.0;
+            let new_mean = self.mean + (x - old) * self.inv_cap;
+            if VAR {
+                self.m2 += (x - old) * (x - new_mean + old - self.mean);
+                if self.m2 < 0.0 {
+                    self.m2 = 0.0;
+                }
             }
+            self.mean = new_mean;
         }
         Some(old)
     }
 
+    /// Called only when the window is full, so `inv_cap` is `1 / len`.
     fn recompute(&mut self) {
-        let n = self.buf.len() as f64;
-        let mean = self.buf.iter().sum::<f64>() / n;
+        let mean = self.buf.iter().sum::<f64>() * self.inv_cap;
         self.mean = mean;
-        self.m2 = self.buf.iter().map(|v| (v - mean) * (v - mean)).sum();
+        if VAR {
+            self.m2 = self.buf.iter().map(|v| (v - mean) * (v - mean)).sum();
+        }
     }
 
     fn population_stdev(&self) -> f64 {
@@ -97,17 +105,17 @@ impl Window {
     fn back(&self, back: usize) -> f64 {
         let len = self.buf.len();
         if len < self.cap {
-            self.buf[len - 1 - back]
-        } else {
-            self.buf[(self.head + self.cap - 1 - back) % self.cap]
+            return self.buf[len - 1 - back];
         }
+        let i = self.head + self.cap - 1 - back;
+        self.buf[if i >= self.cap { i - self.cap } else { i }]
     }
 }
 
 /// Simple moving average over the last `period` inputs.
 #[derive(Debug, Clone)]
 pub struct Sma {
-    window: Window,
+    window: Window<false>,
 }
 
 impl Sma {
@@ -166,6 +174,11 @@ impl Ema {
 
     /// Feeds one input and returns the current value.
     pub fn update(&mut self, x: f64) -> Option<f64> {
+        if self.count > self.period {
+            // Warmed up: the only path that matters for speed.
+            self.value += self.alpha * (x - self.value);
+            return Some(self.value);
+        }
         self.count += 1;
         match self.seed {
             Seed::Sma if self.count < self.period => self.sum += x,
@@ -192,6 +205,7 @@ impl Ema {
 #[derive(Debug, Clone)]
 struct Wilder {
     period: usize,
+    inv_period: f64,
     seed: Seed,
     count: usize,
     value: f64,
@@ -201,6 +215,7 @@ impl Wilder {
     fn new(period: usize, seed: Seed) -> Self {
         Self {
             period: period.max(1),
+            inv_period: 1.0 / period.max(1) as f64,
             seed,
             count: 0,
             value: 0.0,
@@ -209,14 +224,13 @@ impl Wilder {
 
     fn update(&mut self, x: f64) {
         self.count += 1;
-        let n = self.period as f64;
         match self.seed {
             // Running mean until `period` inputs; identical to mean of the first `period`.
             Seed::Sma if self.count <= self.period => {
                 self.value += (x - self.value) / self.count as f64;
             }
             Seed::First if self.count == 1 => self.value = x,
-            _ => self.value += (x - self.value) / n,
+            _ => self.value += (x - self.value) * self.inv_period,
         }
     }
 
@@ -395,7 +409,7 @@ pub struct BollingerValue {
 /// TA-Lib, Tulip and Lean do.
 #[derive(Debug, Clone)]
 pub struct Bollinger {
-    window: Window,
+    window: Window<true>,
     k: f64,
 }
 
@@ -487,39 +501,59 @@ impl Atr {
     }
 }
 
-/// Rolling maximum or minimum in amortized O(1) (monotonic deque of (index, value)).
+/// Rolling maximum or minimum over the last `period` inputs in amortized O(1), branch-free
+/// (van Herk / Gil-Werman): the window is split at a block boundary into the suffix of the
+/// previous block (precomputed once per block) and the prefix of the current one.
 #[derive(Debug, Clone)]
-struct RollingExtreme {
-    period: usize,
-    max: bool,
-    deque: VecDeque<(usize, f64)>,
+struct RollingExtreme<const MAX: bool> {
+    /// The current block's inputs so far (then the completed block).
+    block: Vec<f64>,
+    /// `suffix[j]` = extreme of the previous block from position `j` to its end.
+    suffix: Vec<f64>,
+    prefix: f64,
+    pos: usize,
 }
 
-impl RollingExtreme {
-    fn new(period: usize, max: bool) -> Self {
+impl<const MAX: bool> RollingExtreme<MAX> {
+    fn new(period: usize) -> Self {
+        let period = period.max(1);
+        let neutral = if MAX {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        };
         Self {
-            period: period.max(1),
-            max,
-            deque: VecDeque::with_capacity(period.max(1) + 1),
+            block: vec![neutral; period],
+            suffix: vec![neutral; period + 1],
+            prefix: neutral,
+            pos: 0,
         }
     }
 
-    fn push(&mut self, index: usize, x: f64) -> f64 {
-        while let Some(&(_, back)) = self.deque.back() {
-            let dominated = if self.max { back <= x } else { back >= x };
-            if !dominated {
-                break;
+    #[inline]
+    fn pick(a: f64, b: f64) -> f64 {
+        if MAX { a.max(b) } else { a.min(b) }
+    }
+
+    /// Adds `x` and returns the extreme of the last `period` inputs (of all, before that).
+    fn push(&mut self, x: f64) -> f64 {
+        let w = self.block.len();
+        self.block[self.pos] = x;
+        self.prefix = if self.pos == 0 {
+            x
+        } else {
+            Self::pick(self.prefix, x)
+        };
+        let out = Self::pick(self.suffix[self.pos + 1], self.prefix);
+        self.pos += 1;
+        if self.pos == w {
+            // suffix[w] stays neutral, so a window that is exactly one block reads the prefix.
+            for j in (0..w).rev() {
+                self.suffix[j] = Self::pick(self.block[j], self.suffix[j + 1]);
             }
-            self.deque.pop_back();
+            self.pos = 0;
         }
-        self.deque.push_back((index, x));
-        while let Some(&(i, _)) = self.deque.front() {
-            if i + self.period > index {
-                break;
-            }
-            self.deque.pop_front();
-        }
-        self.deque.front().map_or(x, |&(_, v)| v)
+        out
     }
 }
 
@@ -540,10 +574,11 @@ pub struct StochValue {
 /// `d_period`.
 #[derive(Debug, Clone)]
 pub struct Stochastic {
-    highs: RollingExtreme,
-    lows: RollingExtreme,
+    highs: RollingExtreme<true>,
+    lows: RollingExtreme<false>,
     k_period: usize,
-    slow: Sma,
+    /// `None` for a fast stochastic (slowing 1), which needs no smoothing window.
+    slow: Option<Sma>,
     d: Sma,
     index: usize,
     k: Option<f64>,
@@ -554,10 +589,10 @@ impl Stochastic {
     /// Stochastic with %K period, %K slowing and %D period.
     pub fn new(k_period: usize, k_slowing: usize, d_period: usize) -> Self {
         Self {
-            highs: RollingExtreme::new(k_period, true),
-            lows: RollingExtreme::new(k_period, false),
+            highs: RollingExtreme::new(k_period),
+            lows: RollingExtreme::new(k_period),
             k_period: k_period.max(1),
-            slow: Sma::new(k_slowing),
+            slow: (k_slowing > 1).then(|| Sma::new(k_slowing)),
             d: Sma::new(d_period),
             index: 0,
             k: None,
@@ -567,8 +602,8 @@ impl Stochastic {
 
     /// Feeds one bar and returns the current reading.
     pub fn update(&mut self, high: f64, low: f64, close: f64) -> Option<StochValue> {
-        let hh = self.highs.push(self.index, high);
-        let ll = self.lows.push(self.index, low);
+        let hh = self.highs.push(high);
+        let ll = self.lows.push(low);
         self.index += 1;
         if self.index < self.k_period {
             return None;
@@ -578,7 +613,10 @@ impl Stochastic {
         } else {
             50.0
         };
-        self.k = self.slow.update(raw);
+        self.k = match &mut self.slow {
+            Some(slow) => slow.update(raw),
+            None => Some(raw),
+        };
         self.value = self
             .k
             .and_then(|k| self.d.update(k).map(|d| StochValue { k, d }));
@@ -635,9 +673,11 @@ impl Obv {
     /// Feeds one bar and returns the current value.
     pub fn update(&mut self, close: f64, volume: f64) -> Option<f64> {
         match self.prev_close {
-            Some(prev) if close > prev => self.value += volume,
-            Some(prev) if close < prev => self.value -= volume,
-            Some(_) => {}
+            Some(prev) => {
+                // Branch-free sign: up and down closes are a coin flip on real data.
+                let sign = (close > prev) as i8 - (close < prev) as i8;
+                self.value += f64::from(sign) * volume;
+            }
             None if self.start == ObvStart::FirstVolume => self.value = volume,
             None => {}
         }
@@ -680,7 +720,8 @@ pub enum VwapPrice {
 pub struct Vwap {
     mode: VwapMode,
     price: VwapPrice,
-    day: Option<i64>,
+    /// Current session as [start, end) in ms; empty before the first bar.
+    session: (i64, i64),
     pv: f64,
     vol: f64,
     window: VecDeque<(f64, f64)>,
@@ -698,7 +739,7 @@ impl Vwap {
         Self {
             mode,
             price,
-            day: None,
+            session: (0, 0),
             pv: 0.0,
             vol: 0.0,
             window: VecDeque::new(),
@@ -722,9 +763,9 @@ impl Vwap {
         };
         match self.mode {
             VwapMode::Session => {
-                let day = open_time_ms.div_euclid(86_400_000);
-                if self.day != Some(day) {
-                    self.day = Some(day);
+                if open_time_ms < self.session.0 || open_time_ms >= self.session.1 {
+                    let start = open_time_ms.div_euclid(86_400_000) * 86_400_000;
+                    self.session = (start, start.saturating_add(86_400_000));
                     self.pv = 0.0;
                     self.vol = 0.0;
                 }
@@ -766,10 +807,12 @@ impl Vwap {
     }
 }
 
-/// Rate of change in percent: `100 × (x − x[n]) / x[n]`.
+/// Rate of change in percent: `100 × (x − x[n]) / x[n]`; `None` while `x[n]` is zero.
 #[derive(Debug, Clone)]
 pub struct Roc {
-    window: Window,
+    buf: Vec<f64>,
+    cap: usize,
+    head: usize,
     value: Option<f64>,
 }
 
@@ -777,20 +820,28 @@ impl Roc {
     /// ROC against the input `period` bars back.
     pub fn new(period: usize) -> Self {
         Self {
-            window: Window::new(period.max(1) + 1),
+            buf: Vec::with_capacity(period.max(1)),
+            cap: period.max(1),
+            head: 0,
             value: None,
         }
     }
 
     /// Feeds one input and returns the current value.
     pub fn update(&mut self, x: f64) -> Option<f64> {
-        self.window.push(x);
-        self.value = if self.window.full() {
-            let old = self.window.back(self.window.cap - 1);
-            (old != 0.0).then(|| 100.0 * (x - old) / old)
-        } else {
-            None
-        };
+        let cap = self.cap;
+        if self.buf.len() < cap {
+            self.buf.push(x);
+            self.value = None;
+            return None;
+        }
+        // The slot being overwritten holds the input `period` bars back.
+        let old = std::mem::replace(&mut self.buf[self.head], x);
+        self.head += 1;
+        if self.head == cap {
+            self.head = 0;
+        }
+        self.value = (old != 0.0).then(|| 100.0 * (x - old) / old);
         self.value
     }
 
@@ -804,7 +855,7 @@ impl Roc {
 /// per bar (not annualized; scale by `sqrt(bars per year)` where needed).
 #[derive(Debug, Clone)]
 pub struct RealizedVol {
-    window: Window,
+    window: Window<true>,
     prev: Option<f64>,
 }
 
@@ -922,6 +973,10 @@ impl IndicatorValues {
 }
 
 /// Every indicator of this module, updated together once per candle.
+///
+/// Uses the default conventions: SMA-seeded EMA, MACD, RSI and ATR; population-stdev Bollinger;
+/// stochastic %K/%D from [`IndicatorConfig::stochastic`]; OBV from 0; session VWAP of the
+/// typical price; per-bar (not annualized) realized volatility.
 #[derive(Debug, Clone)]
 pub struct IndicatorSet {
     sma: Sma,

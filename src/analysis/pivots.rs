@@ -68,14 +68,18 @@ pub struct PivotConfig {
     pub bars_per_side: usize,
     /// Candle length in ms; a candle closes at `open_time_ms + interval_ms`.
     pub interval_ms: i64,
+    /// Pivots kept per level for queries (0 keeps all). Memory stays bounded for live series:
+    /// a level trims its oldest pivots once it holds twice this many (amortized O(1)).
+    pub history: usize,
 }
 
 impl PivotConfig {
-    /// Two bars per side for candles of `tf`.
+    /// Two bars per side for candles of `tf`, full history.
     pub const fn for_timeframe(tf: Timeframe) -> Self {
         Self {
             bars_per_side: 2,
             interval_ms: tf.millis(),
+            history: 0,
         }
     }
 }
@@ -128,7 +132,8 @@ pub struct PivotBounds {
 impl PivotBounds {
     /// Position of `price` in the range: 0 at `low`, 1 at `high`, outside [0, 1] beyond them.
     pub fn normalize(&self, price: Price) -> f64 {
-        (price.raw() - self.low.raw()) as f64 / (self.high.raw() - self.low.raw()) as f64
+        let low = self.low.raw() as f64;
+        (price.raw() as f64 - low) / (self.high.raw() as f64 - low)
     }
 
     /// True when `low <= price <= high`.
@@ -319,7 +324,7 @@ impl WilliamsEngine {
             .push((candle.high, candle.low, candle.open_time_ms));
         self.count += 1;
         if full {
-            let known_ms = candle.open_time_ms + self.cfg.interval_ms;
+            let known_ms = candle.open_time_ms.saturating_add(self.cfg.interval_ms);
             let index = self.count - 1 - k;
             let w = &self.candles.items;
             let (high, low, time_ms) = w[k];
@@ -344,7 +349,12 @@ impl WilliamsEngine {
             let mut i = 0;
             while i < self.fresh.len() {
                 let p = self.fresh[i];
-                self.levels[p.level as usize - 1].push(p);
+                let kept = &mut self.levels[p.level as usize - 1];
+                kept.push(p);
+                let h = self.cfg.history;
+                if h > 0 && kept.len() >= 2 * h {
+                    kept.drain(..kept.len() - h);
+                }
                 if (p.level as usize) < LEVELS {
                     let ring = match p.kind {
                         PivotKind::High => &mut self.feed_highs[p.level as usize - 1],
@@ -365,7 +375,8 @@ impl WilliamsEngine {
         Ok(&self.fresh)
     }
 
-    /// All confirmed pivots of `level` (1..=5) in confirmation order; empty for other levels.
+    /// Confirmed pivots of `level` (1..=5) in confirmation order (the retained ones when
+    /// `history` is set); empty for other levels.
     pub fn pivots(&self, level: u8) -> &[PivotPoint] {
         match level {
             1..=5 => &self.levels[level as usize - 1],
@@ -411,7 +422,7 @@ pub fn batch_pivots(candles: &[Candle], cfg: PivotConfig) -> [Vec<PivotPoint>; L
     let n = accepted.len();
     for i in k..n.saturating_sub(k) {
         let c = accepted[i];
-        let known_ms = accepted[i + k].open_time_ms + cfg.interval_ms;
+        let known_ms = accepted[i + k].open_time_ms.saturating_add(cfg.interval_ms);
         for kind in [PivotKind::High, PivotKind::Low] {
             let price_of = |j: usize| match kind {
                 PivotKind::High => accepted[i - k + j].high,
@@ -480,7 +491,29 @@ mod tests {
         PivotConfig {
             bars_per_side: k,
             interval_ms: 1_000,
+            history: 0,
         }
+    }
+
+    #[test]
+    fn bounded_history_keeps_the_newest_pivots() {
+        let mut full = WilliamsEngine::new(cfg(1));
+        let mut bounded = WilliamsEngine::new(PivotConfig {
+            history: 3,
+            ..cfg(1)
+        });
+        for i in 0..200 {
+            let h = 10 + (i * 7919 % 13);
+            let c = candle(i, h, h - 1 - (i % 3));
+            full.update(&c).unwrap();
+            bounded.update(&c).unwrap();
+            for level in 1..=LEVELS as u8 {
+                let (a, b) = (full.pivots(level), bounded.pivots(level));
+                assert!(b.len() < 6);
+                assert_eq!(b, &a[a.len() - b.len()..]);
+            }
+        }
+        assert!(full.pivots(1).len() > 20);
     }
 
     #[test]
