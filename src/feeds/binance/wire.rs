@@ -18,7 +18,9 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use crate::market::instrument::Instrument;
-use crate::market::types::{Candle, FixedParseError, Level, Price, Qty, Side, Timeframe, Trade};
+use crate::market::types::{
+    Candle, FixedParseError, Level, Price, Qty, SCALE, Side, Timeframe, Trade,
+};
 
 /// Marker that lets a serde error raised inside a number visitor be recognised as a bad number.
 const BAD_NUMBER_MARK: &str = "bad number";
@@ -356,6 +358,65 @@ impl BinanceEvent {
 // ---------------------------------------------------------------------------------------------
 // Exact-number and level deserializers.
 
+/// Powers of ten that scale `n` fraction digits up to 8 decimals (index = digits given).
+const FRACTION_SCALE: [i64; 9] = [
+    100_000_000,
+    10_000_000,
+    1_000_000,
+    100_000,
+    10_000,
+    1_000,
+    100,
+    10,
+    1,
+];
+
+/// Exact decimal in the canonical Binance form (unsigned, at most 10 integer digits, at most 8
+/// fraction digits); anything else returns `None` and goes to the general
+/// [`crate::market::types::parse_fixed`], so results never differ, only speed.
+#[inline]
+fn fixed_fast(t: &[u8]) -> Option<i64> {
+    let mut int: i64 = 0;
+    let mut i = 0;
+    while let Some(&c) = t.get(i) {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        int = int * 10 + i64::from(c - b'0');
+        i += 1;
+        if i > 10 {
+            return None;
+        }
+    }
+    if i == 0 {
+        return None;
+    }
+    let mut frac: i64 = 0;
+    let mut digits = 0;
+    if let Some(&c) = t.get(i) {
+        if c != b'.' {
+            return None;
+        }
+        for &c in &t[i + 1..] {
+            if !c.is_ascii_digit() || digits == 8 {
+                return None;
+            }
+            frac = frac * 10 + i64::from(c - b'0');
+            digits += 1;
+        }
+    }
+    Some(int * SCALE + frac * FRACTION_SCALE[digits])
+}
+
+/// Exact decimal: the fast canonical form first, the general parser otherwise.
+#[inline]
+fn fixed(t: &[u8]) -> Result<i64, FixedParseError> {
+    match fixed_fast(t) {
+        Some(v) => Ok(v),
+        None => crate::market::types::parse_fixed(t),
+    }
+}
+
 /// A JSON string holding an exact decimal, parsed on the fly (no allocation, borrowed or not).
 struct Fx(i64);
 
@@ -368,9 +429,7 @@ impl<'de> Deserialize<'de> for Fx {
                 f.write_str("a decimal number as a JSON string")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<Fx, E> {
-                crate::market::types::parse_fixed(s.as_bytes())
-                    .map(Fx)
-                    .map_err(bad_number)
+                fixed(s.as_bytes()).map(Fx).map_err(bad_number)
             }
         }
         d.deserialize_str(V)
@@ -772,6 +831,201 @@ impl<'de> Visitor<'de> for DepthSeed<'_> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Depth fast path.
+
+/// Strict scanner for the canonical `depthUpdate` layout Binance sends (no whitespace, no
+/// escapes, known keys only). It returns `None` at the first deviation of any kind and the caller
+/// then runs the serde route, which accepts every valid layout and produces the typed error for
+/// invalid ones; so this path only ever speeds up, never changes, the result.
+fn fast_depth(d: &[u8], out: &mut DepthUpdate) -> Option<()> {
+    let mut s = Scan { b: d, i: 0 };
+    out.symbol.clear();
+    out.bids.clear();
+    out.asks.clear();
+    out.transaction_time_ms = None;
+    out.prev_final_update_id = None;
+    let mut seen = 0u16;
+    s.eat(b'{')?;
+    loop {
+        let key = s.string()?;
+        s.eat(b':')?;
+        let bit = match key {
+            b"e" => {
+                (s.string()? == b"depthUpdate").then_some(())?;
+                1
+            }
+            b"E" => {
+                out.event_time_ms = i64::try_from(s.uint()?).ok()?;
+                2
+            }
+            b"s" => {
+                out.symbol.push_str(std::str::from_utf8(s.string()?).ok()?);
+                4
+            }
+            b"U" => {
+                out.first_update_id = s.uint()?;
+                8
+            }
+            b"u" => {
+                out.final_update_id = s.uint()?;
+                16
+            }
+            b"b" => {
+                s.levels(&mut out.bids)?;
+                32
+            }
+            b"a" => {
+                s.levels(&mut out.asks)?;
+                64
+            }
+            b"T" => {
+                out.transaction_time_ms = Some(i64::try_from(s.uint()?).ok()?);
+                128
+            }
+            b"pu" => {
+                out.prev_final_update_id = Some(s.uint()?);
+                256
+            }
+            _ => return None,
+        };
+        if seen & bit != 0 {
+            return None;
+        }
+        seen |= bit;
+        match s.next()? {
+            b',' => continue,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    let required = 1 | 2 | 4 | 8 | 16 | 32 | 64;
+    (s.i == d.len() && seen & required == required).then_some(())?;
+    (out.first_update_id <= out.final_update_id).then_some(())
+}
+
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scan<'a> {
+    #[inline]
+    fn next(&mut self) -> Option<u8> {
+        let c = *self.b.get(self.i)?;
+        self.i += 1;
+        Some(c)
+    }
+
+    #[inline]
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.next()? == c).then_some(())
+    }
+
+    /// A string without escapes or control characters; returns its content.
+    #[inline]
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.eat(b'"')?;
+        let start = self.i;
+        loop {
+            match *self.b.get(self.i)? {
+                b'"' => break,
+                b'\\' | 0..0x20 => return None,
+                _ => self.i += 1,
+            }
+        }
+        self.i += 1;
+        Some(&self.b[start..self.i - 1])
+    }
+
+    /// A quoted canonical decimal (see [`fixed_fast`]) parsed in the same pass that finds its
+    /// closing quote; any other text (sign, more decimals, escapes) returns `None`.
+    #[inline]
+    fn quoted_fixed(&mut self) -> Option<i64> {
+        self.eat(b'"')?;
+        let b = self.b;
+        let start = self.i;
+        let mut i = start;
+        let mut int: i64 = 0;
+        while let Some(&c) = b.get(i) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            int = int * 10 + i64::from(c - b'0');
+            i += 1;
+            if i - start > 10 {
+                return None;
+            }
+        }
+        if i == start {
+            return None;
+        }
+        let mut frac: i64 = 0;
+        let mut digits = 0;
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            while let Some(&c) = b.get(i) {
+                if !c.is_ascii_digit() {
+                    break;
+                }
+                if digits == 8 {
+                    return None;
+                }
+                frac = frac * 10 + i64::from(c - b'0');
+                digits += 1;
+                i += 1;
+            }
+        }
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        self.i = i + 1;
+        Some(int * SCALE + frac * FRACTION_SCALE[digits])
+    }
+
+    /// An unsigned JSON integer (no sign, no leading zero unless it is 0, no fraction).
+    #[inline]
+    fn uint(&mut self) -> Option<u64> {
+        let start = self.i;
+        let mut v: u64 = 0;
+        while let Some(&c) = self.b.get(self.i) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+            self.i += 1;
+        }
+        let n = self.i - start;
+        (n > 0 && !(n > 1 && self.b[start] == b'0')).then_some(v)
+    }
+
+    /// `[["price","qty"],...]` appended to `out`; canonical decimals are never negative.
+    #[inline]
+    fn levels(&mut self, out: &mut Vec<Level>) -> Option<()> {
+        self.eat(b'[')?;
+        if self.b.get(self.i) == Some(&b']') {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            self.eat(b'[')?;
+            let price = self.quoted_fixed()?;
+            self.eat(b',')?;
+            let qty = self.quoted_fixed()?;
+            self.eat(b']')?;
+            out.push(Level {
+                price: Price(price),
+                qty: Qty(qty),
+            });
+            match self.next()? {
+                b',' => continue,
+                b']' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Frame entry points.
 
 /// Parses one websocket text frame (combined-stream envelope or raw payload).
@@ -887,6 +1141,9 @@ fn parse_payload(
     };
     let ev = match shape {
         Shape::Event("depthUpdate") => {
+            if fast_depth(d.as_bytes(), depth).is_some() {
+                return Ok(Parsed::Depth);
+            }
             let mut de = serde_json::Deserializer::from_str(d);
             DepthSeed(depth).deserialize(&mut de)?;
             de.end()?;
@@ -1271,6 +1528,21 @@ mod tests {
     }
 
     #[test]
+    fn canonical_depth_takes_the_fast_path() {
+        let data = &SPOT_DEPTH[SPOT_DEPTH.find("\"data\":").unwrap() + 7..SPOT_DEPTH.len() - 1];
+        let mut buf = DepthUpdate::default();
+        assert!(fast_depth(data.as_bytes(), &mut buf).is_some());
+        assert_eq!(BinanceEvent::Depth(buf), parse_frame(SPOT_DEPTH).unwrap());
+        // Whitespace is valid JSON but not canonical: the serde route handles it identically.
+        let spaced = data.replace(",\"s\"", ", \"s\"");
+        assert!(fast_depth(spaced.as_bytes(), &mut DepthUpdate::default()).is_none());
+        assert_eq!(
+            parse_frame(&spaced).unwrap(),
+            parse_frame(SPOT_DEPTH).unwrap()
+        );
+    }
+
+    #[test]
     fn reusing_parser_overwrites_previous_frame() {
         let mut buf = DepthUpdate::default();
         assert_eq!(
@@ -1547,6 +1819,44 @@ mod tests {
                     }
                 }
                 run_all(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn fast_depth_path_agrees_with_serde(
+                which in 0..2usize,
+                muts in proptest::collection::vec(mutation(), 0..4),
+            ) {
+                let full = VALID[which];
+                let data = &full[full.find("\"data\":").unwrap() + 7..full.len() - 1];
+                let mut bytes = data.as_bytes().to_vec();
+                for m in muts {
+                    let len = bytes.len().max(1);
+                    match m {
+                        Mutation::Replace(i, c) if c.is_ascii() => bytes[i % len] = c,
+                        Mutation::Insert(i, c) if c.is_ascii() => bytes.insert(i % (bytes.len() + 1), c),
+                        _ => {}
+                    }
+                }
+                let text = String::from_utf8(bytes).unwrap();
+                let mut fast = DepthUpdate::default();
+                if fast_depth(text.as_bytes(), &mut fast).is_some() {
+                    let mut slow = DepthUpdate::default();
+                    let mut de = serde_json::Deserializer::from_str(&text);
+                    DepthSeed(&mut slow).deserialize(&mut de).unwrap();
+                    de.end().unwrap();
+                    prop_assert_eq!(fast, slow);
+                }
+            }
+
+            #[test]
+            fn fast_fixed_agrees_with_general_parser(text in "[-+]?[0-9]{0,12}[.]?[0-9]{0,10}") {
+                if let Some(v) = fixed_fast(text.as_bytes()) {
+                    prop_assert_eq!(Ok(v), crate::market::types::parse_fixed(text.as_bytes()));
+                }
+                prop_assert_eq!(
+                    fixed(text.as_bytes()),
+                    crate::market::types::parse_fixed(text.as_bytes())
+                );
             }
 
             #[test]
