@@ -168,6 +168,10 @@ impl FrameErrorCounter {
     }
 }
 
+/// Exact quote-asset amount scaled by [`SCALE`], as [`crate::market::types::notional`] returns:
+/// monthly quote volumes (4.2e11 USDT on BTCUSDT) overflow the `i64` of [`Price`].
+pub type QuoteAmount = i128;
+
 /// One diff-depth event (`depthUpdate`); futures events also carry `pu` and `T`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DepthUpdate {
@@ -181,7 +185,7 @@ pub struct DepthUpdate {
     pub first_update_id: u64,
     /// Final update id in the event (`u`).
     pub final_update_id: u64,
-    /// Final update id of the previous event (`pu`, futures only).
+    /// Final update id of the previous event (`pu`, futures only; `-1` on the wire = `None`).
     pub prev_final_update_id: Option<u64>,
     /// Bid levels: new absolute quantity per price; zero removes.
     pub bids: Vec<Level>,
@@ -249,7 +253,7 @@ pub struct Ticker24h {
     /// Base-asset volume.
     pub base_volume: Qty,
     /// Quote-asset volume (quote units, exact).
-    pub quote_volume: Price,
+    pub quote_volume: QuoteAmount,
     /// Window open time, ms.
     pub open_time_ms: i64,
     /// Window close time, ms.
@@ -270,11 +274,11 @@ pub struct Kline {
     /// Close time (ms, next open − 1).
     pub close_time_ms: i64,
     /// Quote-asset volume (quote units, exact).
-    pub quote_volume: Price,
+    pub quote_volume: QuoteAmount,
     /// Taker-buy base volume.
     pub taker_buy_base_volume: Qty,
     /// Taker-buy quote volume (quote units, exact).
-    pub taker_buy_quote_volume: Price,
+    pub taker_buy_quote_volume: QuoteAmount,
     /// True on the final update of a bar (stream `x`; REST rows report false).
     pub closed: bool,
 }
@@ -442,6 +446,70 @@ impl Fx {
     }
     fn qty(self) -> Qty {
         Qty(self.0)
+    }
+}
+
+/// Exact decimal into `i128` scaled by [`SCALE`] (quote amounts beyond the `i64` range).
+fn parse_wide(t: &[u8]) -> Result<i128, FixedParseError> {
+    let lossy = || excerpt(&String::from_utf8_lossy(t));
+    let (neg, digits) = match t.first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(_) => (false, t),
+        None => return Err(FixedParseError::Empty),
+    };
+    let (int_part, frac_part) = match digits.iter().position(|&c| c == b'.') {
+        Some(dot) => (&digits[..dot], &digits[dot + 1..]),
+        None => (digits, &digits[digits.len()..]),
+    };
+    if int_part.is_empty() && frac_part.is_empty() {
+        return Err(FixedParseError::Invalid(lossy()));
+    }
+    let mut value: i128 = 0;
+    for &c in int_part {
+        if !c.is_ascii_digit() {
+            return Err(FixedParseError::Invalid(lossy()));
+        }
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(i128::from(c - b'0')))
+            .ok_or_else(|| FixedParseError::Overflow(lossy()))?;
+    }
+    let mut frac: i128 = 0;
+    for (i, &c) in frac_part.iter().enumerate() {
+        if !c.is_ascii_digit() {
+            return Err(FixedParseError::Invalid(lossy()));
+        }
+        if i < 8 {
+            frac = frac * 10 + i128::from(c - b'0');
+        } else if c != b'0' {
+            return Err(FixedParseError::TooPrecise(lossy()));
+        }
+    }
+    let frac_digits = frac_part.len().min(8);
+    frac *= 10i128.pow(8 - frac_digits as u32);
+    let v = value
+        .checked_mul(i128::from(SCALE))
+        .and_then(|v| v.checked_add(frac))
+        .ok_or_else(|| FixedParseError::Overflow(lossy()))?;
+    Ok(if neg { -v } else { v })
+}
+
+/// A JSON string holding a wide exact decimal (see [`parse_wide`]).
+struct Wide(i128);
+
+impl<'de> Deserialize<'de> for Wide {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Wide;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a decimal number as a JSON string")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Wide, E> {
+                parse_wide(s.as_bytes()).map(Wide).map_err(bad_number)
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -637,7 +705,7 @@ struct TickerWire<'a> {
     #[serde(rename = "v")]
     base_volume: Fx,
     #[serde(rename = "q")]
-    quote_volume: Fx,
+    quote_volume: Wide,
     #[serde(rename = "O")]
     open_time_ms: i64,
     #[serde(rename = "C")]
@@ -687,11 +755,11 @@ struct KlineBodyWire<'a> {
     #[serde(rename = "x")]
     closed: bool,
     #[serde(rename = "q")]
-    quote_volume: Fx,
+    quote_volume: Wide,
     #[serde(rename = "V")]
     taker_buy_base: Fx,
     #[serde(rename = "Q")]
-    taker_buy_quote: Fx,
+    taker_buy_quote: Wide,
 }
 
 #[derive(Deserialize)]
@@ -744,6 +812,33 @@ struct EnvelopeWire<'a> {
     data: &'a RawValue,
 }
 
+/// `pu`: a previous final update id, or `-1` (seen on COIN-M partial-depth pushes) for "none".
+struct PrevId(Option<u64>);
+
+impl<'de> Deserialize<'de> for PrevId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = PrevId;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an update id or -1")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PrevId, E> {
+                Ok(PrevId(Some(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PrevId, E> {
+                match v {
+                    -1 => Ok(PrevId(None)),
+                    _ => u64::try_from(v)
+                        .map(|v| PrevId(Some(v)))
+                        .map_err(|_| E::custom(format_args!("{BAD_NUMBER_MARK}: pu {v}"))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Depth fields with the level lists written into caller-provided buffers.
 struct DepthSeed<'o>(&'o mut DepthUpdate);
 
@@ -788,7 +883,7 @@ impl<'de> Visitor<'de> for DepthSeed<'_> {
                     out.final_update_id = map.next_value()?;
                     last = true;
                 }
-                "pu" => out.prev_final_update_id = Some(map.next_value()?),
+                "pu" => out.prev_final_update_id = map.next_value::<PrevId>()?.0,
                 "b" => {
                     if bids {
                         return Err(de::Error::duplicate_field("b"));
@@ -1203,7 +1298,7 @@ fn parse_payload(
                 high: w.high.price(),
                 low: w.low.price(),
                 base_volume: w.base_volume.qty(),
-                quote_volume: w.quote_volume.price(),
+                quote_volume: w.quote_volume.0,
                 open_time_ms: w.open_time_ms,
                 close_time_ms: w.close_time_ms,
                 trade_count: w.trade_count,
@@ -1225,9 +1320,9 @@ fn parse_payload(
                     trades: k.trades,
                 },
                 close_time_ms: k.close_time_ms,
-                quote_volume: k.quote_volume.price(),
+                quote_volume: k.quote_volume.0,
                 taker_buy_base_volume: k.taker_buy_base.qty(),
-                taker_buy_quote_volume: k.taker_buy_quote.price(),
+                taker_buy_quote_volume: k.taker_buy_quote.0,
                 closed: k.closed,
             })
         }
@@ -1313,7 +1408,20 @@ pub fn parse_depth_snapshot(body: &str) -> Result<DepthSnapshot, FrameError> {
     Ok(w.into())
 }
 
-type KlineRowWire = (i64, Fx, Fx, Fx, Fx, Fx, i64, Fx, u64, Fx, Fx, IgnoredAny);
+type KlineRowWire = (
+    i64,
+    Fx,
+    Fx,
+    Fx,
+    Fx,
+    Fx,
+    i64,
+    Wide,
+    u64,
+    Fx,
+    Wide,
+    IgnoredAny,
+);
 
 /// Parses a REST klines response: an array of 12-element arrays.
 pub fn parse_klines(body: &str, interval: &str) -> Result<Vec<Kline>, FrameError> {
@@ -1341,9 +1449,9 @@ pub fn parse_klines(body: &str, interval: &str) -> Result<Vec<Kline>, FrameError
                     trades: n,
                 },
                 close_time_ms: close_time,
-                quote_volume: qv.price(),
+                quote_volume: qv.0,
                 taker_buy_base_volume: tb.qty(),
-                taker_buy_quote_volume: tq.price(),
+                taker_buy_quote_volume: tq.0,
                 closed: false,
             },
         )
@@ -1519,6 +1627,13 @@ mod tests {
             panic!()
         };
         assert_eq!(d.prev_final_update_id, Some(9));
+        let no_prev = raw.replace("\"pu\":9", "\"pu\":-1");
+        let BinanceEvent::Depth(n) = parse_frame(&no_prev).unwrap() else {
+            panic!()
+        };
+        assert_eq!(n.prev_final_update_id, None);
+        let bad = raw.replace("\"pu\":9", "\"pu\":-2");
+        assert_eq!(parse_frame(&bad).unwrap_err().kind(), "bad_number");
         assert_eq!(d.transaction_time_ms, Some(1));
         assert!(d.bids.is_empty());
         assert_eq!(d.asks[0].price, p("61510.9"));
@@ -1690,7 +1805,15 @@ mod tests {
         .unwrap();
         assert_eq!(k[0].candle.trades, 617);
         assert_eq!(k[0].close_time_ms, 1634943839999);
-        assert_eq!(k[0].taker_buy_quote_volume, p("745719.4102284"));
+        assert_eq!(
+            parse_wide(b"423075730671.12853"),
+            Ok(42_307_573_067_112_853_000)
+        );
+        assert!(parse_wide(b"1.000000001").is_err());
+        assert_eq!(
+            k[0].taker_buy_quote_volume,
+            p("745719.4102284").raw() as i128
+        );
         let short = parse_klines(r#"[[1,"1","1","1","1","1",2,"1",3,"1","1"]]"#, "1m");
         assert!(short.is_err());
 
@@ -1857,6 +1980,17 @@ mod tests {
                     fixed(text.as_bytes()),
                     crate::market::types::parse_fixed(text.as_bytes())
                 );
+            }
+
+            #[test]
+            fn wide_parser_agrees_with_fixed_in_range(text in "-?[0-9]{0,12}[.]?[0-9]{0,10}") {
+                let narrow = crate::market::types::parse_fixed(text.as_bytes());
+                let wide = parse_wide(text.as_bytes());
+                match narrow {
+                    Ok(v) => prop_assert_eq!(wide, Ok(i128::from(v))),
+                    Err(FixedParseError::Overflow(_)) => {}
+                    Err(_) => prop_assert!(wide.is_err()),
+                }
             }
 
             #[test]
