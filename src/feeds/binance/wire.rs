@@ -1152,7 +1152,15 @@ pub fn parse_frame_reusing(text: &str, depth: &mut DepthUpdate) -> Result<Parsed
     if let Some((stream, data)) = sniff_envelope(t) {
         return parse_payload(data, Some(stream), depth);
     }
-    if t.starts_with('{') && !t.starts_with("{\"e\":") {
+    // Raw payloads that open with a key no envelope starts with skip the envelope probe.
+    const PAYLOAD_PREFIXES: [&str; 5] = [
+        "{\"e\":",
+        "{\"u\":",
+        "{\"lastUpdateId\":",
+        "{\"result\":",
+        "{\"code\":",
+    ];
+    if t.starts_with('{') && !PAYLOAD_PREFIXES.iter().any(|p| t.starts_with(p)) {
         let head: Head = serde_json::from_str(t)?;
         if head.stream && head.data {
             let env: EnvelopeWire = serde_json::from_str(t)?;
