@@ -644,7 +644,11 @@ impl Replayer {
                     snapshot,
                 } => self.on_bare_snapshot(snapshot),
                 E::Ack(_) | E::Error(_) | E::Shutdown { .. } => self.report.control_messages += 1,
-                E::Depth(_) => unreachable!("depth frames come back as Parsed::Depth"),
+                // parse_frame_reusing reports diffs as Parsed::Depth; handled alike regardless.
+                E::Depth(d) => {
+                    let (forced, cfg) = (self.forced, self.cfg);
+                    self.symbol(&d.symbol).on_diff(&d, forced, cfg);
+                }
             },
         }
         self.depth = depth;

@@ -18,7 +18,9 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use crate::market::instrument::Instrument;
-use crate::market::types::{Candle, FixedParseError, Level, Price, Qty, Side, Timeframe, Trade};
+use crate::market::types::{
+    Candle, FixedParseError, Level, Price, Qty, SCALE, Side, Timeframe, Trade,
+};
 
 /// Marker that lets a serde error raised inside a number visitor be recognised as a bad number.
 const BAD_NUMBER_MARK: &str = "bad number";
@@ -166,6 +168,10 @@ impl FrameErrorCounter {
     }
 }
 
+/// Exact quote-asset amount scaled by [`SCALE`], as [`crate::market::types::notional`] returns:
+/// monthly quote volumes (4.2e11 USDT on BTCUSDT) overflow the `i64` of [`Price`].
+pub type QuoteAmount = i128;
+
 /// One diff-depth event (`depthUpdate`); futures events also carry `pu` and `T`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DepthUpdate {
@@ -179,7 +185,7 @@ pub struct DepthUpdate {
     pub first_update_id: u64,
     /// Final update id in the event (`u`).
     pub final_update_id: u64,
-    /// Final update id of the previous event (`pu`, futures only).
+    /// Final update id of the previous event (`pu`, futures only; `-1` on the wire = `None`).
     pub prev_final_update_id: Option<u64>,
     /// Bid levels: new absolute quantity per price; zero removes.
     pub bids: Vec<Level>,
@@ -247,7 +253,7 @@ pub struct Ticker24h {
     /// Base-asset volume.
     pub base_volume: Qty,
     /// Quote-asset volume (quote units, exact).
-    pub quote_volume: Price,
+    pub quote_volume: QuoteAmount,
     /// Window open time, ms.
     pub open_time_ms: i64,
     /// Window close time, ms.
@@ -268,11 +274,11 @@ pub struct Kline {
     /// Close time (ms, next open − 1).
     pub close_time_ms: i64,
     /// Quote-asset volume (quote units, exact).
-    pub quote_volume: Price,
+    pub quote_volume: QuoteAmount,
     /// Taker-buy base volume.
     pub taker_buy_base_volume: Qty,
     /// Taker-buy quote volume (quote units, exact).
-    pub taker_buy_quote_volume: Price,
+    pub taker_buy_quote_volume: QuoteAmount,
     /// True on the final update of a bar (stream `x`; REST rows report false).
     pub closed: bool,
 }
@@ -356,6 +362,65 @@ impl BinanceEvent {
 // ---------------------------------------------------------------------------------------------
 // Exact-number and level deserializers.
 
+/// Powers of ten that scale `n` fraction digits up to 8 decimals (index = digits given).
+const FRACTION_SCALE: [i64; 9] = [
+    100_000_000,
+    10_000_000,
+    1_000_000,
+    100_000,
+    10_000,
+    1_000,
+    100,
+    10,
+    1,
+];
+
+/// Exact decimal in the canonical Binance form (unsigned, at most 10 integer digits, at most 8
+/// fraction digits); anything else returns `None` and goes to the general
+/// [`crate::market::types::parse_fixed`], so results never differ, only speed.
+#[inline]
+fn fixed_fast(t: &[u8]) -> Option<i64> {
+    let mut int: i64 = 0;
+    let mut i = 0;
+    while let Some(&c) = t.get(i) {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        int = int * 10 + i64::from(c - b'0');
+        i += 1;
+        if i > 10 {
+            return None;
+        }
+    }
+    if i == 0 {
+        return None;
+    }
+    let mut frac: i64 = 0;
+    let mut digits = 0;
+    if let Some(&c) = t.get(i) {
+        if c != b'.' {
+            return None;
+        }
+        for &c in &t[i + 1..] {
+            if !c.is_ascii_digit() || digits == 8 {
+                return None;
+            }
+            frac = frac * 10 + i64::from(c - b'0');
+            digits += 1;
+        }
+    }
+    Some(int * SCALE + frac * FRACTION_SCALE[digits])
+}
+
+/// Exact decimal: the fast canonical form first, the general parser otherwise.
+#[inline]
+fn fixed(t: &[u8]) -> Result<i64, FixedParseError> {
+    match fixed_fast(t) {
+        Some(v) => Ok(v),
+        None => crate::market::types::parse_fixed(t),
+    }
+}
+
 /// A JSON string holding an exact decimal, parsed on the fly (no allocation, borrowed or not).
 struct Fx(i64);
 
@@ -368,9 +433,7 @@ impl<'de> Deserialize<'de> for Fx {
                 f.write_str("a decimal number as a JSON string")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<Fx, E> {
-                crate::market::types::parse_fixed(s.as_bytes())
-                    .map(Fx)
-                    .map_err(bad_number)
+                fixed(s.as_bytes()).map(Fx).map_err(bad_number)
             }
         }
         d.deserialize_str(V)
@@ -383,6 +446,70 @@ impl Fx {
     }
     fn qty(self) -> Qty {
         Qty(self.0)
+    }
+}
+
+/// Exact decimal into `i128` scaled by [`SCALE`] (quote amounts beyond the `i64` range).
+fn parse_wide(t: &[u8]) -> Result<i128, FixedParseError> {
+    let lossy = || excerpt(&String::from_utf8_lossy(t));
+    let (neg, digits) = match t.first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(_) => (false, t),
+        None => return Err(FixedParseError::Empty),
+    };
+    let (int_part, frac_part) = match digits.iter().position(|&c| c == b'.') {
+        Some(dot) => (&digits[..dot], &digits[dot + 1..]),
+        None => (digits, &digits[digits.len()..]),
+    };
+    if int_part.is_empty() && frac_part.is_empty() {
+        return Err(FixedParseError::Invalid(lossy()));
+    }
+    let mut value: i128 = 0;
+    for &c in int_part {
+        if !c.is_ascii_digit() {
+            return Err(FixedParseError::Invalid(lossy()));
+        }
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(i128::from(c - b'0')))
+            .ok_or_else(|| FixedParseError::Overflow(lossy()))?;
+    }
+    let mut frac: i128 = 0;
+    for (i, &c) in frac_part.iter().enumerate() {
+        if !c.is_ascii_digit() {
+            return Err(FixedParseError::Invalid(lossy()));
+        }
+        if i < 8 {
+            frac = frac * 10 + i128::from(c - b'0');
+        } else if c != b'0' {
+            return Err(FixedParseError::TooPrecise(lossy()));
+        }
+    }
+    let frac_digits = frac_part.len().min(8);
+    frac *= 10i128.pow(8 - frac_digits as u32);
+    let v = value
+        .checked_mul(i128::from(SCALE))
+        .and_then(|v| v.checked_add(frac))
+        .ok_or_else(|| FixedParseError::Overflow(lossy()))?;
+    Ok(if neg { -v } else { v })
+}
+
+/// A JSON string holding a wide exact decimal (see [`parse_wide`]).
+struct Wide(i128);
+
+impl<'de> Deserialize<'de> for Wide {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Wide;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a decimal number as a JSON string")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Wide, E> {
+                parse_wide(s.as_bytes()).map(Wide).map_err(bad_number)
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -578,7 +705,7 @@ struct TickerWire<'a> {
     #[serde(rename = "v")]
     base_volume: Fx,
     #[serde(rename = "q")]
-    quote_volume: Fx,
+    quote_volume: Wide,
     #[serde(rename = "O")]
     open_time_ms: i64,
     #[serde(rename = "C")]
@@ -628,11 +755,11 @@ struct KlineBodyWire<'a> {
     #[serde(rename = "x")]
     closed: bool,
     #[serde(rename = "q")]
-    quote_volume: Fx,
+    quote_volume: Wide,
     #[serde(rename = "V")]
     taker_buy_base: Fx,
     #[serde(rename = "Q")]
-    taker_buy_quote: Fx,
+    taker_buy_quote: Wide,
 }
 
 #[derive(Deserialize)]
@@ -685,6 +812,33 @@ struct EnvelopeWire<'a> {
     data: &'a RawValue,
 }
 
+/// `pu`: a previous final update id, or `-1` (seen on COIN-M partial-depth pushes) for "none".
+struct PrevId(Option<u64>);
+
+impl<'de> Deserialize<'de> for PrevId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = PrevId;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an update id or -1")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PrevId, E> {
+                Ok(PrevId(Some(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PrevId, E> {
+                match v {
+                    -1 => Ok(PrevId(None)),
+                    _ => u64::try_from(v)
+                        .map(|v| PrevId(Some(v)))
+                        .map_err(|_| E::custom(format_args!("{BAD_NUMBER_MARK}: pu {v}"))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Depth fields with the level lists written into caller-provided buffers.
 struct DepthSeed<'o>(&'o mut DepthUpdate);
 
@@ -729,7 +883,7 @@ impl<'de> Visitor<'de> for DepthSeed<'_> {
                     out.final_update_id = map.next_value()?;
                     last = true;
                 }
-                "pu" => out.prev_final_update_id = Some(map.next_value()?),
+                "pu" => out.prev_final_update_id = map.next_value::<PrevId>()?.0,
                 "b" => {
                     if bids {
                         return Err(de::Error::duplicate_field("b"));
@@ -772,6 +926,201 @@ impl<'de> Visitor<'de> for DepthSeed<'_> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Depth fast path.
+
+/// Strict scanner for the canonical `depthUpdate` layout Binance sends (no whitespace, no
+/// escapes, known keys only). It returns `None` at the first deviation of any kind and the caller
+/// then runs the serde route, which accepts every valid layout and produces the typed error for
+/// invalid ones; so this path only ever speeds up, never changes, the result.
+fn fast_depth(d: &[u8], out: &mut DepthUpdate) -> Option<()> {
+    let mut s = Scan { b: d, i: 0 };
+    out.symbol.clear();
+    out.bids.clear();
+    out.asks.clear();
+    out.transaction_time_ms = None;
+    out.prev_final_update_id = None;
+    let mut seen = 0u16;
+    s.eat(b'{')?;
+    loop {
+        let key = s.string()?;
+        s.eat(b':')?;
+        let bit = match key {
+            b"e" => {
+                (s.string()? == b"depthUpdate").then_some(())?;
+                1
+            }
+            b"E" => {
+                out.event_time_ms = i64::try_from(s.uint()?).ok()?;
+                2
+            }
+            b"s" => {
+                out.symbol.push_str(std::str::from_utf8(s.string()?).ok()?);
+                4
+            }
+            b"U" => {
+                out.first_update_id = s.uint()?;
+                8
+            }
+            b"u" => {
+                out.final_update_id = s.uint()?;
+                16
+            }
+            b"b" => {
+                s.levels(&mut out.bids)?;
+                32
+            }
+            b"a" => {
+                s.levels(&mut out.asks)?;
+                64
+            }
+            b"T" => {
+                out.transaction_time_ms = Some(i64::try_from(s.uint()?).ok()?);
+                128
+            }
+            b"pu" => {
+                out.prev_final_update_id = Some(s.uint()?);
+                256
+            }
+            _ => return None,
+        };
+        if seen & bit != 0 {
+            return None;
+        }
+        seen |= bit;
+        match s.next()? {
+            b',' => continue,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    let required = 1 | 2 | 4 | 8 | 16 | 32 | 64;
+    (s.i == d.len() && seen & required == required).then_some(())?;
+    (out.first_update_id <= out.final_update_id).then_some(())
+}
+
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scan<'a> {
+    #[inline]
+    fn next(&mut self) -> Option<u8> {
+        let c = *self.b.get(self.i)?;
+        self.i += 1;
+        Some(c)
+    }
+
+    #[inline]
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.next()? == c).then_some(())
+    }
+
+    /// A string without escapes or control characters; returns its content.
+    #[inline]
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.eat(b'"')?;
+        let start = self.i;
+        loop {
+            match *self.b.get(self.i)? {
+                b'"' => break,
+                b'\\' | 0..0x20 => return None,
+                _ => self.i += 1,
+            }
+        }
+        self.i += 1;
+        Some(&self.b[start..self.i - 1])
+    }
+
+    /// A quoted canonical decimal (see [`fixed_fast`]) parsed in the same pass that finds its
+    /// closing quote; any other text (sign, more decimals, escapes) returns `None`.
+    #[inline]
+    fn quoted_fixed(&mut self) -> Option<i64> {
+        self.eat(b'"')?;
+        let b = self.b;
+        let start = self.i;
+        let mut i = start;
+        let mut int: i64 = 0;
+        while let Some(&c) = b.get(i) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            int = int * 10 + i64::from(c - b'0');
+            i += 1;
+            if i - start > 10 {
+                return None;
+            }
+        }
+        if i == start {
+            return None;
+        }
+        let mut frac: i64 = 0;
+        let mut digits = 0;
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            while let Some(&c) = b.get(i) {
+                if !c.is_ascii_digit() {
+                    break;
+                }
+                if digits == 8 {
+                    return None;
+                }
+                frac = frac * 10 + i64::from(c - b'0');
+                digits += 1;
+                i += 1;
+            }
+        }
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        self.i = i + 1;
+        Some(int * SCALE + frac * FRACTION_SCALE[digits])
+    }
+
+    /// An unsigned JSON integer (no sign, no leading zero unless it is 0, no fraction).
+    #[inline]
+    fn uint(&mut self) -> Option<u64> {
+        let start = self.i;
+        let mut v: u64 = 0;
+        while let Some(&c) = self.b.get(self.i) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+            self.i += 1;
+        }
+        let n = self.i - start;
+        (n > 0 && !(n > 1 && self.b[start] == b'0')).then_some(v)
+    }
+
+    /// `[["price","qty"],...]` appended to `out`; canonical decimals are never negative.
+    #[inline]
+    fn levels(&mut self, out: &mut Vec<Level>) -> Option<()> {
+        self.eat(b'[')?;
+        if self.b.get(self.i) == Some(&b']') {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            self.eat(b'[')?;
+            let price = self.quoted_fixed()?;
+            self.eat(b',')?;
+            let qty = self.quoted_fixed()?;
+            self.eat(b']')?;
+            out.push(Level {
+                price: Price(price),
+                qty: Qty(qty),
+            });
+            match self.next()? {
+                b',' => continue,
+                b']' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Frame entry points.
 
 /// Parses one websocket text frame (combined-stream envelope or raw payload).
@@ -803,7 +1152,15 @@ pub fn parse_frame_reusing(text: &str, depth: &mut DepthUpdate) -> Result<Parsed
     if let Some((stream, data)) = sniff_envelope(t) {
         return parse_payload(data, Some(stream), depth);
     }
-    if t.starts_with('{') && !t.starts_with("{\"e\":") {
+    // Raw payloads that open with a key no envelope starts with skip the envelope probe.
+    const PAYLOAD_PREFIXES: [&str; 5] = [
+        "{\"e\":",
+        "{\"u\":",
+        "{\"lastUpdateId\":",
+        "{\"result\":",
+        "{\"code\":",
+    ];
+    if t.starts_with('{') && !PAYLOAD_PREFIXES.iter().any(|p| t.starts_with(p)) {
         let head: Head = serde_json::from_str(t)?;
         if head.stream && head.data {
             let env: EnvelopeWire = serde_json::from_str(t)?;
@@ -887,6 +1244,9 @@ fn parse_payload(
     };
     let ev = match shape {
         Shape::Event("depthUpdate") => {
+            if fast_depth(d.as_bytes(), depth).is_some() {
+                return Ok(Parsed::Depth);
+            }
             let mut de = serde_json::Deserializer::from_str(d);
             DepthSeed(depth).deserialize(&mut de)?;
             de.end()?;
@@ -946,7 +1306,7 @@ fn parse_payload(
                 high: w.high.price(),
                 low: w.low.price(),
                 base_volume: w.base_volume.qty(),
-                quote_volume: w.quote_volume.price(),
+                quote_volume: w.quote_volume.0,
                 open_time_ms: w.open_time_ms,
                 close_time_ms: w.close_time_ms,
                 trade_count: w.trade_count,
@@ -968,9 +1328,9 @@ fn parse_payload(
                     trades: k.trades,
                 },
                 close_time_ms: k.close_time_ms,
-                quote_volume: k.quote_volume.price(),
+                quote_volume: k.quote_volume.0,
                 taker_buy_base_volume: k.taker_buy_base.qty(),
-                taker_buy_quote_volume: k.taker_buy_quote.price(),
+                taker_buy_quote_volume: k.taker_buy_quote.0,
                 closed: k.closed,
             })
         }
@@ -1056,7 +1416,20 @@ pub fn parse_depth_snapshot(body: &str) -> Result<DepthSnapshot, FrameError> {
     Ok(w.into())
 }
 
-type KlineRowWire = (i64, Fx, Fx, Fx, Fx, Fx, i64, Fx, u64, Fx, Fx, IgnoredAny);
+type KlineRowWire = (
+    i64,
+    Fx,
+    Fx,
+    Fx,
+    Fx,
+    Fx,
+    i64,
+    Wide,
+    u64,
+    Fx,
+    Wide,
+    IgnoredAny,
+);
 
 /// Parses a REST klines response: an array of 12-element arrays.
 pub fn parse_klines(body: &str, interval: &str) -> Result<Vec<Kline>, FrameError> {
@@ -1084,9 +1457,9 @@ pub fn parse_klines(body: &str, interval: &str) -> Result<Vec<Kline>, FrameError
                     trades: n,
                 },
                 close_time_ms: close_time,
-                quote_volume: qv.price(),
+                quote_volume: qv.0,
                 taker_buy_base_volume: tb.qty(),
-                taker_buy_quote_volume: tq.price(),
+                taker_buy_quote_volume: tq.0,
                 closed: false,
             },
         )
@@ -1262,12 +1635,34 @@ mod tests {
             panic!()
         };
         assert_eq!(d.prev_final_update_id, Some(9));
+        let no_prev = raw.replace("\"pu\":9", "\"pu\":-1");
+        let BinanceEvent::Depth(n) = parse_frame(&no_prev).unwrap() else {
+            panic!()
+        };
+        assert_eq!(n.prev_final_update_id, None);
+        let bad = raw.replace("\"pu\":9", "\"pu\":-2");
+        assert_eq!(parse_frame(&bad).unwrap_err().kind(), "bad_number");
         assert_eq!(d.transaction_time_ms, Some(1));
         assert!(d.bids.is_empty());
         assert_eq!(d.asks[0].price, p("61510.9"));
         // Envelope with keys in the other order takes the generic route to the same result.
         let env = format!(r#"{{"data":{raw},"stream":"btcusdt@depth"}}"#);
         assert_eq!(parse_frame(&env).unwrap(), parse_frame(raw).unwrap());
+    }
+
+    #[test]
+    fn canonical_depth_takes_the_fast_path() {
+        let data = &SPOT_DEPTH[SPOT_DEPTH.find("\"data\":").unwrap() + 7..SPOT_DEPTH.len() - 1];
+        let mut buf = DepthUpdate::default();
+        assert!(fast_depth(data.as_bytes(), &mut buf).is_some());
+        assert_eq!(BinanceEvent::Depth(buf), parse_frame(SPOT_DEPTH).unwrap());
+        // Whitespace is valid JSON but not canonical: the serde route handles it identically.
+        let spaced = data.replace(",\"s\"", ", \"s\"");
+        assert!(fast_depth(spaced.as_bytes(), &mut DepthUpdate::default()).is_none());
+        assert_eq!(
+            parse_frame(&spaced).unwrap(),
+            parse_frame(SPOT_DEPTH).unwrap()
+        );
     }
 
     #[test]
@@ -1418,7 +1813,15 @@ mod tests {
         .unwrap();
         assert_eq!(k[0].candle.trades, 617);
         assert_eq!(k[0].close_time_ms, 1634943839999);
-        assert_eq!(k[0].taker_buy_quote_volume, p("745719.4102284"));
+        assert_eq!(
+            parse_wide(b"423075730671.12853"),
+            Ok(42_307_573_067_112_853_000)
+        );
+        assert!(parse_wide(b"1.000000001").is_err());
+        assert_eq!(
+            k[0].taker_buy_quote_volume,
+            p("745719.4102284").raw() as i128
+        );
         let short = parse_klines(r#"[[1,"1","1","1","1","1",2,"1",3,"1","1"]]"#, "1m");
         assert!(short.is_err());
 
@@ -1547,6 +1950,55 @@ mod tests {
                     }
                 }
                 run_all(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn fast_depth_path_agrees_with_serde(
+                which in 0..2usize,
+                muts in proptest::collection::vec(mutation(), 0..4),
+            ) {
+                let full = VALID[which];
+                let data = &full[full.find("\"data\":").unwrap() + 7..full.len() - 1];
+                let mut bytes = data.as_bytes().to_vec();
+                for m in muts {
+                    let len = bytes.len().max(1);
+                    match m {
+                        Mutation::Replace(i, c) if c.is_ascii() => bytes[i % len] = c,
+                        Mutation::Insert(i, c) if c.is_ascii() => bytes.insert(i % (bytes.len() + 1), c),
+                        _ => {}
+                    }
+                }
+                let text = String::from_utf8(bytes).unwrap();
+                let mut fast = DepthUpdate::default();
+                if fast_depth(text.as_bytes(), &mut fast).is_some() {
+                    let mut slow = DepthUpdate::default();
+                    let mut de = serde_json::Deserializer::from_str(&text);
+                    DepthSeed(&mut slow).deserialize(&mut de).unwrap();
+                    de.end().unwrap();
+                    prop_assert_eq!(fast, slow);
+                }
+            }
+
+            #[test]
+            fn fast_fixed_agrees_with_general_parser(text in "[-+]?[0-9]{0,12}[.]?[0-9]{0,10}") {
+                if let Some(v) = fixed_fast(text.as_bytes()) {
+                    prop_assert_eq!(Ok(v), crate::market::types::parse_fixed(text.as_bytes()));
+                }
+                prop_assert_eq!(
+                    fixed(text.as_bytes()),
+                    crate::market::types::parse_fixed(text.as_bytes())
+                );
+            }
+
+            #[test]
+            fn wide_parser_agrees_with_fixed_in_range(text in "-?[0-9]{0,12}[.]?[0-9]{0,10}") {
+                let narrow = crate::market::types::parse_fixed(text.as_bytes());
+                let wide = parse_wide(text.as_bytes());
+                match narrow {
+                    Ok(v) => prop_assert_eq!(wide, Ok(i128::from(v))),
+                    Err(FixedParseError::Overflow(_)) => {}
+                    Err(_) => prop_assert!(wide.is_err()),
+                }
             }
 
             #[test]
