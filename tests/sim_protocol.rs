@@ -744,3 +744,35 @@ async fn fault_injection_is_observable() {
     assert_eq!(get(&h, "/api/v3/ping").await.0, 200);
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_second_depth_and_ticker_cadence() {
+    let h = start(cfg()).await.unwrap();
+    let mut ws = connect(&format!(
+        "{}/stream?streams=ethusdt@depth/ethusdt@ticker",
+        h.ws_url()
+    ))
+    .await;
+    let mut depth: Vec<Value> = Vec::new();
+    let mut ticker: Vec<Value> = Vec::new();
+    while depth.len() < 3 || ticker.len() < 2 {
+        let v = next_json(&mut ws, 5).await.expect("1 s streams flowing");
+        match v["stream"].as_str().unwrap() {
+            "ethusdt@depth" => depth.push(v["data"].clone()),
+            _ => ticker.push(v["data"].clone()),
+        }
+    }
+    for w in depth.windows(2) {
+        assert_eq!(w[1]["U"].as_u64().unwrap(), w[0]["u"].as_u64().unwrap() + 1);
+        assert_eq!(
+            w[1]["E"].as_i64().unwrap() - w[0]["E"].as_i64().unwrap(),
+            1000
+        );
+    }
+    assert!(depth.iter().all(|d| d["E"].as_i64().unwrap() % 1000 == 0));
+    assert_eq!(
+        ticker[1]["E"].as_i64().unwrap() - ticker[0]["E"].as_i64().unwrap(),
+        1000
+    );
+    h.shutdown().await;
+}
