@@ -252,6 +252,11 @@ async fn rest_endpoints_and_error_replies() {
             -1100,
         ),
         ("/api/v3/ticker/24hr?symbol=XRPUSDT", -1121),
+        (
+            "/api/v3/klines?symbol=ETHUSDT&interval=1s&startTime=9223372036854775807",
+            -1100,
+        ),
+        ("/api/v3/aggTrades?symbol=ETHUSDT&fromId=-5", -1100),
     ] {
         let (s, _, b) = get(&h, path).await;
         assert_eq!(s, 400, "{path}");

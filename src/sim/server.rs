@@ -694,14 +694,18 @@ fn ok(v: Value) -> Response {
 
 type Params = Query<HashMap<String, String>>;
 
+/// Largest accepted integer parameter (ids, times in ms, limits): far beyond any real value.
+const MAX_INT_PARAM: i64 = 1_000_000_000_000_000;
+
 fn int_param(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
     match q.get(name) {
         None => Ok(None),
         Some(v) if v.is_empty() => Err(ApiError::mandatory(name)),
+        // Bounded so time arithmetic on it can never overflow.
         Some(v) => v
             .parse::<i64>()
             .ok()
-            .filter(|x| *x >= 0)
+            .filter(|x| (0..=MAX_INT_PARAM).contains(x))
             .map(Some)
             .ok_or_else(|| ApiError::illegal(name)),
     }
