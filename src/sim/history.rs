@@ -774,4 +774,45 @@ mod tests {
             Err(HistoryError::UnknownSymbol(9))
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(24))]
+
+            #[test]
+            fn any_minute_aggregates_its_seconds_and_leaf_trades(
+                seed in any::<u64>(),
+                minute in 0i64..(DAYS as i64 - 1) * 1440,
+                sec in 0i64..60,
+            ) {
+                let h = hist(seed);
+                let open = EPOCH_MS + minute * 60_000;
+                let m = h.candle(1, Timeframe::M1, open).unwrap();
+                let secs = h.children(1, Timeframe::M1, &m);
+                prop_assert_eq!(SimCandle::aggregate(open, &secs), Some(m));
+                let (leaf, trades) = h.leaf_trades(1, open + sec * 1000).unwrap();
+                prop_assert_eq!(leaf, secs[sec as usize]);
+                prop_assert_eq!(trades.iter().map(|t| t.qty).sum::<i64>(), leaf.v);
+                prop_assert_eq!(trades.len() as i64, leaf.n);
+                prop_assert_eq!(trades[0].id, h.trades_before(1, leaf.open_time_ms).unwrap());
+            }
+
+            #[test]
+            fn split_exact_hits_the_total_and_minimums(
+                total in 0i64..1_000_000,
+                weights in proptest::collection::vec(0.0f64..10.0, 1..40),
+                seed in any::<u64>(),
+            ) {
+                let mins: Vec<i64> = weights.iter().enumerate().map(|(i, _)| (i % 3) as i64).collect();
+                let need: i64 = mins.iter().sum();
+                let total = total + need;
+                let parts = split_exact(total, &weights, &mins, &mut SimRng::keyed(&[seed]));
+                prop_assert_eq!(parts.iter().sum::<i64>(), total);
+                prop_assert!(parts.iter().zip(&mins).all(|(p, m)| p >= m));
+            }
+        }
+    }
 }

@@ -414,6 +414,8 @@ impl SimHandle {
 struct SlowDepth {
     first: Option<u64>,
     last: u64,
+    /// End of the second the accumulated diffs belong to.
+    second_end: i64,
     bids: std::collections::BTreeMap<Price, Qty>,
     asks: std::collections::BTreeMap<Price, Qty>,
 }
@@ -511,15 +513,21 @@ async fn market_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     let slow_names = [format!("{l}@depth"), format!("{l}@depth@1000ms")];
                     if slow_names.iter().any(|s| watched.contains(s)) {
                         let acc = &mut slow[d.sym];
-                        if acc.first.is_some() && d.first_id != acc.last + 1 {
-                            // Never merge across a gap: the slow stream must show it too.
-                            if let Some(p) = acc.flush(symbol, d.sym, d.time_ms - 100) {
+                        let gap = d.first_id != acc.last + 1;
+                        if acc.first.is_some() && (gap || d.time_ms > acc.second_end) {
+                            // Never merge across a gap (the slow stream must show it too) or
+                            // across a second whose last step had no changes.
+                            let at = if gap { d.time_ms - 100 } else { acc.second_end };
+                            if let Some(p) = acc.flush(symbol, d.sym, at) {
                                 for s in &slow_names {
                                     publish(&shared, s.clone(), p.clone());
                                 }
                             }
                         }
-                        acc.first.get_or_insert(d.first_id);
+                        if acc.first.is_none() {
+                            acc.first = Some(d.first_id);
+                            acc.second_end = (d.time_ms + 999).div_euclid(1000) * 1000;
+                        }
                         acc.last = d.last_id;
                         for lv in d.bids {
                             acc.bids.insert(lv.price, lv.qty);
@@ -686,14 +694,18 @@ fn ok(v: Value) -> Response {
 
 type Params = Query<HashMap<String, String>>;
 
+/// Largest accepted integer parameter (ids, times in ms, limits): far beyond any real value.
+const MAX_INT_PARAM: i64 = 1_000_000_000_000_000;
+
 fn int_param(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
     match q.get(name) {
         None => Ok(None),
         Some(v) if v.is_empty() => Err(ApiError::mandatory(name)),
+        // Bounded so time arithmetic on it can never overflow.
         Some(v) => v
             .parse::<i64>()
             .ok()
-            .filter(|x| *x >= 0)
+            .filter(|x| (0..=MAX_INT_PARAM).contains(x))
             .map(Some)
             .ok_or_else(|| ApiError::illegal(name)),
     }
