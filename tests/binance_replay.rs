@@ -423,7 +423,10 @@ fn recorded_rest_bodies_parse_exactly() {
     assert_eq!(btc.min_qty, Qty::parse("0.00001").unwrap());
     assert_eq!(btc.max_qty, Qty::parse("9000").unwrap());
     assert_eq!(btc.min_notional, Price::parse("10").unwrap());
-    assert_eq!(btc.status, mmtrader::market::instrument::InstrumentStatus::Trading);
+    assert_eq!(
+        btc.status,
+        mmtrader::market::instrument::InstrumentStatus::Trading
+    );
 
     // Full spot and USD-M exchangeInfo bodies recorded by cryptofeed (REST lines).
     for rel in [

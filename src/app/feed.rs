@@ -68,6 +68,14 @@ pub fn describe_event(ev: &FeedEvent) -> Option<String> {
             }
         ),
         FeedEvent::Instruments(list) => format!("instruments {} listed", list.len()),
+        FeedEvent::RecoveredTrades { symbol, trades, .. } => format!(
+            "recovered {symbol} {} trades{}",
+            trades.len(),
+            match (trades.first(), trades.last()) {
+                (Some(a), Some(b)) => format!(" ids {}..{}", a.id, b.id),
+                _ => String::new(),
+            }
+        ),
         FeedEvent::RestFailed { what, error } => format!("rest failed {what}: {error}"),
     })
 }

@@ -52,6 +52,8 @@ struct SymbolFeed {
     market: SymbolMarket,
     instrument: Option<Instrument>,
     seen_data: bool,
+    /// A REST recovery of missed trades is in flight.
+    recovering_trades: bool,
 }
 
 impl SymbolFeed {
@@ -123,6 +125,7 @@ impl MarketTaskState {
                 }),
                 instrument: None,
                 seen_data: false,
+                recovering_trades: false,
             })
             .collect();
         let index = symbols
@@ -193,7 +196,7 @@ impl MarketTaskState {
                                 s.market
                                     .candles()
                                     .series(tf)
-                                    .last_n(SNAPSHOT_CANDLES)
+                                    .last_n(self.snapshot_candles)
                                     .cloned()
                                     .collect(),
                             )
@@ -234,6 +237,14 @@ impl MarketTaskState {
                     s.reset_book(self.sync_cfg);
                     s.health.state = LinkState::Connected;
                     s.health.connects = connects;
+                    // Trades missed while disconnected, by id, so candles stay exact.
+                    if let Some(last) = s.market.last_trade() {
+                        s.recovering_trades = true;
+                        out.push(FeedCommand::RecoverTrades {
+                            symbol: s.exchange.clone(),
+                            from_id: last.id + 1,
+                        });
+                    }
                     // Initial history, or the candles missed while disconnected.
                     for tf in Timeframe::ALL {
                         let from = match s.market.candles().series(tf).candles().last() {
@@ -297,6 +308,25 @@ impl MarketTaskState {
                 if !stats.invalid.is_empty() {
                     tracing::warn!(%symbol, %timeframe, invalid = stats.invalid.len(), "invalid klines skipped");
                 }
+            }
+            FeedEvent::RecoveredTrades {
+                symbol,
+                trades,
+                complete,
+            } => {
+                let Some(&i) = self.index.get(&symbol) else {
+                    return;
+                };
+                let s = &mut self.symbols[i];
+                for t in &trades {
+                    if let Err(e) = s.market.on_trade(t) {
+                        tracing::warn!(%symbol, error = %e, "recovered trade rejected");
+                    }
+                }
+                if complete {
+                    s.recovering_trades = false;
+                }
+                tracing::info!(%symbol, count = trades.len(), complete, "missed trades recovered");
             }
             FeedEvent::Instruments(list) => {
                 for inst in list {

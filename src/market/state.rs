@@ -1,6 +1,7 @@
 //! Per-symbol market state fed by normalized trades, history and the synced book: candles of
 //! every timeframe, the raw tick buffer and the once-a-second COB. Pure logic.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use super::book::OrderBook;
@@ -36,6 +37,11 @@ pub struct SymbolMarket {
     last_trade: Option<Trade>,
     trades: u64,
     rejected_trades: u64,
+    duplicate_trades: u64,
+    /// Recently applied trade ids: the same trade can arrive live and again from a REST
+    /// recovery after a reconnect, and must count once.
+    seen_ids: HashSet<u64>,
+    seen_order: VecDeque<u64>,
 }
 
 impl SymbolMarket {
@@ -51,14 +57,29 @@ impl SymbolMarket {
             last_trade: None,
             trades: 0,
             rejected_trades: 0,
+            duplicate_trades: 0,
+            seen_ids: HashSet::new(),
+            seen_order: VecDeque::new(),
         }
     }
 
-    /// One trade from the feed: candles of every timeframe, ticks, order flow.
+    /// One trade from the feed: candles of every timeframe, ticks, order flow. A trade id
+    /// already applied (within the tick buffer's capacity) is counted and ignored.
     pub fn on_trade(&mut self, trade: &Trade) -> Result<(), CandleError> {
+        if self.seen_ids.contains(&trade.id) {
+            self.duplicate_trades += 1;
+            return Ok(());
+        }
         if let Err(e) = self.candles.push_trade(trade) {
             self.rejected_trades += 1;
             return Err(e);
+        }
+        self.seen_ids.insert(trade.id);
+        self.seen_order.push_back(trade.id);
+        if self.seen_order.len() > self.cfg.tick_capacity.max(1) {
+            if let Some(old) = self.seen_order.pop_front() {
+                self.seen_ids.remove(&old);
+            }
         }
         self.ticks.push_trade(trade);
         self.pending_flow.push((trade.qty, trade.taker_side));
@@ -136,6 +157,11 @@ impl SymbolMarket {
         self.trades
     }
 
+    /// Trades ignored because their id was already applied.
+    pub fn duplicate_trades(&self) -> u64 {
+        self.duplicate_trades
+    }
+
     /// Trades rejected as malformed.
     pub fn rejected_trades(&self) -> u64 {
         self.rejected_trades
@@ -174,6 +200,9 @@ mod tests {
         m.on_trade(&trade(1, 1_000, 3000, Side::Buy)).unwrap();
         m.on_trade(&trade(2, 1_500, 3001, Side::Sell)).unwrap();
         m.on_trade(&trade(3, 61_000, 3002, Side::Buy)).unwrap();
+        // The same trade again (live, then recovered over REST) counts once.
+        m.on_trade(&trade(2, 1_500, 3001, Side::Sell)).unwrap();
+        assert_eq!(m.duplicate_trades(), 1);
         assert_eq!(m.trades(), 3);
         assert_eq!(m.ticks().len(), 3);
         let m1: Vec<_> = m

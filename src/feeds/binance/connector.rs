@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::wire::{
-    self, BinanceEvent, DepthSnapshot, FrameErrorCounter, parse_depth_snapshot,
+    self, BinanceEvent, DepthSnapshot, FrameErrorCounter, parse_agg_trades, parse_depth_snapshot,
     parse_exchange_info, parse_klines,
 };
 use crate::config::{BufferConfig, ReconnectConfig};
@@ -24,10 +24,14 @@ use crate::feeds::backoff::Backoff;
 use crate::feeds::rest::{RestClient, RestError};
 use crate::logging::now_ms;
 use crate::market::instrument::Instrument;
-use crate::market::types::{Candle, Timeframe};
+use crate::market::types::{Candle, Timeframe, Trade};
 
 /// Klines per REST request (Binance's maximum).
 pub const KLINES_PAGE: usize = 1000;
+/// Aggregate trades per REST request (Binance's maximum).
+pub const TRADES_PAGE: usize = 1000;
+/// Most trades recovered after one reconnect; a longer outage is covered by klines alone.
+pub const MAX_RECOVERED_TRADES: usize = 50_000;
 
 /// What the connector needs to know.
 #[derive(Debug, Clone)]
@@ -88,6 +92,15 @@ pub enum FeedEvent {
         /// Candles, oldest first (the newest may still be open).
         candles: Vec<Candle>,
     },
+    /// Trades missed while disconnected, recovered by id over REST (one page).
+    RecoveredTrades {
+        /// Exchange symbol.
+        symbol: String,
+        /// Trades in id order.
+        trades: Vec<Trade>,
+        /// True on the last page of this recovery.
+        complete: bool,
+    },
     /// Instrument rules from exchangeInfo.
     Instruments(Vec<Instrument>),
     /// A REST request failed (it is retried by the connector where that makes sense).
@@ -112,6 +125,13 @@ pub enum FeedCommand {
         timeframe: Timeframe,
         /// First open time wanted.
         from_ms: i64,
+    },
+    /// Fetch aggregate trades from an id on, up to the live stream (after a reconnect).
+    RecoverTrades {
+        /// Exchange symbol.
+        symbol: String,
+        /// First aggregate trade id wanted.
+        from_id: u64,
     },
 }
 
@@ -310,6 +330,15 @@ fn dispatch(
                 events.clone(),
             ));
         }
+        FeedCommand::RecoverTrades { symbol, from_id } => {
+            requests.spawn(recover_trades(
+                rest.clone(),
+                symbol,
+                from_id,
+                cfg.reconnect.clone(),
+                events.clone(),
+            ));
+        }
         FeedCommand::Backfill {
             symbol,
             timeframe,
@@ -453,6 +482,51 @@ async fn backfill(
             return;
         }
         cursor = last + step;
+    }
+}
+
+async fn recover_trades(
+    rest: Arc<RestClient>,
+    symbol: String,
+    from_id: u64,
+    reconnect: ReconnectConfig,
+    events: mpsc::Sender<FeedEvent>,
+) {
+    let mut next = from_id;
+    let mut recovered = 0usize;
+    while recovered < MAX_RECOVERED_TRADES {
+        let what = format!("aggTrades {symbol} from id {next}");
+        let page = with_retries(what, &reconnect, &events, || async {
+            let body = rest
+                .get(
+                    "/api/v3/aggTrades",
+                    &[
+                        ("symbol", symbol.clone()),
+                        ("fromId", next.to_string()),
+                        ("limit", TRADES_PAGE.to_string()),
+                    ],
+                    4,
+                )
+                .await?;
+            parse_agg_trades(&body, &symbol).map_err(|e| decode_error("/api/v3/aggTrades", e))
+        })
+        .await;
+        let Some(page) = page else { return };
+        recovered += page.len();
+        let last = page.iter().map(|t| t.id).max();
+        let complete = page.len() < TRADES_PAGE || recovered >= MAX_RECOVERED_TRADES;
+        let ev = FeedEvent::RecoveredTrades {
+            symbol: symbol.clone(),
+            trades: page,
+            complete,
+        };
+        if events.send(ev).await.is_err() || complete {
+            return;
+        }
+        match last {
+            Some(last) => next = last + 1,
+            None => return,
+        }
     }
 }
 

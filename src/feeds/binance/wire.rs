@@ -1467,6 +1467,41 @@ pub fn parse_klines(body: &str, interval: &str) -> Result<Vec<Kline>, FrameError
 }
 
 #[derive(Deserialize)]
+struct AggTradeRestWire {
+    a: u64,
+    p: Fx,
+    q: Fx,
+    #[serde(rename = "T")]
+    time: i64,
+    m: bool,
+}
+
+/// Parses a REST `aggTrades` response (an array of `{"a","p","q","f","l","T","m","M"}`) into
+/// trades of `symbol` (the request names it; the rows do not).
+pub fn parse_agg_trades(body: &str, symbol: &str) -> Result<Vec<Trade>, FrameError> {
+    let t = body.trim_ascii();
+    if t.is_empty() {
+        return Err(FrameError::Empty);
+    }
+    if let Some(err) = parse_rest_error(t) {
+        return Err(err);
+    }
+    let rows: Vec<AggTradeRestWire> = serde_json::from_str(t)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Trade {
+            symbol: symbol.to_owned(),
+            id: r.a,
+            time_ms: r.time,
+            price: r.p.price(),
+            qty: r.q.qty(),
+            // `m`: the buyer was the maker, so the taker sold.
+            taker_side: if r.m { Side::Sell } else { Side::Buy },
+        })
+        .collect())
+}
+
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ExchangeInfoWire<'a> {
     #[serde(borrow)]
@@ -1589,6 +1624,26 @@ fn instrument_from(s: SymbolWire) -> Instrument {
         }
     }
     inst
+}
+
+#[cfg(test)]
+mod agg_trades_rest_tests {
+    use super::*;
+
+    #[test]
+    fn parses_rest_agg_trades_exactly() {
+        let body = r#"[{"a":26129,"p":"0.01633102","q":"4.70443515","f":27781,"l":27781,"T":1498793709153,"m":true,"M":true},
+                      {"a":26130,"p":"0.01633200","q":"1","f":27782,"l":27783,"T":1498793709160,"m":false,"M":true}]"#;
+        let t = parse_agg_trades(body, "ETHBTC").unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].id, 26129);
+        assert_eq!(t[0].price, Price::parse("0.01633102").unwrap());
+        assert_eq!(t[0].taker_side, Side::Sell);
+        assert_eq!(t[1].taker_side, Side::Buy);
+        assert_eq!(t[1].symbol, "ETHBTC");
+        assert!(parse_agg_trades(r#"{"code":-1121,"msg":"Invalid symbol."}"#, "X").is_err());
+        assert!(parse_agg_trades(r#"[{"a":1,"p":1.5}]"#, "X").is_err());
+    }
 }
 
 #[cfg(test)]
