@@ -76,10 +76,10 @@ impl SymbolMarket {
         }
         self.seen_ids.insert(trade.id);
         self.seen_order.push_back(trade.id);
-        if self.seen_order.len() > self.cfg.tick_capacity.max(1) {
-            if let Some(old) = self.seen_order.pop_front() {
-                self.seen_ids.remove(&old);
-            }
+        if self.seen_order.len() > self.cfg.tick_capacity.max(1)
+            && let Some(old) = self.seen_order.pop_front()
+        {
+            self.seen_ids.remove(&old);
         }
         self.ticks.push_trade(trade);
         self.pending_flow.push((trade.qty, trade.taker_side));
