@@ -12,7 +12,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::feeds::binance::connector::{self, ConnectorConfig, FeedCommand, FeedEvent};
+use crate::feeds::binance::connector::{
+    self, ConnectorConfig, FeedCommand, FeedEvent, TradeCursor,
+};
 use crate::feeds::binance::sync::{BookSync, Rules, SyncConfig, SyncOutcome, SyncState};
 use crate::feeds::binance::wire::BinanceEvent;
 use crate::feeds::health::{LinkState, StreamHealth};
@@ -77,6 +79,7 @@ impl SymbolFeed {
         self.carried.resyncs += s.resyncs + u64::from(had_book);
         self.sync = BookSync::new(self.exchange.clone(), Rules::Spot, sync_cfg);
         self.snapshot_pending = false;
+        self.recovering_trades = false;
     }
 
     fn status(&self) -> BookStatus {
@@ -242,7 +245,7 @@ impl MarketTaskState {
                         s.recovering_trades = true;
                         out.push(FeedCommand::RecoverTrades {
                             symbol: s.exchange.clone(),
-                            from_id: last.id + 1,
+                            from: TradeCursor::Id(last.id + 1),
                         });
                     }
                     // Initial history, or the candles missed while disconnected.
@@ -372,7 +375,37 @@ impl MarketTaskState {
                     _ => {}
                 }
             }
-            BinanceEvent::AggTrade(t) | BinanceEvent::Trade(t) => {
+            BinanceEvent::AggTrade(t) => {
+                let Some(&i) = self.index.get(&t.symbol) else {
+                    return;
+                };
+                let s = &mut self.symbols[i];
+                let recover_from = match s.market.last_trade().map(|l| l.id) {
+                    // The first trade: fetch the rest of its minute, so the candle in progress
+                    // at start-up is complete rather than built from a few seconds of trades.
+                    None => Some(TradeCursor::Time(Timeframe::M1.floor(t.time_ms))),
+                    // Aggregate trade ids are consecutive per symbol: a jump means trades were
+                    // missed without a disconnect (a stalled stream); fetch them by id.
+                    Some(last) if t.id > last + 1 => {
+                        tracing::warn!(symbol = %t.symbol, missed = t.id - last - 1, "aggTrade id gap; recovering");
+                        Some(TradeCursor::Id(last + 1))
+                    }
+                    Some(_) => None,
+                };
+                if let Some(from) = recover_from
+                    && !s.recovering_trades
+                {
+                    s.recovering_trades = true;
+                    out.push(FeedCommand::RecoverTrades {
+                        symbol: s.exchange.clone(),
+                        from,
+                    });
+                }
+                if let Err(e) = s.market.on_trade(&t) {
+                    tracing::warn!(symbol = %t.symbol, error = %e, "trade rejected");
+                }
+            }
+            BinanceEvent::Trade(t) => {
                 let Some(&i) = self.index.get(&t.symbol) else {
                     return;
                 };

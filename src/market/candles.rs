@@ -256,6 +256,27 @@ impl CandleSeries {
         stats
     }
 
+    /// Replaces the candle of one interval with one aggregated from a finer timeframe (see
+    /// [`aggregate`]), as of `as_of_ms`: trades after that time keep updating it as live trades;
+    /// earlier ones are already in it. Used for the interval that was in progress when the feed
+    /// connected, whose live trades alone would give a partial candle.
+    pub fn set_derived(&mut self, candle: Candle, as_of_ms: i64) {
+        if candle.open_time_ms != self.timeframe.floor(candle.open_time_ms) {
+            return;
+        }
+        let Some(idx) = self.ensure_slot(candle.open_time_ms) else {
+            return;
+        };
+        self.slots[idx] = Slot {
+            candle,
+            source: CandleSource::Live,
+            open_key: (i64::MIN, 0),
+            close_key: (as_of_ms, u64::MAX),
+        };
+        self.propagate_close(idx);
+        self.normalize();
+    }
+
     /// Extends the series with filled candles up to the interval containing `now_ms`, so the
     /// current candle exists even when no trade arrived yet (no-op on an empty series).
     pub fn fill_to(&mut self, now_ms: i64) {
@@ -466,6 +487,11 @@ impl CandleSet {
         &self.series[Self::index(timeframe)]
     }
 
+    /// Replaces one candle with a derived one (see [`CandleSeries::set_derived`]).
+    pub fn set_derived(&mut self, timeframe: Timeframe, candle: Candle, as_of_ms: i64) {
+        self.series[Self::index(timeframe)].set_derived(candle, as_of_ms);
+    }
+
     /// Merges REST klines into one timeframe (see [`CandleSeries::merge_history`]).
     pub fn merge_history(&mut self, timeframe: Timeframe, klines: &[Candle]) -> MergeStats {
         self.series[Self::index(timeframe)].merge_history(klines)
@@ -491,6 +517,34 @@ impl CandleSet {
             Timeframe::D1 => 3,
         }
     }
+}
+
+/// Aggregates finer candles (oldest first) into one candle opening at `open_time_ms`; candles
+/// without trades are skipped (their price is a carried close, not a trade). `None` when no
+/// candle had a trade.
+pub fn aggregate<'a>(
+    open_time_ms: i64,
+    finer: impl IntoIterator<Item = &'a Candle>,
+) -> Option<Candle> {
+    let mut out: Option<Candle> = None;
+    for c in finer.into_iter().filter(|c| c.trades > 0) {
+        match out.as_mut() {
+            None => {
+                out = Some(Candle {
+                    open_time_ms,
+                    ..c.clone()
+                });
+            }
+            Some(o) => {
+                o.high = o.high.max(c.high);
+                o.low = o.low.min(c.low);
+                o.close = c.close;
+                o.volume += c.volume;
+                o.trades += c.trades;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use super::book::OrderBook;
-use super::candles::{CandleError, CandleSet, MergeStats};
+use super::candles::{CandleError, CandleSet, MergeStats, aggregate};
 use super::cob::{CobConfig, CobEngine, CobError, CobSnapshot};
 use super::ticks::TickBuffer;
 use super::types::{Candle, Price, Qty, SCALE, Side, Timeframe, Trade};
@@ -42,7 +42,18 @@ pub struct SymbolMarket {
     /// recovery after a reconnect, and must count once.
     seen_ids: HashSet<u64>,
     seen_order: VecDeque<u64>,
+    /// Per coarse timeframe (1h, 1d): the first interval still rebuilt from the finer one.
+    derive_from: [Option<i64>; 2],
 }
+
+/// Coarse timeframes rebuilt from finer ones: the interval in progress when trades started
+/// holds only the trades seen since, but its finer candles come complete from history.
+const DERIVED: [(Timeframe, Timeframe); 2] = [
+    (Timeframe::H1, Timeframe::M1),
+    (Timeframe::D1, Timeframe::H1),
+];
+/// An interval is final this long after it closed (late and recovered trades have landed).
+const DERIVE_SETTLE_MS: i64 = 120_000;
 
 impl SymbolMarket {
     /// Empty state.
@@ -60,6 +71,7 @@ impl SymbolMarket {
             duplicate_trades: 0,
             seen_ids: HashSet::new(),
             seen_order: VecDeque::new(),
+            derive_from: [None; 2],
         }
     }
 
@@ -73,6 +85,9 @@ impl SymbolMarket {
         if let Err(e) = self.candles.push_trade(trade) {
             self.rejected_trades += 1;
             return Err(e);
+        }
+        for (slot, (tf, _)) in self.derive_from.iter_mut().zip(DERIVED) {
+            slot.get_or_insert(tf.floor(trade.time_ms));
         }
         self.seen_ids.insert(trade.id);
         self.seen_order.push_back(trade.id);
@@ -103,6 +118,7 @@ impl SymbolMarket {
     /// to `now_ms`, old ticks evicted.
     pub fn on_second(&mut self, book: Option<&OrderBook>, now_ms: i64) -> Result<(), CobError> {
         self.candles.fill_to(now_ms);
+        self.derive_coarse(now_ms);
         self.ticks.evict_before(now_ms - self.cfg.tick_max_age_ms);
         let Some(book) = book else {
             return Err(CobError::NoQuote);
@@ -125,6 +141,39 @@ impl SymbolMarket {
         let snap = engine.compute_flow(book, flow, now_ms)?;
         self.last_cob = Some(Arc::new(snap));
         Ok(())
+    }
+
+    fn derive_coarse(&mut self, now_ms: i64) {
+        for (k, (tf, finer)) in DERIVED.into_iter().enumerate() {
+            let Some(mut from) = self.derive_from[k] else {
+                continue;
+            };
+            let step = tf.millis();
+            let mut start = from;
+            while start <= tf.floor(now_ms) {
+                let series = self.candles.series(finer);
+                // Only when the finer series reaches back to the interval's start (history
+                // backfilled), otherwise the derived candle would be partial too.
+                let covered = series
+                    .candles()
+                    .next()
+                    .is_some_and(|c| c.open_time_ms <= start);
+                let derived = aggregate(
+                    start,
+                    series
+                        .candles()
+                        .filter(|c| c.open_time_ms >= start && c.open_time_ms < start + step),
+                );
+                if let (true, Some(c)) = (covered, derived) {
+                    self.candles.set_derived(tf, c, now_ms);
+                }
+                start += step;
+            }
+            while from + step + DERIVE_SETTLE_MS < now_ms {
+                from += step;
+            }
+            self.derive_from[k] = Some(from);
+        }
     }
 
     /// Candles of all timeframes.
@@ -236,6 +285,72 @@ mod tests {
         m.on_second(Some(&book), 63_000).unwrap();
         assert_eq!(m.last_cob().unwrap().order_flow.trades, 0);
         assert_eq!(m.cob_engine().unwrap().heatmap().len(), 2);
+    }
+
+    #[test]
+    fn hour_in_progress_at_start_is_rebuilt_from_minutes() {
+        let mut m = SymbolMarket::new(cfg());
+        let hour = 3_600_000 * 100;
+        // History: the first 30 minutes of the hour, 1 unit each, prices 3000..3029.
+        let minutes: Vec<Candle> = (0..30)
+            .map(|i| Candle {
+                open_time_ms: hour + i * 60_000,
+                open: Price::from_units(3000 + i),
+                high: Price::from_units(3000 + i),
+                low: Price::from_units(3000 + i),
+                close: Price::from_units(3000 + i),
+                volume: Qty::from_units(1),
+                trades: 1,
+            })
+            .collect();
+        m.on_history(Timeframe::M1, &minutes);
+        // The feed starts mid-hour: live trades alone would make a partial hour candle.
+        m.on_trade(&trade(1, hour + 30 * 60_000 + 5, 2990, Side::Sell))
+            .unwrap();
+        let h = m
+            .candles()
+            .series(Timeframe::H1)
+            .candles()
+            .last()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            h.volume,
+            Qty::from_units(2),
+            "live trade alone before derivation"
+        );
+        m.on_second(None, hour + 30 * 60_000 + 1_000).unwrap_err();
+        let h = m
+            .candles()
+            .series(Timeframe::H1)
+            .candles()
+            .last()
+            .unwrap()
+            .clone();
+        assert_eq!(h.open, Price::from_units(3000));
+        assert_eq!(h.high, Price::from_units(3029));
+        assert_eq!(h.low, Price::from_units(2990));
+        assert_eq!(h.close, Price::from_units(2990));
+        assert_eq!(h.volume, Qty::from_units(32));
+        assert_eq!(h.trades, 31);
+        // Later trades keep updating the derived candle exactly.
+        m.on_trade(&trade(2, hour + 31 * 60_000, 3040, Side::Buy))
+            .unwrap();
+        let h = m
+            .candles()
+            .series(Timeframe::H1)
+            .candles()
+            .last()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (h.high, h.close, h.volume),
+            (
+                Price::from_units(3040),
+                Price::from_units(3040),
+                Qty::from_units(34)
+            )
+        );
     }
 
     #[test]

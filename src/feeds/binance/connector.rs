@@ -126,13 +126,22 @@ pub enum FeedCommand {
         /// First open time wanted.
         from_ms: i64,
     },
-    /// Fetch aggregate trades from an id on, up to the live stream (after a reconnect).
+    /// Fetch aggregate trades from an id or a time on, up to the live stream.
     RecoverTrades {
         /// Exchange symbol.
         symbol: String,
-        /// First aggregate trade id wanted.
-        from_id: u64,
+        /// Where to start.
+        from: TradeCursor,
     },
+}
+
+/// Where a trade recovery starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TradeCursor {
+    /// From this aggregate trade id (after a reconnect or an id gap).
+    Id(u64),
+    /// From this time, ms (the interval in progress when the feed first connects).
+    Time(i64),
 }
 
 /// A running connector; dropping it does not stop it, [`ConnectorHandle::stop`] does.
@@ -330,11 +339,11 @@ fn dispatch(
                 events.clone(),
             ));
         }
-        FeedCommand::RecoverTrades { symbol, from_id } => {
+        FeedCommand::RecoverTrades { symbol, from } => {
             requests.spawn(recover_trades(
                 rest.clone(),
                 symbol,
-                from_id,
+                from,
                 cfg.reconnect.clone(),
                 events.clone(),
             ));
@@ -488,21 +497,25 @@ async fn backfill(
 async fn recover_trades(
     rest: Arc<RestClient>,
     symbol: String,
-    from_id: u64,
+    from: TradeCursor,
     reconnect: ReconnectConfig,
     events: mpsc::Sender<FeedEvent>,
 ) {
-    let mut next = from_id;
+    let mut next = from;
     let mut recovered = 0usize;
     while recovered < MAX_RECOVERED_TRADES {
-        let what = format!("aggTrades {symbol} from id {next}");
+        let what = format!("aggTrades {symbol} from {next:?}");
         let page = with_retries(what, &reconnect, &events, || async {
+            let start = match next {
+                TradeCursor::Id(id) => ("fromId", id.to_string()),
+                TradeCursor::Time(ms) => ("startTime", ms.to_string()),
+            };
             let body = rest
                 .get(
                     "/api/v3/aggTrades",
                     &[
                         ("symbol", symbol.clone()),
-                        ("fromId", next.to_string()),
+                        start,
                         ("limit", TRADES_PAGE.to_string()),
                     ],
                     4,
@@ -524,7 +537,7 @@ async fn recover_trades(
             return;
         }
         match last {
-            Some(last) => next = last + 1,
+            Some(last) => next = TradeCursor::Id(last + 1),
             None => return,
         }
     }
