@@ -940,7 +940,26 @@ async fn depth(State(s): State<Arc<Shared>>, Query(q): Params) -> Result<Respons
     ))
 }
 
+/// A REST handler body that may run for a while.
+type BlockingHandler = fn(Arc<Shared>, HashMap<String, String>) -> Result<Response, ApiError>;
+
+/// Runs a history-heavy handler on the blocking pool: generating old candles and trades is
+/// CPU work that must not stall the websocket tasks (pings, streams) on the async workers.
+async fn off_reactor(
+    s: Arc<Shared>,
+    q: HashMap<String, String>,
+    f: BlockingHandler,
+) -> Result<Response, ApiError> {
+    tokio::task::spawn_blocking(move || f(s, q))
+        .await
+        .unwrap_or_else(|e| Err(ApiError::bad(-1000, format!("internal error: {e}"))))
+}
+
 async fn klines(State(s): State<Arc<Shared>>, Query(q): Params) -> Result<Response, ApiError> {
+    off_reactor(s, q, klines_blocking).await
+}
+
+fn klines_blocking(s: Arc<Shared>, q: HashMap<String, String>) -> Result<Response, ApiError> {
     let sym = symbol_param(&s, &q)?;
     let interval = q
         .get("interval")
@@ -1007,6 +1026,10 @@ fn trade_of(s: &Shared, sym: usize, t: &super::history::LeafTrade) -> Trade {
 }
 
 async fn agg_trades(State(s): State<Arc<Shared>>, Query(q): Params) -> Result<Response, ApiError> {
+    off_reactor(s, q, agg_trades_blocking).await
+}
+
+fn agg_trades_blocking(s: Arc<Shared>, q: HashMap<String, String>) -> Result<Response, ApiError> {
     let sym = symbol_param(&s, &q)?;
     let limit = int_param(&q, "limit")?.unwrap_or(500).clamp(1, 1000) as usize;
     let now = s.model().now_ms();

@@ -248,6 +248,12 @@ async fn run(
                                 Err(_) => break format!("no frame for {:?}", cfg.idle_timeout),
                                 Ok(None) => break "closed by server".to_string(),
                                 Ok(Some(Err(e))) => break format!("websocket error: {e}"),
+                                Ok(Some(Ok(Message::Close(frame)))) => {
+                                    break match frame {
+                                        Some(f) => format!("closed by server: {} {}", f.code, f.reason),
+                                        None => "closed by server".to_string(),
+                                    };
+                                }
                                 Ok(Some(Ok(m))) => {
                                     if let Some(ev) = handle_message(m, &mut errors)
                                         && events.send(ev).await.is_err()
