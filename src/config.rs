@@ -234,6 +234,25 @@ impl Default for LoggingConfig {
     }
 }
 
+/// `[ui]`: the screen's theme and key overrides.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiConfig {
+    /// Theme name: a built-in one or `<config dir>/themes/<name>.toml`.
+    pub theme: String,
+    /// Keys per action name, replacing that action's default keys.
+    pub keys: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            theme: "dark".into(),
+            keys: BTreeMap::new(),
+        }
+    }
+}
+
 /// The whole file as written.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -246,6 +265,7 @@ struct RawConfig {
     sim: SimSection,
     paths: PathsConfig,
     logging: LoggingConfig,
+    ui: UiConfig,
 }
 
 /// One followed instrument, resolved.
@@ -286,6 +306,8 @@ pub struct Config {
     pub paths: PathsConfig,
     /// `[logging]`.
     pub logging: LoggingConfig,
+    /// `[ui]`.
+    pub ui: UiConfig,
 }
 
 const KNOWN_QUOTES: [&str; 10] = [
@@ -523,6 +545,15 @@ impl Config {
                 ),
             ));
         }
+        if raw.ui.theme.trim().is_empty() {
+            return Err(key_err(
+                "ui.theme",
+                "expected a theme name such as \"dark\", \"light\" or \"high-contrast\"".into(),
+            ));
+        }
+        if let Err(e) = crate::tui::keys::KeyMap::with_overrides(&raw.ui.keys) {
+            return Err(key_err("ui.keys", e.to_string()));
+        }
         let mut endpoints = default_endpoints();
         endpoints.extend(raw.endpoints);
 
@@ -537,6 +568,7 @@ impl Config {
             sim: raw.sim,
             paths: raw.paths,
             logging: raw.logging,
+            ui: raw.ui,
         })
     }
 
@@ -731,6 +763,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("twice"), "{err}");
+    }
+
+    #[test]
+    fn ui_section_sets_theme_and_validates_keys() {
+        assert_eq!(Config::default().ui, UiConfig::default());
+        let (_d, p) = write("[ui]\ntheme = \"light\"\n[ui.keys]\nquit = [\"x\", \"esc\"]\n");
+        let cfg = Config::load_with_env(Some(&p), &[]).unwrap();
+        assert_eq!(cfg.ui.theme, "light");
+        assert_eq!(
+            cfg.ui.keys["quit"],
+            vec!["x".to_string(), "esc".to_string()]
+        );
+        for (text, needle) in [
+            ("[ui.keys]\nquit = [\"f\"]\n", "bound to both"),
+            ("[ui.keys]\nfly = [\"y\"]\n", "unknown action"),
+            ("[ui]\ntheme = \"\"\n", "ui.theme"),
+            ("[ui]\ncolour = 1\n", "colour"),
+        ] {
+            let (_d, p) = write(text);
+            let e = Config::load_with_env(Some(&p), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
     }
 
     #[test]

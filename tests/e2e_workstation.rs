@@ -16,42 +16,90 @@ fn live_rows(screen: &str) -> usize {
         .count()
 }
 
+fn idle_rows(screen: &str) -> usize {
+    screen
+        .lines()
+        .filter(|l| l.contains("/USDT") && l.trim_end().ends_with("no data │"))
+        .count()
+}
+
 #[test]
 fn workstation_shows_live_data_and_obeys_keys() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
+    // A key override from [ui.keys] must drive both the keys and the hints.
     std::fs::write(
         &cfg,
-        "[paths]\nlog_dir = \"logs\"\ndata_dir = \"data\"\n[reconnect]\ninitial_backoff_ms = 100\n",
+        "[paths]\nlog_dir = \"logs\"\ndata_dir = \"data\"\n[reconnect]\ninitial_backoff_ms = 100\n\
+         [ui]\ntheme = \"high-contrast\"\n[ui.keys]\ntoggle_feed = [\"s\"]\n",
     )
     .unwrap();
     let cfg = cfg.to_str().unwrap().to_string();
     let mut app = PtyApp::spawn(&["--config", &cfg], dir.path(), &[], 100, 32);
 
-    // Live prices for both symbols from the simulated exchange.
+    // Live prices for both symbols from the simulated exchange; the chart is focused.
     let s = app.wait_for("both books live", LONG, |s| live_rows(s) == 2);
     assert!(s.contains("ETH/USDT") && s.contains("BTC/USDT"), "{s}");
     assert!(s.contains("feed RUNNING"), "{s}");
     assert!(s.contains("source sim 127.0.0.1:"), "{s}");
-    app.wait_for("candles backfilled", LONG, |s| {
+    assert!(s.contains("s feed") && !s.contains("f feed"), "{s}");
+    let s = app.wait_for("candles backfilled", LONG, |s| {
         s.contains("Candles ETH/USDT 1m · 300 kept")
     });
+    assert!(s.contains("CNN predictions: not running"), "{s}");
+    assert!(
+        s.chars().any(|c| "█▀▄╽╿".contains(c)),
+        "no candles drawn:\n{s}"
+    );
 
-    // Stop and start the feed process.
-    app.send(b"f");
+    // Stop and start the feed process (with the overridden key).
+    app.send(b"s");
     app.wait_for("feed stopped", LONG, |s| {
-        s.contains("feed STOPPED") && s.contains("stopped")
+        s.contains("feed STOPPED") && idle_rows(s) == 2
     });
-    app.send(b"f");
+    app.send(b"s");
     app.wait_for("feed running and live again", LONG, |s| {
         s.contains("feed RUNNING") && live_rows(s) == 2
     });
 
     // Switch symbol and timeframe.
     app.send(b"\t");
-    app.wait_for("BTC focused", LONG, |s| s.contains("Book BTC/USDT"));
+    app.wait_for("BTC focused", LONG, |s| {
+        s.contains("▶BTC/USDT") && s.contains("Candles BTC/USDT 1m")
+    });
     app.send(b"3");
     app.wait_for("1h candles", LONG, |s| s.contains("Candles BTC/USDT 1h"));
+
+    // Pane focus: heatmap (filled once the COB runs), book, system, models, positions, logs.
+    app.send(b"p");
+    app.wait_for("heatmap with imbalance averages", LONG, |s| {
+        s.contains("COB heatmap BTC/USDT") && s.contains("mid ") && s.contains("60s ")
+    });
+    app.send(b"p");
+    app.wait_for("book", LONG, |s| s.contains("Book BTC/USDT"));
+    app.send(b"p");
+    app.wait_for("system", LONG, |s| {
+        s.contains("exchange ws")
+            && s.contains("feed running")
+            && s.contains("inference not running")
+            && s.contains("memory RSS")
+    });
+    app.send(b"p");
+    app.wait_for("models", LONG, |s| s.contains("no model loaded"));
+    app.send(b"p");
+    app.wait_for("positions", LONG, |s| {
+        s.contains("paper trading not running")
+    });
+    app.send(b"p");
+    app.wait_for("logs", LONG, |s| {
+        s.contains("Log ≥INFO") && s.contains("feed started")
+    });
+    app.send(b"l");
+    app.wait_for("log filter cycled", LONG, |s| s.contains("Log ≥DEBUG"));
+    app.send(b"P");
+    app.wait_for("focus back", LONG, |s| {
+        s.contains("paper trading not running")
+    });
 
     // Help overlay lists the key map, and closes again.
     app.send(b"?");
@@ -60,6 +108,26 @@ fn workstation_shows_live_data_and_obeys_keys() {
     });
     app.send(b"?");
     app.wait_for("help closed", LONG, |s| !s.contains("Keys (? closes)"));
+
+    // A large terminal shows the whole desk at once; a small one the focused pane again.
+    app.resize(200, 60);
+    app.wait_for("full desk", LONG, |s| {
+        [
+            "Candles BTC/USDT 1h",
+            "COB heatmap BTC/USDT",
+            "Book BTC/USDT",
+            "System",
+            "Models",
+            "Positions",
+            "Log ≥DEBUG",
+        ]
+        .iter()
+        .all(|t| s.contains(t))
+    });
+    app.resize(80, 24);
+    app.wait_for("80x24 again", LONG, |s| {
+        s.contains("paper trading not running") && !s.contains("COB heatmap")
+    });
 
     // Quit: clean exit, and the log file was written.
     app.send(b"q");

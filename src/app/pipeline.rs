@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::analysis::pivots::{PivotConfig, batch_pivots};
 use crate::config::Config;
 use crate::feeds::binance::connector::{
     self, ConnectorConfig, FeedCommand, FeedEvent, TradeCursor,
@@ -19,15 +20,18 @@ use crate::feeds::binance::sync::{BookSync, Rules, SyncConfig, SyncOutcome, Sync
 use crate::feeds::binance::wire::BinanceEvent;
 use crate::feeds::health::{LinkState, StreamHealth};
 use crate::logging::now_ms;
+use crate::market::cob::HeatmapRow;
 use crate::market::instrument::Instrument;
-use crate::market::snapshot::{BookCounters, BookStatus, MarketSnapshot, SymbolView};
+use crate::market::snapshot::{BookCounters, BookStatus, MarketSnapshot, SeriesPivots, SymbolView};
 use crate::market::state::{SymbolMarket, SymbolMarketConfig};
-use crate::market::types::Timeframe;
+use crate::market::types::{Candle, Timeframe};
 
 /// Levels per side copied into each snapshot.
 const SNAPSHOT_LEVELS: usize = 20;
 /// Candles per timeframe copied into each snapshot by default (a wide chart's worth).
 pub const SNAPSHOT_CANDLES: usize = 300;
+/// COB heatmap rows copied into each snapshot (wider than any heatmap pane is tall or wide).
+pub const SNAPSHOT_HEATMAP_ROWS: usize = 240;
 /// Snapshot publication period (the screen redraws at most this often from data).
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
@@ -166,6 +170,17 @@ impl MarketTaskState {
             .iter()
             .map(|s| {
                 let book = s.sync.synced_book();
+                let candles: Vec<(Timeframe, Vec<Candle>)> = Timeframe::ALL
+                    .iter()
+                    .map(|&tf| {
+                        let series = s.market.candles().series(tf);
+                        (tf, series.last_n(self.snapshot_candles).cloned().collect())
+                    })
+                    .collect();
+                let pivots = candles
+                    .iter()
+                    .map(|(tf, c)| (*tf, known_pivots(c, *tf, now)))
+                    .collect();
                 SymbolView {
                     display: s.display.clone(),
                     exchange: s.exchange.clone(),
@@ -191,20 +206,9 @@ impl MarketTaskState {
                     last_trade: s.market.last_trade().cloned(),
                     trades: s.market.trades(),
                     book: s.counters(),
-                    candles: Timeframe::ALL
-                        .iter()
-                        .map(|&tf| {
-                            (
-                                tf,
-                                s.market
-                                    .candles()
-                                    .series(tf)
-                                    .last_n(self.snapshot_candles)
-                                    .cloned()
-                                    .collect(),
-                            )
-                        })
-                        .collect(),
+                    candles,
+                    pivots,
+                    heatmap: Arc::new(heatmap_tail(&s.market, SNAPSHOT_HEATMAP_ROWS)),
                     cob: s.market.last_cob().cloned(),
                 }
             })
@@ -435,6 +439,29 @@ impl MarketTaskState {
         }
         self.link.roll(now);
     }
+}
+
+/// Williams pivots of `candles` known at `now` (the forming candle cannot confirm a pivot).
+fn known_pivots(candles: &[Candle], tf: Timeframe, now: i64) -> SeriesPivots {
+    let mut levels = batch_pivots(candles, PivotConfig::for_timeframe(tf));
+    for level in &mut levels {
+        level.retain(|p| p.known_ms <= now);
+    }
+    SeriesPivots { levels }
+}
+
+/// The newest `n` heatmap rows of a symbol, oldest first.
+fn heatmap_tail(market: &SymbolMarket, n: usize) -> Vec<HeatmapRow> {
+    market
+        .cob_engine()
+        .map(|e| {
+            let rows = e.heatmap();
+            rows.rows()
+                .skip(rows.len().saturating_sub(n))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Prints normalized events and health (the headless `feed` command).

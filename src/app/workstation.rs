@@ -10,13 +10,21 @@ use super::pipeline::FeedProcess;
 use crate::cli::{EXIT_OK, Failure};
 use crate::config::Config;
 use crate::logging::{LogLine, LogOutput, LogRing};
-use crate::tui::keys::{Action, action_for};
-use crate::tui::status::{UiState, render};
+use crate::tui::app::{Inputs, UiState, render};
+use crate::tui::desk::{DeskStatus, parse_vm_rss};
+use crate::tui::keys::{Action, KeyMap};
 use crate::tui::terminal::TerminalGuard;
 use crate::tui::theme::{Theme, terminal_has_truecolor};
 
 /// Shortest time between two frames: input and data changes redraw, but never faster.
 const FRAME_INTERVAL: Duration = Duration::from_millis(50);
+/// How often process memory is re-read for the system pane.
+const MEMORY_EVERY: Duration = Duration::from_secs(2);
+
+/// This process's resident memory, where `/proc` exists.
+fn read_rss() -> Option<u64> {
+    parse_vm_rss(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
 
 /// Runs the workstation until the user quits or a SIGTERM/SIGHUP arrives.
 pub fn run(config: Config) -> Result<i32, Failure> {
@@ -32,8 +40,14 @@ pub fn run(config: Config) -> Result<i32, Failure> {
         .as_deref()
         .and_then(|f| f.parent())
         .map(|d| d.join("themes"));
-    let theme = Theme::load("dark", theme_dir.as_deref(), terminal_has_truecolor())
-        .map_err(Failure::runtime)?;
+    let theme = Theme::load(
+        &config.ui.theme,
+        theme_dir.as_deref(),
+        terminal_has_truecolor(),
+    )
+    .map_err(Failure::runtime)?;
+    // Validated when the configuration was loaded; checked again because `Config` is public.
+    let keys = KeyMap::with_overrides(&config.ui.keys).map_err(Failure::runtime)?;
 
     let rt = super::runtime()?;
     let quit = Arc::new(AtomicBool::new(false));
@@ -46,7 +60,7 @@ pub fn run(config: Config) -> Result<i32, Failure> {
         Ok::<_, Failure>((feed, rx, sim))
     })?;
 
-    let result = ui_loop(&rt, &mut feed, snapshots, &ring, &theme, &quit);
+    let result = ui_loop(&rt, &mut feed, snapshots, &ring, &theme, &keys, &quit);
     rt.block_on(async {
         feed.stop().await;
         if let Some(sim) = sim {
@@ -92,15 +106,26 @@ fn ui_loop(
     mut snapshots: tokio::sync::watch::Receiver<Arc<crate::market::snapshot::MarketSnapshot>>,
     ring: &LogRing,
     theme: &Theme,
+    keys: &KeyMap,
     quit: &AtomicBool,
 ) -> Result<(), Failure> {
     let mut term = TerminalGuard::enter().map_err(Failure::runtime)?;
     let mut ui = UiState::default();
     let mut logs: Vec<LogLine> = Vec::new();
+    let mut desk = DeskStatus {
+        rss_bytes: read_rss(),
+        ..DeskStatus::default()
+    };
+    let mut last_memory = Instant::now();
     let mut dirty = true;
     let mut last_frame = Instant::now() - FRAME_INTERVAL;
     while !quit.load(Ordering::SeqCst) {
         if snapshots.has_changed().unwrap_or(false) {
+            dirty = true;
+        }
+        if last_memory.elapsed() >= MEMORY_EVERY {
+            desk.rss_bytes = read_rss();
+            last_memory = Instant::now();
             dirty = true;
         }
         if dirty && last_frame.elapsed() >= FRAME_INTERVAL {
@@ -108,8 +133,14 @@ fn ui_loop(
             if let Some(l) = ring.try_snapshot() {
                 logs = l;
             }
+            let inputs = Inputs {
+                snap: &snap,
+                logs: &logs,
+                desk: &desk,
+                keys,
+            };
             term.terminal
-                .draw(|f| render(f, &snap, &logs, &ui, theme))
+                .draw(|f| render(f, inputs, &ui, theme))
                 .map_err(Failure::runtime)?;
             dirty = false;
             last_frame = Instant::now();
@@ -117,7 +148,7 @@ fn ui_loop(
         if event::poll(FRAME_INTERVAL).map_err(Failure::runtime)? {
             match event::read().map_err(Failure::runtime)? {
                 Event::Key(k) if k.kind != KeyEventKind::Release => {
-                    let Some(action) = action_for(k) else {
+                    let Some(action) = keys.action_for(k) else {
                         continue;
                     };
                     match action {

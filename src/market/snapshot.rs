@@ -7,9 +7,39 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::cob::CobSnapshot;
+use super::cob::{CobSnapshot, HeatmapRow};
 use super::types::{Candle, Level, Price, Timeframe, Trade};
+use crate::analysis::pivots::{LEVELS, PivotKind, PivotPoint};
 use crate::feeds::health::StreamHealth;
+
+/// Williams pivots of one candle series, per level (index 0 is level 1), each in confirmation
+/// order and holding only pivots known by the snapshot time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SeriesPivots {
+    /// Pivots of levels 1..=5.
+    pub levels: [Vec<PivotPoint>; LEVELS],
+}
+
+impl SeriesPivots {
+    /// Pivots of one level (1..=5); empty for other numbers.
+    pub fn level(&self, level: u8) -> &[PivotPoint] {
+        match usize::from(level).checked_sub(1) {
+            Some(i) if i < LEVELS => &self.levels[i],
+            _ => &[],
+        }
+    }
+
+    /// Newest pivot of `kind` on `level`: its price is that level's current support (lows)
+    /// or resistance (highs).
+    pub fn latest(&self, level: u8, kind: PivotKind) -> Option<&PivotPoint> {
+        self.level(level).iter().rev().find(|p| p.kind == kind)
+    }
+
+    /// True when no level holds a pivot.
+    pub fn is_empty(&self) -> bool {
+        self.levels.iter().all(Vec::is_empty)
+    }
+}
 
 /// How far a symbol's local book is from being usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -66,6 +96,10 @@ pub struct SymbolView {
     pub candles: Vec<(Timeframe, Vec<Candle>)>,
     /// The latest COB computation (None until the book is live).
     pub cob: Option<Arc<CobSnapshot>>,
+    /// Williams pivots of each timeframe's candles above, in [`Timeframe::ALL`] order.
+    pub pivots: Vec<(Timeframe, SeriesPivots)>,
+    /// The newest COB heatmap rows, oldest first (empty until the book is live).
+    pub heatmap: Arc<Vec<HeatmapRow>>,
 }
 
 impl SymbolView {
@@ -82,6 +116,11 @@ impl SymbolView {
             .map(|(_, c)| c.as_slice())
             .unwrap_or(&[])
     }
+
+    /// Pivots of one timeframe (empty when none were computed).
+    pub fn pivots(&self, tf: Timeframe) -> Option<&SeriesPivots> {
+        self.pivots.iter().find(|(t, _)| *t == tf).map(|(_, p)| p)
+    }
 }
 
 /// Everything the screen shows about market data, at one instant.
@@ -97,4 +136,43 @@ pub struct MarketSnapshot {
     pub links: Vec<StreamHealth>,
     /// Per-symbol views, in configured order.
     pub symbols: Vec<SymbolView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pivot(level: u8, kind: PivotKind, units: i64, t: i64) -> PivotPoint {
+        PivotPoint {
+            level,
+            kind,
+            price: Price::from_units(units),
+            time_ms: t,
+            known_ms: t + 2,
+            index: t as usize,
+        }
+    }
+
+    #[test]
+    fn series_pivots_lookup_by_level_and_kind() {
+        let mut p = SeriesPivots::default();
+        assert!(p.is_empty());
+        p.levels[1] = vec![
+            pivot(2, PivotKind::Low, 90, 1),
+            pivot(2, PivotKind::High, 110, 2),
+            pivot(2, PivotKind::Low, 95, 3),
+        ];
+        assert!(!p.is_empty());
+        assert_eq!(p.level(2).len(), 3);
+        assert!(p.level(0).is_empty() && p.level(6).is_empty());
+        assert_eq!(
+            p.latest(2, PivotKind::Low).map(|x| x.price),
+            Some(Price::from_units(95))
+        );
+        assert_eq!(
+            p.latest(2, PivotKind::High).map(|x| x.price),
+            Some(Price::from_units(110))
+        );
+        assert!(p.latest(1, PivotKind::High).is_none());
+    }
 }

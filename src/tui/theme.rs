@@ -74,6 +74,8 @@ pub struct Theme {
     pub ok: Color,
     /// Selected row background.
     pub highlight_bg: Color,
+    /// True when colours are 24-bit; blends fall back to the 256-colour palette otherwise.
+    pub truecolor: bool,
 }
 
 /// Why a theme could not be loaded.
@@ -205,7 +207,86 @@ impl Theme {
             error: c("error", &f.error)?,
             ok: c("ok", &f.ok)?,
             highlight_bg: c("highlight_bg", &f.highlight_bg)?,
+            truecolor,
         })
+    }
+
+    /// The colour `t` of the way from `from` to `to` (`t` clamped to 0..=1), in this theme's
+    /// colour mode; heatmap intensities need a continuous scale the named colours lack.
+    pub fn blend(&self, from: Color, to: Color, t: f64) -> Color {
+        let t = if t.is_finite() {
+            t.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let (a, b) = (color_rgb(from), color_rgb(to));
+        let mix = |x: u8, y: u8| (x as f64 + (y as f64 - x as f64) * t).round() as u8;
+        let (r, g, b) = (mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2));
+        if self.truecolor {
+            Color::Rgb(r, g, b)
+        } else {
+            Color::Indexed(rgb_to_256(r, g, b))
+        }
+    }
+}
+
+/// Approximate RGB of any colour (xterm defaults for named and indexed colours).
+pub fn color_rgb(c: Color) -> (u8, u8, u8) {
+    const ANSI: [(u8, u8, u8); 16] = [
+        (0, 0, 0),
+        (205, 0, 0),
+        (0, 205, 0),
+        (205, 205, 0),
+        (0, 0, 238),
+        (205, 0, 205),
+        (0, 205, 205),
+        (229, 229, 229),
+        (127, 127, 127),
+        (255, 0, 0),
+        (0, 255, 0),
+        (255, 255, 0),
+        (92, 92, 255),
+        (255, 0, 255),
+        (0, 255, 255),
+        (255, 255, 255),
+    ];
+    let indexed = |i: u8| -> (u8, u8, u8) {
+        match i {
+            0..=15 => ANSI[i as usize],
+            16..=231 => {
+                const STEPS: [u8; 6] = [0, 95, 135, 175, 215, 255];
+                let v = i - 16;
+                (
+                    STEPS[(v / 36) as usize],
+                    STEPS[(v / 6 % 6) as usize],
+                    STEPS[(v % 6) as usize],
+                )
+            }
+            _ => {
+                let g = 8 + 10 * (i - 232);
+                (g, g, g)
+            }
+        }
+    };
+    match c {
+        Color::Rgb(r, g, b) => (r, g, b),
+        Color::Indexed(i) => indexed(i),
+        Color::Black | Color::Reset => indexed(0),
+        Color::Red => indexed(1),
+        Color::Green => indexed(2),
+        Color::Yellow => indexed(3),
+        Color::Blue => indexed(4),
+        Color::Magenta => indexed(5),
+        Color::Cyan => indexed(6),
+        Color::Gray => indexed(7),
+        Color::DarkGray => indexed(8),
+        Color::LightRed => indexed(9),
+        Color::LightGreen => indexed(10),
+        Color::LightYellow => indexed(11),
+        Color::LightBlue => indexed(12),
+        Color::LightMagenta => indexed(13),
+        Color::LightCyan => indexed(14),
+        Color::White => indexed(15),
     }
 }
 
@@ -236,6 +317,23 @@ mod tests {
             Theme::load("nope", None, true),
             Err(ThemeError::Unknown { .. })
         ));
+    }
+
+    #[test]
+    fn blend_interpolates_in_both_colour_modes() {
+        let mut t = Theme::load("dark", None, true).unwrap();
+        let (black, white) = (Color::Rgb(0, 0, 0), Color::Rgb(200, 100, 50));
+        assert_eq!(t.blend(black, white, 0.0), black);
+        assert_eq!(t.blend(black, white, 1.0), white);
+        assert_eq!(t.blend(black, white, 0.5), Color::Rgb(100, 50, 25));
+        assert_eq!(t.blend(black, white, f64::NAN), black);
+        t.truecolor = false;
+        assert_eq!(
+            t.blend(black, white, 1.0),
+            Color::Indexed(rgb_to_256(200, 100, 50))
+        );
+        assert_eq!(color_rgb(Color::Indexed(196)), (255, 0, 0));
+        assert_eq!(color_rgb(Color::Indexed(244)), (128, 128, 128));
     }
 
     #[test]

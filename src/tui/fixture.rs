@@ -1,0 +1,204 @@
+//! A deterministic, fully populated desk for pane tests, benchmarks and documentation renders.
+//!
+//! The market data is synthetic (a seeded random walk) but goes through the real engines: the
+//! candles feed `batch_pivots`, and a real `OrderBook` feeds a real `CobEngine` once per
+//! simulated second, so the heatmap and imbalance averages have the shapes the screen meets
+//! live. The app itself never shows this data.
+
+use std::sync::Arc;
+
+use crate::analysis::pivots::{PivotConfig, batch_pivots};
+use crate::feeds::health::{LinkState, StreamHealth};
+use crate::logging::LogLine;
+use crate::market::book::OrderBook;
+use crate::market::cob::{CobConfig, CobEngine};
+use crate::market::snapshot::{BookCounters, BookStatus, MarketSnapshot, SeriesPivots, SymbolView};
+use crate::market::types::{Candle, Level, Price, Qty, Side, Timeframe, Trade};
+
+/// Time of the fixture snapshot, ms since the epoch (2023-11-14 22:13:20 UTC).
+pub const NOW_MS: i64 = 1_700_000_000_000;
+
+/// Small deterministic generator (SplitMix64), so fixtures need no RNG dependency.
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform integer in `-span..=span`.
+    fn step(&mut self, span: i64) -> i64 {
+        (self.next() % (2 * span as u64 + 1)) as i64 - span
+    }
+}
+
+/// `n` candles of `tf` ending with the one open at `NOW_MS`, in cents around `base` units.
+fn candles(rng: &mut Mix, tf: Timeframe, n: usize, base: i64) -> Vec<Candle> {
+    let ms = tf.millis();
+    let last_open = tf.floor(NOW_MS);
+    let mut close = base * 100;
+    (0..n)
+        .map(|i| {
+            let open = close;
+            close = open + rng.step(150);
+            let high = open.max(close) + rng.step(60).abs();
+            let low = open.min(close) - rng.step(60).abs();
+            let cents = |c: i64| Price(c * 1_000_000);
+            Candle {
+                open_time_ms: last_open - (n - 1 - i) as i64 * ms,
+                open: cents(open),
+                high: cents(high),
+                low: cents(low),
+                close: cents(close),
+                volume: Qty::from_units(1 + (rng.next() % 40) as i64),
+                trades: 10 + rng.next() % 90,
+            }
+        })
+        .collect()
+}
+
+fn symbol(rng: &mut Mix, display: &str, exchange: &str, base: i64, bucket: i64) -> SymbolView {
+    let mut candle_sets = Vec::new();
+    let mut pivots = Vec::new();
+    for tf in Timeframe::ALL {
+        let c = candles(rng, tf, 300, base);
+        let mut levels = batch_pivots(&c, PivotConfig::for_timeframe(tf));
+        for l in &mut levels {
+            l.retain(|p| p.known_ms <= NOW_MS);
+        }
+        pivots.push((tf, SeriesPivots { levels }));
+        candle_sets.push((tf, c));
+    }
+    let mut engine = CobEngine::new(
+        Price::from_units(bucket),
+        CobConfig {
+            heatmap_rows: 240,
+            ..CobConfig::default()
+        },
+    )
+    .expect("valid COB config");
+    let mut book = OrderBook::new();
+    // The book sits around the newest 1 m close, so quotes and chart agree.
+    let last_close = candle_sets[1]
+        .1
+        .last()
+        .map(|c| c.close)
+        .unwrap_or(Price::ZERO);
+    let mut mid = last_close.raw() / 1_000_000;
+    let mut cob = None;
+    for s in 0..240_i64 {
+        mid += rng.step(3) * bucket;
+        let mut bids = Vec::new();
+        let mut asks = Vec::new();
+        for k in 0..60_i64 {
+            let q = |rng: &mut Mix| Qty::from_units(1 + (rng.next() % 9) as i64);
+            let px = |c: i64| Price(c * 1_000_000);
+            bids.push(Level {
+                price: px(mid - (k + 1) * bucket * 50),
+                qty: if k % 17 == 5 {
+                    Qty::from_units(60)
+                } else {
+                    q(rng)
+                },
+            });
+            asks.push(Level {
+                price: px(mid + (k + 1) * bucket * 50),
+                qty: q(rng),
+            });
+        }
+        book.apply_snapshot(&bids, &asks, s as u64 + 1);
+        let trades = [
+            (Qty::from_units(1), Side::Buy),
+            (Qty::from_units(2), Side::Sell),
+        ];
+        cob = engine
+            .compute_flow(&book, trades, NOW_MS - (239 - s) * 1000)
+            .ok();
+    }
+    let heatmap: Vec<_> = engine.heatmap().rows().cloned().collect();
+    let best_bid = book.best_bid();
+    let best_ask = book.best_ask();
+    SymbolView {
+        display: display.into(),
+        exchange: exchange.into(),
+        status: BookStatus::Live,
+        best_bid,
+        best_ask,
+        bids: book.top(Side::Buy, 20),
+        asks: book.top(Side::Sell, 20),
+        bid_levels: book.depth(Side::Buy),
+        ask_levels: book.depth(Side::Sell),
+        last_trade: Some(Trade {
+            symbol: exchange.into(),
+            id: 41_230,
+            time_ms: NOW_MS - 150,
+            price: last_close,
+            qty: Qty::parse("0.25").expect("qty"),
+            taker_side: Side::Buy,
+        }),
+        trades: 41_230,
+        book: BookCounters {
+            applied: 18_304,
+            dropped: 3,
+            gaps: 0,
+            resyncs: 1,
+        },
+        candles: candle_sets,
+        cob: cob.map(Arc::new),
+        pivots,
+        heatmap: Arc::new(heatmap),
+    }
+}
+
+/// A snapshot with two live symbols, full candle history, pivots, COB and heatmap.
+pub fn market() -> MarketSnapshot {
+    let mut rng = Mix(7);
+    let mut ws = StreamHealth::new("exchange ws", 5_000);
+    ws.state = LinkState::Connected;
+    ws.connects = 1;
+    ws.on_message(NOW_MS - 40);
+    let mut links = vec![ws];
+    for name in ["ETHUSDT depth", "BTCUSDT depth"] {
+        let mut h = StreamHealth::new(name, 5_000);
+        h.state = LinkState::Connected;
+        h.connects = 1;
+        h.on_message(NOW_MS - 90);
+        links.push(h);
+    }
+    MarketSnapshot {
+        time_ms: NOW_MS,
+        source: "sim 127.0.0.1:9443".into(),
+        feed_running: true,
+        links,
+        symbols: vec![
+            symbol(&mut rng, "ETH/USDT", "ETHUSDT", 3000, 1),
+            symbol(&mut rng, "BTC/USDT", "BTCUSDT", 43_000, 10),
+        ],
+    }
+}
+
+/// `n` log lines cycling through every level.
+pub fn logs(n: usize) -> Vec<LogLine> {
+    let levels = [
+        tracing::Level::INFO,
+        tracing::Level::DEBUG,
+        tracing::Level::WARN,
+        tracing::Level::INFO,
+        tracing::Level::ERROR,
+    ];
+    (0..n)
+        .map(|i| LogLine {
+            time_ms: NOW_MS - (n - i) as i64 * 700,
+            level: levels[i % levels.len()],
+            target: "mmtrader".into(),
+            message: format!(
+                "event {i}: {} book synced",
+                if i % 2 == 0 { "ETHUSDT" } else { "BTCUSDT" }
+            ),
+        })
+        .collect()
+}
