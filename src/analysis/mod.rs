@@ -2,5 +2,8 @@
 //! helper aside).
 
 pub mod analyze;
+pub mod encoding;
 pub mod indicators;
+pub mod input;
+pub mod model_output;
 pub mod pivots;

@@ -1,5 +1,7 @@
 //! Models in libtorch through `tch`.
 
+pub mod encoding;
+
 /// Runs one small tensor op on the best device, proving the libtorch wiring.
 pub fn libtorch_smoke() -> (tch::Device, f64) {
     let device = tch::Device::cuda_if_available();
