@@ -1,4 +1,12 @@
-//! Models in libtorch through `tch`.
+//! Models in libtorch through `tch`: the pivot CNN, the DQN agent, their training and
+//! checkpoints, on the tensor interface of [`features`].
+
+pub mod cnn;
+pub mod device;
+pub mod dqn;
+pub mod env;
+pub mod features;
+pub mod replay;
 
 /// Runs one small tensor op on the best device, proving the libtorch wiring.
 pub fn libtorch_smoke() -> (tch::Device, f64) {
