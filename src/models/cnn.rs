@@ -186,13 +186,22 @@ impl PivotCnn {
     /// Runs the network on a batch (no dropout, so `train` only matters for autograd callers).
     pub fn forward(&self, input: &ModelInput) -> CnnOutput {
         let b = input.series.size()[0];
-        let x = input.series.apply(&self.conv1).relu().apply(&self.conv2).relu();
+        let x = input
+            .series
+            .apply(&self.conv1)
+            .relu()
+            .apply(&self.conv2)
+            .relu();
         let conv_features = x.mean_dim(-1, false, Kind::Float);
         // The GRU reads time-major features as [B, T, C] (batch-first).
         let seq = x.transpose(1, 2);
         let (out, state) = self.gru.seq(&seq);
         let rnn_hidden = state.value().squeeze_dim(0);
-        let scores = out.apply(&self.attn_w).tanh().apply(&self.attn_v).squeeze_dim(-1);
+        let scores = out
+            .apply(&self.attn_w)
+            .tanh()
+            .apply(&self.attn_v)
+            .squeeze_dim(-1);
         let attention = scores.softmax(-1, Kind::Float);
         let attended = (out * attention.unsqueeze(-1)).sum_dim_intlist(1, false, Kind::Float);
         let ctx = input.context.apply(&self.ctx).relu();

@@ -118,7 +118,10 @@ mod tests {
             "cuda:-1".parse::<DeviceSpec>(),
             Err(DeviceError::BadIndex(_))
         ));
-        assert!(matches!("".parse::<DeviceSpec>(), Err(DeviceError::Unknown(_))));
+        assert!(matches!(
+            "".parse::<DeviceSpec>(),
+            Err(DeviceError::Unknown(_))
+        ));
     }
 
     #[test]

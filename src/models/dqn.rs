@@ -260,7 +260,13 @@ impl DqnAgent {
             .map(|i| {
                 let qs = [q[3 * i], q[3 * i + 1], q[3 * i + 2]];
                 let best = (0..3).fold(0, |b, j| if qs[j] > qs[b] { j } else { b });
-                decision(qs, v[i], [a[3 * i], a[3 * i + 1], a[3 * i + 2]], best, false)
+                decision(
+                    qs,
+                    v[i],
+                    [a[3 * i], a[3 * i + 1], a[3 * i + 2]],
+                    best,
+                    false,
+                )
             })
             .collect()
     }
@@ -334,7 +340,11 @@ impl DqnAgent {
         let device = self.vs.device();
         let n = batch.transitions.len() as i64;
         let flat = |f: &dyn Fn(&Transition) -> &[f32]| -> Tensor {
-            let v: Vec<f32> = batch.transitions.iter().flat_map(|t| f(t).to_vec()).collect();
+            let v: Vec<f32> = batch
+                .transitions
+                .iter()
+                .flat_map(|t| f(t).to_vec())
+                .collect();
             Tensor::from_slice(&v).view([n, -1]).to_device(device)
         };
         let s = flat(&|t| &t.state);
@@ -349,10 +359,20 @@ impl DqnAgent {
         // Double DQN: the online net picks the next action, the target net values it.
         let y = tch::no_grad(|| {
             let next_a = self.online.forward(&s2).q.argmax(-1, true);
-            let next_q = self.target.forward(&s2).q.gather(1, &next_a, false).squeeze_dim(-1);
+            let next_q = self
+                .target
+                .forward(&s2)
+                .q
+                .gather(1, &next_a, false)
+                .squeeze_dim(-1);
             &r + &d * next_q
         });
-        let q = self.online.forward(&s).q.gather(1, &a, false).squeeze_dim(-1);
+        let q = self
+            .online
+            .forward(&s)
+            .q
+            .gather(1, &a, false)
+            .squeeze_dim(-1);
         let td = (&y - &q).detach();
         let loss = (q.huber_loss(&y, Reduction::None, 1.0) * &w).mean(Kind::Float);
         self.opt.backward_step_clip_norm(&loss, self.cfg.grad_clip);

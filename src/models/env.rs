@@ -218,8 +218,8 @@ impl TradingEnv {
         self.stats.total_return = self.equity - 1.0;
         self.position = new_pos;
         self.t += 1;
-        let reward =
-            self.cfg.reward_scale * (net - self.cfg.drawdown_penalty * (dd_after - dd_before).max(0.0));
+        let reward = self.cfg.reward_scale
+            * (net - self.cfg.drawdown_penalty * (dd_after - dd_before).max(0.0));
         StepResult {
             state: self.state(),
             reward,

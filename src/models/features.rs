@@ -262,12 +262,10 @@ impl FeatureBuilder {
         };
         let mut engine = WilliamsEngine::new(self.pivots);
         for (t, c) in candles.iter().enumerate() {
-            engine
-                .update(c)
-                .map_err(|e| FeatureError::Rejected {
-                    index: t,
-                    reason: e.to_string(),
-                })?;
+            engine.update(c).map_err(|e| FeatureError::Rejected {
+                index: t,
+                reason: e.to_string(),
+            })?;
             if t + 1 < w {
                 continue;
             }
