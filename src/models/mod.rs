@@ -1,4 +1,16 @@
-//! Models in libtorch through `tch`.
+//! Models in libtorch through `tch`: the pivot CNN, the DQN agent, their training and
+//! checkpoints, on the tensor interface of [`features`].
+
+pub mod checkpoint;
+pub mod cnn;
+pub mod cnn_train;
+pub mod device;
+pub mod dqn;
+pub mod env;
+pub mod features;
+pub mod online;
+pub mod replay;
+pub mod rl_train;
 
 pub mod encoding;
 

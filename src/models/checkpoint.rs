@@ -1,0 +1,612 @@
+//! Checkpoints: safetensors weights plus a JSON metadata file per checkpoint, the best K kept
+//! per model by a declared metric, written atomically and verified by SHA-256 on load.
+//!
+//! Layout: `<root>/<model>/<id>.safetensors` and `<id>.json`. The JSON is written last, so a
+//! checkpoint exists only once its metadata is in place; temporary files start with `.tmp-`
+//! and are never listed. Deletion removes the JSON first for the same reason.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tch::nn::VarStore;
+
+const TMP_PREFIX: &str = ".tmp-";
+
+/// Whether a larger or a smaller metric is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetricGoal {
+    /// Larger is better (accuracy, return).
+    Maximize,
+    /// Smaller is better (loss, error).
+    Minimize,
+}
+
+/// Time span of the data a checkpoint was trained on, ms since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DataRange {
+    /// First candle's open time.
+    pub start_ms: i64,
+    /// Last candle's open time.
+    pub end_ms: i64,
+}
+
+/// What is stored beside the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Unique id (also the file stem).
+    pub id: String,
+    /// Model name (the folder).
+    pub model_name: String,
+    /// Input layout the weights were trained on.
+    pub input_layout_version: u32,
+    /// Name of the ranking metric.
+    pub metric_name: String,
+    /// All recorded metrics, the ranking one included.
+    pub metrics: BTreeMap<String, f64>,
+    /// Training data span.
+    pub data_range: DataRange,
+    /// Creation time, ms since the epoch.
+    pub created_ms: i64,
+    /// Weights file name inside the model folder.
+    pub weights_file: String,
+    /// Lower-case hex SHA-256 of the weights file.
+    pub weights_sha256: String,
+}
+
+impl CheckpointMeta {
+    /// The ranking metric's value (NaN when absent, which ranks last).
+    pub fn metric(&self) -> f64 {
+        self.metrics
+            .get(&self.metric_name)
+            .copied()
+            .unwrap_or(f64::NAN)
+    }
+}
+
+/// Manager settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointConfig {
+    /// Root folder of all models' checkpoints.
+    pub root: PathBuf,
+    /// Model name (one folder per model).
+    pub model_name: String,
+    /// Checkpoints kept (best K).
+    pub keep: usize,
+    /// Ranking metric name.
+    pub metric: String,
+    /// Direction of the ranking metric.
+    pub goal: MetricGoal,
+    /// Input layout the model in this process reads.
+    pub input_layout_version: u32,
+}
+
+/// Why a checkpoint operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A file system operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Metadata is not valid JSON of the expected shape.
+    #[error("{path}: bad checkpoint metadata: {source}")]
+    Json {
+        /// The metadata file.
+        path: PathBuf,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// libtorch could not save or load the weights.
+    #[error("{path}: {source}")]
+    Torch {
+        /// The weights file.
+        path: PathBuf,
+        /// libtorch's error.
+        source: tch::TchError,
+    },
+    /// The checkpoint was trained on another input layout.
+    #[error(
+        "checkpoint {id} was trained on input layout version {found}, but this model reads \
+         version {expected}; retrain it or convert its inputs"
+    )]
+    LayoutMismatch {
+        /// Checkpoint id.
+        id: String,
+        /// Version in the checkpoint.
+        found: u32,
+        /// Version of the running model.
+        expected: u32,
+    },
+    /// The checkpoint belongs to another model.
+    #[error("checkpoint {id} belongs to model {found:?}, not {expected:?}")]
+    WrongModel {
+        /// Checkpoint id.
+        id: String,
+        /// Its model name.
+        found: String,
+        /// The manager's model name.
+        expected: String,
+    },
+    /// The weights file does not match its recorded hash (corrupt or truncated).
+    #[error("{path}: SHA-256 {actual} does not match the recorded {expected}")]
+    Checksum {
+        /// The weights file.
+        path: PathBuf,
+        /// Recorded hash.
+        expected: String,
+        /// Hash of the file on disk.
+        actual: String,
+    },
+    /// A metric needed for ranking was not supplied.
+    #[error("metrics lack the ranking metric {0:?}")]
+    MissingMetric(String),
+    /// The model name cannot be a folder name.
+    #[error("model name {0:?} must be non-empty letters, digits, '-', '_' or '.'")]
+    BadName(String),
+    /// `keep` is zero.
+    #[error("keep must be at least 1")]
+    BadKeep,
+}
+
+/// Result of [`CheckpointManager::save`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SaveOutcome {
+    /// The new checkpoint's metadata.
+    pub meta: CheckpointMeta,
+    /// False when it ranked below the best K and was removed at once.
+    pub kept: bool,
+    /// Ids removed to keep the bound.
+    pub removed: Vec<String>,
+}
+
+/// Result of [`CheckpointManager::load_best`].
+#[derive(Debug)]
+pub struct LoadReport {
+    /// The checkpoint now in the VarStore, if any was usable.
+    pub loaded: Option<CheckpointMeta>,
+    /// Checkpoints passed over, best first, with the reason.
+    pub skipped: Vec<(String, CheckpointError)>,
+}
+
+/// Keeps the best K checkpoints of one model.
+#[derive(Debug, Clone)]
+pub struct CheckpointManager {
+    cfg: CheckpointConfig,
+    dir: PathBuf,
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Lower-case hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> Result<String, CheckpointError> {
+    let mut f = fs::File::open(path).map_err(io_err(path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn fsync_file(path: &Path) -> Result<(), CheckpointError> {
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(path))
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), CheckpointError> {
+    // Directory fsync makes the renames durable; platforms without it (Windows) skip it.
+    match fs::File::open(dir).and_then(|f| f.sync_all()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+impl CheckpointManager {
+    /// Opens (creating) the model's folder and removes leftovers of interrupted writes.
+    pub fn new(cfg: CheckpointConfig) -> Result<Self, CheckpointError> {
+        let name_ok = !cfg.model_name.is_empty()
+            && !cfg.model_name.starts_with('.')
+            && cfg
+                .model_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !name_ok {
+            return Err(CheckpointError::BadName(cfg.model_name));
+        }
+        if cfg.keep == 0 {
+            return Err(CheckpointError::BadKeep);
+        }
+        let dir = cfg.root.join(&cfg.model_name);
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let m = Self { cfg, dir };
+        m.clean_leftovers()?;
+        Ok(m)
+    }
+
+    /// The model's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &CheckpointConfig {
+        &self.cfg
+    }
+
+    fn clean_leftovers(&self) -> Result<(), CheckpointError> {
+        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let path = entry.map_err(io_err(&self.dir))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let orphan_weights = name.ends_with(".safetensors")
+                && !name.starts_with(TMP_PREFIX)
+                && !path.with_extension("json").exists();
+            if name.starts_with(TMP_PREFIX) || orphan_weights {
+                fs::remove_file(&path).map_err(io_err(&path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves `vs` with `metrics` (which must contain the ranking metric), then prunes to K.
+    pub fn save(
+        &self,
+        vs: &VarStore,
+        metrics: BTreeMap<String, f64>,
+        data_range: DataRange,
+    ) -> Result<SaveOutcome, CheckpointError> {
+        if !metrics.contains_key(&self.cfg.metric) {
+            return Err(CheckpointError::MissingMetric(self.cfg.metric.clone()));
+        }
+        let created_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let id = format!(
+            "{created_ms}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let weights_file = format!("{id}.safetensors");
+        let weights = self.dir.join(&weights_file);
+        let tmp_weights = self.dir.join(format!("{TMP_PREFIX}{weights_file}"));
+        vs.save(&tmp_weights)
+            .map_err(|source| CheckpointError::Torch {
+                path: tmp_weights.clone(),
+                source,
+            })?;
+        fsync_file(&tmp_weights)?;
+        let weights_sha256 = sha256_file(&tmp_weights)?;
+        fs::rename(&tmp_weights, &weights).map_err(io_err(&weights))?;
+        let meta = CheckpointMeta {
+            id: id.clone(),
+            model_name: self.cfg.model_name.clone(),
+            input_layout_version: self.cfg.input_layout_version,
+            metric_name: self.cfg.metric.clone(),
+            metrics,
+            data_range,
+            created_ms,
+            weights_file,
+            weights_sha256,
+        };
+        let json_path = self.dir.join(format!("{id}.json"));
+        let tmp_json = self.dir.join(format!("{TMP_PREFIX}{id}.json"));
+        let body = serde_json::to_vec_pretty(&meta).map_err(|source| CheckpointError::Json {
+            path: json_path.clone(),
+            source,
+        })?;
+        {
+            let mut f = fs::File::create(&tmp_json).map_err(io_err(&tmp_json))?;
+            f.write_all(&body).map_err(io_err(&tmp_json))?;
+            f.sync_all().map_err(io_err(&tmp_json))?;
+        }
+        fs::rename(&tmp_json, &json_path).map_err(io_err(&json_path))?;
+        fsync_dir(&self.dir)?;
+        let removed = self.prune()?;
+        let kept = !removed.contains(&id);
+        Ok(SaveOutcome {
+            meta,
+            kept,
+            removed,
+        })
+    }
+
+    fn better(&self, a: f64, b: f64) -> std::cmp::Ordering {
+        // NaN ranks last whatever the goal.
+        match (a.is_nan(), b.is_nan()) {
+            (true, true) => std::cmp::Ordering::Equal,
+            (true, false) => std::cmp::Ordering::Greater,
+            (false, true) => std::cmp::Ordering::Less,
+            _ => match self.cfg.goal {
+                MetricGoal::Maximize => b.total_cmp(&a),
+                MetricGoal::Minimize => a.total_cmp(&b),
+            },
+        }
+    }
+
+    /// Every readable checkpoint of this model, best first (ties: newest first).
+    pub fn list(&self) -> Result<Vec<CheckpointMeta>, CheckpointError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let path = entry.map_err(io_err(&self.dir))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with(TMP_PREFIX) || !name.ends_with(".json") {
+                continue;
+            }
+            // Unreadable metadata is left for load_best to report; listing skips it.
+            if let Ok(m) = read_meta(&path) {
+                out.push(m);
+            }
+        }
+        out.sort_by(|a, b| {
+            self.better(a.metric(), b.metric())
+                .then(b.created_ms.cmp(&a.created_ms))
+                .then(b.id.cmp(&a.id))
+        });
+        Ok(out)
+    }
+
+    fn prune(&self) -> Result<Vec<String>, CheckpointError> {
+        let all = self.list()?;
+        let mut removed = Vec::new();
+        for m in all.iter().skip(self.cfg.keep) {
+            self.remove(m)?;
+            removed.push(m.id.clone());
+        }
+        if !removed.is_empty() {
+            fsync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
+
+    fn remove(&self, m: &CheckpointMeta) -> Result<(), CheckpointError> {
+        let json = self.dir.join(format!("{}.json", m.id));
+        fs::remove_file(&json).map_err(io_err(&json))?;
+        let w = self.dir.join(&m.weights_file);
+        match fs::remove_file(&w) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&w)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks model, layout and hash, then loads the weights into `vs`.
+    pub fn load(&self, meta: &CheckpointMeta, vs: &mut VarStore) -> Result<(), CheckpointError> {
+        if meta.model_name != self.cfg.model_name {
+            return Err(CheckpointError::WrongModel {
+                id: meta.id.clone(),
+                found: meta.model_name.clone(),
+                expected: self.cfg.model_name.clone(),
+            });
+        }
+        if meta.input_layout_version != self.cfg.input_layout_version {
+            return Err(CheckpointError::LayoutMismatch {
+                id: meta.id.clone(),
+                found: meta.input_layout_version,
+                expected: self.cfg.input_layout_version,
+            });
+        }
+        // The file name comes from disk, so refuse anything that could leave the folder.
+        let w = self.dir.join(
+            Path::new(&meta.weights_file)
+                .file_name()
+                .unwrap_or_default(),
+        );
+        let actual = sha256_file(&w)?;
+        if actual != meta.weights_sha256 {
+            return Err(CheckpointError::Checksum {
+                path: w,
+                expected: meta.weights_sha256.clone(),
+                actual,
+            });
+        }
+        vs.load(&w)
+            .map_err(|source| CheckpointError::Torch { path: w, source })
+    }
+
+    /// Loads the best usable checkpoint, falling back past corrupt or mismatched ones.
+    pub fn load_best(&self, vs: &mut VarStore) -> Result<LoadReport, CheckpointError> {
+        let mut skipped = Vec::new();
+        for m in self.list()? {
+            match self.load(&m, vs) {
+                Ok(()) => {
+                    return Ok(LoadReport {
+                        loaded: Some(m),
+                        skipped,
+                    });
+                }
+                Err(e) => skipped.push((m.id.clone(), e)),
+            }
+        }
+        Ok(LoadReport {
+            loaded: None,
+            skipped,
+        })
+    }
+}
+
+fn read_meta(path: &Path) -> Result<CheckpointMeta, CheckpointError> {
+    let text = fs::read(path).map_err(io_err(path))?;
+    serde_json::from_slice(&text).map_err(|source| CheckpointError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn cfg(root: &Path, keep: usize) -> CheckpointConfig {
+        CheckpointConfig {
+            root: root.to_path_buf(),
+            model_name: "test_model".into(),
+            keep,
+            metric: "loss".into(),
+            goal: MetricGoal::Minimize,
+            input_layout_version: 1,
+        }
+    }
+
+    fn store(value: f64) -> VarStore {
+        let vs = VarStore::new(Device::Cpu);
+        let w = vs.root().zeros("w", &[4]);
+        tch::no_grad(|| {
+            let _ = w.shallow_clone().fill_(value);
+        });
+        vs
+    }
+
+    fn value(vs: &VarStore) -> f64 {
+        vs.variables()["w"].double_value(&[0])
+    }
+
+    fn metrics(loss: f64) -> BTreeMap<String, f64> {
+        BTreeMap::from([("loss".to_string(), loss), ("acc".to_string(), 0.5)])
+    }
+
+    #[test]
+    fn keeps_best_k_and_loads_the_best() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = CheckpointManager::new(cfg(dir.path(), 3)).unwrap();
+        for (i, loss) in [0.5, 0.2, 0.9, 0.1, 0.7].iter().enumerate() {
+            let out = m
+                .save(&store(i as f64), metrics(*loss), DataRange::default())
+                .unwrap();
+            // 0.9 fits while fewer than three exist; 0.7 arrives when three better ones do.
+            assert_eq!(out.kept, *loss != 0.7);
+        }
+        let listed = m.list().unwrap();
+        let losses: Vec<f64> = listed.iter().map(|c| c.metric()).collect();
+        assert_eq!(losses, vec![0.1, 0.2, 0.5]);
+        let files = fs::read_dir(m.dir()).unwrap().count();
+        assert_eq!(files, 6, "three weights plus three metadata files");
+        let mut vs = store(-1.0);
+        let report = m.load_best(&mut vs).unwrap();
+        assert_eq!(report.loaded.unwrap().metric(), 0.1);
+        assert_eq!(value(&vs), 3.0);
+    }
+
+    #[test]
+    fn corrupt_weights_fall_back_to_the_next_best() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
+        m.save(&store(1.0), metrics(0.3), DataRange::default())
+            .unwrap();
+        let best = m
+            .save(&store(2.0), metrics(0.1), DataRange::default())
+            .unwrap();
+        let path = m.dir().join(&best.meta.weights_file);
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        let mut vs = store(0.0);
+        let report = m.load_best(&mut vs).unwrap();
+        assert_eq!(report.loaded.unwrap().metric(), 0.3);
+        assert_eq!(value(&vs), 1.0);
+        assert_eq!(report.skipped.len(), 1);
+        assert!(matches!(
+            report.skipped[0].1,
+            CheckpointError::Checksum { .. }
+        ));
+    }
+
+    #[test]
+    fn refuses_another_input_layout_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
+        let saved = old
+            .save(&store(1.0), metrics(0.3), DataRange::default())
+            .unwrap();
+        let mut c = cfg(dir.path(), 5);
+        c.input_layout_version = 2;
+        let new = CheckpointManager::new(c).unwrap();
+        let err = new.load(&saved.meta, &mut store(0.0)).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("input layout version 1") && msg.contains("reads version 2"));
+        let report = new.load_best(&mut store(0.0)).unwrap();
+        assert!(report.loaded.is_none());
+        assert_eq!(report.skipped.len(), 1);
+    }
+
+    #[test]
+    fn interrupted_writes_are_invisible_and_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
+        m.save(&store(1.0), metrics(0.3), DataRange::default())
+            .unwrap();
+        // A crash after the weights but before the metadata rename, and a torn temp file.
+        fs::write(m.dir().join("999-1-1.safetensors"), b"partial").unwrap();
+        fs::write(m.dir().join(".tmp-999-1-1.json"), b"{\"id\":").unwrap();
+        assert_eq!(m.list().unwrap().len(), 1);
+        let reopened = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
+        let names: Vec<String> = fs::read_dir(reopened.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.starts_with("999") && !n.starts_with(".tmp"))
+        );
+    }
+
+    #[test]
+    fn save_leaves_no_temporary_files_and_hash_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
+        let out = m
+            .save(&store(4.0), metrics(0.3), DataRange::default())
+            .unwrap();
+        for e in fs::read_dir(m.dir()).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!name.starts_with(TMP_PREFIX));
+        }
+        let h = sha256_file(&m.dir().join(&out.meta.weights_file)).unwrap();
+        assert_eq!(h, out.meta.weights_sha256);
+        assert_eq!(h.len(), 64);
+    }
+
+    #[test]
+    fn bad_settings_are_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path(), 5);
+        c.model_name = "../escape".into();
+        assert!(matches!(
+            CheckpointManager::new(c),
+            Err(CheckpointError::BadName(_))
+        ));
+        assert!(matches!(
+            CheckpointManager::new(cfg(dir.path(), 0)),
+            Err(CheckpointError::BadKeep)
+        ));
+        let m = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
+        let no_metric = BTreeMap::from([("acc".to_string(), 1.0)]);
+        assert!(matches!(
+            m.save(&store(0.0), no_metric, DataRange::default()),
+            Err(CheckpointError::MissingMetric(_))
+        ));
+    }
+}

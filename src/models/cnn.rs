@@ -1,0 +1,377 @@
+//! The pivot CNN: 1-D convolutions over time, a GRU, additive attention, and heads for the
+//! next pivot of each level, the trade action and a confidence.
+
+use super::features::{InputConfig, ModelInput};
+use crate::analysis::pivots::LEVELS;
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module, RNN};
+use tch::{Device, Kind, Tensor};
+
+/// Action index order shared by every model head: BUY, SELL, HOLD.
+pub const ACTIONS: [Action; 3] = [Action::Buy, Action::Sell, Action::Hold];
+
+/// A trade action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Action {
+    /// Go (or stay) long.
+    Buy,
+    /// Go (or stay) short.
+    Sell,
+    /// Keep the position.
+    Hold,
+}
+
+impl Action {
+    /// Position in [`ACTIONS`] and in every action head.
+    pub const fn index(self) -> usize {
+        match self {
+            Action::Buy => 0,
+            Action::Sell => 1,
+            Action::Hold => 2,
+        }
+    }
+
+    /// The action at a head index (anything out of range holds).
+    pub const fn from_index(i: usize) -> Self {
+        match i {
+            0 => Action::Buy,
+            1 => Action::Sell,
+            _ => Action::Hold,
+        }
+    }
+
+    /// `BUY`, `SELL` or `HOLD`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Buy => "BUY",
+            Action::Sell => "SELL",
+            Action::Hold => "HOLD",
+        }
+    }
+}
+
+/// Outputs per pivot level: price offset, time offset, high/low logit.
+pub const PIVOT_OUTPUTS: usize = 3;
+
+/// CNN sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CnnConfig {
+    /// Input layout the network is built for.
+    pub input: InputConfig,
+    /// Convolution channels.
+    pub conv_channels: usize,
+    /// GRU hidden size.
+    pub hidden: usize,
+    /// Width of the dense trunk before the heads.
+    pub trunk: usize,
+}
+
+impl CnnConfig {
+    /// Small defaults suited to CPU inference.
+    pub const fn small(input: InputConfig) -> Self {
+        Self {
+            input,
+            conv_channels: 32,
+            hidden: 32,
+            trunk: 64,
+        }
+    }
+
+    /// Width of [`CnnOutput::state_features`].
+    pub const fn state_features(&self) -> usize {
+        LEVELS * PIVOT_OUTPUTS + 3 + 1 + self.conv_channels + self.hidden
+    }
+}
+
+/// One forward pass's results.
+#[derive(Debug)]
+pub struct CnnOutput {
+    /// `[B, LEVELS, 3]`: price offset, time offset, high logit per level.
+    pub pivots: Tensor,
+    /// `[B, 3]` BUY/SELL/HOLD logits.
+    pub action_logits: Tensor,
+    /// `[B]` confidence in 0..1.
+    pub confidence: Tensor,
+    /// `[B, conv_channels]`: convolution features averaged over time.
+    pub conv_features: Tensor,
+    /// `[B, hidden]`: the GRU's final state.
+    pub rnn_hidden: Tensor,
+    /// `[B, T]`: attention weights over time.
+    pub attention: Tensor,
+}
+
+impl CnnOutput {
+    /// `[B, 3]` action probabilities.
+    pub fn action_probs(&self) -> Tensor {
+        self.action_logits.softmax(-1, Kind::Float)
+    }
+
+    /// `[B, state_features]`: predictions and hidden states, flattened for the RL agent.
+    pub fn state_features(&self) -> Tensor {
+        let b = self.pivots.size()[0];
+        Tensor::cat(
+            &[
+                self.pivots.view([b, -1]),
+                self.action_probs(),
+                self.confidence.view([b, 1]),
+                self.conv_features.shallow_clone(),
+                self.rnn_hidden.shallow_clone(),
+            ],
+            1,
+        )
+    }
+}
+
+/// The network (its variables live in the `VarStore` whose path built it).
+#[derive(Debug)]
+pub struct PivotCnn {
+    cfg: CnnConfig,
+    conv1: nn::Conv1D,
+    conv2: nn::Conv1D,
+    gru: nn::GRU,
+    attn_w: nn::Linear,
+    attn_v: nn::Linear,
+    ctx: nn::Linear,
+    trunk: nn::Linear,
+    pivot_head: nn::Linear,
+    action_head: nn::Linear,
+    confidence_head: nn::Linear,
+}
+
+impl PivotCnn {
+    /// Creates the variables under `p`.
+    pub fn new(p: &nn::Path, cfg: CnnConfig) -> Self {
+        let c = cfg.input.channels as i64;
+        let cc = cfg.conv_channels as i64;
+        let h = cfg.hidden as i64;
+        let f = cfg.input.context as i64;
+        let tr = cfg.trunk as i64;
+        let pad = |k: i64| nn::ConvConfig {
+            padding: k / 2,
+            ..Default::default()
+        };
+        Self {
+            cfg,
+            conv1: nn::conv1d(p / "conv1", c, cc, 5, pad(5)),
+            conv2: nn::conv1d(p / "conv2", cc, cc, 3, pad(3)),
+            gru: nn::gru(p / "gru", cc, h, Default::default()),
+            attn_w: nn::linear(p / "attn_w", h, h, Default::default()),
+            attn_v: nn::linear(
+                p / "attn_v",
+                h,
+                1,
+                nn::LinearConfig {
+                    bias: false,
+                    ..Default::default()
+                },
+            ),
+            ctx: nn::linear(p / "ctx", f, h, Default::default()),
+            trunk: nn::linear(p / "trunk", 3 * h, tr, Default::default()),
+            pivot_head: nn::linear(
+                p / "pivot_head",
+                tr,
+                (LEVELS * PIVOT_OUTPUTS) as i64,
+                Default::default(),
+            ),
+            action_head: nn::linear(p / "action_head", tr, 3, Default::default()),
+            confidence_head: nn::linear(p / "confidence_head", tr, 1, Default::default()),
+        }
+    }
+
+    /// The sizes this network was built with.
+    pub fn config(&self) -> CnnConfig {
+        self.cfg
+    }
+
+    /// Runs the network on a batch (no dropout, so `train` only matters for autograd callers).
+    pub fn forward(&self, input: &ModelInput) -> CnnOutput {
+        let b = input.series.size()[0];
+        let x = input
+            .series
+            .apply(&self.conv1)
+            .relu()
+            .apply(&self.conv2)
+            .relu();
+        let conv_features = x.mean_dim(-1, false, Kind::Float);
+        // The GRU reads time-major features as [B, T, C] (batch-first).
+        let seq = x.transpose(1, 2);
+        let (out, state) = self.gru.seq(&seq);
+        let rnn_hidden = state.value().squeeze_dim(0);
+        let scores = out
+            .apply(&self.attn_w)
+            .tanh()
+            .apply(&self.attn_v)
+            .squeeze_dim(-1);
+        let attention = scores.softmax(-1, Kind::Float);
+        let attended = (out * attention.unsqueeze(-1)).sum_dim_intlist(1, false, Kind::Float);
+        let ctx = input.context.apply(&self.ctx).relu();
+        let trunk = Tensor::cat(&[attended, rnn_hidden.shallow_clone(), ctx], 1)
+            .apply(&self.trunk)
+            .relu();
+        CnnOutput {
+            pivots: self
+                .pivot_head
+                .forward(&trunk)
+                .view([b, LEVELS as i64, PIVOT_OUTPUTS as i64]),
+            action_logits: self.action_head.forward(&trunk),
+            confidence: self.confidence_head.forward(&trunk).sigmoid().view([b]),
+            conv_features,
+            rnn_hidden,
+            attention,
+        }
+    }
+}
+
+/// A predicted pivot of one level, in model units (see `PivotTarget`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PivotForecast {
+    /// Level 1..=5.
+    pub level: u8,
+    /// `ln(price / close) * PRICE_SCALE`.
+    pub price_offset: f64,
+    /// `ln(bars ahead)`.
+    pub time_offset: f64,
+    /// Probability that the pivot is a high.
+    pub p_high: f64,
+}
+
+/// A host-side CNN prediction for one input row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CnnPrediction {
+    /// Next pivot per level.
+    pub pivots: Vec<PivotForecast>,
+    /// Most probable action.
+    pub action: Action,
+    /// BUY, SELL, HOLD probabilities.
+    pub probabilities: [f64; 3],
+    /// Confidence head output, 0..1.
+    pub confidence: f64,
+}
+
+/// A CNN with its own variables: what inference and training hold.
+#[derive(Debug)]
+pub struct CnnModel {
+    /// The variables (save, load, copy).
+    pub vs: nn::VarStore,
+    /// The network.
+    pub net: PivotCnn,
+}
+
+impl CnnModel {
+    /// Fresh random weights on `device` (seed libtorch first for reproducibility).
+    pub fn new(cfg: CnnConfig, device: Device) -> Self {
+        let vs = nn::VarStore::new(device);
+        let net = PivotCnn::new(&vs.root(), cfg);
+        Self { vs, net }
+    }
+
+    /// Forward pass with autograd off.
+    pub fn infer(&self, input: &ModelInput) -> CnnOutput {
+        tch::no_grad(|| self.net.forward(&input.to_device(self.vs.device())))
+    }
+
+    /// Host-side predictions for every row of `input`.
+    pub fn predict(&self, input: &ModelInput) -> Vec<CnnPrediction> {
+        let out = self.infer(input);
+        let b = input.batch() as usize;
+        let pivots = flat_f64(&out.pivots);
+        let probs = flat_f64(&out.action_probs());
+        let conf = flat_f64(&out.confidence);
+        (0..b)
+            .map(|i| {
+                let p = [probs[i * 3], probs[i * 3 + 1], probs[i * 3 + 2]];
+                let best = (0..3).fold(0, |a, j| if p[j] > p[a] { j } else { a });
+                CnnPrediction {
+                    pivots: (0..LEVELS)
+                        .map(|l| {
+                            let o = (i * LEVELS + l) * PIVOT_OUTPUTS;
+                            PivotForecast {
+                                level: l as u8 + 1,
+                                price_offset: pivots[o],
+                                time_offset: pivots[o + 1],
+                                p_high: 1.0 / (1.0 + (-pivots[o + 2]).exp()),
+                            }
+                        })
+                        .collect(),
+                    action: Action::from_index(best),
+                    probabilities: p,
+                    confidence: conf[i],
+                }
+            })
+            .collect()
+    }
+
+    /// Copies another model's weights into this one (the trainer → inference hand-off).
+    pub fn copy_weights_from(&mut self, other: &nn::VarStore) -> Result<(), tch::TchError> {
+        self.vs.copy(other)
+    }
+}
+
+/// A tensor's values as f64 on the host, row-major.
+pub(crate) fn flat_f64(t: &Tensor) -> Vec<f64> {
+    let t = t
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Double)
+        .contiguous()
+        .view([-1]);
+    Vec::<f64>::try_from(&t).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(b: i64, cfg: &InputConfig) -> ModelInput {
+        tch::manual_seed(3);
+        ModelInput::new(
+            Tensor::randn(
+                [b, cfg.channels as i64, cfg.window as i64],
+                (Kind::Float, Device::Cpu),
+            ),
+            Tensor::randn([b, cfg.context as i64], (Kind::Float, Device::Cpu)),
+            cfg,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn forward_shapes_and_ranges() {
+        tch::manual_seed(1);
+        let cfg = CnnConfig::small(InputConfig::candles(24));
+        let m = CnnModel::new(cfg, Device::Cpu);
+        let x = input(4, &cfg.input);
+        let out = m.infer(&x);
+        assert_eq!(out.pivots.size(), vec![4, 5, 3]);
+        assert_eq!(out.action_logits.size(), vec![4, 3]);
+        assert_eq!(out.conv_features.size(), vec![4, 32]);
+        assert_eq!(out.rnn_hidden.size(), vec![4, 32]);
+        assert_eq!(out.attention.size(), vec![4, 24]);
+        assert_eq!(
+            out.state_features().size(),
+            vec![4, cfg.state_features() as i64]
+        );
+        let att_sum = flat_f64(&out.attention.sum_dim_intlist(1, false, Kind::Float));
+        assert!(att_sum.iter().all(|s| (s - 1.0).abs() < 1e-5));
+        let preds = m.predict(&x);
+        assert_eq!(preds.len(), 4);
+        for p in &preds {
+            assert!((p.probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+            assert!((0.0..=1.0).contains(&p.confidence));
+            assert_eq!(p.pivots.len(), LEVELS);
+        }
+    }
+
+    #[test]
+    fn same_seed_same_weights_and_copy_hands_them_over() {
+        let cfg = CnnConfig::small(InputConfig::candles(16));
+        tch::manual_seed(7);
+        let a = CnnModel::new(cfg, Device::Cpu);
+        tch::manual_seed(8);
+        let mut b = CnnModel::new(cfg, Device::Cpu);
+        let x = input(2, &cfg.input);
+        let before = flat_f64(&b.infer(&x).pivots);
+        assert_ne!(flat_f64(&a.infer(&x).pivots), before);
+        b.copy_weights_from(&a.vs).unwrap();
+        assert_eq!(flat_f64(&a.infer(&x).pivots), flat_f64(&b.infer(&x).pivots));
+    }
+}
