@@ -87,8 +87,8 @@ async fn live_path_survives_faults_and_a_simulator_restart() {
     let mut sim_cfg = mmtrader::app::sim::sim_config(&cfg, "127.0.0.1:0").unwrap();
     // Frequent pings with a short pong deadline: the connection only survives if the client
     // keeps answering them.
-    sim_cfg.ping_interval_ms = 200;
-    sim_cfg.pong_timeout_ms = 1_000;
+    sim_cfg.ping_interval_ms = 300;
+    sim_cfg.pong_timeout_ms = 2_500;
     let mut sim = mmtrader::sim::start(sim_cfg).await.unwrap();
     let endpoints = Endpoints {
         name: "sim".into(),
@@ -119,7 +119,7 @@ async fn live_path_survives_faults_and_a_simulator_restart() {
     // The candle in progress when the feed connected holds only the trades seen since; every
     // later one must be exact.
     let live_since = snap.time_ms;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         rx.borrow().links[0].connects,
         1,
