@@ -157,6 +157,14 @@ fn output(rng: &mut ChaCha8Rng, t: i64) -> ModelOutput {
     }
 }
 
+/// One stamped thing arriving during a second.
+enum Event {
+    /// A trade; `true` for ETH, `false` for BTC.
+    Trade(Trade, bool),
+    /// A model output about ETH.
+    Output(ModelOutput),
+}
+
 /// Histories long enough to reach back over the longest future a case appends (300 s).
 fn config() -> InputConfig {
     InputConfig {
@@ -210,33 +218,37 @@ fn run(seed: u64, t: i64, until: i64) -> (BaseDataInput, BaseDataInput, BaseData
             btc.market.on_second(Some(&bb), s).unwrap();
             analysis.update(&eth.market, s);
         }
-        let mut trades: Vec<(Trade, bool)> = eth
-            .trades_in_second(s)
-            .into_iter()
-            .map(|x| (x, true))
-            .chain(btc.trades_in_second(s).into_iter().map(|x| (x, false)))
-            .collect();
-        trades.sort_by_key(|(x, _)| x.time_ms);
-        let mut out_times: Vec<i64> = (0..rng.random_range(0..2))
-            .map(|_| s + rng.random_range(0..1_000))
-            .collect();
-        out_times.sort_unstable();
-        for (trade, is_eth) in trades {
-            if at_t.is_none() && trade.time_ms >= t {
-                at_t = Some(analysis.build(&eth.market, &btc.market, &outputs, t));
-            }
-            let m = if is_eth {
-                &mut eth.market
-            } else {
-                &mut btc.market
-            };
-            m.on_trade(&trade).unwrap();
+        // Everything stamped in this second, in time order; at equal stamps a model output
+        // (which belongs to `t` when stamped `t`) goes before a trade (which does not).
+        let mut events: Vec<(i64, u8, Event)> = vec![];
+        for (trades, is_eth) in [
+            (eth.trades_in_second(s), true),
+            (btc.trades_in_second(s), false),
+        ] {
+            events.extend(
+                trades
+                    .into_iter()
+                    .map(|x| (x.time_ms, 1, Event::Trade(x, is_eth))),
+            );
         }
-        for ot in out_times {
-            if at_t.is_none() && ot > t {
+        for _ in 0..rng.random_range(0..2) {
+            let ot = s + rng.random_range(0..1_000);
+            events.push((ot, 0, Event::Output(output(&mut rng, ot))));
+        }
+        events.sort_by_key(|(time, order, _)| (*time, *order));
+        for (time, _, event) in events {
+            let after_t = match &event {
+                Event::Trade(..) => time >= t,
+                Event::Output(_) => time > t,
+            };
+            if at_t.is_none() && after_t {
                 at_t = Some(analysis.build(&eth.market, &btc.market, &outputs, t));
             }
-            outputs.record(output(&mut rng, ot));
+            match event {
+                Event::Trade(trade, true) => eth.market.on_trade(&trade).unwrap(),
+                Event::Trade(trade, false) => btc.market.on_trade(&trade).unwrap(),
+                Event::Output(o) => outputs.record(o),
+            }
         }
         s += 1_000;
         if at_t.is_none() && s > t {

@@ -13,7 +13,10 @@
 //!
 //! Building at `t` again after any amount of newer data arrived gives the same input, as long
 //! as the bounded histories (candles kept by the market, ticks, COB/indicator rings, heatmap
-//! rows) still reach back to `t`.
+//! rows, model outputs) still reach back to `t`, and provided the market had made its
+//! once-a-second step (`SymbolMarket::on_second`, which fills empty intervals) for the last
+//! whole second at or before `t` when the input was first built; otherwise an empty interval
+//! that closed by `t` appears only once a later step fills it.
 //!
 //! **Completeness** ([`BaseDataInput::completeness`]) is the mean of eight fractions, each in
 //! 0..=1: for each of the five candle series (`ohlcv_1s/1m/1h/1d`, `reference_ohlcv_1s`)
@@ -183,7 +186,7 @@ pub struct BaseDataInput {
     pub indicators: [Option<TimedIndicators>; 4],
     /// Pivots per timeframe (`Timeframe::ALL` order).
     pub pivots: [TimeframePivots; 4],
-    /// The newest output at or before `t` of every model, by model name.
+    /// The newest output about this symbol at or before `t` of every model, by model name.
     pub last_predictions: BTreeMap<String, ModelOutput>,
     /// Spread, depth and order flow.
     pub microstructure: Microstructure,
@@ -652,7 +655,7 @@ impl SymbolAnalysis {
             reference_ohlcv_1s: closed_window(reference, Timeframe::S1, t_ms, frames),
             indicators: std::array::from_fn(|i| self.frames[i].indicators_at(t_ms)),
             pivots: std::array::from_fn(|i| self.frames[i].pivots_at(t_ms, &self.cfg)),
-            last_predictions: outputs.all_at(t_ms),
+            last_predictions: outputs.all_at(&self.symbol, t_ms),
             microstructure: microstructure(market, cob.as_deref(), t_ms, &self.cfg),
             heatmap: heatmap(market, t_ms, self.cfg.heatmap_rows),
             cob,

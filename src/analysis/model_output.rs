@@ -206,11 +206,11 @@ impl ModelOutput {
 /// Outputs kept per model by default: enough to look back past a burst of fast inferences.
 pub const DEFAULT_OUTPUTS_KEPT: usize = 64;
 
-/// Bounded history of outputs per model name, so "the last output at `t`" stays answerable
-/// after newer outputs arrived.
+/// Bounded history of outputs per (symbol, model name), so "the last output at `t`" stays
+/// answerable after newer outputs arrived.
 #[derive(Debug, Clone)]
 pub struct ModelOutputStore {
-    per_model: BTreeMap<String, VecDeque<ModelOutput>>,
+    per_model: BTreeMap<(Symbol, String), VecDeque<ModelOutput>>,
     kept: usize,
 }
 
@@ -221,7 +221,7 @@ impl Default for ModelOutputStore {
 }
 
 impl ModelOutputStore {
-    /// A store keeping at most `kept` (at least 1) outputs per model.
+    /// A store keeping at most `kept` (at least 1) outputs per symbol and model.
     pub fn new(kept: usize) -> Self {
         Self {
             per_model: BTreeMap::new(),
@@ -231,7 +231,8 @@ impl ModelOutputStore {
 
     /// Records an output, kept in timestamp order (a late one is inserted in place).
     pub fn record(&mut self, output: ModelOutput) {
-        let ring = self.per_model.entry(output.model_name.clone()).or_default();
+        let key = (output.symbol.clone(), output.model_name.clone());
+        let ring = self.per_model.entry(key).or_default();
         let at = ring.partition_point(|o| o.timestamp_ms <= output.timestamp_ms);
         ring.insert(at, output);
         if ring.len() > self.kept {
@@ -239,24 +240,31 @@ impl ModelOutputStore {
         }
     }
 
-    /// The newest output of `model_name` with `timestamp_ms <= t_ms`.
-    pub fn latest_at(&self, model_name: &str, t_ms: i64) -> Option<&ModelOutput> {
-        let ring = self.per_model.get(model_name)?;
+    /// The newest output of `model_name` about `symbol` with `timestamp_ms <= t_ms`.
+    pub fn latest_at(&self, symbol: &str, model_name: &str, t_ms: i64) -> Option<&ModelOutput> {
+        let ring = self
+            .per_model
+            .get(&(symbol.to_string(), model_name.to_string()))?;
         let n = ring.partition_point(|o| o.timestamp_ms <= t_ms);
         n.checked_sub(1).map(|i| &ring[i])
     }
 
-    /// The newest output at or before `t_ms` of every model that has one, by model name.
-    pub fn all_at(&self, t_ms: i64) -> BTreeMap<String, ModelOutput> {
+    /// The newest output at or before `t_ms` about `symbol` of every model that has one, by
+    /// model name.
+    pub fn all_at(&self, symbol: &str, t_ms: i64) -> BTreeMap<String, ModelOutput> {
         self.per_model
-            .keys()
-            .filter_map(|name| Some((name.clone(), self.latest_at(name, t_ms)?.clone())))
+            .iter()
+            .filter(|((s, _), _)| s == symbol)
+            .filter_map(|((_, name), ring)| {
+                let n = ring.partition_point(|o| o.timestamp_ms <= t_ms);
+                Some((name.clone(), ring.get(n.checked_sub(1)?)?.clone()))
+            })
             .collect()
     }
 
-    /// Model names seen so far.
-    pub fn models(&self) -> impl Iterator<Item = &str> + '_ {
-        self.per_model.keys().map(String::as_str)
+    /// `(symbol, model name)` pairs seen so far.
+    pub fn models(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.per_model.keys().map(|(s, m)| (s.as_str(), m.as_str()))
     }
 }
 
@@ -350,14 +358,21 @@ pub(crate) mod tests {
             s.record(output("cnn", "a", t));
         }
         s.record(output("rl", "b", 25));
-        assert_eq!(s.latest_at("a", 35).unwrap().timestamp_ms, 30);
-        assert_eq!(s.latest_at("a", 40).unwrap().timestamp_ms, 40);
+        let mut btc = output("rl", "b", 5);
+        btc.symbol = "BTCUSDT".into();
+        s.record(btc);
+        assert_eq!(s.latest_at("ETHUSDT", "a", 35).unwrap().timestamp_ms, 30);
+        assert_eq!(s.latest_at("ETHUSDT", "a", 40).unwrap().timestamp_ms, 40);
         // 10 was evicted (capacity 3), so nothing is known at 15.
-        assert!(s.latest_at("a", 15).is_none());
-        assert_eq!(s.latest_at("a", 20).unwrap().timestamp_ms, 20);
-        let at = s.all_at(24);
-        assert_eq!(at.len(), 1);
-        assert_eq!(s.all_at(25).len(), 2);
-        assert_eq!(s.models().collect::<Vec<_>>(), vec!["a", "b"]);
+        assert!(s.latest_at("ETHUSDT", "a", 15).is_none());
+        assert_eq!(s.latest_at("ETHUSDT", "a", 20).unwrap().timestamp_ms, 20);
+        assert_eq!(s.all_at("ETHUSDT", 24).len(), 1);
+        assert_eq!(s.all_at("ETHUSDT", 25).len(), 2);
+        // Outputs about another symbol stay out of this symbol's inputs.
+        assert_eq!(s.all_at("BTCUSDT", 100).len(), 1);
+        assert_eq!(
+            s.models().collect::<Vec<_>>(),
+            vec![("BTCUSDT", "b"), ("ETHUSDT", "a"), ("ETHUSDT", "b")]
+        );
     }
 }
