@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let snap = rt.block_on(async {
+    let (snap, logs) = rt.block_on(async {
         let (endpoints, sim) = mmtrader::app::endpoints(&config)
             .await
             .map_err(|f| f.error)?;
@@ -62,7 +62,8 @@ fn main() -> anyhow::Result<()> {
         let snap = loop {
             let s = rx.borrow_and_update().clone();
             if ready(&s, heat_rows) {
-                break Ok(s);
+                // The log as it stood at that frame, before the shutdown below adds to it.
+                break Ok((s, ring.try_snapshot().unwrap_or_default()));
             }
             if Instant::now() > deadline {
                 break Err(anyhow::anyhow!("the desk did not fill in time"));
@@ -75,7 +76,6 @@ fn main() -> anyhow::Result<()> {
         }
         snap
     })?;
-    let logs = ring.try_snapshot().unwrap_or_default();
     let desk = DeskStatus {
         rss_bytes: std::fs::read_to_string("/proc/self/status")
             .ok()
