@@ -616,3 +616,71 @@ async fn market_task(
     state.link.state = LinkState::Stopped;
     state
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::pivots::PivotKind;
+    use crate::market::book::OrderBook;
+    use crate::market::types::{Level, Price, Qty};
+
+    fn candle(i: i64, high: i64, low: i64) -> Candle {
+        Candle {
+            open_time_ms: i * 60_000,
+            open: Price::from_units(low),
+            high: Price::from_units(high),
+            low: Price::from_units(low),
+            close: Price::from_units(high),
+            volume: Qty::from_units(1),
+            trades: 1,
+        }
+    }
+
+    #[test]
+    fn pivots_appear_only_once_confirmed() {
+        // A level-1 high at candle 2, confirmed when candle 4 closes (two bars per side).
+        let highs = [10, 11, 15, 12, 11, 10];
+        let candles: Vec<Candle> = highs
+            .iter()
+            .enumerate()
+            .map(|(i, &h)| candle(i as i64, h, h - 5))
+            .collect();
+        let confirm = 5 * 60_000;
+        let before = known_pivots(&candles, Timeframe::M1, confirm - 1);
+        assert!(before.latest(1, PivotKind::High).is_none());
+        let after = known_pivots(&candles, Timeframe::M1, confirm);
+        let p = after.latest(1, PivotKind::High).unwrap();
+        assert_eq!((p.price, p.time_ms), (Price::from_units(15), 2 * 60_000));
+    }
+
+    #[test]
+    fn heatmap_tail_keeps_the_newest_rows_oldest_first() {
+        let mut m = SymbolMarket::new(SymbolMarketConfig {
+            bucket_size: Price::from_units(1),
+            large_trade_notional: Price::from_units(10_000),
+            candles_kept: 10,
+            tick_capacity: 10,
+            tick_max_age_ms: 10_000,
+        });
+        assert!(heatmap_tail(&m, 3).is_empty());
+        let mut book = OrderBook::new();
+        book.apply_snapshot(
+            &[Level {
+                price: Price::from_units(99),
+                qty: Qty::from_units(2),
+            }],
+            &[Level {
+                price: Price::from_units(101),
+                qty: Qty::from_units(3),
+            }],
+            1,
+        );
+        for s in 1..=5 {
+            m.on_second(Some(&book), s * 1000).unwrap();
+        }
+        let tail = heatmap_tail(&m, 3);
+        let times: Vec<i64> = tail.iter().map(|r| r.time_ms).collect();
+        assert_eq!(times, [3000, 4000, 5000]);
+        assert_eq!(heatmap_tail(&m, 100).len(), 5);
+    }
+}

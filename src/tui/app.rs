@@ -517,7 +517,7 @@ mod tests {
         insta::assert_snapshot!("models_pane_80x24", m);
         let p = focused(Pane::Positions, 80, 24);
         assert!(p.contains("paper trading not running"), "{p}");
-        assert!(p.contains("max position — · max daily loss —"), "{p}");
+        assert!(p.contains("limits: position — · daily loss —"), "{p}");
         insta::assert_snapshot!("positions_pane_80x24", p);
     }
 
@@ -562,7 +562,7 @@ mod tests {
         let p = text(&draw_with(&snap, &desk, &ui(Pane::Positions), 80, 24));
         assert!(p.contains("paper trading · 1 open"), "{p}");
         assert!(p.contains("short 0.5 @ 3001.00"), "{p}");
-        assert!(p.contains("max position 2 · max daily loss 150.00"), "{p}");
+        assert!(p.contains("limits: position 2 · daily loss 150.00"), "{p}");
         let s = text(&draw_with(&snap, &desk, &ui(Pane::System), 100, 30));
         assert!(
             s.contains("inference running") && s.contains("training running"),

@@ -11,9 +11,10 @@ use crate::market::snapshot::{BookStatus, MarketSnapshot, SymbolView};
 use crate::market::types::Level;
 use crate::tui::theme::Theme;
 
-fn level_text(l: Option<Level>) -> String {
+fn level_text(l: Option<Level>, with_qty: bool) -> String {
     match l {
-        Some(l) => format!("{:.2} ({:.4})", l.price, l.qty),
+        Some(l) if with_qty => format!("{:.2} ({:.4})", l.price, l.qty),
+        Some(l) => format!("{:.2}", l.price),
         None => "—".into(),
     }
 }
@@ -40,6 +41,8 @@ pub fn render_strip(
     focus: usize,
     theme: &Theme,
 ) {
+    // Narrow strips (the full desk's right column) drop the quantities before anything else.
+    let with_qty = area.width >= 80;
     let rows = snap.symbols.iter().enumerate().map(|(i, s)| {
         let mark = if i == focus { "▶" } else { " " };
         let last = s
@@ -54,11 +57,11 @@ pub fn render_strip(
         let row = Row::new(vec![
             Cell::from(format!("{mark}{}", s.display)),
             Cell::from(Span::styled(
-                level_text(s.best_bid),
+                level_text(s.best_bid, with_qty),
                 Style::default().fg(theme.bid),
             )),
             Cell::from(Span::styled(
-                level_text(s.best_ask),
+                level_text(s.best_ask, with_qty),
                 Style::default().fg(theme.ask),
             )),
             Cell::from(spread),
@@ -75,8 +78,8 @@ pub fn render_strip(
         rows,
         [
             Constraint::Length(11),
-            Constraint::Min(18),
-            Constraint::Min(18),
+            Constraint::Min(if with_qty { 18 } else { 9 }),
+            Constraint::Min(if with_qty { 18 } else { 9 }),
             Constraint::Length(7),
             Constraint::Length(10),
             Constraint::Length(8),
@@ -85,8 +88,8 @@ pub fn render_strip(
     .header(
         Row::new(vec![
             "symbol",
-            "bid (qty)",
-            "ask (qty)",
+            if with_qty { "bid (qty)" } else { "bid" },
+            if with_qty { "ask (qty)" } else { "ask" },
             "spread",
             "last",
             "book",

@@ -56,7 +56,7 @@ pub fn render(
         None => ("—".to_string(), "—".to_string()),
     };
     lines.push(Line::from(Span::styled(
-        format!("risk limits: max position {max_pos} · max daily loss {max_loss}"),
+        format!("limits: position {max_pos} · daily loss {max_loss}"),
         muted,
     )));
     frame.render_widget(

@@ -15,7 +15,7 @@ use crate::tui::theme::Theme;
 
 /// Rows the pane needs to show everything.
 pub fn wanted_height(snap: &MarketSnapshot) -> u16 {
-    (snap.links.len() + snap.symbols.len()) as u16 + 2 + 2 + 2
+    (snap.links.len() + snap.symbols.len()) as u16 + 2 + 3 + 2
 }
 
 fn link_line(h: &StreamHealth, now_ms: i64, theme: &Theme) -> Line<'static> {
@@ -101,13 +101,15 @@ pub fn render(
             Span::raw("  "),
         ]
     };
+    // Two processes per line, so the pane stays readable in the full desk's narrow column.
     let mut procs = feed;
     procs.extend(process("inference", desk.models.is_some(), theme));
-    procs.extend(process(
+    lines.push(Line::from(procs));
+    let mut procs = process(
         "training",
         desk.models.as_ref().is_some_and(|m| m.training),
         theme,
-    ));
+    );
     procs.extend(process("trading", desk.trading.is_some(), theme));
     lines.push(Line::from(procs));
     let mem = desk
