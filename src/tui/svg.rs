@@ -68,39 +68,41 @@ pub fn buffer_to_svg(buf: &Buffer, bg: Color, fg: Color) -> String {
                 );
             }
         }
-        // Text: runs of equal style; each glyph pinned to its cell so widths never drift.
+        // Text: runs of equal style without blanks, each starting at its cell and stretched to
+        // exactly its cells (`textLength`), so widths never drift whatever font renders it.
         let mut x = 0;
         while x < area.width {
             let cell = &buf[(area.x + x, area.y + y)];
+            if cell.symbol().trim().is_empty() {
+                x += 1;
+                continue;
+            }
             let style = (
                 hex(cell.fg, default_fg),
                 cell.modifier.contains(Modifier::BOLD),
             );
+            let start = x;
             let mut text = String::new();
-            let mut xs = String::new();
             while x < area.width {
                 let c = &buf[(area.x + x, area.y + y)];
-                if (hex(c.fg, default_fg), c.modifier.contains(Modifier::BOLD)) != style {
+                let sym = c.symbol();
+                if sym.trim().is_empty()
+                    || (hex(c.fg, default_fg), c.modifier.contains(Modifier::BOLD)) != style
+                {
                     break;
                 }
-                let sym = c.symbol();
-                if !sym.trim().is_empty() {
-                    for ch in sym.chars().take(1) {
-                        escape(ch, &mut text);
-                        let _ = write!(xs, "{} ", u32::from(x) * CELL_W);
-                    }
+                if let Some(ch) = sym.chars().next() {
+                    escape(ch, &mut text);
                 }
                 x += 1;
-            }
-            if text.is_empty() {
-                continue;
             }
             let weight = if style.1 { " font-weight=\"bold\"" } else { "" };
             let _ = writeln!(
                 out,
-                "<text x=\"{}\" y=\"{}\" fill=\"{}\"{weight}>{text}</text>",
-                xs.trim_end(),
+                "<text x=\"{}\" y=\"{}\" textLength=\"{}\" lengthAdjust=\"spacingAndGlyphs\" fill=\"{}\"{weight}>{text}</text>",
+                u32::from(start) * CELL_W,
                 u32::from(y) * CELL_H + CELL_H - 5,
+                u32::from(x - start) * CELL_W,
                 style.0
             );
         }
@@ -134,7 +136,7 @@ mod tests {
             svg.contains(">a&lt;b</text>") && svg.contains("fill=\"#ff0000\""),
             "{svg}"
         );
-        assert!(svg.contains("x=\"0 9 18\""), "{svg}");
+        assert!(svg.contains("x=\"0\" y=\"13\" textLength=\"27\""), "{svg}");
         assert!(svg.contains("fill=\"#0000ff\"") && svg.contains("font-weight=\"bold\">ok<"));
     }
 }
