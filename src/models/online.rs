@@ -255,9 +255,9 @@ pub fn adopt_latest(live: &mut CnnModel, weights: &Receiver<CnnModel>) -> bool {
 mod tests {
     use super::*;
     use crate::analysis::pivots::{PivotConfig, WilliamsEngine};
-    use std::sync::mpsc::TryRecvError;
     use crate::market::types::{Candle, Price, Qty, Timeframe};
     use crate::models::features::{FeatureBuilder, InputConfig};
+    use std::sync::mpsc::TryRecvError;
 
     fn candles(n: usize) -> Vec<Candle> {
         (0..n)
