@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod feed;
 pub mod pipeline;
 pub mod sim;
+pub mod train;
 pub mod workstation;
 
 use crate::cli::Failure;

@@ -145,6 +145,20 @@ pub enum CheckpointError {
         /// Hash of the file on disk.
         actual: String,
     },
+    /// The weights do not fit the model (another architecture or size).
+    #[error(
+        "checkpoint {id}: variable {variable} has shape {found:?} on disk, model expects {expected:?}"
+    )]
+    Incompatible {
+        /// Checkpoint id.
+        id: String,
+        /// First mismatching variable.
+        variable: String,
+        /// Shape on disk (None: missing).
+        found: Option<Vec<i64>>,
+        /// Shape in the model.
+        expected: Vec<i64>,
+    },
     /// A metric needed for ranking was not supplied.
     #[error("metrics lack the ranking metric {0:?}")]
     MissingMetric(String),
@@ -419,8 +433,36 @@ impl CheckpointManager {
                 actual,
             });
         }
-        vs.load(&w)
-            .map_err(|source| CheckpointError::Torch { path: w, source })
+        let named = tch::Tensor::read_safetensors(&w).map_err(|source| CheckpointError::Torch {
+            path: w.clone(),
+            source,
+        })?;
+        let named: std::collections::HashMap<String, tch::Tensor> = named.into_iter().collect();
+        let mut vars = vs.variables();
+        // Check every variable before copying any, so a mismatch never leaves a half-loaded
+        // store behind for the next fallback.
+        for (name, var) in &vars {
+            match named.get(name) {
+                Some(t) if t.size() == var.size() => {}
+                found => {
+                    return Err(CheckpointError::Incompatible {
+                        id: meta.id.clone(),
+                        variable: name.clone(),
+                        found: found.map(|t| t.size()),
+                        expected: var.size(),
+                    });
+                }
+            }
+        }
+        tch::no_grad(|| {
+            for (name, var) in vars.iter_mut() {
+                if let Some(src) = named.get(name) {
+                    var.f_copy_(&src.to_device(var.device()))?;
+                }
+            }
+            Ok(())
+        })
+        .map_err(|source| CheckpointError::Torch { path: w, source })
     }
 
     /// Loads the best usable checkpoint, falling back past corrupt or mismatched ones.
@@ -587,6 +629,26 @@ mod tests {
         let h = sha256_file(&m.dir().join(&out.meta.weights_file)).unwrap();
         assert_eq!(h, out.meta.weights_sha256);
         assert_eq!(h.len(), 64);
+    }
+
+    #[test]
+    fn a_differently_shaped_model_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
+        m.save(&store(2.0), metrics(0.3), DataRange::default())
+            .unwrap();
+        let other = VarStore::new(Device::Cpu);
+        let a = other.root().zeros("a", &[1]);
+        let w = other.root().zeros("w", &[5]);
+        let mut other = other;
+        let report = m.load_best(&mut other).unwrap();
+        assert!(report.loaded.is_none());
+        assert!(matches!(
+            report.skipped[0].1,
+            CheckpointError::Incompatible { .. }
+        ));
+        assert_eq!(a.double_value(&[0]), 0.0);
+        assert_eq!(w.double_value(&[0]), 0.0);
     }
 
     #[test]

@@ -412,8 +412,8 @@ mod tests {
         let candles = series(200);
         let cfg = PivotConfig::for_timeframe(Timeframe::M1);
         let all = crate::analysis::pivots::batch_pivots(&candles, cfg);
-        for t in 0..150 {
-            let targets = next_pivot_targets(&all, t, candles[t].close.to_f64());
+        for (t, c) in candles.iter().enumerate().take(150) {
+            let targets = next_pivot_targets(&all, t, c.close.to_f64());
             let first = all[0].iter().find(|p| p.index > t).unwrap();
             let got = targets[0].unwrap();
             assert!(PivotTarget::bars(got.time_offset).round() as usize == first.index - t);

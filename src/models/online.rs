@@ -6,7 +6,7 @@ use super::cnn::{CnnConfig, CnnModel};
 use super::features::{FeatureSet, ModelInput, PRICE_SCALE, PivotTarget};
 use crate::analysis::pivots::{LEVELS, PivotKind, PivotPoint};
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, Sender};
 use std::thread::JoinHandle;
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
@@ -242,11 +242,8 @@ impl OnlineTrainer {
 /// Installs the newest published snapshot into `live`, if one arrived; never blocks.
 pub fn adopt_latest(live: &mut CnnModel, weights: &Receiver<CnnModel>) -> bool {
     let mut latest = None;
-    loop {
-        match weights.try_recv() {
-            Ok(m) => latest = Some(m),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-        }
+    while let Ok(m) = weights.try_recv() {
+        latest = Some(m);
     }
     match latest {
         Some(m) => live.copy_weights_from(&m.vs).is_ok(),
@@ -260,6 +257,7 @@ mod tests {
     use crate::analysis::pivots::{PivotConfig, WilliamsEngine};
     use crate::market::types::{Candle, Price, Qty, Timeframe};
     use crate::models::features::{FeatureBuilder, InputConfig};
+    use std::sync::mpsc::TryRecvError;
 
     fn candles(n: usize) -> Vec<Candle> {
         (0..n)

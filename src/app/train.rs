@@ -1,0 +1,386 @@
+//! The `train` command's work: train the pivot CNN or the DQN on a candle file, keep the
+//! best checkpoints, and report. The CLI wiring (flags, progress bar) calls these functions.
+
+use crate::analysis::analyze::{AnalyzeError, detect_interval, read_candles};
+use crate::analysis::pivots::PivotConfig;
+use crate::cli::Failure;
+use crate::market::types::Candle;
+use crate::models::checkpoint::{
+    CheckpointConfig, CheckpointError, CheckpointManager, DataRange, MetricGoal,
+};
+use crate::models::cnn::{CnnConfig, CnnModel};
+use crate::models::cnn_train::{
+    CnnDataset, CnnMetrics, CnnTrainConfig, TrainError, TrainProgress, train_cnn,
+};
+use crate::models::device::{DeviceError, device_from_config};
+use crate::models::dqn::{DqnAgent, DqnConfig, DqnError, EpsilonSchedule};
+use crate::models::env::{EnvConfig, EnvError, TradingEnv};
+use crate::models::features::{FeatureBuilder, FeatureError, INPUT_LAYOUT_VERSION};
+use crate::models::rl_train::{
+    PolicyComparison, RlTrainConfig, compare_policies, rl_features, train_dqn,
+};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Settings shared by both training commands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainCommon {
+    /// Candle file (any layout `analyze` reads, gzip allowed).
+    pub candles: PathBuf,
+    /// Use only the last N candles (None: all).
+    pub max_candles: Option<usize>,
+    /// Input window length in candles.
+    pub window: usize,
+    /// `auto`, `cpu` or `cuda:N`.
+    pub device: String,
+    /// Checkpoint root folder.
+    pub checkpoint_dir: PathBuf,
+    /// Checkpoints kept per model.
+    pub keep: usize,
+    /// Seed for libtorch and the samplers.
+    pub seed: u64,
+}
+
+/// `train cnn` arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainCnnArgs {
+    /// Shared settings.
+    pub common: TrainCommon,
+    /// Model name (checkpoint folder).
+    pub model_name: String,
+    /// Maximum epochs.
+    pub epochs: usize,
+    /// Share of the latest rows used for validation.
+    pub val_fraction: f64,
+}
+
+/// `train rl` arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainRlArgs {
+    /// Shared settings.
+    pub common: TrainCommon,
+    /// Model name (checkpoint folder).
+    pub model_name: String,
+    /// CNN whose best checkpoint feeds the state (None: market features only).
+    pub cnn_model: Option<String>,
+    /// Training episodes.
+    pub episodes: usize,
+    /// Steps per episode.
+    pub episode_len: usize,
+    /// Share of the latest rows held out for evaluation.
+    pub held_out_fraction: f64,
+    /// Costs and reward shaping.
+    pub env: EnvConfig,
+}
+
+/// Why a training command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainAppError {
+    /// The device string was rejected.
+    #[error("device: {0}")]
+    Device(#[from] DeviceError),
+    /// The candle file could not be read.
+    #[error("candles: {0}")]
+    Candles(#[from] AnalyzeError),
+    /// Features could not be built.
+    #[error("features: {0}")]
+    Features(#[from] FeatureError),
+    /// Training failed.
+    #[error("training: {0}")]
+    Train(#[from] TrainError),
+    /// Checkpoint I/O failed.
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] CheckpointError),
+    /// The environment could not be built.
+    #[error("environment: {0}")]
+    Env(#[from] EnvError),
+    /// The agent could not be built.
+    #[error("agent: {0}")]
+    Agent(#[from] DqnError),
+    /// The CNN named for the RL state has no usable checkpoint.
+    #[error("no usable checkpoint of CNN {0:?}")]
+    NoCnn(String),
+    /// Too little data for the requested split.
+    #[error("{0} rows are too few for training and a held-out period")]
+    TooFewRows(usize),
+}
+
+impl From<TrainAppError> for Failure {
+    fn from(e: TrainAppError) -> Self {
+        match e {
+            TrainAppError::Candles(_) | TrainAppError::Features(_) => Failure::input(e),
+            _ => Failure::runtime(e),
+        }
+    }
+}
+
+/// What `train cnn` did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainCnnSummary {
+    /// Candles used.
+    pub candles: usize,
+    /// Whether training started from a saved checkpoint.
+    pub warm_start: bool,
+    /// Epochs run and the epoch kept.
+    pub epochs: (usize, usize),
+    /// Validation metrics of the kept weights.
+    pub validation: CnnMetrics,
+    /// Saved checkpoint id, and whether it ranks among the best K.
+    pub checkpoint: (String, bool),
+}
+
+/// What `train rl` did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainRlSummary {
+    /// Candles used.
+    pub candles: usize,
+    /// Learning steps taken.
+    pub updates: u64,
+    /// Held-out evaluation against the reference policies.
+    pub held_out: PolicyComparison,
+    /// Saved checkpoint id, and whether it ranks among the best K.
+    pub checkpoint: (String, bool),
+}
+
+fn load(common: &TrainCommon) -> Result<(Vec<Candle>, FeatureBuilder), TrainAppError> {
+    let mut candles = read_candles(&common.candles)?.candles;
+    if let Some(n) = common.max_candles
+        && candles.len() > n
+    {
+        candles.drain(..candles.len() - n);
+    }
+    let pivots = PivotConfig {
+        bars_per_side: 2,
+        interval_ms: detect_interval(&candles),
+        history: 0,
+    };
+    Ok((candles, FeatureBuilder::new(common.window, pivots)))
+}
+
+fn range(candles: &[Candle]) -> DataRange {
+    DataRange {
+        start_ms: candles.first().map_or(0, |c| c.open_time_ms),
+        end_ms: candles.last().map_or(0, |c| c.open_time_ms),
+    }
+}
+
+fn manager(
+    common: &TrainCommon,
+    name: &str,
+    metric: &str,
+    goal: MetricGoal,
+) -> Result<CheckpointManager, TrainAppError> {
+    Ok(CheckpointManager::new(CheckpointConfig {
+        root: common.checkpoint_dir.clone(),
+        model_name: name.to_string(),
+        keep: common.keep,
+        metric: metric.to_string(),
+        goal,
+        input_layout_version: INPUT_LAYOUT_VERSION,
+    })?)
+}
+
+/// Trains the pivot CNN (warm-starting from its best checkpoint) and saves a checkpoint
+/// ranked by validation loss.
+pub fn run_train_cnn(
+    args: &TrainCnnArgs,
+    progress: &mut dyn FnMut(&TrainProgress),
+) -> Result<TrainCnnSummary, TrainAppError> {
+    let device = device_from_config(&args.common.device)?;
+    tch::manual_seed(args.common.seed as i64);
+    let (candles, builder) = load(&args.common)?;
+    let ds = CnnDataset::build(&candles, &builder, 0.1)?;
+    let mut model = CnnModel::new(CnnConfig::small(builder.input), device);
+    let ckpt = manager(
+        &args.common,
+        &args.model_name,
+        "val_loss",
+        MetricGoal::Minimize,
+    )?;
+    let warm_start = ckpt.load_best(&mut model.vs)?.loaded.is_some();
+    let cfg = CnnTrainConfig {
+        epochs: args.epochs,
+        val_fraction: args.val_fraction,
+        seed: args.common.seed,
+        ..Default::default()
+    };
+    let report = train_cnn(&mut model, &ds, &cfg, progress)?;
+    let v = &report.validation;
+    let mut metrics = BTreeMap::from([
+        ("val_loss".to_string(), v.loss),
+        ("action_accuracy".to_string(), v.action_accuracy),
+    ]);
+    for (l, m) in v.levels.iter().enumerate() {
+        metrics.insert(
+            format!("l{}_direction_accuracy", l + 1),
+            m.direction_accuracy,
+        );
+        metrics.insert(format!("l{}_price_error_bp", l + 1), m.price_error_bp);
+        metrics.insert(format!("l{}_time_error_bars", l + 1), m.time_error_bars);
+    }
+    let saved = ckpt.save(&model.vs, metrics, range(&candles))?;
+    Ok(TrainCnnSummary {
+        candles: candles.len(),
+        warm_start,
+        epochs: (report.epochs_run, report.best_epoch),
+        validation: report.validation,
+        checkpoint: (saved.meta.id, saved.kept),
+    })
+}
+
+/// Trains the DQN on the earlier rows, evaluates it on the held-out later rows against
+/// buy-and-hold, flat and random, and saves a checkpoint ranked by held-out return.
+pub fn run_train_rl(
+    args: &TrainRlArgs,
+    progress: &mut dyn FnMut(&TrainProgress),
+) -> Result<TrainRlSummary, TrainAppError> {
+    let device = device_from_config(&args.common.device)?;
+    tch::manual_seed(args.common.seed as i64);
+    let (candles, builder) = load(&args.common)?;
+    let fs = builder.build(&candles)?;
+    let cnn = match &args.cnn_model {
+        Some(name) => {
+            let mut m = CnnModel::new(CnnConfig::small(builder.input), device);
+            let ck = manager(&args.common, name, "val_loss", MetricGoal::Minimize)?;
+            if ck.load_best(&mut m.vs)?.loaded.is_none() {
+                return Err(TrainAppError::NoCnn(name.clone()));
+            }
+            Some(m)
+        }
+        None => None,
+    };
+    let f = rl_features(&fs, 8, cnn.as_ref());
+    let mut env = TradingEnv::new(f.prices, f.rows, f.dim, args.env)?;
+    let n = env.len();
+    let held_out = ((n as f64) * (1.0 - args.held_out_fraction.clamp(0.05, 0.9))) as usize;
+    if held_out < 100 || n - held_out < 20 {
+        return Err(TrainAppError::TooFewRows(n));
+    }
+    let steps = (args.episodes * args.episode_len) as u64;
+    let mut cfg = DqnConfig::new(env.state_dim());
+    cfg.seed = args.common.seed;
+    cfg.epsilon = EpsilonSchedule {
+        start: 1.0,
+        end: 0.05,
+        decay_steps: steps / 2,
+    };
+    cfg.beta_steps = steps.max(1);
+    let mut agent = DqnAgent::new(cfg, device)?;
+    let ckpt = manager(
+        &args.common,
+        &args.model_name,
+        "held_out_return",
+        MetricGoal::Maximize,
+    )?;
+    // A checkpoint saved for another state width cannot load; start fresh then.
+    if ckpt.load_best(&mut agent.vs)?.loaded.is_some() {
+        let _ = agent.sync_target();
+    }
+    let train_cfg = RlTrainConfig {
+        episodes: args.episodes,
+        episode_len: args.episode_len,
+        learn_every: 1,
+        seed: args.common.seed,
+    };
+    let rep = train_dqn(&mut agent, &mut env, 0..held_out, &train_cfg, progress);
+    let cmp = compare_policies(&agent, &mut env, held_out..n, args.common.seed);
+    let metrics = BTreeMap::from([
+        ("held_out_return".to_string(), cmp.agent.total_return),
+        ("held_out_max_drawdown".to_string(), cmp.agent.max_drawdown),
+        (
+            "buy_and_hold_return".to_string(),
+            cmp.buy_and_hold.total_return,
+        ),
+        ("random_return".to_string(), cmp.random_mean_return),
+    ]);
+    let saved = ckpt.save(&agent.vs, metrics, range(&candles))?;
+    Ok(TrainRlSummary {
+        candles: candles.len(),
+        updates: rep.updates,
+        held_out: cmp,
+        checkpoint: (saved.meta.id, saved.kept),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn common(dir: &std::path::Path) -> TrainCommon {
+        TrainCommon {
+            candles: crate::testdata::require("candles/binance_spot_nfi/BTC_USDT-1h.json"),
+            max_candles: Some(700),
+            window: 16,
+            device: "cpu".into(),
+            checkpoint_dir: dir.to_path_buf(),
+            keep: 5,
+            seed: 1,
+        }
+    }
+
+    #[test]
+    fn trains_both_models_on_recorded_candles_and_checkpoints_them() {
+        tch::set_num_threads(1);
+        let dir = tempfile::tempdir().unwrap();
+        let args = TrainCnnArgs {
+            common: common(dir.path()),
+            model_name: "williams_cnn".into(),
+            epochs: 1,
+            val_fraction: 0.2,
+        };
+        let mut epochs = 0;
+        let s = run_train_cnn(&args, &mut |_| epochs += 1).unwrap();
+        assert_eq!(s.candles, 700);
+        assert_eq!(epochs, 1);
+        assert!(!s.warm_start && s.checkpoint.1);
+        assert!(s.validation.levels[0].samples > 0);
+        // The second run starts from the first run's checkpoint.
+        let s2 = run_train_cnn(&args, &mut |_| {}).unwrap();
+        assert!(s2.warm_start);
+
+        let rl = TrainRlArgs {
+            common: common(dir.path()),
+            model_name: "dqn_agent".into(),
+            cnn_model: Some("williams_cnn".into()),
+            episodes: 2,
+            episode_len: 100,
+            held_out_fraction: 0.25,
+            env: EnvConfig::default(),
+        };
+        let r = run_train_rl(&rl, &mut |_| {}).unwrap();
+        assert_eq!(r.held_out.flat.total_return, 0.0);
+        assert!(r.checkpoint.1);
+        let missing = TrainRlArgs {
+            cnn_model: Some("no_such_cnn".into()),
+            ..rl
+        };
+        assert!(matches!(
+            run_train_rl(&missing, &mut |_| {}),
+            Err(TrainAppError::NoCnn(_))
+        ));
+    }
+
+    #[test]
+    fn bad_device_and_missing_file_are_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = common(dir.path());
+        c.device = "tpu".into();
+        let args = TrainCnnArgs {
+            common: c,
+            model_name: "m".into(),
+            epochs: 1,
+            val_fraction: 0.2,
+        };
+        assert!(matches!(
+            run_train_cnn(&args, &mut |_| {}),
+            Err(TrainAppError::Device(_))
+        ));
+        let mut c = common(dir.path());
+        c.candles = dir.path().join("missing.json");
+        let args = TrainCnnArgs { common: c, ..args };
+        assert!(matches!(
+            run_train_cnn(&args, &mut |_| {}),
+            Err(TrainAppError::Candles(_))
+        ));
+    }
+}
