@@ -51,6 +51,86 @@ pub enum Command {
     Feed(FeedArgs),
     /// Compute indicators and known pivots for a candle file and write them as CSV.
     Analyze(AnalyzeArgs),
+    /// Train a model on a candle file and keep its best checkpoints.
+    #[command(subcommand)]
+    Train(TrainCommand),
+}
+
+/// `mmtrader train …`.
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// The pivot CNN: next pivot of each level and an action; validation split by time,
+    /// metrics per level, early stopping; warm-starts from its best checkpoint.
+    Cnn(TrainCnnCli),
+    /// The DQN agent in a trading environment with fees and slippage; evaluated on the later,
+    /// held-out part against buy-and-hold, flat and random.
+    Rl(TrainRlCli),
+}
+
+/// Options shared by both training commands.
+#[derive(Debug, Args)]
+pub struct TrainCommonCli {
+    /// Candle file (CSV with a header, Binance kline CSV, or JSON klines; gzip allowed).
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Use only the last N candles.
+    #[arg(long, value_name = "N")]
+    pub max_candles: Option<usize>,
+    /// Input window in candles.
+    #[arg(long, default_value_t = 64)]
+    pub window: usize,
+    /// Device: auto (CUDA when present), cpu, or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Checkpoint folder (default: <data_dir>/checkpoints).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoints: Option<PathBuf>,
+    /// Checkpoints kept per model (the best by the model's metric).
+    #[arg(long, default_value_t = 5)]
+    pub keep: usize,
+    /// Seed for libtorch and the samplers.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// `mmtrader train cnn`.
+#[derive(Debug, Args)]
+pub struct TrainCnnCli {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: TrainCommonCli,
+    /// Maximum epochs (early stopping may end sooner).
+    #[arg(long, default_value_t = 20)]
+    pub epochs: usize,
+    /// Share of the latest rows used for validation.
+    #[arg(long, default_value_t = 0.2)]
+    pub val_fraction: f64,
+    /// Model name (checkpoint sub-folder).
+    #[arg(long, default_value = "pivot_cnn")]
+    pub model: String,
+}
+
+/// `mmtrader train rl`.
+#[derive(Debug, Args)]
+pub struct TrainRlCli {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: TrainCommonCli,
+    /// Training episodes.
+    #[arg(long, default_value_t = 40)]
+    pub episodes: usize,
+    /// Steps per episode.
+    #[arg(long, default_value_t = 512)]
+    pub episode_len: usize,
+    /// Share of the latest rows held out for evaluation.
+    #[arg(long, default_value_t = 0.25)]
+    pub held_out: f64,
+    /// Feed this CNN's best checkpoint into the state.
+    #[arg(long, value_name = "NAME")]
+    pub cnn: Option<String>,
+    /// Model name (checkpoint sub-folder).
+    #[arg(long, default_value = "dqn_agent")]
+    pub model: String,
 }
 
 /// `mmtrader sim`.
@@ -170,6 +250,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Some(Command::Sim(args)) => crate::app::sim::run(config, args),
         Some(Command::Feed(args)) => crate::app::feed::run(config, args),
         Some(Command::Analyze(args)) => crate::app::analyze::run(config, args),
+        Some(Command::Train(cmd)) => crate::app::train::run_cli(config, cmd),
     }
 }
 

@@ -384,3 +384,127 @@ mod tests {
         ));
     }
 }
+
+fn common_from_cli(config: &crate::config::Config, c: crate::cli::TrainCommonCli) -> TrainCommon {
+    TrainCommon {
+        candles: c.data,
+        max_candles: c.max_candles,
+        window: c.window,
+        device: c.device,
+        checkpoint_dir: c
+            .checkpoints
+            .unwrap_or_else(|| config.paths.data_dir.join("checkpoints")),
+        keep: c.keep,
+        seed: c.seed,
+    }
+}
+
+fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+/// `mmtrader train cnn|rl`: trains with a progress bar and prints the metrics.
+pub fn run_cli(
+    config: crate::config::Config,
+    cmd: crate::cli::TrainCommand,
+) -> Result<i32, Failure> {
+    use crate::cli::TrainCommand;
+    match cmd {
+        TrainCommand::Cnn(a) => {
+            let args = TrainCnnArgs {
+                common: common_from_cli(&config, a.common),
+                model_name: a.model,
+                epochs: a.epochs,
+                val_fraction: a.val_fraction,
+            };
+            let bar = progress_bar(args.epochs as u64, "cnn epochs");
+            let summary = run_train_cnn(&args, &mut |p| {
+                bar.set_length(p.total as u64);
+                bar.set_position(p.step as u64);
+                bar.set_message(match p.validation {
+                    Some(v) => format!("loss {:.4} val {v:.4}", p.train),
+                    None => format!("loss {:.4}", p.train),
+                });
+            })?;
+            bar.finish();
+            println!(
+                "trained on {} candles{}; epochs run {}, kept epoch {}",
+                summary.candles,
+                if summary.warm_start {
+                    " (warm start)"
+                } else {
+                    ""
+                },
+                summary.epochs.0,
+                summary.epochs.1
+            );
+            let v = &summary.validation;
+            println!(
+                "validation loss {:.4}, action accuracy {:.3}",
+                v.loss, v.action_accuracy
+            );
+            for (i, l) in v.levels.iter().enumerate() {
+                println!(
+                    "  level {}: {} samples, direction accuracy {:.3}, price error {:.1} bp, time error {:.1} bars",
+                    i + 1,
+                    l.samples,
+                    l.direction_accuracy,
+                    l.price_error_bp,
+                    l.time_error_bars
+                );
+            }
+            println!(
+                "checkpoint {}{}",
+                summary.checkpoint.0,
+                if summary.checkpoint.1 {
+                    " (kept among the best)"
+                } else {
+                    " (not among the best; deleted)"
+                }
+            );
+        }
+        TrainCommand::Rl(a) => {
+            let args = TrainRlArgs {
+                common: common_from_cli(&config, a.common),
+                model_name: a.model,
+                cnn_model: a.cnn,
+                episodes: a.episodes,
+                episode_len: a.episode_len,
+                held_out_fraction: a.held_out,
+                env: EnvConfig::default(),
+            };
+            let bar = progress_bar(args.episodes as u64, "dqn episodes");
+            let summary = run_train_rl(&args, &mut |p| {
+                bar.set_length(p.total as u64);
+                bar.set_position(p.step as u64);
+                bar.set_message(format!("return {:.4}", p.train));
+            })?;
+            bar.finish();
+            println!(
+                "trained on {} candles with {} updates",
+                summary.candles, summary.updates
+            );
+            let json = serde_json::to_string_pretty(&summary.held_out).unwrap_or_default();
+            println!("held-out evaluation (agent vs flat, buy-and-hold, random):\n{json}");
+            println!(
+                "checkpoint {}{}",
+                summary.checkpoint.0,
+                if summary.checkpoint.1 {
+                    " (kept among the best)"
+                } else {
+                    " (not among the best; deleted)"
+                }
+            );
+        }
+    }
+    Ok(crate::cli::EXIT_OK)
+}
