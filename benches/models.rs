@@ -24,7 +24,8 @@ fn input(b: i64, cfg: &InputConfig) -> ModelInput {
 }
 
 fn bench(c: &mut Criterion) {
-    tch::set_num_threads(2);
+    // One intra-op thread: for batches this small, thread hand-offs cost more than they save.
+    tch::set_num_threads(1);
     tch::manual_seed(0);
     let cfg = CnnConfig::small(InputConfig::candles(WINDOW));
     let cnn = CnnModel::new(cfg, Device::Cpu);

@@ -50,7 +50,7 @@ fn regime_sine(n: usize, period: f64, seed: u64) -> Vec<Candle> {
 
 #[test]
 fn cnn_beats_the_naive_pivot_baseline_out_of_sample() {
-    tch::set_num_threads(2);
+    tch::set_num_threads(1);
     tch::manual_seed(11);
     let candles = regime_sine(4000, 40.0, 7);
     let builder = FeatureBuilder::new(32, PivotConfig::for_timeframe(Timeframe::M1));
@@ -105,7 +105,7 @@ fn cnn_beats_the_naive_pivot_baseline_out_of_sample() {
 
 #[test]
 fn dqn_beats_random_and_flat_on_a_held_out_period() {
-    tch::set_num_threads(2);
+    tch::set_num_threads(1);
     tch::manual_seed(21);
     let candles = regime_sine(3000, 40.0, 9);
     let builder = FeatureBuilder::new(16, PivotConfig::for_timeframe(Timeframe::M1));
