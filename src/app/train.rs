@@ -302,89 +302,6 @@ pub fn run_train_rl(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn common(dir: &std::path::Path) -> TrainCommon {
-        TrainCommon {
-            candles: crate::testdata::require("candles/binance_spot_nfi/BTC_USDT-1h.json"),
-            max_candles: Some(700),
-            window: 16,
-            device: "cpu".into(),
-            checkpoint_dir: dir.to_path_buf(),
-            keep: 5,
-            seed: 1,
-        }
-    }
-
-    #[test]
-    fn trains_both_models_on_recorded_candles_and_checkpoints_them() {
-        tch::set_num_threads(1);
-        let dir = tempfile::tempdir().unwrap();
-        let args = TrainCnnArgs {
-            common: common(dir.path()),
-            model_name: "williams_cnn".into(),
-            epochs: 1,
-            val_fraction: 0.2,
-        };
-        let mut epochs = 0;
-        let s = run_train_cnn(&args, &mut |_| epochs += 1).unwrap();
-        assert_eq!(s.candles, 700);
-        assert_eq!(epochs, 1);
-        assert!(!s.warm_start && s.checkpoint.1);
-        assert!(s.validation.levels[0].samples > 0);
-        // The second run starts from the first run's checkpoint.
-        let s2 = run_train_cnn(&args, &mut |_| {}).unwrap();
-        assert!(s2.warm_start);
-
-        let rl = TrainRlArgs {
-            common: common(dir.path()),
-            model_name: "dqn_agent".into(),
-            cnn_model: Some("williams_cnn".into()),
-            episodes: 2,
-            episode_len: 100,
-            held_out_fraction: 0.25,
-            env: EnvConfig::default(),
-        };
-        let r = run_train_rl(&rl, &mut |_| {}).unwrap();
-        assert_eq!(r.held_out.flat.total_return, 0.0);
-        assert!(r.checkpoint.1);
-        let missing = TrainRlArgs {
-            cnn_model: Some("no_such_cnn".into()),
-            ..rl
-        };
-        assert!(matches!(
-            run_train_rl(&missing, &mut |_| {}),
-            Err(TrainAppError::NoCnn(_))
-        ));
-    }
-
-    #[test]
-    fn bad_device_and_missing_file_are_typed_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = common(dir.path());
-        c.device = "tpu".into();
-        let args = TrainCnnArgs {
-            common: c,
-            model_name: "m".into(),
-            epochs: 1,
-            val_fraction: 0.2,
-        };
-        assert!(matches!(
-            run_train_cnn(&args, &mut |_| {}),
-            Err(TrainAppError::Device(_))
-        ));
-        let mut c = common(dir.path());
-        c.candles = dir.path().join("missing.json");
-        let args = TrainCnnArgs { common: c, ..args };
-        assert!(matches!(
-            run_train_cnn(&args, &mut |_| {}),
-            Err(TrainAppError::Candles(_))
-        ));
-    }
-}
-
 fn common_from_cli(config: &crate::config::Config, c: crate::cli::TrainCommonCli) -> TrainCommon {
     TrainCommon {
         candles: c.data,
@@ -507,4 +424,87 @@ pub fn run_cli(
         }
     }
     Ok(crate::cli::EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn common(dir: &std::path::Path) -> TrainCommon {
+        TrainCommon {
+            candles: crate::testdata::require("candles/binance_spot_nfi/BTC_USDT-1h.json"),
+            max_candles: Some(700),
+            window: 16,
+            device: "cpu".into(),
+            checkpoint_dir: dir.to_path_buf(),
+            keep: 5,
+            seed: 1,
+        }
+    }
+
+    #[test]
+    fn trains_both_models_on_recorded_candles_and_checkpoints_them() {
+        tch::set_num_threads(1);
+        let dir = tempfile::tempdir().unwrap();
+        let args = TrainCnnArgs {
+            common: common(dir.path()),
+            model_name: "williams_cnn".into(),
+            epochs: 1,
+            val_fraction: 0.2,
+        };
+        let mut epochs = 0;
+        let s = run_train_cnn(&args, &mut |_| epochs += 1).unwrap();
+        assert_eq!(s.candles, 700);
+        assert_eq!(epochs, 1);
+        assert!(!s.warm_start && s.checkpoint.1);
+        assert!(s.validation.levels[0].samples > 0);
+        // The second run starts from the first run's checkpoint.
+        let s2 = run_train_cnn(&args, &mut |_| {}).unwrap();
+        assert!(s2.warm_start);
+
+        let rl = TrainRlArgs {
+            common: common(dir.path()),
+            model_name: "dqn_agent".into(),
+            cnn_model: Some("williams_cnn".into()),
+            episodes: 2,
+            episode_len: 100,
+            held_out_fraction: 0.25,
+            env: EnvConfig::default(),
+        };
+        let r = run_train_rl(&rl, &mut |_| {}).unwrap();
+        assert_eq!(r.held_out.flat.total_return, 0.0);
+        assert!(r.checkpoint.1);
+        let missing = TrainRlArgs {
+            cnn_model: Some("no_such_cnn".into()),
+            ..rl
+        };
+        assert!(matches!(
+            run_train_rl(&missing, &mut |_| {}),
+            Err(TrainAppError::NoCnn(_))
+        ));
+    }
+
+    #[test]
+    fn bad_device_and_missing_file_are_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = common(dir.path());
+        c.device = "tpu".into();
+        let args = TrainCnnArgs {
+            common: c,
+            model_name: "m".into(),
+            epochs: 1,
+            val_fraction: 0.2,
+        };
+        assert!(matches!(
+            run_train_cnn(&args, &mut |_| {}),
+            Err(TrainAppError::Device(_))
+        ));
+        let mut c = common(dir.path());
+        c.candles = dir.path().join("missing.json");
+        let args = TrainCnnArgs { common: c, ..args };
+        assert!(matches!(
+            run_train_cnn(&args, &mut |_| {}),
+            Err(TrainAppError::Candles(_))
+        ));
+    }
 }
