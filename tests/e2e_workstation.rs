@@ -104,7 +104,7 @@ fn workstation_shows_live_data_and_obeys_keys() {
     // Help overlay lists the key map, and closes again.
     app.send(b"?");
     app.wait_for("help open", LONG, |s| {
-        s.contains("Keys (? closes)") && s.contains("stop / start the market-data feed")
+        s.contains("Keys (? closes)") && s.contains("start/stop data feed")
     });
     app.send(b"?");
     app.wait_for("help closed", LONG, |s| !s.contains("Keys (? closes)"));

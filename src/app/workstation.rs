@@ -11,7 +11,7 @@ use crate::cli::{EXIT_OK, Failure};
 use crate::config::Config;
 use crate::logging::{LogLine, LogOutput, LogRing};
 use crate::tui::app::{Inputs, UiState, render};
-use crate::tui::desk::{DeskStatus, parse_vm_rss};
+use crate::tui::desk::{DeskCommand, DeskStatus, Process, parse_vm_rss};
 use crate::tui::keys::{Action, KeyMap};
 use crate::tui::terminal::TerminalGuard;
 use crate::tui::theme::{Theme, terminal_has_truecolor};
@@ -151,9 +151,12 @@ fn ui_loop(
                     let Some(action) = keys.action_for(k) else {
                         continue;
                     };
-                    match action {
-                        Action::Quit => break,
-                        Action::ToggleFeed => {
+                    if action == Action::Quit && ui.confirm.is_none() {
+                        break;
+                    }
+                    let n = snapshots.borrow().symbols.len();
+                    match ui.apply(action, n, &desk.tunables) {
+                        Some(DeskCommand::Toggle(Process::Feed)) => {
                             if feed.is_running() {
                                 rt.block_on(feed.stop());
                             } else {
@@ -163,10 +166,8 @@ fn ui_loop(
                                 }
                             }
                         }
-                        other => {
-                            let n = snapshots.borrow().symbols.len();
-                            ui.apply(other, n);
-                        }
+                        Some(other) => tracing::warn!(?other, "no process behind this command yet"),
+                        None => {}
                     }
                     dirty = true;
                 }

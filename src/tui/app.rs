@@ -8,9 +8,9 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
+use ratatui::widgets::{Block, Clear, Paragraph};
 
-use super::desk::DeskStatus;
+use super::desk::{DeskCommand, DeskStatus, Process, Tunable};
 use super::keys::{Action, KeyMap};
 use super::panes::{self, block, utc_hms};
 use super::theme::Theme;
@@ -84,6 +84,40 @@ pub struct UiState {
     pub log_scroll: usize,
     /// Minimum level shown in the log pane.
     pub log_level: tracing::Level,
+    /// Index of the selected live-tunable parameter.
+    pub param: usize,
+    /// A question waiting for y/n.
+    pub confirm: Option<Confirmation>,
+}
+
+/// An action that must be confirmed before it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    /// Paper → live.
+    GoLive,
+    /// Close every position.
+    Flatten,
+    /// Halt, cancel all, flatten.
+    KillSwitch,
+}
+
+impl Confirmation {
+    /// The question shown.
+    pub const fn question(self) -> &'static str {
+        match self {
+            Confirmation::GoLive => "Switch to LIVE trading with real orders?",
+            Confirmation::Flatten => "Flatten every position at market?",
+            Confirmation::KillSwitch => "Kill switch: halt trading, cancel all orders, flatten?",
+        }
+    }
+
+    fn command(self) -> DeskCommand {
+        match self {
+            Confirmation::GoLive => DeskCommand::GoLive,
+            Confirmation::Flatten => DeskCommand::Flatten,
+            Confirmation::KillSwitch => DeskCommand::KillSwitch,
+        }
+    }
 }
 
 impl Default for UiState {
@@ -95,14 +129,28 @@ impl Default for UiState {
             help: false,
             log_scroll: 0,
             log_level: tracing::Level::INFO,
+            param: 0,
+            confirm: None,
         }
     }
 }
 
 impl UiState {
-    /// Applies a screen-local action (feed control and quit are handled by the caller).
-    pub fn apply(&mut self, action: Action, symbols: usize) {
+    /// Applies an action: screen-local ones change the state; the rest come back as the command
+    /// for the processes behind the screen (quit is handled by the caller). A pending
+    /// confirmation takes only yes or no; any other key cancels it, so a stray key can never
+    /// confirm.
+    pub fn apply(
+        &mut self,
+        action: Action,
+        symbols: usize,
+        tunables: &[Tunable],
+    ) -> Option<DeskCommand> {
+        if let Some(pending) = self.confirm.take() {
+            return (action == Action::Confirm).then(|| pending.command());
+        }
         let n = symbols.max(1);
+        let params = tunables.len();
         match action {
             Action::NextSymbol => self.symbol = (self.symbol + 1) % n,
             Action::PrevSymbol => self.symbol = (self.symbol + n - 1) % n,
@@ -119,8 +167,32 @@ impl UiState {
             Action::ToggleHelp => self.help = !self.help,
             Action::LogUp => self.log_scroll = self.log_scroll.saturating_add(1),
             Action::LogDown => self.log_scroll = self.log_scroll.saturating_sub(1),
-            Action::Quit | Action::ToggleFeed => {}
+            Action::ToggleFeed => return Some(DeskCommand::Toggle(Process::Feed)),
+            Action::ToggleInference => return Some(DeskCommand::Toggle(Process::Inference)),
+            Action::ToggleTraining => return Some(DeskCommand::Toggle(Process::Training)),
+            Action::ToggleTrading => return Some(DeskCommand::Toggle(Process::Trading)),
+            Action::NextParam if params > 0 => self.param = (self.param + 1) % params,
+            Action::PrevParam if params > 0 => self.param = (self.param + params - 1) % params,
+            Action::RaiseParam | Action::LowerParam if params > 0 => {
+                let t = &tunables[self.param.min(params - 1)];
+                let steps = if action == Action::RaiseParam { 1 } else { -1 };
+                return Some(DeskCommand::SetParam {
+                    key: t.key.clone(),
+                    value: t.stepped(steps),
+                });
+            }
+            Action::GoLive => self.confirm = Some(Confirmation::GoLive),
+            Action::Flatten => self.confirm = Some(Confirmation::Flatten),
+            Action::KillSwitch => self.confirm = Some(Confirmation::KillSwitch),
+            Action::NextParam
+            | Action::PrevParam
+            | Action::RaiseParam
+            | Action::LowerParam
+            | Action::Confirm
+            | Action::Cancel
+            | Action::Quit => {}
         }
+        None
     }
 }
 
@@ -165,6 +237,41 @@ pub fn render(frame: &mut Frame, input: Inputs<'_>, ui: &UiState, theme: &Theme)
     if ui.help {
         render_help(frame, area, input.keys, theme);
     }
+    if let Some(c) = ui.confirm {
+        render_confirm(frame, area, c, input.keys, theme);
+    }
+}
+
+fn render_confirm(frame: &mut Frame, area: Rect, c: Confirmation, keys: &KeyMap, theme: &Theme) {
+    let question = c.question();
+    let answer = format!(
+        "{} yes · {} no",
+        keys.short_label(Action::Confirm),
+        keys.short_label(Action::Cancel)
+    );
+    let width = (question.chars().count().max(answer.len()) as u16 + 4).min(area.width);
+    let height = 4.min(area.height);
+    let rect = Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height - height) / 2,
+        width,
+        height,
+    };
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(vec![
+            Line::from(Span::styled(
+                question,
+                Style::default()
+                    .fg(theme.warning)
+                    .add_modifier(Modifier::BOLD),
+            )),
+            Line::from(answer),
+        ])
+        .block(block("Confirm", theme, true))
+        .style(Style::default().bg(theme.background).fg(theme.foreground)),
+        rect,
+    );
 }
 
 fn render_pane(
@@ -193,9 +300,15 @@ fn render_pane(
             );
         }
         (Pane::System, _) => panes::system::render(frame, area, snap, input.desk, theme, focused),
-        (Pane::Models, _) => {
-            panes::models::render(frame, area, input.desk.models.as_ref(), theme, focused)
-        }
+        (Pane::Models, _) => panes::models::render(
+            frame,
+            area,
+            input.desk.models.as_ref(),
+            &input.desk.tunables,
+            ui.param,
+            theme,
+            focused,
+        ),
         (Pane::Positions, _) => {
             panes::positions::render(frame, area, input.desk.trading.as_ref(), theme, focused)
         }
@@ -215,24 +328,24 @@ fn render_pane(
 fn render_full(frame: &mut Frame, body: Rect, input: Inputs<'_>, ui: &UiState, theme: &Theme) {
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body);
-    let [chart, heat] =
+    let [chart, lower] =
         Layout::vertical([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(left);
+    let [heat, book] =
+        Layout::horizontal([Constraint::Percentage(66), Constraint::Percentage(34)]).areas(lower);
     render_pane(frame, chart, Pane::Chart, input, ui, theme);
     render_pane(frame, heat, Pane::Heatmap, input, ui, theme);
+    render_pane(frame, book, Pane::Book, input, ui, theme);
     let snap = input.snap;
-    let [strip, book, system, procs, logs] = Layout::vertical([
+    let [strip, system, models, positions, logs] = Layout::vertical([
         Constraint::Length(panes::market::strip_height(snap.symbols.len())),
-        Constraint::Length(12),
         Constraint::Length(panes::system::wanted_height(snap)),
-        Constraint::Length(5),
+        Constraint::Length(9),
+        Constraint::Length(8),
         Constraint::Min(4),
     ])
     .areas(right);
     panes::market::render_strip(frame, strip, snap, ui.symbol, theme);
-    render_pane(frame, book, Pane::Book, input, ui, theme);
     render_pane(frame, system, Pane::System, input, ui, theme);
-    let [models, positions] =
-        Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(procs);
     render_pane(frame, models, Pane::Models, input, ui, theme);
     render_pane(frame, positions, Pane::Positions, input, ui, theme);
     render_pane(frame, logs, Pane::Logs, input, ui, theme);
@@ -338,33 +451,50 @@ fn render_footer(frame: &mut Frame, area: Rect, keys: &KeyMap, theme: &Theme) {
 }
 
 fn render_help(frame: &mut Frame, area: Rect, keys: &KeyMap, theme: &Theme) {
-    let width = 64.min(area.width);
-    let height = (keys.bindings().len() as u16 + 4).min(area.height);
+    let bindings = keys.bindings();
+    let label_w = bindings
+        .iter()
+        .map(|b| b.label.chars().count())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    // Two columns when one does not fit the height, so every key stays visible at 80×24.
+    let columns: usize = if bindings.len() as u16 + 2 > area.height.saturating_sub(2) {
+        2
+    } else {
+        1
+    };
+    let rows = bindings.len().div_ceil(columns);
+    let width = if columns == 1 { 64 } else { 120 }.min(area.width);
+    let height = (rows as u16 + 2).min(area.height);
     let rect = Rect {
         x: area.x + (area.width - width) / 2,
         y: area.y + (area.height - height) / 2,
         width,
         height,
     };
-    let lines: Vec<Line> = keys
-        .bindings()
-        .iter()
-        .map(|b| {
-            Line::from(vec![
-                Span::styled(
-                    format!(" {:<16}", b.label),
-                    Style::default()
-                        .fg(theme.accent)
-                        .add_modifier(Modifier::BOLD),
-                ),
-                Span::raw(b.help),
-            ])
+    let col_w = usize::from(width.saturating_sub(2)) / columns;
+    let key_style = Style::default()
+        .fg(theme.accent)
+        .add_modifier(Modifier::BOLD);
+    let lines: Vec<Line> = (0..rows)
+        .map(|r| {
+            let mut spans = Vec::with_capacity(columns * 2);
+            for c in 0..columns {
+                let Some(b) = bindings.get(c * rows + r) else {
+                    continue;
+                };
+                let text_w = col_w.saturating_sub(label_w + 1);
+                let help: String = b.help.chars().take(text_w).collect();
+                spans.push(Span::styled(format!(" {:<label_w$}", b.label), key_style));
+                spans.push(Span::raw(format!("{help:<text_w$}")));
+            }
+            Line::from(spans)
         })
         .collect();
     frame.render_widget(Clear, rect);
     frame.render_widget(
         Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
             .block(block(
                 format!("Keys ({} closes)", keys.short_label(Action::ToggleHelp)),
                 theme,
@@ -516,53 +646,38 @@ mod tests {
         );
         insta::assert_snapshot!("models_pane_80x24", m);
         let p = focused(Pane::Positions, 80, 24);
-        assert!(p.contains("paper trading not running"), "{p}");
-        assert!(p.contains("limits: position — · daily loss —"), "{p}");
+        assert!(p.contains("trading not running"), "{p}");
         insta::assert_snapshot!("positions_pane_80x24", p);
     }
 
     #[test]
     fn positions_and_models_show_published_state() {
-        use crate::market::types::{Price, Qty, Side};
-        use crate::tui::desk::{ModelRow, ModelsView, PositionRow, RiskLimits, TradingView};
         let desk = DeskStatus {
             rss_bytes: None,
-            models: Some(ModelsView {
-                models: vec![ModelRow {
-                    name: "cnn-pivots".into(),
-                    checkpoint: "ckpt-0042".into(),
-                    last_inference_ms: Some(fixture::NOW_MS),
-                }],
-                training: true,
-            }),
-            trading: Some(TradingView {
-                mode: "paper".into(),
-                positions: vec![PositionRow {
-                    symbol: "ETHUSDT".into(),
-                    side: Side::Sell,
-                    qty: Qty::parse("0.5").unwrap(),
-                    entry: Price::from_units(3001),
-                }],
-                limits: Some(RiskLimits {
-                    max_position: Qty::from_units(2),
-                    max_daily_loss: Price::from_units(150),
-                }),
-            }),
+            models: Some(fixture::models()),
+            trading: Some(fixture::trading()),
+            tunables: fixture::tunables(),
         };
         let snap = fixture::market();
         let ui = |focus| UiState {
             focus,
+            param: 1,
             ..UiState::default()
         };
         let m = text(&draw_with(&snap, &desk, &ui(Pane::Models), 80, 24));
-        assert!(
-            m.contains("cnn-pivots") && m.contains("last 22:13:20"),
-            "{m}"
-        );
+        assert!(m.contains("cnn   BUY  0.72"), "{m}");
+        assert!(m.contains("q +0.12 -0.03 +0.20"), "{m}");
+        assert!(m.contains("late 1.4 s"), "{m}");
+        assert!(m.contains("▶ ETHUSDT BUY  0.66"), "{m}");
+        assert!(m.contains("[sell ≥ 0.65]"), "{m}");
+        insta::assert_snapshot!("models_pane_running_80x24", m);
         let p = text(&draw_with(&snap, &desk, &ui(Pane::Positions), 80, 24));
-        assert!(p.contains("paper trading · 1 open"), "{p}");
-        assert!(p.contains("short 0.5 @ 3001.00"), "{p}");
-        assert!(p.contains("limits: position 2 · daily loss 150.00"), "{p}");
+        assert!(p.contains("PAPER running"), "{p}");
+        assert!(p.contains("rPnL +12.34 uPnL +3.10"), "{p}");
+        assert!(p.contains("long  0.5 @ 3012.4 u +3.10"), "{p}");
+        assert!(p.contains("stop 2980"), "{p}");
+        assert!(p.contains("position ETHUSDT"), "{p}");
+        insta::assert_snapshot!("positions_pane_running_80x24", p);
         let s = text(&draw_with(&snap, &desk, &ui(Pane::System), 100, 30));
         assert!(
             s.contains("inference running") && s.contains("training running"),
@@ -582,21 +697,21 @@ mod tests {
         assert!(s.contains("Log ≥INFO · 32 lines"), "{s}");
         assert!(s.contains("event 39") && !s.contains("DEBUG"), "{s}");
         insta::assert_snapshot!("logs_pane_80x24", s);
-        ui.apply(Action::CycleLogLevel, 2);
+        ui.apply(Action::CycleLogLevel, 2, &[]);
         assert_eq!(ui.log_level, tracing::Level::DEBUG);
         let s = text(&draw_with(&snap, &desk(), &ui, 80, 24));
         assert!(
             s.contains("Log ≥DEBUG · 40 lines") && s.contains("DEBUG"),
             "{s}"
         );
-        ui.apply(Action::CycleLogLevel, 2);
+        ui.apply(Action::CycleLogLevel, 2, &[]);
         let s = text(&draw_with(&snap, &desk(), &ui, 80, 24));
         assert!(
             s.contains("Log ≥ERROR · 8 lines") && !s.contains("WARN "),
             "{s}"
         );
-        ui.apply(Action::LogUp, 2);
-        ui.apply(Action::LogUp, 2);
+        ui.apply(Action::LogUp, 2, &[]);
+        ui.apply(Action::LogUp, 2, &[]);
         let s = text(&draw_with(&snap, &desk(), &ui, 80, 24));
         assert!(
             s.contains("scrolled back 2") && !s.contains("event 39"),
@@ -682,22 +797,68 @@ mod tests {
     #[test]
     fn actions_switch_symbol_timeframe_and_focus() {
         let mut ui = UiState::default();
-        ui.apply(Action::NextSymbol, 2);
+        ui.apply(Action::NextSymbol, 2, &[]);
         assert_eq!(ui.symbol, 1);
-        ui.apply(Action::NextSymbol, 2);
+        ui.apply(Action::NextSymbol, 2, &[]);
         assert_eq!(ui.symbol, 0);
-        ui.apply(Action::PrevSymbol, 2);
+        ui.apply(Action::PrevSymbol, 2, &[]);
         assert_eq!(ui.symbol, 1);
-        ui.apply(Action::Timeframe1h, 2);
+        ui.apply(Action::Timeframe1h, 2, &[]);
         assert_eq!(ui.timeframe, Timeframe::H1);
-        ui.apply(Action::PrevPane, 2);
+        ui.apply(Action::PrevPane, 2, &[]);
         assert_eq!(ui.focus, Pane::Logs);
-        ui.apply(Action::NextPane, 2);
-        ui.apply(Action::NextPane, 2);
+        ui.apply(Action::NextPane, 2, &[]);
+        ui.apply(Action::NextPane, 2, &[]);
         assert_eq!(ui.focus, Pane::Heatmap);
         ui.focus = Pane::Chart;
         let s = text(&draw_with(&fixture::market(), &desk(), &ui, 120, 36));
         assert!(s.contains("Candles BTC/USDT 1h"), "{s}");
         assert!(s.contains("▶BTC/USDT"), "{s}");
+    }
+
+    #[test]
+    fn processes_params_and_confirmations_become_commands() {
+        let tunables = fixture::tunables();
+        let mut ui = UiState::default();
+        assert_eq!(
+            ui.apply(Action::ToggleInference, 2, &tunables),
+            Some(DeskCommand::Toggle(Process::Inference))
+        );
+        assert_eq!(
+            ui.apply(Action::RaiseParam, 2, &tunables),
+            Some(DeskCommand::SetParam {
+                key: tunables[0].key.clone(),
+                value: tunables[0].stepped(1)
+            })
+        );
+        assert_eq!(ui.apply(Action::NextParam, 2, &tunables), None);
+        assert_eq!(ui.param, 1);
+        assert_eq!(
+            ui.apply(Action::LowerParam, 2, &tunables),
+            Some(DeskCommand::SetParam {
+                key: tunables[1].key.clone(),
+                value: tunables[1].stepped(-1)
+            })
+        );
+        // Without parameters the keys do nothing.
+        assert_eq!(ui.apply(Action::RaiseParam, 2, &[]), None);
+
+        // Flatten needs a yes; a stray key cancels instead of confirming.
+        assert_eq!(ui.apply(Action::Flatten, 2, &tunables), None);
+        assert_eq!(ui.confirm, Some(Confirmation::Flatten));
+        let s = text(&draw_with(&fixture::market(), &desk(), &ui, 80, 24));
+        assert!(s.contains("Flatten every position at market?"), "{s}");
+        assert_eq!(ui.apply(Action::NextSymbol, 2, &tunables), None);
+        assert_eq!(ui.confirm, None);
+        assert_eq!(ui.symbol, 0, "the cancelling key must not act");
+        ui.apply(Action::GoLive, 2, &tunables);
+        assert_eq!(ui.apply(Action::Cancel, 2, &tunables), None);
+        assert_eq!(ui.confirm, None);
+        ui.apply(Action::KillSwitch, 2, &tunables);
+        assert_eq!(
+            ui.apply(Action::Confirm, 2, &tunables),
+            Some(DeskCommand::KillSwitch)
+        );
+        assert_eq!(ui.apply(Action::Confirm, 2, &tunables), None);
     }
 }

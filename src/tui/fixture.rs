@@ -14,6 +14,9 @@ use crate::market::book::OrderBook;
 use crate::market::cob::{CobConfig, CobEngine};
 use crate::market::snapshot::{BookCounters, BookStatus, MarketSnapshot, SeriesPivots, SymbolView};
 use crate::market::types::{Candle, Level, Price, Qty, Side, Timeframe, Trade};
+use crate::tui::desk::{
+    DecisionView, ExpertRow, LimitUsage, ModelsView, OrderRow, PositionRow, TradingView, Tunable,
+};
 
 /// Time of the fixture snapshot, ms since the epoch (2023-11-14 22:13:20 UTC).
 pub const NOW_MS: i64 = 1_700_000_000_000;
@@ -201,4 +204,132 @@ pub fn logs(n: usize) -> Vec<LogLine> {
             ),
         })
         .collect()
+}
+
+/// The orchestrator's and risk manager's live parameters as a running desk publishes them.
+pub fn tunables() -> Vec<Tunable> {
+    let t = |key: &str, label: &str, value: f64, step: f64, min: f64, max: f64| Tunable {
+        key: key.into(),
+        label: label.into(),
+        value,
+        step,
+        min,
+        max,
+        decimals: 2,
+    };
+    vec![
+        t("buy_threshold", "buy ≥", 0.60, 0.05, 0.0, 1.0),
+        t("sell_threshold", "sell ≥", 0.65, 0.05, 0.0, 1.0),
+        t("min_confidence", "conf ≥", 0.50, 0.05, 0.0, 1.0),
+        t("risk_per_trade_pct", "risk %", 0.50, 0.10, 0.1, 5.0),
+    ]
+}
+
+/// Models, a decision and accuracy history as the inference process publishes them.
+pub fn models() -> ModelsView {
+    use crate::analysis::model_output::Action as A;
+    ModelsView {
+        inference: true,
+        training: true,
+        device: "cpu".into(),
+        experts: vec![
+            ExpertRow {
+                name: "cnn".into(),
+                action: A::Buy,
+                confidence: 0.72,
+                probabilities: Some([0.72, 0.08, 0.20]),
+                q_values: None,
+                time_ms: NOW_MS - 400,
+                latency_ms: Some(1.2),
+                checkpoint: Some("cnn-0007 acc 0.61".into()),
+                flagged: None,
+                weight: Some(0.45),
+            },
+            ExpertRow {
+                name: "rl".into(),
+                action: A::Hold,
+                confidence: 0.55,
+                probabilities: None,
+                q_values: Some([0.12, -0.03, 0.20]),
+                time_ms: NOW_MS - 400,
+                latency_ms: Some(0.4),
+                checkpoint: Some("rl-0003 sharpe 1.10".into()),
+                flagged: None,
+                weight: Some(0.35),
+            },
+            ExpertRow {
+                name: "trend".into(),
+                action: A::Sell,
+                confidence: 0.60,
+                probabilities: None,
+                q_values: None,
+                time_ms: NOW_MS - 1_400,
+                latency_ms: None,
+                checkpoint: None,
+                flagged: Some("late 1.4 s".into()),
+                weight: Some(0.20),
+            },
+        ],
+        decision: Some(DecisionView {
+            symbol: "ETHUSDT".into(),
+            action: A::Buy,
+            confidence: 0.66,
+            reason: "buy 0.66 ≥ 0.60".into(),
+            time_ms: NOW_MS - 400,
+        }),
+        accuracy: vec![
+            ("cnn".into(), vec![0.50, 0.52, 0.55, 0.58, 0.61, 0.60, 0.61]),
+            ("rl".into(), vec![0.48, 0.50, 0.51, 0.53, 0.54, 0.54, 0.55]),
+        ],
+        training_steps: 1_240,
+        last_loss: Some(0.0213),
+    }
+}
+
+/// A paper account with one position, a stop order and limit usage.
+pub fn trading() -> TradingView {
+    let p = |s: &str| Price::parse(s).expect("price");
+    let q = |s: &str| Qty::parse(s).expect("qty");
+    TradingView {
+        mode: "paper".into(),
+        running: true,
+        positions: vec![PositionRow {
+            symbol: "ETHUSDT".into(),
+            side: Side::Buy,
+            qty: q("0.5"),
+            entry: p("3012.40"),
+            unrealized: Some(p("3.10")),
+            stop: Some(p("2980.00")),
+        }],
+        orders: vec![OrderRow {
+            symbol: "ETHUSDT".into(),
+            side: Side::Sell,
+            kind: "stop".into(),
+            qty: q("0.5"),
+            filled: Qty::ZERO,
+            price: Some(p("2980.00")),
+        }],
+        realized: p("12.34"),
+        unrealized: p("3.10"),
+        equity: p("10015.44"),
+        fills: 4,
+        limits: vec![
+            LimitUsage {
+                name: "position ETHUSDT".into(),
+                used: 0.5,
+                text: "0.5 / 1 ETH".into(),
+            },
+            LimitUsage {
+                name: "leverage".into(),
+                used: 0.15,
+                text: "0.15 / 1.00".into(),
+            },
+            LimitUsage {
+                name: "daily loss".into(),
+                used: 0.0,
+                text: "0 / 200 USDT".into(),
+            },
+        ],
+        halted: None,
+    }
 }

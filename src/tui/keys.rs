@@ -36,6 +36,30 @@ pub enum Action {
     LogUp,
     /// Scroll the log pane down.
     LogDown,
+    /// Stop or start model inference (and the decisions made from it).
+    ToggleInference,
+    /// Stop or start online training.
+    ToggleTraining,
+    /// Stop or start trading (orders to the executor).
+    ToggleTrading,
+    /// Select the next live-tunable parameter.
+    NextParam,
+    /// Select the previous live-tunable parameter.
+    PrevParam,
+    /// Raise the selected parameter by one step.
+    RaiseParam,
+    /// Lower the selected parameter by one step.
+    LowerParam,
+    /// Switch from paper to live trading (asks for confirmation).
+    GoLive,
+    /// Close every position at market (asks for confirmation).
+    Flatten,
+    /// Halt trading, cancel every order and flatten (asks for confirmation).
+    KillSwitch,
+    /// Answer yes to the open confirmation.
+    Confirm,
+    /// Answer no to the open confirmation.
+    Cancel,
 }
 
 /// One default binding: configuration name, default keys, action and help text.
@@ -58,7 +82,7 @@ const DEFAULTS: &[DefaultBinding] = &[
         name: "toggle_feed",
         keys: &["f"],
         action: Action::ToggleFeed,
-        help: "stop / start the market-data feed",
+        help: "start/stop data feed",
     },
     DefaultBinding {
         name: "next_symbol",
@@ -106,13 +130,13 @@ const DEFAULTS: &[DefaultBinding] = &[
         name: "prev_pane",
         keys: &["P"],
         action: Action::PrevPane,
-        help: "focus the previous pane",
+        help: "focus previous pane",
     },
     DefaultBinding {
         name: "log_level",
         keys: &["l"],
         action: Action::CycleLogLevel,
-        help: "log level filter: error / warn / info / debug",
+        help: "log level filter",
     },
     DefaultBinding {
         name: "help",
@@ -131,6 +155,78 @@ const DEFAULTS: &[DefaultBinding] = &[
         keys: &["down", "pagedown"],
         action: Action::LogDown,
         help: "scroll the log down",
+    },
+    DefaultBinding {
+        name: "toggle_inference",
+        keys: &["i"],
+        action: Action::ToggleInference,
+        help: "start/stop inference",
+    },
+    DefaultBinding {
+        name: "toggle_training",
+        keys: &["t"],
+        action: Action::ToggleTraining,
+        help: "start/stop training",
+    },
+    DefaultBinding {
+        name: "toggle_trading",
+        keys: &["e"],
+        action: Action::ToggleTrading,
+        help: "start/stop trading",
+    },
+    DefaultBinding {
+        name: "next_param",
+        keys: &["]"],
+        action: Action::NextParam,
+        help: "next live parameter",
+    },
+    DefaultBinding {
+        name: "prev_param",
+        keys: &["["],
+        action: Action::PrevParam,
+        help: "previous live parameter",
+    },
+    DefaultBinding {
+        name: "raise_param",
+        keys: &["+", "="],
+        action: Action::RaiseParam,
+        help: "raise parameter (live)",
+    },
+    DefaultBinding {
+        name: "lower_param",
+        keys: &["-", "_"],
+        action: Action::LowerParam,
+        help: "lower parameter (live)",
+    },
+    DefaultBinding {
+        name: "go_live",
+        keys: &["L"],
+        action: Action::GoLive,
+        help: "go live (asks y/n)",
+    },
+    DefaultBinding {
+        name: "flatten",
+        keys: &["X"],
+        action: Action::Flatten,
+        help: "flatten all (asks y/n)",
+    },
+    DefaultBinding {
+        name: "kill_switch",
+        keys: &["K"],
+        action: Action::KillSwitch,
+        help: "kill switch (asks y/n)",
+    },
+    DefaultBinding {
+        name: "confirm",
+        keys: &["y"],
+        action: Action::Confirm,
+        help: "yes to a confirmation",
+    },
+    DefaultBinding {
+        name: "cancel",
+        keys: &["n", "esc"],
+        action: Action::Cancel,
+        help: "no to a confirmation",
     },
 ];
 
@@ -347,12 +443,15 @@ mod tests {
     #[test]
     fn overrides_replace_keys_and_are_validated() {
         let mut o = BTreeMap::new();
-        o.insert("quit".to_string(), vec!["x".to_string(), "esc".to_string()]);
+        o.insert(
+            "quit".to_string(),
+            vec!["x".to_string(), "home".to_string()],
+        );
         let map = KeyMap::with_overrides(&o).unwrap();
         assert_eq!(map.action_for(k(KeyCode::Char('x'))), Some(Action::Quit));
-        assert_eq!(map.action_for(k(KeyCode::Esc)), Some(Action::Quit));
+        assert_eq!(map.action_for(k(KeyCode::Home)), Some(Action::Quit));
         assert_eq!(map.action_for(k(KeyCode::Char('q'))), None);
-        assert_eq!(map.label(Action::Quit), "x/esc");
+        assert_eq!(map.label(Action::Quit), "x/home");
 
         o.insert("quit".to_string(), vec!["f".to_string()]);
         assert!(matches!(

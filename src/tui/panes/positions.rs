@@ -1,16 +1,25 @@
-//! Positions pane: open positions and risk limits from the trading process, or that it is
-//! not running.
+//! Positions pane: positions, working orders, realized and unrealized PnL, each risk limit's
+//! usage and the circuit-breaker state — or that trading is not running.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
-use ratatui::style::Style;
+use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::block;
-use crate::market::types::Side;
+use super::models::bar;
+use crate::market::types::{Price, Side};
 use crate::tui::desk::TradingView;
 use crate::tui::theme::Theme;
+
+/// `+12.34` / `-1.20`: PnL with its sign, two decimals, from the exact amount.
+fn signed(p: Price) -> String {
+    let cents = (i128::from(p.raw()) + if p.raw() >= 0 { 500_000 } else { -500_000 }) / 1_000_000;
+    let sign = if cents < 0 { "-" } else { "+" };
+    let c = cents.unsigned_abs();
+    format!("{sign}{}.{:02}", c / 100, c % 100)
+}
 
 /// Draws the positions pane; `None` means no trading process publishes.
 pub fn render(
@@ -21,46 +30,108 @@ pub fn render(
     focused: bool,
 ) {
     let muted = Style::default().fg(theme.muted);
+    let pnl_style =
+        |p: Price| Style::default().fg(if p.raw() >= 0 { theme.up } else { theme.down });
     let mut lines: Vec<Line> = Vec::new();
-    let limits = match trading {
+    match trading {
         None => {
-            lines.push(Line::from("paper trading not running"));
+            lines.push(Line::from("trading not running"));
             lines.push(Line::from(Span::styled("positions: none", muted)));
-            None
         }
         Some(t) => {
-            lines.push(Line::from(format!(
-                "{} trading · {} open",
-                t.mode,
-                t.positions.len()
-            )));
+            lines.push(Line::from(vec![
+                Span::styled(
+                    format!("{} ", t.mode.to_uppercase()),
+                    Style::default()
+                        .fg(if t.mode == "live" {
+                            theme.warning
+                        } else {
+                            theme.accent
+                        })
+                        .add_modifier(Modifier::BOLD),
+                ),
+                Span::raw(if t.running { "running" } else { "stopped" }),
+                Span::styled(format!(" · equity {:.2}", t.equity.to_f64()), muted),
+                Span::raw(" · rPnL "),
+                Span::styled(signed(t.realized), pnl_style(t.realized)),
+                Span::raw(" uPnL "),
+                Span::styled(signed(t.unrealized), pnl_style(t.unrealized)),
+                Span::styled(format!(" · {} fills", t.fills), muted),
+            ]));
+            if let Some(why) = &t.halted {
+                lines.push(Line::from(Span::styled(
+                    format!("HALTED: {why}"),
+                    Style::default().fg(theme.down).add_modifier(Modifier::BOLD),
+                )));
+            }
+            if t.positions.is_empty() {
+                lines.push(Line::from(Span::styled("no open position", muted)));
+            }
             for p in &t.positions {
                 let (side, color) = match p.side {
                     Side::Buy => ("long ", theme.up),
                     Side::Sell => ("short", theme.down),
                 };
-                lines.push(Line::from(vec![
-                    Span::raw(format!("{:<10}", p.symbol)),
+                let mut spans = vec![
+                    Span::raw(format!("{:<9}", p.symbol)),
                     Span::styled(side, Style::default().fg(color)),
-                    Span::raw(format!(" {} @ {:.2}", p.qty, p.entry)),
+                    Span::raw(format!(" {} @ {}", p.qty, p.entry)),
+                ];
+                if let Some(u) = p.unrealized {
+                    spans.push(Span::raw(" u "));
+                    spans.push(Span::styled(signed(u), pnl_style(u)));
+                }
+                if let Some(s) = p.stop {
+                    spans.push(Span::styled(format!(" stop {s}"), muted));
+                }
+                lines.push(Line::from(spans));
+            }
+            for o in &t.orders {
+                let side = match o.side {
+                    Side::Buy => "buy",
+                    Side::Sell => "sell",
+                };
+                let price = o.price.map(|p| format!(" @ {p}")).unwrap_or_default();
+                lines.push(Line::from(Span::styled(
+                    format!(
+                        "order {} {side} {} {}/{}{price}",
+                        o.symbol, o.kind, o.filled, o.qty
+                    ),
+                    muted,
+                )));
+            }
+            for l in &t.limits {
+                let color = if l.used >= 1.0 {
+                    theme.down
+                } else if l.used >= 0.8 {
+                    theme.warning
+                } else {
+                    theme.ok
+                };
+                lines.push(Line::from(vec![
+                    Span::raw(format!("{:<17}", l.name)),
+                    Span::styled(bar(l.used, 8), Style::default().fg(color)),
+                    Span::styled(format!(" {}", l.text), muted),
                 ]));
             }
-            t.limits
         }
-    };
-    let (max_pos, max_loss) = match limits {
-        Some(l) => (
-            l.max_position.to_string(),
-            format!("{:.2}", l.max_daily_loss),
-        ),
-        None => ("—".to_string(), "—".to_string()),
-    };
-    lines.push(Line::from(Span::styled(
-        format!("limits: position {max_pos} · daily loss {max_loss}"),
-        muted,
-    )));
+    }
     frame.render_widget(
         Paragraph::new(lines).block(block("Positions", theme, focused)),
         area,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pnl_is_rounded_from_the_exact_amount() {
+        let p = |s: &str| Price::parse(s).unwrap();
+        assert_eq!(signed(p("12.345")), "+12.35");
+        assert_eq!(signed(p("-1.2")), "-1.20");
+        assert_eq!(signed(p("-0.004")), "+0.00");
+        assert_eq!(signed(p("0")), "+0.00");
+    }
 }

@@ -103,14 +103,22 @@ pub fn render(
     };
     // Two processes per line, so the pane stays readable in the full desk's narrow column.
     let mut procs = feed;
-    procs.extend(process("inference", desk.models.is_some(), theme));
+    procs.extend(process(
+        "inference",
+        desk.models.as_ref().is_some_and(|m| m.inference),
+        theme,
+    ));
     lines.push(Line::from(procs));
     let mut procs = process(
         "training",
         desk.models.as_ref().is_some_and(|m| m.training),
         theme,
     );
-    procs.extend(process("trading", desk.trading.is_some(), theme));
+    procs.extend(process(
+        "trading",
+        desk.trading.as_ref().is_some_and(|t| t.running),
+        theme,
+    ));
     lines.push(Line::from(procs));
     let mem = desk
         .rss_bytes
