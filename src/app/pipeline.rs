@@ -11,6 +11,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::analysis::input::{BaseDataInput, InputConfig, SymbolAnalysis};
+use crate::analysis::model_output::ModelOutputStore;
 use crate::analysis::pivots::{PivotConfig, batch_pivots};
 use crate::config::Config;
 use crate::feeds::binance::connector::{
@@ -95,6 +97,56 @@ impl SymbolFeed {
     }
 }
 
+/// Receives each symbol's model input once a second (the orchestrator's `submit`).
+pub type InputSink = Box<dyn FnMut(BaseDataInput) + Send>;
+
+/// Builds every symbol's [`BaseDataInput`] at the end of each second, from the same market
+/// state the screen shows, and hands it on; the analysis state is incremental, so this costs
+/// well under a millisecond per second for two symbols.
+pub struct InputTap {
+    analyses: Vec<SymbolAnalysis>,
+    /// Index of the reference symbol among the followed ones (None: each is its own).
+    reference: Option<usize>,
+    /// Model outputs are added by the orchestrator, which owns them; this stays empty.
+    outputs: ModelOutputStore,
+    sink: InputSink,
+}
+
+impl InputTap {
+    /// A tap for the configured symbols.
+    pub fn new(cfg: &Config, input: InputConfig, sink: InputSink) -> Self {
+        let reference = cfg
+            .symbols
+            .iter()
+            .position(|s| s.exchange == cfg.reference_symbol.exchange);
+        let input = InputConfig {
+            reference_symbol: cfg.reference_symbol.exchange.clone().into(),
+            ..input
+        };
+        Self {
+            analyses: cfg
+                .symbols
+                .iter()
+                .map(|s| SymbolAnalysis::new(s.exchange.clone(), input.clone()))
+                .collect(),
+            reference,
+            outputs: ModelOutputStore::default(),
+            sink,
+        }
+    }
+
+    fn on_second(&mut self, symbols: &[SymbolFeed], now: i64) {
+        for (i, (analysis, s)) in self.analyses.iter_mut().zip(symbols).enumerate() {
+            if !s.seen_data {
+                continue;
+            }
+            let reference = &symbols[self.reference.unwrap_or(i)].market;
+            let input = analysis.build(&s.market, reference, &self.outputs, now);
+            (self.sink)(input);
+        }
+    }
+}
+
 /// Everything the market task owns; survives stop/start of the feed.
 pub struct MarketTaskState {
     symbols: Vec<SymbolFeed>,
@@ -104,6 +156,7 @@ pub struct MarketTaskState {
     backfill_frames: usize,
     source_name: String,
     snapshot_candles: usize,
+    inputs: Option<InputTap>,
 }
 
 impl MarketTaskState {
@@ -148,6 +201,7 @@ impl MarketTaskState {
             backfill_frames: cfg.data.backfill_frames,
             source_name: source_name.to_string(),
             snapshot_candles: SNAPSHOT_CANDLES,
+            inputs: None,
         }
     }
 
@@ -438,6 +492,9 @@ impl MarketTaskState {
             let _ = s.market.on_second(s.sync.synced_book(), now);
         }
         self.link.roll(now);
+        if let Some(tap) = self.inputs.as_mut() {
+            tap.on_second(&self.symbols, now);
+        }
     }
 }
 
@@ -499,6 +556,13 @@ impl FeedProcess {
     pub fn set_snapshot_candles(&mut self, n: usize) {
         if let Some(state) = self.state.as_mut() {
             state.snapshot_candles = n;
+        }
+    }
+
+    /// Builds model inputs each second and hands them to the tap's sink.
+    pub fn set_input_tap(&mut self, tap: InputTap) {
+        if let Some(state) = self.state.as_mut() {
+            state.inputs = Some(tap);
         }
     }
 
@@ -651,6 +715,51 @@ mod tests {
         let after = known_pivots(&candles, Timeframe::M1, confirm);
         let p = after.latest(1, PivotKind::High).unwrap();
         assert_eq!((p.price, p.time_ms), (Price::from_units(15), 2 * 60_000));
+    }
+
+    #[test]
+    fn input_tap_builds_each_live_symbols_input_with_the_reference_series() {
+        use crate::market::types::{Side, Trade};
+        use std::sync::{Arc, Mutex};
+        let cfg = Config::default();
+        let mut state = MarketTaskState::new(&cfg, "test");
+        let got: Arc<Mutex<Vec<BaseDataInput>>> = Arc::default();
+        let sink = Arc::clone(&got);
+        state.inputs = Some(InputTap::new(
+            &cfg,
+            InputConfig::default(),
+            Box::new(move |i| sink.lock().unwrap().push(i)),
+        ));
+        let t0 = 1_700_000_000_000;
+        for (n, s) in state.symbols.iter_mut().enumerate() {
+            for k in 0..5 {
+                let trade = Trade {
+                    symbol: s.exchange.clone().into(),
+                    id: k,
+                    price: Price::from_units(100 * (n as i64 + 1) + k as i64),
+                    qty: Qty::from_units(1),
+                    time_ms: t0 + k as i64 * 1000,
+                    taker_side: Side::Buy,
+                };
+                s.market.on_trade(&trade).unwrap();
+            }
+        }
+        // Nothing is built for symbols that have not seen data yet.
+        state.on_second(t0 + 5_000);
+        assert!(got.lock().unwrap().is_empty());
+        state.symbols[0].seen_data = true;
+        state.symbols[1].seen_data = true;
+        state.on_second(t0 + 5_000);
+        let inputs = got.lock().unwrap();
+        assert_eq!(inputs.len(), 2);
+        let eth = inputs.iter().find(|i| &*i.symbol == "ETHUSDT").unwrap();
+        assert_eq!(eth.timestamp_ms, t0 + 5_000);
+        assert_eq!(&*eth.reference_symbol, "BTCUSDT");
+        // 1 s candles closed by t: the five seconds that traded; the reference is BTC's.
+        assert_eq!(eth.ohlcv[0].len(), 5);
+        assert_eq!(eth.reference_ohlcv_1s.len(), 5);
+        assert_eq!(eth.reference_ohlcv_1s[0].open, Price::from_units(200));
+        assert_eq!(eth.ohlcv[0][0].open, Price::from_units(100));
     }
 
     #[test]
