@@ -120,7 +120,7 @@ impl InputTap {
             .iter()
             .position(|s| s.exchange == cfg.reference_symbol.exchange);
         let input = InputConfig {
-            reference_symbol: cfg.reference_symbol.exchange.clone().into(),
+            reference_symbol: cfg.reference_symbol.exchange.clone(),
             ..input
         };
         Self {
@@ -734,7 +734,7 @@ mod tests {
         for (n, s) in state.symbols.iter_mut().enumerate() {
             for k in 0..5 {
                 let trade = Trade {
-                    symbol: s.exchange.clone().into(),
+                    symbol: s.exchange.clone(),
                     id: k,
                     price: Price::from_units(100 * (n as i64 + 1) + k as i64),
                     qty: Qty::from_units(1),
