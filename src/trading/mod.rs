@@ -8,3 +8,4 @@ pub mod money;
 pub mod order;
 pub mod position;
 pub mod risk;
+pub mod serde_num;
