@@ -216,6 +216,25 @@ impl OrderIntent {
     }
 }
 
+impl OrderIntent {
+    /// The intent that re-approves a journaled order (reconciliation's resubmit), keeping its
+    /// client id, quantity and exits.
+    pub fn from_request(request: &OrderRequest, protection: &Protection) -> Self {
+        Self {
+            client_id: request.client_id.clone(),
+            symbol: request.symbol.clone(),
+            side: request.side,
+            kind: request.kind,
+            qty: Some(request.qty),
+            stop_loss: protection.stop_loss,
+            take_profit: protection.take_profit,
+            trailing_bps: protection.trailing_bps,
+            reduce_only: request.reduce_only,
+            time_in_force: request.time_in_force,
+        }
+    }
+}
+
 /// The account as it stands when an intent is checked.
 #[derive(Debug, Clone, Copy)]
 pub struct RiskContext<'a> {
