@@ -193,7 +193,7 @@ fn request(seq: u64) -> (OrderRequest, Protection) {
     let req = OrderRequest {
         client_id: ClientOrderId::new(PREFIX, seq).unwrap(),
         symbol: SYMBOL.into(),
-        side: if seq % 3 == 0 { Side::Sell } else { Side::Buy },
+        side: if seq.is_multiple_of(3) { Side::Sell } else { Side::Buy },
         kind: OrderKind::Market,
         qty: Qty::parse("0.01").unwrap(),
         reduce_only: false,
@@ -366,7 +366,7 @@ fn kill_at_random_points_loses_and_doubles_nothing() {
     for f in &exchange.fills {
         assert!(state.has_fill(&f.client_id, &f.trade_id), "fill {f:?} lost");
     }
-    let buys = (1..=ORDERS).filter(|n| n % 3 != 0).count() as i64;
+    let buys = (1..=ORDERS).filter(|n| !n.is_multiple_of(3)).count() as i64;
     let sells = ORDERS as i64 - buys;
     assert_eq!(
         state.position_qty(SYMBOL),
