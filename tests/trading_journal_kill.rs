@@ -193,7 +193,11 @@ fn request(seq: u64) -> (OrderRequest, Protection) {
     let req = OrderRequest {
         client_id: ClientOrderId::new(PREFIX, seq).unwrap(),
         symbol: SYMBOL.into(),
-        side: if seq.is_multiple_of(3) { Side::Sell } else { Side::Buy },
+        side: if seq.is_multiple_of(3) {
+            Side::Sell
+        } else {
+            Side::Buy
+        },
         kind: OrderKind::Market,
         qty: Qty::parse("0.01").unwrap(),
         reduce_only: false,

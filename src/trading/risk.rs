@@ -12,8 +12,10 @@ use crate::market::instrument::{FilterError, Instrument};
 use crate::market::types::{Price, Qty, SCALE, Side, Symbol};
 use crate::trading::executor::ExecutionConfig;
 use crate::trading::money::Money;
-use crate::trading::order::{ClientIdGen, ClientOrderId, OrderKind, OrderRequest, TimeInForce};
-use crate::trading::position::Position;
+use crate::trading::order::{
+    ClientIdGen, ClientOrderId, OrderKind, OrderRequest, OrderState, TimeInForce,
+};
+use crate::trading::position::{Portfolio, Position};
 use crate::trading::serde_num::{de_money, de_price, de_qty_map};
 
 /// One UTC day in ms.
@@ -256,6 +258,55 @@ pub struct RiskContext<'a> {
     pub gross_exposure: Money,
     /// Σ notional of working orders over every symbol (reduce-only excluded).
     pub open_order_exposure: Money,
+}
+
+impl<'a> RiskContext<'a> {
+    /// The context for `instrument` from the account and its working orders: open quantity per
+    /// side of this symbol and the notional of every working order (reduce-only orders are
+    /// exits and do not count; orders are valued at their limit or trigger price, else at the
+    /// symbol's mark, else at `reference_price`).
+    pub fn from_account(
+        now_ms: i64,
+        instrument: &'a Instrument,
+        reference_price: Price,
+        portfolio: &Portfolio,
+        open_orders: &[OrderState],
+    ) -> Self {
+        let mut open_buy = Qty::ZERO;
+        let mut open_sell = Qty::ZERO;
+        let mut exposure = Money::ZERO;
+        for o in open_orders.iter().filter(|o| o.status.is_open()) {
+            let req = &o.request;
+            if req.reduce_only {
+                continue;
+            }
+            let rest = o.remaining();
+            if req.symbol == instrument.symbol {
+                match req.side {
+                    Side::Buy => open_buy += rest,
+                    Side::Sell => open_sell += rest,
+                }
+            }
+            let price = req
+                .kind
+                .limit_price()
+                .or(req.kind.stop_price())
+                .or_else(|| portfolio.mark_of(&req.symbol))
+                .unwrap_or(reference_price);
+            exposure += Money::notional(price, rest);
+        }
+        Self {
+            now_ms,
+            instrument,
+            reference_price,
+            equity: portfolio.equity(),
+            position_qty: portfolio.qty(&instrument.symbol),
+            open_buy_qty: open_buy,
+            open_sell_qty: open_sell,
+            gross_exposure: portfolio.gross_exposure(),
+            open_order_exposure: exposure,
+        }
+    }
 }
 
 /// Why trading is halted.
@@ -1086,7 +1137,6 @@ fn round_kind(inst: &Instrument, side: Side, kind: OrderKind, reduce_only: bool)
 mod tests {
     use super::*;
     use crate::market::instrument::InstrumentStatus;
-    use crate::trading::position::Portfolio;
     use proptest::prelude::*;
 
     fn p(s: &str) -> Price {
@@ -1569,5 +1619,56 @@ mod config_tests {
             assert!(err.contains("config.toml"), "{err}");
             assert!(err.contains(key), "{text} -> {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod context_tests {
+    use super::*;
+    use crate::market::instrument::InstrumentStatus;
+
+    #[test]
+    fn context_counts_working_entries_not_exits() {
+        let inst = Instrument {
+            symbol: "ETHUSDT".into(),
+            base_asset: "ETH".into(),
+            quote_asset: "USDT".into(),
+            tick_size: Price::parse("0.01").unwrap(),
+            step_size: Qty::parse("0.001").unwrap(),
+            min_qty: Qty::parse("0.001").unwrap(),
+            max_qty: Qty::ZERO,
+            min_notional: Price::from_units(1),
+            status: InstrumentStatus::Trading,
+        };
+        let order = |n, side, kind, qty: i64, reduce_only| {
+            OrderState::new(
+                OrderRequest {
+                    client_id: ClientOrderId::new("c", n).unwrap(),
+                    symbol: "ETHUSDT".into(),
+                    side,
+                    kind,
+                    qty: Qty::from_units(qty),
+                    reduce_only,
+                    time_in_force: TimeInForce::Gtc,
+                },
+                0,
+            )
+        };
+        let limit = OrderKind::Limit {
+            price: Price::from_units(90),
+            post_only: false,
+        };
+        let orders = [
+            order(1, Side::Buy, limit, 2, false),
+            order(2, Side::Sell, OrderKind::Market, 1, false),
+            order(3, Side::Sell, OrderKind::Market, 5, true),
+        ];
+        let mut pf = Portfolio::new(Money::from_units(1000), 8);
+        pf.mark("ETHUSDT", Price::from_units(100));
+        let c = RiskContext::from_account(5, &inst, Price::from_units(100), &pf, &orders);
+        assert_eq!(c.open_buy_qty, Qty::from_units(2));
+        assert_eq!(c.open_sell_qty, Qty::from_units(1));
+        assert_eq!(c.open_order_exposure, Money::from_units(280));
+        assert_eq!(c.equity, Money::from_units(1000));
     }
 }
