@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::market::book::OrderBook;
 use crate::market::types::{Price, Trade};
 use crate::trading::money::Money;
-use crate::trading::order::{ClientOrderId, ExecutionEvent, OrderState};
+use crate::trading::order::{ClientOrderId, ExecutionEvent, OrderRequest, OrderState};
 use crate::trading::position::Position;
 
 pub use crate::trading::risk::{ApprovedOrder, Protection};
@@ -59,6 +59,10 @@ pub enum ExecutorError {
     #[error("symbol {0} is not traded here")]
     UnknownSymbol(String),
 }
+
+/// Called with each order an executor places by itself (protective exits) before it is
+/// placed, so the owner can journal it first; returning `false` keeps it unplaced.
+pub type ExitHook = Box<dyn FnMut(&OrderRequest) -> bool + Send>;
 
 /// Which executor runs orders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -339,6 +339,15 @@ impl JournalState {
         self.next_seq
     }
 
+    /// The next sequence for ids `<prefix>-<seq>` of any prefix (e.g. an executor's exits).
+    pub fn next_seq_for(&self, prefix: &str) -> u64 {
+        self.orders
+            .keys()
+            .filter_map(|id| id.sequence(prefix))
+            .max()
+            .map_or(1, |s| s.saturating_add(1))
+    }
+
     /// Every order journaled, with its exits.
     pub fn orders(&self) -> impl Iterator<Item = (&OrderState, &Protection)> {
         self.orders.values().map(|(o, p)| (o, p))

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::market::book::OrderBook;
 use crate::market::types::{Level, Price, Qty, Side, Symbol, Trade};
-use crate::trading::executor::{ExecutionConfig, Executor, ExecutorError, MarketEvent};
+use crate::trading::executor::{ExecutionConfig, Executor, ExecutorError, ExitHook, MarketEvent};
 use crate::trading::money::Money;
 use crate::trading::order::{
     CancelReason, ClientIdGen, ClientOrderId, ExecutionEvent, Fill, OrderKind, OrderRequest,
@@ -97,7 +97,6 @@ struct ExitPlan {
 }
 
 /// Simulated executor (see the module docs for the fill rules).
-#[derive(Debug, Clone)]
 pub struct PaperExecutor {
     cfg: PaperConfig,
     now_ms: i64,
@@ -112,6 +111,18 @@ pub struct PaperExecutor {
     events: Vec<ExecutionEvent>,
     next_exchange_id: u64,
     next_trade_id: u64,
+    exit_hook: Option<ExitHook>,
+}
+
+impl std::fmt::Debug for PaperExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaperExecutor")
+            .field("now_ms", &self.now_ms)
+            .field("orders", &self.orders.len())
+            .field("exits", &self.exits)
+            .field("equity", &self.portfolio.equity())
+            .finish()
+    }
 }
 
 fn opposite(side: Side) -> Side {
@@ -153,7 +164,25 @@ impl PaperExecutor {
             events: Vec::new(),
             next_exchange_id: 1,
             next_trade_id: 1,
+            exit_hook: None,
         }
+    }
+
+    /// Journals protective exits: the hook sees each exit before it is placed.
+    pub fn set_exit_hook(&mut self, hook: ExitHook) {
+        self.exit_hook = Some(hook);
+    }
+
+    /// Continues exit ids at `<prefix>x-<seq>` (after a restart, above every journaled one).
+    pub fn set_next_exit_seq(&mut self, seq: u64) {
+        if let Ok(g) = ClientIdGen::new(self.exit_ids.prefix(), seq) {
+            self.exit_ids = g;
+        }
+    }
+
+    /// The prefix of the exit orders' ids.
+    pub fn exit_prefix(&self) -> &str {
+        self.exit_ids.prefix()
     }
 
     /// The account: positions, marks, equity and its curve.
@@ -606,7 +635,6 @@ impl PaperExecutor {
         if !(stop_hit || tp_hit) {
             return;
         }
-        self.exits.remove(symbol);
         let request = OrderRequest {
             client_id: self.exit_ids.next_id(),
             symbol: symbol.to_string(),
@@ -616,6 +644,14 @@ impl PaperExecutor {
             reduce_only: true,
             time_in_force: TimeInForce::Gtc,
         };
+        if let Some(hook) = self.exit_hook.as_mut()
+            && !hook(&request)
+        {
+            // Not journaled, not placed: the plan stays and the next trade tries again.
+            tracing::warn!(exit = %request.client_id, "exit not journaled; not placed");
+            return;
+        }
+        self.exits.remove(symbol);
         let i = self.insert(request, Protection::default());
         // Exits skip the latency: the venue-side stop order was already resting there.
         self.activate(i);
