@@ -238,3 +238,23 @@ mod tests {
         assert_eq!(p.due(Some(10_000), 15_000, |_| None), Some(15_000));
     }
 }
+
+#[cfg(test)]
+mod file_tests {
+    use crate::config::{Config, ConfigError};
+
+    #[test]
+    fn the_shipped_file_and_errors_name_file_and_key() {
+        let shipped = Config::load(Some(std::path::Path::new("config.toml"))).unwrap();
+        assert_eq!(shipped.orchestrator, super::OrchestratorConfig::default());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[orchestrator]\nsell_threshold = -0.1\n").unwrap();
+        let e = Config::load(Some(&path)).unwrap_err();
+        assert!(matches!(e, ConfigError::Key { .. }), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("bad.toml"), "{text}");
+        assert!(text.contains("orchestrator.sell_threshold"), "{text}");
+        assert!(text.contains("0..=1"), "{text}");
+    }
+}

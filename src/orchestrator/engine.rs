@@ -77,6 +77,8 @@ pub struct OrchestratorSnapshot {
 /// What one step did.
 #[derive(Debug, Clone)]
 pub struct StepReport {
+    /// The input the experts saw (with the stored outputs as `last_predictions`).
+    pub input: Arc<BaseDataInput>,
     /// The decision.
     pub decision: Decision,
     /// The experts' outputs.
@@ -263,6 +265,7 @@ impl Engine {
         self.decisions
             .insert(input.symbol.clone(), decision.clone());
         StepReport {
+            input,
             decision,
             outputs: outs.outputs,
             feedback,

@@ -21,7 +21,7 @@ use crate::analysis::input::BaseDataInput;
 use crate::market::types::Symbol;
 
 enum Msg {
-    Input(BaseDataInput),
+    Input(Box<BaseDataInput>),
     Trainer(String, Sender<Feedback>),
 }
 
@@ -89,7 +89,7 @@ impl Orchestrator {
 
     /// Offers a new input (from the market snapshot); only the freshest per symbol is used.
     pub fn submit(&self, input: BaseDataInput) {
-        let _ = self.tx.send(Msg::Input(input));
+        let _ = self.tx.send(Msg::Input(Box::new(input)));
     }
 
     /// Sends scored pairs of `model` to `trainer` (the model runtime's training channel).
@@ -170,7 +170,7 @@ fn run_loop(
                         .get(&i.symbol)
                         .is_none_or(|old| old.timestamp_ms <= i.timestamp_ms)
                     {
-                        latest.insert(i.symbol.clone(), i);
+                        latest.insert(i.symbol.clone(), *i);
                     }
                 }
                 Msg::Trainer(model, tx) => engine.add_trainer(model, tx),
@@ -181,10 +181,11 @@ fn run_loop(
             let symbols: Vec<Symbol> = latest.keys().cloned().collect();
             for s in symbols {
                 let due = latest.get(&s).is_some_and(|i| engine.due(i).is_some());
-                if due && let Some(input) = latest.remove(&s) {
-                    if let Some(report) = engine.step_if_due(input) {
-                        let _ = decisions.send(report.decision);
-                    }
+                if due
+                    && let Some(input) = latest.remove(&s)
+                    && let Some(report) = engine.step_if_due(input)
+                {
+                    let _ = decisions.send(report.decision);
                 }
             }
         }
