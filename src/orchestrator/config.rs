@@ -75,6 +75,37 @@ impl Default for GatingConfig {
     }
 }
 
+/// `[orchestrator.backtest]`: costs and sizing of backtests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BacktestConfig {
+    /// Starting cash, whole quote units.
+    pub starting_equity: u64,
+    /// Taker fee per fill, basis points of notional.
+    pub fee_bps: u32,
+    /// Slippage per fill against the decision price, basis points.
+    pub slippage_bps: u32,
+    /// Fraction of equity put into a position when entering (0..=1).
+    pub position_fraction: f64,
+    /// SELL opens a short (true) or only closes a long (false).
+    pub allow_short: bool,
+    /// Steps per inference batch when no expert reads earlier outputs (1 disables batching).
+    pub batch: usize,
+}
+
+impl Default for BacktestConfig {
+    fn default() -> Self {
+        Self {
+            starting_equity: 10_000,
+            fee_bps: 10,
+            slippage_bps: 2,
+            position_fraction: 0.95,
+            allow_short: false,
+            batch: 64,
+        }
+    }
+}
+
 /// `[orchestrator]` as written in the configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -99,6 +130,8 @@ pub struct OrchestratorConfig {
     pub outputs_kept: usize,
     /// Accuracy points kept per model for the screen's sparkline.
     pub accuracy_history: usize,
+    /// Backtest costs and sizing.
+    pub backtest: BacktestConfig,
 }
 
 impl Default for OrchestratorConfig {
@@ -114,6 +147,7 @@ impl Default for OrchestratorConfig {
             pivot_timeout_secs: 3_600,
             outputs_kept: 1_000,
             accuracy_history: 120,
+            backtest: BacktestConfig::default(),
         }
     }
 }
@@ -158,6 +192,19 @@ impl OrchestratorConfig {
         unit("gating.floor", self.gating.floor)?;
         unit("gating.prior_accuracy", self.gating.prior_accuracy)?;
         unit("gating.min_confidence", self.gating.min_confidence)?;
+        let b = &self.backtest;
+        if !(b.position_fraction.is_finite() && b.position_fraction > 0.0 && b.position_fraction <= 1.0) {
+            return Err((
+                "orchestrator.backtest.position_fraction".into(),
+                format!("expected a number in (0, 1], got {}", b.position_fraction),
+            ));
+        }
+        if b.starting_equity == 0 || b.starting_equity > 1_000_000_000_000 {
+            return Err((
+                "orchestrator.backtest.starting_equity".into(),
+                format!("expected a whole number in 1..=1e12, got {}", b.starting_equity),
+            ));
+        }
         let g = &self.gating;
         if !(g.accuracy_decay > 0.0 && g.accuracy_decay <= 1.0) {
             return Err((
@@ -185,6 +232,7 @@ impl OrchestratorConfig {
             ("horizon_secs", self.horizon_secs),
             ("outputs_kept", self.outputs_kept as u64),
             ("accuracy_history", self.accuracy_history as u64),
+            ("backtest.batch", self.backtest.batch as u64),
         ] {
             if v == 0 {
                 return Err((

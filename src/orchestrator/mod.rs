@@ -3,6 +3,7 @@
 //! predictions once their horizon has passed and feeds the scores back — live on its own
 //! thread, and in the backtester, event by event, with the same code.
 
+pub mod backtest;
 pub mod config;
 pub mod coordinator;
 pub mod decision;
@@ -10,6 +11,7 @@ pub mod engine;
 pub mod expert;
 pub mod feedback;
 pub mod history;
+pub mod metrics;
 pub mod runtime;
 pub mod store;
 
