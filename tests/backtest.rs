@@ -3,7 +3,7 @@
 
 use mmtrader::analysis::analyze::{detect_interval, read_candles};
 use mmtrader::market::types::{Candle, Price};
-use mmtrader::orchestrator::backtest::{self, BacktestSpec, BacktestResult};
+use mmtrader::orchestrator::backtest::{self, BacktestResult, BacktestSpec};
 use mmtrader::orchestrator::config::OrchestratorConfig;
 use mmtrader::orchestrator::expert::{Expert, PivotMomentumConfig, PivotMomentumExpert};
 
@@ -73,7 +73,10 @@ fn same_input_same_trades_and_batching_changes_nothing() {
     let bm = &a.benchmark_metrics;
     assert_eq!((bm.trades, bm.exposure), (1, 1.0));
     let price_ret = c.last().unwrap().close.to_f64() / c[300].close.to_f64() - 1.0;
-    assert!((bm.total_return - 0.95 * price_ret).abs() < 0.01, "{bm:?} vs {price_ret}");
+    assert!(
+        (bm.total_return - 0.95 * price_ret).abs() < 0.01,
+        "{bm:?} vs {price_ret}"
+    );
 }
 
 #[test]

@@ -186,8 +186,7 @@ impl Broker {
             fee_bps,
             slippage_bps,
             seq: 0,
-            ids: ClientIdGen::new(prefix, 1)
-                .map_err(|e| BacktestError::ClientId(e.to_string()))?,
+            ids: ClientIdGen::new(prefix, 1).map_err(|e| BacktestError::ClientId(e.to_string()))?,
             portfolio: Portfolio::new(equity, 1 << 20),
         })
     }
@@ -295,7 +294,10 @@ pub fn run(
             inputs.push(feed.input(engine.store().outputs(), t));
         }
         let reports = if batch == 1 {
-            inputs.into_iter().map(|x| engine.step(x)).collect::<Vec<_>>()
+            inputs
+                .into_iter()
+                .map(|x| engine.step(x))
+                .collect::<Vec<_>>()
         } else {
             engine.step_batch(inputs)
         };
@@ -341,7 +343,8 @@ pub fn run(
                 let fill = broker.fill(side, qty, c.close, t);
                 let after = broker.portfolio.qty(spec.symbol);
                 let realized = broker.portfolio.realized_net();
-                let closed = !pos.is_zero() && (after.is_zero() || after.raw().signum() != pos.raw().signum());
+                let closed = !pos.is_zero()
+                    && (after.is_zero() || after.raw().signum() != pos.raw().signum());
                 if closed && let Some(start) = trip_start.take() {
                     trips.push((realized - start).to_f64());
                     if !after.is_zero() {
@@ -375,11 +378,18 @@ pub fn run(
             .chain(curve.iter().map(|(_, e)| *e))
             .collect::<Vec<_>>()
     };
-    let m = metrics(&with_start(&equity), per_year, exposed, &trips, trades.len());
+    let steps = equity.len().max(1) as f64;
+    let m = metrics(
+        &with_start(&equity),
+        per_year,
+        exposed as f64 / steps,
+        &trips,
+        trades.len(),
+    );
     let bm = metrics(
         &with_start(&benchmark),
         per_year,
-        benchmark.len(),
+        if hold.seq > 0 { 1.0 } else { 0.0 },
         &[],
         usize::from(hold.seq > 0),
     );
@@ -444,7 +454,10 @@ pub fn walk_forward(
     let total = ((spec.to_ms - spec.from_ms - train_ms).max(0) / test_ms + 1) as usize;
     while start + train_ms < spec.to_ms {
         let train = (start, start + train_ms);
-        let test = (start + train_ms, (start + train_ms + test_ms).min(spec.to_ms));
+        let test = (
+            start + train_ms,
+            (start + train_ms + test_ms).min(spec.to_ms),
+        );
         let mut best: Option<(Thresholds, Metrics)> = None;
         for &g in &THRESHOLD_GRID {
             let th = Thresholds { buy: g, sell: g };

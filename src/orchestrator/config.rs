@@ -193,7 +193,10 @@ impl OrchestratorConfig {
         unit("gating.prior_accuracy", self.gating.prior_accuracy)?;
         unit("gating.min_confidence", self.gating.min_confidence)?;
         let b = &self.backtest;
-        if !(b.position_fraction.is_finite() && b.position_fraction > 0.0 && b.position_fraction <= 1.0) {
+        if !(b.position_fraction.is_finite()
+            && b.position_fraction > 0.0
+            && b.position_fraction <= 1.0)
+        {
             return Err((
                 "orchestrator.backtest.position_fraction".into(),
                 format!("expected a number in (0, 1], got {}", b.position_fraction),
@@ -202,7 +205,10 @@ impl OrchestratorConfig {
         if b.starting_equity == 0 || b.starting_equity > 1_000_000_000_000 {
             return Err((
                 "orchestrator.backtest.starting_equity".into(),
-                format!("expected a whole number in 1..=1e12, got {}", b.starting_equity),
+                format!(
+                    "expected a whole number in 1..=1e12, got {}",
+                    b.starting_equity
+                ),
             ));
         }
         let g = &self.gating;

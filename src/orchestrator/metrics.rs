@@ -42,11 +42,12 @@ pub fn drawdowns(equity: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// Statistics of `equity` (one point per step), with trade counts from the caller.
+/// Statistics of `equity` (the start, then one point per step), with the exposure (fraction
+/// of steps with a position) and trade counts from the caller.
 pub fn metrics(
     equity: &[f64],
     per_year: f64,
-    exposed_steps: usize,
+    exposure: f64,
     round_trip_pnls: &[f64],
     trades: usize,
 ) -> Metrics {
@@ -60,7 +61,11 @@ pub fn metrics(
         .map(|w| w[1] / w[0] - 1.0)
         .collect();
     let n = rets.len() as f64;
-    let mean = if n > 0.0 { rets.iter().sum::<f64>() / n } else { 0.0 };
+    let mean = if n > 0.0 {
+        rets.iter().sum::<f64>() / n
+    } else {
+        0.0
+    };
     let sd = if n > 1.0 {
         (rets.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
     } else {
@@ -79,13 +84,8 @@ pub fn metrics(
         sharpe: if sd > 0.0 { mean / sd * ann } else { 0.0 },
         sortino: if down > 0.0 { mean / down * ann } else { 0.0 },
         max_drawdown: drawdowns(equity).into_iter().fold(0.0, f64::max),
-        win_rate: (!round_trip_pnls.is_empty())
-            .then(|| wins as f64 / round_trip_pnls.len() as f64),
-        exposure: if equity.is_empty() {
-            0.0
-        } else {
-            exposed_steps as f64 / equity.len() as f64
-        },
+        win_rate: (!round_trip_pnls.is_empty()).then(|| wins as f64 / round_trip_pnls.len() as f64),
+        exposure,
         trades,
         round_trips: round_trip_pnls.len(),
     }
@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn known_curve_gives_known_statistics() {
         let eq = [100.0, 110.0, 99.0, 108.9];
-        let m = metrics(&eq, 1.0, 2, &[5.0, -1.0, 2.0], 6);
+        let m = metrics(&eq, 1.0, 0.5, &[5.0, -1.0, 2.0], 6);
         assert!((m.pnl - 8.9).abs() < 1e-12);
         assert!((m.total_return - 0.089).abs() < 1e-12);
         // Returns +10 %, −10 %, +10 %: mean 1/30, sample sd sqrt(((2/30)^2·2 + (4/30)^2)/2).
@@ -110,7 +110,7 @@ mod tests {
         assert!((m.max_drawdown - 0.1).abs() < 1e-12);
         assert_eq!(m.win_rate, Some(2.0 / 3.0));
         assert_eq!((m.exposure, m.trades, m.round_trips), (0.5, 6, 3));
-        let flat = metrics(&[5.0, 5.0], 10.0, 0, &[], 0);
+        let flat = metrics(&[5.0, 5.0], 10.0, 0.0, &[], 0);
         assert_eq!((flat.sharpe, flat.sortino, flat.win_rate), (0.0, 0.0, None));
         assert_eq!(drawdowns(&[1.0, 2.0, 1.0, 3.0]), vec![0.0, 0.0, 0.5, 0.0]);
     }
