@@ -267,6 +267,8 @@ struct RawConfig {
     logging: LoggingConfig,
     ui: UiConfig,
     orchestrator: crate::orchestrator::OrchestratorConfig,
+    risk: crate::trading::risk::RiskConfig,
+    execution: crate::trading::executor::ExecutionConfig,
 }
 
 /// One followed instrument, resolved.
@@ -311,6 +313,10 @@ pub struct Config {
     pub ui: UiConfig,
     /// `[orchestrator]`.
     pub orchestrator: crate::orchestrator::OrchestratorConfig,
+    /// `[risk]`.
+    pub risk: crate::trading::risk::RiskConfig,
+    /// `[execution]`.
+    pub execution: crate::trading::executor::ExecutionConfig,
 }
 
 const KNOWN_QUOTES: [&str; 10] = [
@@ -559,6 +565,8 @@ impl Config {
         }
         if let Err((key, message)) = raw.orchestrator.validate() {
             return Err(key_err(&key, message));
+        if let Err((k, msg)) = raw.execution.validate().and(raw.risk.validate()) {
+            return Err(key_err(k, msg));
         }
         let mut endpoints = default_endpoints();
         endpoints.extend(raw.endpoints);
@@ -576,6 +584,8 @@ impl Config {
             logging: raw.logging,
             ui: raw.ui,
             orchestrator: raw.orchestrator,
+            risk: raw.risk,
+            execution: raw.execution,
         })
     }
 

@@ -4,7 +4,10 @@
 //! [`executor::Executor`]; every step is journaled before it is acted on.
 
 pub mod executor;
+pub mod journal;
 pub mod money;
 pub mod order;
+pub mod paper;
 pub mod position;
 pub mod risk;
+pub mod serde_num;
