@@ -565,6 +565,7 @@ impl Config {
         }
         if let Err((key, message)) = raw.orchestrator.validate() {
             return Err(key_err(&key, message));
+        }
         if let Err((k, msg)) = raw.execution.validate().and(raw.risk.validate()) {
             return Err(key_err(k, msg));
         }
