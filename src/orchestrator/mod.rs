@@ -12,6 +12,7 @@ pub mod expert;
 pub mod feedback;
 pub mod history;
 pub mod metrics;
+pub mod models;
 pub mod runtime;
 pub mod store;
 
