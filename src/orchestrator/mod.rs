@@ -13,6 +13,7 @@ pub mod feedback;
 pub mod history;
 pub mod metrics;
 pub mod models;
+pub mod report;
 pub mod runtime;
 pub mod store;
 
