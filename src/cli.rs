@@ -54,6 +54,9 @@ pub enum Command {
     /// Train a model on a candle file and keep its best checkpoints.
     #[command(subcommand)]
     Train(TrainCommand),
+    /// Replay candle files through the orchestrator with fees and slippage; report statistics
+    /// against buy-and-hold, an equity chart and an HTML page.
+    Backtest(crate::app::backtest::BacktestArgs),
 }
 
 /// `mmtrader train …`.
@@ -251,6 +254,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Some(Command::Feed(args)) => crate::app::feed::run(config, args),
         Some(Command::Analyze(args)) => crate::app::analyze::run(config, args),
         Some(Command::Train(cmd)) => crate::app::train::run_cli(config, cmd),
+        Some(Command::Backtest(args)) => crate::app::backtest::run(config, args),
     }
 }
 

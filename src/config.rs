@@ -266,6 +266,7 @@ struct RawConfig {
     paths: PathsConfig,
     logging: LoggingConfig,
     ui: UiConfig,
+    orchestrator: crate::orchestrator::OrchestratorConfig,
     risk: crate::trading::risk::RiskConfig,
     execution: crate::trading::executor::ExecutionConfig,
 }
@@ -310,6 +311,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// `[ui]`.
     pub ui: UiConfig,
+    /// `[orchestrator]`.
+    pub orchestrator: crate::orchestrator::OrchestratorConfig,
     /// `[risk]`.
     pub risk: crate::trading::risk::RiskConfig,
     /// `[execution]`.
@@ -560,6 +563,9 @@ impl Config {
         if let Err(e) = crate::tui::keys::KeyMap::with_overrides(&raw.ui.keys) {
             return Err(key_err("ui.keys", e.to_string()));
         }
+        if let Err((key, message)) = raw.orchestrator.validate() {
+            return Err(key_err(&key, message));
+        }
         if let Err((k, msg)) = raw.execution.validate().and(raw.risk.validate()) {
             return Err(key_err(k, msg));
         }
@@ -578,6 +584,7 @@ impl Config {
             paths: raw.paths,
             logging: raw.logging,
             ui: raw.ui,
+            orchestrator: raw.orchestrator,
             risk: raw.risk,
             execution: raw.execution,
         })

@@ -12,6 +12,7 @@ pub mod feeds;
 pub mod logging;
 pub mod market;
 pub mod models;
+pub mod orchestrator;
 pub mod sim;
 pub mod testdata;
 pub mod trading;

@@ -1,16 +1,16 @@
 //! The models learn a known structure: on a noisy sine with amplitude regimes and drift, the
 //! CNN beats the naive pivot baseline out of sample, and the DQN beats random and flat
-//! policies on a held-out later period. Fixed seeds, CPU, one thread.
+//! policies on a held-out later period. Both read the encoded `BaseDataInput`, built at every
+//! candle by replaying the candles through the live analysis code. Fixed seeds, CPU, one
+//! thread.
 
-use mmtrader::analysis::pivots::PivotConfig;
 use mmtrader::market::types::{Candle, Price, Qty, Timeframe};
 use mmtrader::models::cnn::{CnnConfig, CnnModel};
 use mmtrader::models::cnn_train::{
-    CnnDataset, CnnTrainConfig, evaluate, median_time, naive_baseline, train_cnn,
+    CnnDataset, CnnTrainConfig, DatasetConfig, evaluate, median_time, naive_baseline, train_cnn,
 };
 use mmtrader::models::dqn::{DqnAgent, DqnConfig, EpsilonSchedule, TargetUpdate};
 use mmtrader::models::env::{EnvConfig, TradingEnv};
-use mmtrader::models::features::FeatureBuilder;
 use mmtrader::models::rl_train::{RlTrainConfig, compare_policies, rl_features, train_dqn};
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Normal};
@@ -34,7 +34,7 @@ fn regime_sine(n: usize, period: f64, seed: u64) -> Vec<Candle> {
             let close = 100.0 * (lp + noise.sample(&mut rng)).exp();
             let wick = 1.0 + 0.0005 * rng.random::<f64>();
             let c = Candle {
-                open_time_ms: 1_700_000_000_000 + i as i64 * 60_000,
+                open_time_ms: 1_699_999_200_000 + i as i64 * 60_000,
                 open: Price::from_f64_round(prev),
                 high: Price::from_f64_round(prev.max(close) * wick),
                 low: Price::from_f64_round(prev.min(close) / wick),
@@ -53,25 +53,26 @@ fn cnn_beats_the_naive_pivot_baseline_out_of_sample() {
     tch::set_num_threads(1);
     tch::manual_seed(11);
     let candles = regime_sine(4000, 40.0, 7);
-    let builder = FeatureBuilder::new(32, PivotConfig::for_timeframe(Timeframe::M1));
+    let dcfg = DatasetConfig::new(Timeframe::M1, 32);
     let split = 3000;
-    let train_ds = CnnDataset::build(&candles[..split], &builder, 0.1).unwrap();
-    let full = CnnDataset::build(&candles, &builder, 0.1).unwrap();
-    let mut model = CnnModel::new(CnnConfig::small(builder.input), Device::Cpu);
+    let train_ds = CnnDataset::build("ETHUSDT", &candles[..split], &[], &dcfg).unwrap();
+    let full = CnnDataset::build("ETHUSDT", &candles, &[], &dcfg).unwrap();
+    let mut model = CnnModel::new(CnnConfig::small(full.rows.shape), Device::Cpu);
     let cfg = CnnTrainConfig {
-        epochs: 8,
-        patience: 2,
+        epochs: 20,
+        patience: 4,
         seed: 5,
         ..Default::default()
     };
     let report = train_cnn(&mut model, &train_ds, &cfg, &mut |p| eprintln!("{p:?}")).unwrap();
     eprintln!("train report: {report:?}");
     // Test rows are inputs whose newest candle lies after every training candle.
+    let split_ms = candles[split].open_time_ms;
     let test_rows: Vec<usize> = (0..full.len())
-        .filter(|&r| full.features.index[r] >= split)
+        .filter(|&r| full.anchors[r].last_open_ms >= split_ms)
         .collect();
     let train_rows: Vec<usize> = (0..train_ds.len()).collect();
-    let cnn = evaluate(&model, &full, &test_rows, usize::MAX);
+    let cnn = evaluate(&model, &full, &test_rows, i64::MAX);
     let naive = naive_baseline(&full, &test_rows, median_time(&train_ds, &train_rows));
     for l in 0..2 {
         eprintln!(
@@ -108,9 +109,14 @@ fn dqn_beats_random_and_flat_on_a_held_out_period() {
     tch::set_num_threads(1);
     tch::manual_seed(21);
     let candles = regime_sine(3000, 40.0, 9);
-    let builder = FeatureBuilder::new(16, PivotConfig::for_timeframe(Timeframe::M1));
-    let fs = builder.build(&candles).unwrap();
-    let f = rl_features(&fs, 8, None);
+    let ds = CnnDataset::build(
+        "ETHUSDT",
+        &candles,
+        &[],
+        &DatasetConfig::new(Timeframe::M1, 16),
+    )
+    .unwrap();
+    let f = rl_features(&ds, None);
     let env_cfg = EnvConfig {
         fee_bps: 2.0,
         slippage_bps: 1.0,

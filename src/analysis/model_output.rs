@@ -262,6 +262,27 @@ impl ModelOutputStore {
             .collect()
     }
 
+    /// Outputs of `model_name` about `symbol` with `from_ms <= timestamp_ms <= to_ms`, oldest
+    /// first.
+    pub fn range(
+        &self,
+        symbol: &str,
+        model_name: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Iterator<Item = &ModelOutput> + '_ {
+        let ring = self
+            .per_model
+            .get(&(symbol.to_string(), model_name.to_string()));
+        let (lo, hi) = ring.map_or((0, 0), |r| {
+            (
+                r.partition_point(|o| o.timestamp_ms < from_ms),
+                r.partition_point(|o| o.timestamp_ms <= to_ms),
+            )
+        });
+        ring.into_iter().flat_map(move |r| r.range(lo..hi.max(lo)))
+    }
+
     /// `(symbol, model name)` pairs seen so far.
     pub fn models(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
         self.per_model.keys().map(|(s, m)| (s.as_str(), m.as_str()))

@@ -1,6 +1,7 @@
 //! Commands: wiring of the data path, the simulator and the screen.
 
 pub mod analyze;
+pub mod backtest;
 pub mod feed;
 pub mod pipeline;
 pub mod sim;

@@ -2,23 +2,25 @@
 //! best checkpoints, and report. The CLI wiring (flags, progress bar) calls these functions.
 
 use crate::analysis::analyze::{AnalyzeError, detect_interval, read_candles};
-use crate::analysis::pivots::PivotConfig;
 use crate::cli::Failure;
-use crate::market::types::Candle;
+use crate::market::types::{Candle, Timeframe};
 use crate::models::checkpoint::{
     CheckpointConfig, CheckpointError, CheckpointManager, DataRange, MetricGoal,
 };
 use crate::models::cnn::{CnnConfig, CnnModel};
 use crate::models::cnn_train::{
-    CnnDataset, CnnMetrics, CnnTrainConfig, TrainError, TrainProgress, train_cnn,
+    CnnDataset, CnnMetrics, CnnTrainConfig, DatasetConfig, DatasetError, TrainError, TrainProgress,
+    train_cnn,
 };
 use crate::models::device::{DeviceError, device_from_config};
 use crate::models::dqn::{DqnAgent, DqnConfig, DqnError, EpsilonSchedule};
 use crate::models::env::{EnvConfig, EnvError, TradingEnv};
-use crate::models::features::{FeatureBuilder, FeatureError, INPUT_LAYOUT_VERSION};
+use crate::models::input::InputShape;
 use crate::models::rl_train::{
-    PolicyComparison, RlTrainConfig, compare_policies, rl_features, train_dqn,
+    DqnModelConfig, MARKET_RECENT, PolicyComparison, RlStateSpec, RlTrainConfig, compare_policies,
+    rl_features, train_dqn,
 };
+use crate::models::runtime::{CNN_METRIC, DQN_METRIC};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -82,9 +84,12 @@ pub enum TrainAppError {
     /// The candle file could not be read.
     #[error("candles: {0}")]
     Candles(#[from] AnalyzeError),
-    /// Features could not be built.
-    #[error("features: {0}")]
-    Features(#[from] FeatureError),
+    /// Samples could not be built from the candles.
+    #[error("samples: {0}")]
+    Dataset(#[from] DatasetError),
+    /// The candles' interval is not one of the model timeframes.
+    #[error("candle interval {0} ms is not 1s, 1m, 1h or 1d")]
+    Interval(i64),
     /// Training failed.
     #[error("training: {0}")]
     Train(#[from] TrainError),
@@ -108,7 +113,9 @@ pub enum TrainAppError {
 impl From<TrainAppError> for Failure {
     fn from(e: TrainAppError) -> Self {
         match e {
-            TrainAppError::Candles(_) | TrainAppError::Features(_) => Failure::input(e),
+            TrainAppError::Candles(_) | TrainAppError::Dataset(_) | TrainAppError::Interval(_) => {
+                Failure::input(e)
+            }
             _ => Failure::runtime(e),
         }
     }
@@ -142,19 +149,24 @@ pub struct TrainRlSummary {
     pub checkpoint: (String, bool),
 }
 
-fn load(common: &TrainCommon) -> Result<(Vec<Candle>, FeatureBuilder), TrainAppError> {
+/// The candles (the last `max_candles`), their timeframe and a symbol name for the samples.
+fn load(common: &TrainCommon) -> Result<(Vec<Candle>, Timeframe, String), TrainAppError> {
     let mut candles = read_candles(&common.candles)?.candles;
     if let Some(n) = common.max_candles
         && candles.len() > n
     {
         candles.drain(..candles.len() - n);
     }
-    let pivots = PivotConfig {
-        bars_per_side: 2,
-        interval_ms: detect_interval(&candles),
-        history: 0,
-    };
-    Ok((candles, FeatureBuilder::new(common.window, pivots)))
+    let interval = detect_interval(&candles);
+    let base = Timeframe::ALL
+        .into_iter()
+        .find(|tf| tf.millis() == interval)
+        .ok_or(TrainAppError::Interval(interval))?;
+    let symbol = common.candles.file_stem().map_or_else(
+        || "HISTORY".to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    Ok((candles, base, symbol))
 }
 
 fn range(candles: &[Candle]) -> DataRange {
@@ -176,38 +188,68 @@ fn manager(
         keep: common.keep,
         metric: metric.to_string(),
         goal,
-        input_layout_version: INPUT_LAYOUT_VERSION,
     })?)
 }
 
-/// Trains the pivot CNN (warm-starting from its best checkpoint) and saves a checkpoint
-/// ranked by validation loss.
+/// The best checkpoint of CNN `name` rebuilt with its saved config, if one is usable.
+fn load_cnn(
+    common: &TrainCommon,
+    name: &str,
+    device: tch::Device,
+) -> Result<Option<CnnModel>, TrainAppError> {
+    let ck = manager(common, name, CNN_METRIC, MetricGoal::Minimize)?;
+    let got = ck.load_best_model(
+        |c: CnnConfig| Ok(CnnModel::new(c, device)),
+        |m: &mut CnnModel| &mut m.vs,
+    )?;
+    Ok(got.loaded.map(|(m, _)| m))
+}
+
+/// Trains the pivot CNN (warm-starting from its best checkpoint, whose config then decides
+/// window and sizes) on samples replayed from the candles, and saves a checkpoint ranked by
+/// validation loss.
 pub fn run_train_cnn(
     args: &TrainCnnArgs,
     progress: &mut dyn FnMut(&TrainProgress),
 ) -> Result<TrainCnnSummary, TrainAppError> {
     let device = device_from_config(&args.common.device)?;
     tch::manual_seed(args.common.seed as i64);
-    let (candles, builder) = load(&args.common)?;
-    let ds = CnnDataset::build(&candles, &builder, 0.1)?;
-    let mut model = CnnModel::new(CnnConfig::small(builder.input), device);
+    let (candles, base, symbol) = load(&args.common)?;
+    let warm = load_cnn(&args.common, &args.model_name, device)?
+        .filter(|m| m.net.config().timeframe == base);
+    let warm_start = warm.is_some();
+    let mut model = match warm {
+        Some(m) => m,
+        None => {
+            let mut c = CnnConfig::small(InputShape::encoded(args.common.window));
+            c.timeframe = base;
+            CnnModel::new(c, device)
+        }
+    };
+    let cfg = model.net.config();
+    let ds = CnnDataset::build(
+        &symbol,
+        &candles,
+        &[],
+        &DatasetConfig::new(base, cfg.input.window),
+    )?;
     let ckpt = manager(
         &args.common,
         &args.model_name,
-        "val_loss",
+        CNN_METRIC,
         MetricGoal::Minimize,
     )?;
-    let warm_start = ckpt.load_best(&mut model.vs)?.loaded.is_some();
-    let cfg = CnnTrainConfig {
+    let train_cfg = CnnTrainConfig {
         epochs: args.epochs,
         val_fraction: args.val_fraction,
         seed: args.common.seed,
         ..Default::default()
     };
-    let report = train_cnn(&mut model, &ds, &cfg, progress)?;
+    let report = train_cnn(&mut model, &ds, &train_cfg, progress)?;
     let v = &report.validation;
     let mut metrics = BTreeMap::from([
         ("val_loss".to_string(), v.loss),
+        (CNN_METRIC.to_string(), v.pivot_loss),
         ("action_accuracy".to_string(), v.action_accuracy),
     ]);
     for (l, m) in v.levels.iter().enumerate() {
@@ -218,7 +260,7 @@ pub fn run_train_cnn(
         metrics.insert(format!("l{}_price_error_bp", l + 1), m.price_error_bp);
         metrics.insert(format!("l{}_time_error_bars", l + 1), m.time_error_bars);
     }
-    let saved = ckpt.save(&model.vs, metrics, range(&candles))?;
+    let saved = ckpt.save(&model.vs, &cfg, metrics, range(&candles))?;
     Ok(TrainCnnSummary {
         candles: candles.len(),
         warm_start,
@@ -236,20 +278,24 @@ pub fn run_train_rl(
 ) -> Result<TrainRlSummary, TrainAppError> {
     let device = device_from_config(&args.common.device)?;
     tch::manual_seed(args.common.seed as i64);
-    let (candles, builder) = load(&args.common)?;
-    let fs = builder.build(&candles)?;
+    let (candles, base, symbol) = load(&args.common)?;
     let cnn = match &args.cnn_model {
-        Some(name) => {
-            let mut m = CnnModel::new(CnnConfig::small(builder.input), device);
-            let ck = manager(&args.common, name, "val_loss", MetricGoal::Minimize)?;
-            if ck.load_best(&mut m.vs)?.loaded.is_none() {
-                return Err(TrainAppError::NoCnn(name.clone()));
-            }
-            Some(m)
-        }
+        Some(name) => Some(
+            load_cnn(&args.common, name, device)?
+                .ok_or_else(|| TrainAppError::NoCnn(name.clone()))?,
+        ),
         None => None,
     };
-    let f = rl_features(&fs, 8, cnn.as_ref());
+    let window = cnn
+        .as_ref()
+        .map_or(args.common.window, |m| m.net.config().input.window);
+    let ds = CnnDataset::build(&symbol, &candles, &[], &DatasetConfig::new(base, window))?;
+    let f = rl_features(&ds, cnn.as_ref());
+    let spec = RlStateSpec {
+        timeframe: base,
+        recent: MARKET_RECENT,
+        cnn_features: cnn.as_ref().map_or(0, |m| m.net.config().state_features()),
+    };
     let mut env = TradingEnv::new(f.prices, f.rows, f.dim, args.env)?;
     let n = env.len();
     let held_out = ((n as f64) * (1.0 - args.held_out_fraction.clamp(0.05, 0.9))) as usize;
@@ -257,7 +303,7 @@ pub fn run_train_rl(
         return Err(TrainAppError::TooFewRows(n));
     }
     let steps = (args.episodes * args.episode_len) as u64;
-    let mut cfg = DqnConfig::new(env.state_dim());
+    let mut cfg = DqnConfig::new(spec.state_dim());
     cfg.seed = args.common.seed;
     cfg.epsilon = EpsilonSchedule {
         start: 1.0,
@@ -265,17 +311,29 @@ pub fn run_train_rl(
         decay_steps: steps / 2,
     };
     cfg.beta_steps = steps.max(1);
-    let mut agent = DqnAgent::new(cfg, device)?;
     let ckpt = manager(
         &args.common,
         &args.model_name,
-        "held_out_return",
+        DQN_METRIC,
         MetricGoal::Maximize,
     )?;
-    // A checkpoint saved for another state width cannot load; start fresh then.
-    if ckpt.load_best(&mut agent.vs)?.loaded.is_some() {
-        let _ = agent.sync_target();
-    }
+    // Warm start only from a checkpoint with the same state layout and network sizes.
+    let warm = ckpt.load_best_model(
+        |c: DqnModelConfig| {
+            if c.state != spec || c.agent.hidden != cfg.hidden {
+                return Err(format!("state {:?} differs from {spec:?}", c.state));
+            }
+            DqnAgent::new(cfg, device).map_err(|e| e.to_string())
+        },
+        |a: &mut DqnAgent| &mut a.vs,
+    )?;
+    let mut agent = match warm.loaded {
+        Some((mut a, _)) => {
+            let _ = a.sync_target();
+            a
+        }
+        None => DqnAgent::new(cfg, device)?,
+    };
     let train_cfg = RlTrainConfig {
         episodes: args.episodes,
         episode_len: args.episode_len,
@@ -285,7 +343,7 @@ pub fn run_train_rl(
     let rep = train_dqn(&mut agent, &mut env, 0..held_out, &train_cfg, progress);
     let cmp = compare_policies(&agent, &mut env, held_out..n, args.common.seed);
     let metrics = BTreeMap::from([
-        ("held_out_return".to_string(), cmp.agent.total_return),
+        (DQN_METRIC.to_string(), cmp.agent.total_return),
         ("held_out_max_drawdown".to_string(), cmp.agent.max_drawdown),
         (
             "buy_and_hold_return".to_string(),
@@ -293,7 +351,11 @@ pub fn run_train_rl(
         ),
         ("random_return".to_string(), cmp.random_mean_return),
     ]);
-    let saved = ckpt.save(&agent.vs, metrics, range(&candles))?;
+    let model_cfg = DqnModelConfig {
+        agent: *agent.config(),
+        state: spec,
+    };
+    let saved = ckpt.save(&agent.vs, &model_cfg, metrics, range(&candles))?;
     Ok(TrainRlSummary {
         candles: candles.len(),
         updates: rep.updates,

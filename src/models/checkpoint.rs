@@ -4,7 +4,14 @@
 //! Layout: `<root>/<model>/<id>.safetensors` and `<id>.json`. The JSON is written last, so a
 //! checkpoint exists only once its metadata is in place; temporary files start with `.tmp-`
 //! and are never listed. Deletion removes the JSON first for the same reason.
+//!
+//! The metadata records the input layout version the model reads
+//! ([`INPUT_LAYOUT_VERSION`]) and the model's own config, so a checkpoint of another layout is
+//! refused with [`check_layout`]'s message and a model is rebuilt with the sizes it was saved
+//! with ([`CheckpointManager::load_best_model`]).
 
+use crate::analysis::encoding::{INPUT_LAYOUT_VERSION, LayoutMismatch, check_layout};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -56,6 +63,9 @@ pub struct CheckpointMeta {
     pub weights_file: String,
     /// Lower-case hex SHA-256 of the weights file.
     pub weights_sha256: String,
+    /// The model's config (e.g. `CnnConfig`), as JSON; null in checkpoints saved without.
+    #[serde(default)]
+    pub model_config: serde_json::Value,
 }
 
 impl CheckpointMeta {
@@ -81,8 +91,6 @@ pub struct CheckpointConfig {
     pub metric: String,
     /// Direction of the ranking metric.
     pub goal: MetricGoal,
-    /// Input layout the model in this process reads.
-    pub input_layout_version: u32,
 }
 
 /// Why a checkpoint operation failed.
@@ -113,17 +121,20 @@ pub enum CheckpointError {
         source: tch::TchError,
     },
     /// The checkpoint was trained on another input layout.
-    #[error(
-        "checkpoint {id} was trained on input layout version {found}, but this model reads \
-         version {expected}; retrain it or convert its inputs"
-    )]
-    LayoutMismatch {
+    #[error("checkpoint {id}: {source}")]
+    Layout {
         /// Checkpoint id.
         id: String,
-        /// Version in the checkpoint.
-        found: u32,
-        /// Version of the running model.
-        expected: u32,
+        /// The mismatch, as `check_layout` explains it.
+        source: LayoutMismatch,
+    },
+    /// The stored model config is missing, unreadable, or builds no model.
+    #[error("checkpoint {id}: model config: {message}")]
+    Config {
+        /// Checkpoint id.
+        id: String,
+        /// What was wrong.
+        message: String,
     },
     /// The checkpoint belongs to another model.
     #[error("checkpoint {id} belongs to model {found:?}, not {expected:?}")]
@@ -186,6 +197,15 @@ pub struct SaveOutcome {
 pub struct LoadReport {
     /// The checkpoint now in the VarStore, if any was usable.
     pub loaded: Option<CheckpointMeta>,
+    /// Checkpoints passed over, best first, with the reason.
+    pub skipped: Vec<(String, CheckpointError)>,
+}
+
+/// Result of [`CheckpointManager::load_best_model`].
+#[derive(Debug)]
+pub struct ModelLoad<M> {
+    /// The rebuilt model with its checkpoint, if any was usable.
+    pub loaded: Option<(M, CheckpointMeta)>,
     /// Checkpoints passed over, best first, with the reason.
     pub skipped: Vec<(String, CheckpointError)>,
 }
@@ -282,16 +302,23 @@ impl CheckpointManager {
         Ok(())
     }
 
-    /// Saves `vs` with `metrics` (which must contain the ranking metric), then prunes to K.
+    /// Saves `vs` built from `model_config` with `metrics` (which must contain the ranking
+    /// metric), then prunes to K.
     pub fn save(
         &self,
         vs: &VarStore,
+        model_config: &impl Serialize,
         metrics: BTreeMap<String, f64>,
         data_range: DataRange,
     ) -> Result<SaveOutcome, CheckpointError> {
         if !metrics.contains_key(&self.cfg.metric) {
             return Err(CheckpointError::MissingMetric(self.cfg.metric.clone()));
         }
+        let model_config =
+            serde_json::to_value(model_config).map_err(|e| CheckpointError::Config {
+                id: "(new)".into(),
+                message: e.to_string(),
+            })?;
         let created_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -315,13 +342,14 @@ impl CheckpointManager {
         let meta = CheckpointMeta {
             id: id.clone(),
             model_name: self.cfg.model_name.clone(),
-            input_layout_version: self.cfg.input_layout_version,
+            input_layout_version: INPUT_LAYOUT_VERSION,
             metric_name: self.cfg.metric.clone(),
             metrics,
             data_range,
             created_ms,
             weights_file,
             weights_sha256,
+            model_config,
         };
         let json_path = self.dir.join(format!("{id}.json"));
         let tmp_json = self.dir.join(format!("{TMP_PREFIX}{id}.json"));
@@ -412,13 +440,10 @@ impl CheckpointManager {
                 expected: self.cfg.model_name.clone(),
             });
         }
-        if meta.input_layout_version != self.cfg.input_layout_version {
-            return Err(CheckpointError::LayoutMismatch {
-                id: meta.id.clone(),
-                found: meta.input_layout_version,
-                expected: self.cfg.input_layout_version,
-            });
-        }
+        check_layout(meta.input_layout_version).map_err(|source| CheckpointError::Layout {
+            id: meta.id.clone(),
+            source,
+        })?;
         // The file name comes from disk, so refuse anything that could leave the folder.
         let w = self.dir.join(
             Path::new(&meta.weights_file)
@@ -486,6 +511,55 @@ impl CheckpointManager {
     }
 }
 
+impl CheckpointManager {
+    /// Rebuilds the model of the best usable checkpoint from its stored config (`build`), then
+    /// loads its weights; falls back past checkpoints of another layout, with an unreadable
+    /// config, or with corrupt or mismatched weights.
+    pub fn load_best_model<C: DeserializeOwned, M>(
+        &self,
+        mut build: impl FnMut(C) -> Result<M, String>,
+        vs_of: impl Fn(&mut M) -> &mut VarStore,
+    ) -> Result<ModelLoad<M>, CheckpointError> {
+        let mut skipped = Vec::new();
+        for m in self.list()? {
+            let id = m.id.clone();
+            if let Err(source) = check_layout(m.input_layout_version) {
+                skipped.push((
+                    id,
+                    CheckpointError::Layout {
+                        id: m.id.clone(),
+                        source,
+                    },
+                ));
+                continue;
+            }
+            let built = serde_json::from_value::<C>(m.model_config.clone())
+                .map_err(|e| e.to_string())
+                .and_then(&mut build);
+            let mut model = match built {
+                Ok(model) => model,
+                Err(message) => {
+                    skipped.push((id.clone(), CheckpointError::Config { id, message }));
+                    continue;
+                }
+            };
+            match self.load(&m, vs_of(&mut model)) {
+                Ok(()) => {
+                    return Ok(ModelLoad {
+                        loaded: Some((model, m)),
+                        skipped,
+                    });
+                }
+                Err(e) => skipped.push((id, e)),
+            }
+        }
+        Ok(ModelLoad {
+            loaded: None,
+            skipped,
+        })
+    }
+}
+
 fn read_meta(path: &Path) -> Result<CheckpointMeta, CheckpointError> {
     let text = fs::read(path).map_err(io_err(path))?;
     serde_json::from_slice(&text).map_err(|source| CheckpointError::Json {
@@ -506,7 +580,6 @@ mod tests {
             keep,
             metric: "loss".into(),
             goal: MetricGoal::Minimize,
-            input_layout_version: 1,
         }
     }
 
@@ -533,7 +606,12 @@ mod tests {
         let m = CheckpointManager::new(cfg(dir.path(), 3)).unwrap();
         for (i, loss) in [0.5, 0.2, 0.9, 0.1, 0.7].iter().enumerate() {
             let out = m
-                .save(&store(i as f64), metrics(*loss), DataRange::default())
+                .save(
+                    &store(i as f64),
+                    &"test",
+                    metrics(*loss),
+                    DataRange::default(),
+                )
                 .unwrap();
             // 0.9 fits while fewer than three exist; 0.7 arrives when three better ones do.
             assert_eq!(out.kept, *loss != 0.7);
@@ -553,10 +631,10 @@ mod tests {
     fn corrupt_weights_fall_back_to_the_next_best() {
         let dir = tempfile::tempdir().unwrap();
         let m = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
-        m.save(&store(1.0), metrics(0.3), DataRange::default())
+        m.save(&store(1.0), &"test", metrics(0.3), DataRange::default())
             .unwrap();
         let best = m
-            .save(&store(2.0), metrics(0.1), DataRange::default())
+            .save(&store(2.0), &"test", metrics(0.1), DataRange::default())
             .unwrap();
         let path = m.dir().join(&best.meta.weights_file);
         let mut bytes = fs::read(&path).unwrap();
@@ -575,28 +653,101 @@ mod tests {
     }
 
     #[test]
-    fn refuses_another_input_layout_with_a_clear_message() {
+    fn refuses_another_input_layout_with_check_layouts_message() {
         let dir = tempfile::tempdir().unwrap();
-        let old = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
-        let saved = old
-            .save(&store(1.0), metrics(0.3), DataRange::default())
+        let m = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
+        let saved = m
+            .save(&store(1.0), &"test", metrics(0.3), DataRange::default())
             .unwrap();
-        let mut c = cfg(dir.path(), 5);
-        c.input_layout_version = 2;
-        let new = CheckpointManager::new(c).unwrap();
-        let err = new.load(&saved.meta, &mut store(0.0)).unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.contains("input layout version 1") && msg.contains("reads version 2"));
-        let report = new.load_best(&mut store(0.0)).unwrap();
+        assert_eq!(saved.meta.input_layout_version, INPUT_LAYOUT_VERSION);
+        // The same checkpoint as if written by a build with another layout.
+        let json = m.dir().join(format!("{}.json", saved.meta.id));
+        let mut meta: CheckpointMeta = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+        meta.input_layout_version = INPUT_LAYOUT_VERSION + 1;
+        fs::write(&json, serde_json::to_vec(&meta).unwrap()).unwrap();
+        let err = m.load(&meta, &mut store(0.0)).unwrap_err();
+        let expected = check_layout(INPUT_LAYOUT_VERSION + 1)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err.to_string(),
+            format!("checkpoint {}: {expected}", meta.id)
+        );
+        let mut vs = store(0.0);
+        let report = m.load_best(&mut vs).unwrap();
         assert!(report.loaded.is_none());
-        assert_eq!(report.skipped.len(), 1);
+        assert!(matches!(
+            report.skipped[0].1,
+            CheckpointError::Layout { .. }
+        ));
+        assert_eq!(value(&vs), 0.0, "nothing was copied");
+        let built = m
+            .load_best_model(|n: usize| Ok(sized(n, 0.0)), |vs| vs)
+            .unwrap();
+        assert!(built.loaded.is_none());
+        assert!(matches!(built.skipped[0].1, CheckpointError::Layout { .. }));
+    }
+
+    fn sized(n: usize, value: f64) -> VarStore {
+        let vs = VarStore::new(Device::Cpu);
+        let w = vs.root().zeros("w", &[n as i64]);
+        tch::no_grad(|| {
+            let _ = w.shallow_clone().fill_(value);
+        });
+        vs
+    }
+
+    #[test]
+    fn a_model_is_rebuilt_with_the_config_it_was_saved_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
+        // The best checkpoint holds a model of size 7, the other one of size 4.
+        m.save(&sized(4, 1.0), &4usize, metrics(0.5), DataRange::default())
+            .unwrap();
+        m.save(&sized(7, 2.0), &7usize, metrics(0.1), DataRange::default())
+            .unwrap();
+        let mut sizes = Vec::new();
+        let got = m
+            .load_best_model(
+                |n: usize| {
+                    sizes.push(n);
+                    Ok(sized(n, 0.0))
+                },
+                |vs| vs,
+            )
+            .unwrap();
+        let (vs, meta) = got.loaded.unwrap();
+        assert_eq!(meta.model_config, serde_json::json!(7));
+        assert_eq!(vs.variables()["w"].size(), vec![7]);
+        assert_eq!(value(&vs), 2.0);
+        assert_eq!(sizes, vec![7]);
+        // A config that does not parse is skipped with its reason, and the next one loads.
+        let bad = m
+            .load_best_model(
+                |n: usize| {
+                    if n == 7 {
+                        Err("too big".into())
+                    } else {
+                        Ok(sized(n, 0.0))
+                    }
+                },
+                |vs| vs,
+            )
+            .unwrap();
+        assert_eq!(value(&bad.loaded.unwrap().0), 1.0);
+        assert!(
+            bad.skipped[0]
+                .1
+                .to_string()
+                .contains("model config: too big")
+        );
     }
 
     #[test]
     fn interrupted_writes_are_invisible_and_cleaned() {
         let dir = tempfile::tempdir().unwrap();
         let m = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
-        m.save(&store(1.0), metrics(0.3), DataRange::default())
+        m.save(&store(1.0), &"test", metrics(0.3), DataRange::default())
             .unwrap();
         // A crash after the weights but before the metadata rename, and a torn temp file.
         fs::write(m.dir().join("999-1-1.safetensors"), b"partial").unwrap();
@@ -620,7 +771,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
         let out = m
-            .save(&store(4.0), metrics(0.3), DataRange::default())
+            .save(&store(4.0), &"test", metrics(0.3), DataRange::default())
             .unwrap();
         for e in fs::read_dir(m.dir()).unwrap() {
             let name = e.unwrap().file_name().to_string_lossy().into_owned();
@@ -635,7 +786,7 @@ mod tests {
     fn a_differently_shaped_model_is_refused_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let m = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
-        m.save(&store(2.0), metrics(0.3), DataRange::default())
+        m.save(&store(2.0), &"test", metrics(0.3), DataRange::default())
             .unwrap();
         let other = VarStore::new(Device::Cpu);
         let a = other.root().zeros("a", &[1]);
@@ -667,7 +818,7 @@ mod tests {
         let m = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
         let no_metric = BTreeMap::from([("acc".to_string(), 1.0)]);
         assert!(matches!(
-            m.save(&store(0.0), no_metric, DataRange::default()),
+            m.save(&store(0.0), &"test", no_metric, DataRange::default()),
             Err(CheckpointError::MissingMetric(_))
         ));
     }

@@ -1,9 +1,18 @@
 //! The pivot CNN: 1-D convolutions over time, a GRU, additive attention, and heads for the
 //! next pivot of each level, the trade action and a confidence.
+//!
+//! It reads the encoded `BaseDataInput` through [`ModelInput`] (candle series of every
+//! timeframe and of the reference symbol as channels, everything else as context) and
+//! predicts the next pivot of each level of one timeframe ([`CnnConfig::timeframe`]).
 
-use super::features::{InputConfig, ModelInput};
+use super::input::{Anchor, InputShape, ModelInput};
+use crate::analysis::model_output::{
+    self as mo, ActionValues, ModelOutput, PredictedPivot, Predictions, SwingKind,
+};
 use crate::analysis::pivots::LEVELS;
+use crate::market::types::{Price, Timeframe};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use tch::nn::{self, Module, RNN};
 use tch::{Device, Kind, Tensor};
 
@@ -50,14 +59,44 @@ impl Action {
     }
 }
 
+impl From<Action> for mo::Action {
+    fn from(a: Action) -> Self {
+        match a {
+            Action::Buy => mo::Action::Buy,
+            Action::Sell => mo::Action::Sell,
+            Action::Hold => mo::Action::Hold,
+        }
+    }
+}
+
+/// Probabilities (or any per-action numbers) in the model output's form.
+pub fn action_values(v: [f64; 3]) -> ActionValues {
+    ActionValues {
+        buy: v[0],
+        sell: v[1],
+        hold: v[2],
+    }
+}
+
+/// Direction −1..=1 and its confidence from BUY/SELL probabilities: the net lean and how
+/// one-sided it is.
+pub fn direction(p: [f64; 3]) -> (f64, f64) {
+    let (b, s) = (p[0].max(0.0), p[1].max(0.0));
+    let lean = (b - s).clamp(-1.0, 1.0);
+    let conf = if b + s > 0.0 { b.max(s) / (b + s) } else { 0.0 };
+    (lean, conf.clamp(0.0, 1.0))
+}
+
 /// Outputs per pivot level: price offset, time offset, high/low logit.
 pub const PIVOT_OUTPUTS: usize = 3;
 
-/// CNN sizes.
+/// CNN sizes (stored in every checkpoint, so a checkpoint rebuilds the network it holds).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CnnConfig {
-    /// Input layout the network is built for.
-    pub input: InputConfig,
+    /// Input shape the network is built for.
+    pub input: InputShape,
+    /// Timeframe whose pivots the heads predict.
+    pub timeframe: Timeframe,
     /// Convolution channels.
     pub conv_channels: usize,
     /// GRU hidden size.
@@ -67,10 +106,11 @@ pub struct CnnConfig {
 }
 
 impl CnnConfig {
-    /// Small defaults suited to CPU inference.
-    pub const fn small(input: InputConfig) -> Self {
+    /// Small defaults suited to CPU inference, predicting 1 m pivots.
+    pub const fn small(input: InputShape) -> Self {
         Self {
             input,
+            timeframe: Timeframe::M1,
             conv_channels: 32,
             hidden: 32,
             trunk: 64,
@@ -246,6 +286,109 @@ pub struct CnnPrediction {
     pub probabilities: [f64; 3],
     /// Confidence head output, 0..1.
     pub confidence: f64,
+    /// Convolution features averaged over time.
+    pub conv_features: Vec<f32>,
+    /// The GRU's final state.
+    pub rnn_hidden: Vec<f32>,
+}
+
+/// Host-side predictions for every row of a forward pass.
+pub fn predictions(out: &CnnOutput) -> Vec<CnnPrediction> {
+    let b = out.pivots.size()[0] as usize;
+    let pivots = flat_f64(&out.pivots);
+    let probs = flat_f64(&out.action_probs());
+    let conf = flat_f64(&out.confidence);
+    let conv = flat_f64(&out.conv_features);
+    let hidden = flat_f64(&out.rnn_hidden);
+    let (cw, hw) = (conv.len() / b.max(1), hidden.len() / b.max(1));
+    (0..b)
+        .map(|i| {
+            let p = [probs[i * 3], probs[i * 3 + 1], probs[i * 3 + 2]];
+            let best = (0..3).fold(0, |a, j| if p[j] > p[a] { j } else { a });
+            CnnPrediction {
+                pivots: (0..LEVELS)
+                    .map(|l| {
+                        let o = (i * LEVELS + l) * PIVOT_OUTPUTS;
+                        PivotForecast {
+                            level: l as u8 + 1,
+                            price_offset: pivots[o],
+                            time_offset: pivots[o + 1],
+                            p_high: 1.0 / (1.0 + (-pivots[o + 2]).exp()),
+                        }
+                    })
+                    .collect(),
+                action: Action::from_index(best),
+                probabilities: p,
+                confidence: conf[i].clamp(0.0, 1.0),
+                conv_features: conv[i * cw..(i + 1) * cw]
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect(),
+                rnn_hidden: hidden[i * hw..(i + 1) * hw]
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+impl CnnPrediction {
+    /// The prediction as the design's CNN `ModelOutput` (predicted pivots as prices and
+    /// times through `anchor`; none when the timeframe's series is empty).
+    pub fn to_model_output(
+        &self,
+        model_name: &str,
+        symbol: &str,
+        timestamp_ms: i64,
+        anchor: Option<&Anchor>,
+        metadata: BTreeMap<String, String>,
+    ) -> ModelOutput {
+        let p = self.probabilities;
+        let (direction_vector, direction_confidence) = direction(p);
+        let pivots = anchor
+            .map(|a| {
+                self.pivots
+                    .iter()
+                    .map(|f| PredictedPivot {
+                        timeframe: a.timeframe,
+                        level: f.level,
+                        kind: if f.p_high >= 0.5 {
+                            SwingKind::High
+                        } else {
+                            SwingKind::Low
+                        },
+                        // A price is never shown below one tick.
+                        price: Price::from_f64_round(a.price(f.price_offset).max(1e-8)),
+                        time_ms: a.time_ms(f.time_offset),
+                        confidence: f.p_high.max(1.0 - f.p_high).clamp(0.0, 1.0),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ModelOutput {
+            model_type: "cnn".into(),
+            model_name: model_name.into(),
+            symbol: symbol.into(),
+            timestamp_ms,
+            confidence: self.confidence,
+            predictions: Predictions {
+                action: self.action.into(),
+                action_confidence: p[self.action.index()].clamp(0.0, 1.0),
+                probabilities: action_values(p.map(|v| v.clamp(0.0, 1.0))),
+                direction_vector,
+                direction_confidence,
+                pivots,
+                q_values: None,
+                expected_reward: None,
+            },
+            hidden_states: BTreeMap::from([
+                ("conv_features".to_string(), self.conv_features.clone()),
+                ("gru_hidden".to_string(), self.rnn_hidden.clone()),
+            ]),
+            metadata,
+        }
+    }
 }
 
 /// A CNN with its own variables: what inference and training hold.
@@ -272,33 +415,7 @@ impl CnnModel {
 
     /// Host-side predictions for every row of `input`.
     pub fn predict(&self, input: &ModelInput) -> Vec<CnnPrediction> {
-        let out = self.infer(input);
-        let b = input.batch() as usize;
-        let pivots = flat_f64(&out.pivots);
-        let probs = flat_f64(&out.action_probs());
-        let conf = flat_f64(&out.confidence);
-        (0..b)
-            .map(|i| {
-                let p = [probs[i * 3], probs[i * 3 + 1], probs[i * 3 + 2]];
-                let best = (0..3).fold(0, |a, j| if p[j] > p[a] { j } else { a });
-                CnnPrediction {
-                    pivots: (0..LEVELS)
-                        .map(|l| {
-                            let o = (i * LEVELS + l) * PIVOT_OUTPUTS;
-                            PivotForecast {
-                                level: l as u8 + 1,
-                                price_offset: pivots[o],
-                                time_offset: pivots[o + 1],
-                                p_high: 1.0 / (1.0 + (-pivots[o + 2]).exp()),
-                            }
-                        })
-                        .collect(),
-                    action: Action::from_index(best),
-                    probabilities: p,
-                    confidence: conf[i],
-                }
-            })
-            .collect()
+        predictions(&self.infer(input))
     }
 
     /// Copies another model's weights into this one (the trainer → inference hand-off).
@@ -320,8 +437,9 @@ pub(crate) fn flat_f64(t: &Tensor) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::pivots::LEVELS;
 
-    fn input(b: i64, cfg: &InputConfig) -> ModelInput {
+    fn input(b: i64, cfg: &InputShape) -> ModelInput {
         tch::manual_seed(3);
         ModelInput::new(
             Tensor::randn(
@@ -337,7 +455,7 @@ mod tests {
     #[test]
     fn forward_shapes_and_ranges() {
         tch::manual_seed(1);
-        let cfg = CnnConfig::small(InputConfig::candles(24));
+        let cfg = CnnConfig::small(InputShape::encoded(24));
         let m = CnnModel::new(cfg, Device::Cpu);
         let x = input(4, &cfg.input);
         let out = m.infer(&x);
@@ -358,12 +476,55 @@ mod tests {
             assert!((p.probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-5);
             assert!((0.0..=1.0).contains(&p.confidence));
             assert_eq!(p.pivots.len(), LEVELS);
+            assert_eq!((p.conv_features.len(), p.rnn_hidden.len()), (32, 32));
         }
     }
 
     #[test]
+    fn model_output_follows_the_design_example_and_validates() {
+        tch::manual_seed(2);
+        let cfg = CnnConfig::small(InputShape::encoded(8));
+        let m = CnnModel::new(cfg, Device::Cpu);
+        let p = m.predict(&input(1, &cfg.input)).remove(0);
+        let anchor = Anchor {
+            timeframe: Timeframe::M1,
+            close: 3000.0,
+            range: 50.0,
+            last_open_ms: 1_700_000_000_000,
+        };
+        let meta = BTreeMap::from([("model_version".to_string(), "1".to_string())]);
+        let o = p.to_model_output(
+            "williams_cnn",
+            "ETHUSDT",
+            1_700_000_060_000,
+            Some(&anchor),
+            meta,
+        );
+        o.validate().unwrap();
+        assert_eq!(o.model_type, "cnn");
+        assert_eq!(o.predictions.action, p.action.into());
+        assert_eq!(o.predictions.pivots.len(), LEVELS);
+        for (f, pv) in p.pivots.iter().zip(&o.predictions.pivots) {
+            assert_eq!(pv.level, f.level);
+            assert!(pv.time_ms > anchor.last_open_ms);
+            assert_eq!((pv.time_ms - anchor.last_open_ms) % 60_000, 0);
+            let price = 3000.0 + f.price_offset / 10.0 * 50.0;
+            assert!((pv.price.to_f64() - price).abs() < 1e-6);
+        }
+        let sum: f64 = o.predictions.probabilities.as_array().iter().sum();
+        assert!((sum - 1.0).abs() < 1e-6);
+        assert_eq!(o.hidden_states["conv_features"].len(), 32);
+        assert_eq!(o.hidden_states["gru_hidden"].len(), 32);
+        let json = serde_json::to_string(&o).unwrap();
+        assert!(json.contains("\"pivots\":[{\"timeframe\""), "{json}");
+        // Without an anchor (empty series) there are no pivots, and the output still holds.
+        let bare = p.to_model_output("c", "ETHUSDT", 0, None, BTreeMap::new());
+        assert!(bare.predictions.pivots.is_empty() && bare.validate().is_ok());
+    }
+
+    #[test]
     fn same_seed_same_weights_and_copy_hands_them_over() {
-        let cfg = CnnConfig::small(InputConfig::candles(16));
+        let cfg = CnnConfig::small(InputShape::encoded(16));
         tch::manual_seed(7);
         let a = CnnModel::new(cfg, Device::Cpu);
         tch::manual_seed(8);

@@ -4,11 +4,13 @@
 //! The state is whatever feature row the caller builds (market features, the CNN's
 //! predictions and hidden states) plus the position, as [`super::env::TradingEnv`] emits it.
 
-use super::cnn::{ACTIONS, Action, flat_f64};
+use super::cnn::{ACTIONS, Action, action_values, direction, flat_f64};
 use super::replay::{PrioritizedReplay, Transition};
+use crate::analysis::model_output::{ModelOutput, Predictions};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
@@ -176,6 +178,59 @@ pub struct RlDecision {
     pub advantages: [f64; 3],
     /// True when the action was a random exploration step.
     pub explored: bool,
+}
+
+impl RlDecision {
+    /// Softmax of the Q-values: the action probabilities shown with the decision.
+    pub fn probabilities(&self) -> [f64; 3] {
+        let m = self
+            .q_values
+            .iter()
+            .cloned()
+            .fold(f64::NEG_INFINITY, f64::max);
+        let e = self.q_values.map(|q| (q - m).exp());
+        let sum: f64 = e.iter().sum();
+        e.map(|v| if sum > 0.0 { v / sum } else { 1.0 / 3.0 })
+    }
+
+    /// The decision as the design's RL `ModelOutput` (Q-values, expected reward, state value
+    /// and advantages as hidden states).
+    pub fn to_model_output(
+        &self,
+        model_name: &str,
+        symbol: &str,
+        timestamp_ms: i64,
+        metadata: BTreeMap<String, String>,
+    ) -> ModelOutput {
+        let p = self.probabilities();
+        let (direction_vector, direction_confidence) = direction(p);
+        let confidence = self.confidence.clamp(0.0, 1.0);
+        ModelOutput {
+            model_type: "rl".into(),
+            model_name: model_name.into(),
+            symbol: symbol.into(),
+            timestamp_ms,
+            confidence,
+            predictions: Predictions {
+                action: self.action.into(),
+                action_confidence: confidence,
+                probabilities: action_values(p),
+                direction_vector,
+                direction_confidence,
+                pivots: Vec::new(),
+                q_values: Some(action_values(self.q_values)),
+                expected_reward: Some(self.expected_reward),
+            },
+            hidden_states: BTreeMap::from([
+                ("state_value".to_string(), vec![self.state_value as f32]),
+                (
+                    "advantage_values".to_string(),
+                    self.advantages.map(|a| a as f32).to_vec(),
+                ),
+            ]),
+            metadata,
+        }
+    }
 }
 
 /// The agent.
@@ -477,6 +532,30 @@ mod tests {
         }
         assert!(d.confidence > 0.0 && d.confidence <= 1.0);
         assert_eq!(d.expected_reward, d.q_values[d.action.index()]);
+    }
+
+    #[test]
+    fn model_output_follows_the_design_example_and_validates() {
+        tch::manual_seed(0);
+        let a = DqnAgent::new(cfg(4), Device::Cpu).unwrap();
+        let d = a.decide(&[0.1, -0.2, 0.3, 1.0]);
+        let meta = BTreeMap::from([("epsilon".to_string(), "0.05".to_string())]);
+        let o = d.to_model_output("dqn_agent", "ETHUSDT", 5_000, meta);
+        o.validate().unwrap();
+        assert_eq!(o.model_type, "rl");
+        let p = &o.predictions;
+        assert_eq!(p.action, d.action.into());
+        assert_eq!(p.q_values.unwrap().as_array(), d.q_values);
+        assert_eq!(p.expected_reward, Some(d.q_values[d.action.index()]));
+        assert!((p.probabilities.as_array().iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert_eq!(p.action_confidence, d.confidence);
+        // The greedy action has the largest probability.
+        let probs = p.probabilities.as_array();
+        assert!(probs.iter().all(|&x| x <= probs[d.action.index()]));
+        assert_eq!(o.hidden_states["state_value"], vec![d.state_value as f32]);
+        assert_eq!(o.hidden_states["advantage_values"].len(), 3);
+        let json = serde_json::to_string(&o).unwrap();
+        assert!(json.contains("\"q_values\":{\"BUY\""), "{json}");
     }
 
     #[test]

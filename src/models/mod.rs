@@ -1,5 +1,5 @@
-//! Models in libtorch through `tch`: the pivot CNN, the DQN agent, their training and
-//! checkpoints, on the tensor interface of [`features`].
+//! Models in libtorch through `tch`: the pivot CNN, the DQN agent, their training,
+//! checkpoints and live runtime, on the encoded `BaseDataInput` (see [`input`]).
 
 pub mod checkpoint;
 pub mod cnn;
@@ -7,10 +7,12 @@ pub mod cnn_train;
 pub mod device;
 pub mod dqn;
 pub mod env;
-pub mod features;
+pub mod input;
 pub mod online;
 pub mod replay;
 pub mod rl_train;
+pub mod runtime;
+pub mod samples;
 
 pub mod encoding;
 

@@ -1,27 +1,34 @@
 //! Online learning: a newly confirmed pivot becomes training examples for the recent inputs
 //! whose target it is, a trainer thread takes small steps on them, and fresh weights are
 //! handed to inference by copying the VarStore (inference never waits on training).
+//!
+//! Inputs are kept as model rows of the encoded `BaseDataInput` ([`ModelRows::push`]), with
+//! the anchor that turns a later pivot into a target ([`Anchor::target`]), so online examples
+//! are exactly what offline training would have built for the same input.
 
 use super::cnn::{CnnConfig, CnnModel};
-use super::features::{FeatureSet, ModelInput, PRICE_SCALE, PivotTarget};
-use crate::analysis::pivots::{LEVELS, PivotKind, PivotPoint};
+use super::input::{Anchor, ModelInput, ModelRows, PivotTarget, timeframe_index};
+use crate::analysis::encoding::EncodedInput;
+use crate::analysis::input::BaseDataInput;
+use crate::analysis::pivots::{LEVELS, PivotPoint};
+use crate::market::types::Timeframe;
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, Sender};
 use std::thread::JoinHandle;
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
-/// One input row kept for later labelling.
+/// One input kept for later labelling.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecentInput {
-    /// Candle index of the row's newest candle.
-    pub index: usize,
-    /// `C * T` series values.
+    /// Input time.
+    pub t_ms: i64,
+    /// The CNN's series floats (`C * T`).
     pub series: Vec<f32>,
-    /// `F` context values.
+    /// The CNN's context floats (`F`).
     pub context: Vec<f32>,
-    /// Close of the newest candle.
-    pub close: f64,
+    /// Where the input's predictions are anchored.
+    pub anchor: Anchor,
 }
 
 /// A labelled example for one level.
@@ -35,20 +42,22 @@ pub struct OnlineExample {
     pub target: PivotTarget,
 }
 
-/// Bounded history of recent inputs plus the last pivot seen per level.
+/// Bounded history of recent inputs of one symbol plus the newest pivot seen per level.
 #[derive(Debug, Clone)]
 pub struct InputHistory {
     rows: VecDeque<RecentInput>,
     capacity: usize,
-    last_pivot: [Option<usize>; LEVELS],
+    timeframe: Timeframe,
+    last_pivot: [Option<i64>; LEVELS],
 }
 
 impl InputHistory {
-    /// Keeps up to `capacity` inputs.
-    pub fn new(capacity: usize) -> Self {
+    /// Keeps up to `capacity` inputs labelled by pivots of `timeframe`.
+    pub fn new(capacity: usize, timeframe: Timeframe) -> Self {
         Self {
             rows: VecDeque::with_capacity(capacity.min(1 << 16)),
             capacity: capacity.max(1),
+            timeframe,
             last_pivot: [None; LEVELS],
         }
     }
@@ -63,9 +72,13 @@ impl InputHistory {
         self.rows.is_empty()
     }
 
-    /// Appends an input (indices must increase; older duplicates are ignored).
+    /// Appends an input (newest candles must advance; older or equal ones are ignored).
     pub fn push(&mut self, row: RecentInput) {
-        if self.rows.back().is_some_and(|b| b.index >= row.index) {
+        if self
+            .rows
+            .back()
+            .is_some_and(|b| b.anchor.last_open_ms >= row.anchor.last_open_ms)
+        {
             return;
         }
         if self.rows.len() == self.capacity {
@@ -74,37 +87,68 @@ impl InputHistory {
         self.rows.push_back(row);
     }
 
-    /// Appends row `row` of a feature set.
-    pub fn push_row(&mut self, fs: &FeatureSet, row: usize) {
-        let (cs, f) = (fs.input.channels * fs.input.window, fs.input.context);
+    /// Keeps the model rows of an encoded input (shape `rows.shape`); false when the input has
+    /// no candles of the timeframe or does not fit the shape.
+    pub fn push_encoded(
+        &mut self,
+        input: &BaseDataInput,
+        enc: &EncodedInput,
+        shape: super::input::InputShape,
+    ) -> bool {
+        let Some(anchor) = Anchor::of(input, self.timeframe) else {
+            return false;
+        };
+        let mut rows = ModelRows::new(shape);
+        if rows.push(enc).is_err() {
+            return false;
+        }
         self.push(RecentInput {
-            index: fs.index[row],
-            series: fs.series[row * cs..(row + 1) * cs].to_vec(),
-            context: fs.context[row * f..(row + 1) * f].to_vec(),
-            close: fs.close[row],
+            t_ms: input.timestamp_ms,
+            series: rows.series,
+            context: rows.context,
+            anchor,
         });
+        true
     }
 
-    /// Examples for a newly confirmed pivot: every held input at or after the previous pivot
-    /// of the same level and before this one has it as its next pivot.
+    /// Examples for every pivot of the timeframe that `input` knows and this history had not
+    /// seen yet, oldest first.
+    pub fn observe(&mut self, input: &BaseDataInput) -> Vec<OnlineExample> {
+        let pivots = &input.pivots[timeframe_index(self.timeframe)];
+        let mut fresh: Vec<PivotPoint> = pivots
+            .levels
+            .iter()
+            .enumerate()
+            .flat_map(|(l, ps)| {
+                let last = self.last_pivot[l];
+                ps.iter()
+                    .filter(move |p| last.is_none_or(|t| p.time_ms > t))
+                    .copied()
+            })
+            .collect();
+        fresh.sort_by_key(|p| (p.time_ms, p.level));
+        fresh.iter().flat_map(|p| self.examples_for(p)).collect()
+    }
+
+    /// Examples for a newly confirmed pivot: every held input whose newest candle opened at or
+    /// after the previous pivot of the same level and before this one has it as its next
+    /// pivot.
     pub fn examples_for(&mut self, pivot: &PivotPoint) -> Vec<OnlineExample> {
         let l = usize::from(pivot.level.clamp(1, LEVELS as u8)) - 1;
-        let from = self.last_pivot[l].unwrap_or(0);
-        if self.last_pivot[l].is_some_and(|p| p >= pivot.index) {
+        let from = self.last_pivot[l].unwrap_or(i64::MIN);
+        if self.last_pivot[l].is_some_and(|p| p >= pivot.time_ms) {
             return Vec::new();
         }
-        self.last_pivot[l] = Some(pivot.index);
+        self.last_pivot[l] = Some(pivot.time_ms);
         self.rows
             .iter()
-            .filter(|r| r.index >= from && r.index < pivot.index && r.close > 0.0)
-            .map(|r| OnlineExample {
-                input: r.clone(),
-                level: l as u8 + 1,
-                target: PivotTarget {
-                    price_offset: ((pivot.price.to_f64() / r.close).ln() * PRICE_SCALE) as f32,
-                    time_offset: ((pivot.index - r.index) as f64).ln() as f32,
-                    high: pivot.kind == PivotKind::High,
-                },
+            .filter(|r| r.anchor.last_open_ms >= from && r.anchor.last_open_ms < pivot.time_ms)
+            .filter_map(|r| {
+                Some(OnlineExample {
+                    input: r.clone(),
+                    level: l as u8 + 1,
+                    target: r.anchor.target(pivot)?,
+                })
             })
             .collect()
     }
@@ -116,15 +160,21 @@ pub fn online_step(
     opt: &mut nn::Optimizer,
     examples: &[OnlineExample],
 ) -> Option<f64> {
-    let first = examples.first()?;
+    examples.first()?;
     let cfg = model.net.config().input;
-    let n = examples.len() as i64;
     let device = model.vs.device();
-    if first.input.series.len() != cfg.channels * cfg.window
-        || first.input.context.len() != cfg.context
-    {
+    // Rows of another shape (another window or layout) cannot train this model.
+    let examples: Vec<&OnlineExample> = examples
+        .iter()
+        .filter(|e| {
+            e.input.series.len() == cfg.channels * cfg.window
+                && e.input.context.len() == cfg.context
+        })
+        .collect();
+    if examples.is_empty() {
         return None;
     }
+    let n = examples.len() as i64;
     let series: Vec<f32> = examples
         .iter()
         .flat_map(|e| e.input.series.clone())
@@ -254,76 +304,78 @@ pub fn adopt_latest(live: &mut CnnModel, weights: &Receiver<CnnModel>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::pivots::{PivotConfig, WilliamsEngine};
-    use crate::market::types::{Candle, Price, Qty, Timeframe};
-    use crate::models::features::{FeatureBuilder, InputConfig};
+    use crate::analysis::encoding::encode;
+    use crate::analysis::input::InputConfig;
+    use crate::models::input::InputShape;
+    use crate::models::samples::replay_history;
     use std::sync::mpsc::TryRecvError;
-
-    fn candles(n: usize) -> Vec<Candle> {
-        (0..n)
-            .map(|i| {
-                let c = 100.0 + 3.0 * (i as f64 / 5.0).sin();
-                let p = Price::from_f64_round;
-                Candle {
-                    open_time_ms: i as i64 * 60_000,
-                    open: p(c),
-                    high: p(c + 0.2),
-                    low: p(c - 0.2),
-                    close: p(c),
-                    volume: Qty::from_f64_round(1.0),
-                    trades: 1,
-                }
-            })
-            .collect()
-    }
 
     #[test]
     fn confirmed_pivot_labels_the_inputs_since_the_previous_one() {
-        let cs = candles(120);
-        let pc = PivotConfig::for_timeframe(Timeframe::M1);
-        let fs = FeatureBuilder::new(8, pc).build(&cs).unwrap();
-        let mut hist = InputHistory::new(1000);
-        let mut engine = WilliamsEngine::new(pc);
-        let mut labelled = Vec::new();
-        for (t, c) in cs.iter().enumerate() {
-            let fresh: Vec<PivotPoint> = engine.update(c).unwrap().to_vec();
-            if t >= 7 {
-                hist.push_row(&fs, t - 7);
-            }
-            for p in fresh.iter().filter(|p| p.level == 1) {
-                labelled.push((*p, hist.examples_for(p)));
-            }
+        let cs = crate::models::samples::tests::wave(200, Timeframe::M1, 1_699_999_200_000);
+        let shape = InputShape::encoded(8);
+        let mut hist = InputHistory::new(1000, Timeframe::M1);
+        let mut labelled: Vec<OnlineExample> = Vec::new();
+        let mut t_last = 0;
+        replay_history(
+            "ETHUSDT",
+            &cs,
+            Timeframe::M1,
+            &[],
+            &InputConfig::default(),
+            |input| {
+                labelled.extend(hist.observe(input).into_iter().filter(|e| e.level == 1));
+                assert!(hist.push_encoded(input, &encode(input), shape));
+                t_last = input.timestamp_ms;
+            },
+        )
+        .unwrap();
+        let all = crate::analysis::pivots::batch_pivots(
+            &cs,
+            crate::analysis::pivots::PivotConfig::for_timeframe(Timeframe::M1),
+        );
+        for e in &labelled {
+            // The target is the first level-1 pivot after the input's newest candle.
+            let a = e.input.anchor;
+            let p = all[0].iter().find(|p| p.time_ms > a.last_open_ms).unwrap();
+            assert_eq!(e.target, a.target(p).unwrap());
+            assert!(e.input.t_ms <= p.known_ms);
         }
-        assert!(labelled.len() > 5);
-        for w in labelled.windows(2) {
-            let (prev, _) = &w[0];
-            let (p, ex) = &w[1];
-            assert!(!ex.is_empty());
-            // Exactly the inputs from the previous pivot's candle up to before this one's.
-            let idx: Vec<usize> = ex.iter().map(|e| e.input.index).collect();
-            let expected: Vec<usize> = (prev.index.max(7)..p.index).collect();
-            assert_eq!(idx, expected);
-            for e in ex {
-                assert_eq!(e.target.high, p.kind == PivotKind::High);
-                assert!(e.input.index < p.index);
-            }
-        }
+        // Every input whose next pivot was known by the end is labelled exactly once.
+        let expected = hist
+            .rows
+            .iter()
+            .filter(|r| {
+                all[0]
+                    .iter()
+                    .find(|p| p.time_ms > r.anchor.last_open_ms)
+                    .is_some_and(|p| p.known_ms <= t_last)
+            })
+            .count();
+        assert!(expected > 100, "{expected}");
+        assert_eq!(labelled.len(), expected);
     }
 
     #[test]
     fn inference_keeps_answering_while_the_trainer_runs() {
         tch::set_num_threads(1);
         tch::manual_seed(4);
-        let cfg = CnnConfig::small(InputConfig::candles(8));
+        let shape = InputShape::encoded(8);
+        let cfg = CnnConfig::small(shape);
         let mut live = CnnModel::new(cfg, Device::Cpu);
         let before = crate::models::cnn::flat_f64(&live.vs.variables()["pivot_head.weight"]);
         let mut trainer = OnlineTrainer::spawn(cfg, &live.vs, 1e-2).unwrap();
         let ex = OnlineExample {
             input: RecentInput {
-                index: 1,
-                series: vec![0.5; 5 * 8],
-                context: vec![0.1; 20],
-                close: 100.0,
+                t_ms: 60_000,
+                series: vec![0.5; shape.channels * shape.window],
+                context: vec![0.1; shape.context],
+                anchor: Anchor {
+                    timeframe: Timeframe::M1,
+                    close: 100.0,
+                    range: 2.0,
+                    last_open_ms: 0,
+                },
             },
             level: 1,
             target: PivotTarget {
@@ -337,8 +389,11 @@ mod tests {
         }
         trainer.close();
         let x = ModelInput {
-            series: Tensor::zeros([1, 5, 8], (Kind::Float, Device::Cpu)),
-            context: Tensor::zeros([1, 20], (Kind::Float, Device::Cpu)),
+            series: Tensor::zeros(
+                [1, shape.channels as i64, shape.window as i64],
+                (Kind::Float, Device::Cpu),
+            ),
+            context: Tensor::zeros([1, shape.context as i64], (Kind::Float, Device::Cpu)),
         };
         // Inference runs on its own model and answers between hand-offs; adopting a snapshot
         // is a copy, so it never waits for a training step.

@@ -1,15 +1,98 @@
 //! DQN training in the trading environment and evaluation on a later, held-out period
-//! against buy-and-hold, flat and random policies.
+//! against buy-and-hold, flat and random policies, and the DQN's state built from the encoded
+//! model input.
+//!
+//! **State** (`[`RlStateSpec::state_dim`]` wide): the market features of the encoded input for
+//! one timeframe ([`market_features`]: the newest closes relative to the newest one, that
+//! timeframe's pivots and indicators sections), then, when the spec says so, the CNN's
+//! predictions and hidden states of the same step (`CnnOutput::state_features`), then the
+//! position (−1, 0, 1), which the environment appends.
 
 use super::cnn::{Action, CnnModel};
-use super::cnn_train::TrainProgress;
-use super::dqn::DqnAgent;
+use super::cnn_train::{CnnDataset, TrainProgress};
+use super::dqn::{DqnAgent, DqnConfig};
 use super::env::{EpisodeStats, TradingEnv};
-use super::features::FeatureSet;
+use super::input::timeframe_index;
+use crate::analysis::encoding::{CANDLE_FEATURES, EncodedInput, PIVOT_FEATURES};
+use crate::analysis::indicators::INDICATOR_NAMES;
+use crate::analysis::input::FRAMES;
+use crate::analysis::pivots::LEVELS;
+use crate::market::types::Timeframe;
 use rand::{RngExt, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use tch::{Device, Tensor};
+
+/// Newest closes in the DQN's market features.
+pub const MARKET_RECENT: usize = 8;
+
+/// Width of [`market_features`] for `recent` closes.
+pub const fn market_width(recent: usize) -> usize {
+    recent + LEVELS * PIVOT_FEATURES + INDICATOR_NAMES.len() * 2
+}
+
+/// The DQN's market features of timeframe `tf` from an encoded input: the newest `recent`
+/// normalized closes minus the newest one (0 for absent frames), then the timeframe's
+/// `pivots` and `indicators` sections as encoded.
+pub fn market_features(enc: &EncodedInput, tf: Timeframe, recent: usize) -> Vec<f32> {
+    let i = timeframe_index(tf);
+    let recent = recent.min(FRAMES);
+    let mut out = Vec::with_capacity(market_width(recent));
+    let ohlcv = enc.section("ohlcv").unwrap_or(&[]);
+    let frame = |t: usize| {
+        ohlcv
+            .get((i * FRAMES + t) * CANDLE_FEATURES..(i * FRAMES + t + 1) * CANDLE_FEATURES)
+            .filter(|f| f[6] > 0.0)
+            .map(|f| f[3])
+    };
+    let newest = frame(FRAMES - 1);
+    for t in FRAMES - recent..FRAMES {
+        out.push(match (frame(t), newest) {
+            (Some(c), Some(n)) => c - n,
+            _ => 0.0,
+        });
+    }
+    let per_pivots = LEVELS * PIVOT_FEATURES;
+    let pivots = enc.section("pivots").unwrap_or(&[]);
+    match pivots.get(i * per_pivots..(i + 1) * per_pivots) {
+        Some(p) => out.extend_from_slice(p),
+        None => out.resize(out.len() + per_pivots, 0.0),
+    }
+    let per_ind = INDICATOR_NAMES.len() * 2;
+    let ind = enc.section("indicators").unwrap_or(&[]);
+    match ind.get(i * per_ind..(i + 1) * per_ind) {
+        Some(p) => out.extend_from_slice(p),
+        None => out.resize(out.len() + per_ind, 0.0),
+    }
+    out
+}
+
+/// What the DQN's state is made of (stored in its checkpoints with the agent's config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RlStateSpec {
+    /// Timeframe of the market features.
+    pub timeframe: Timeframe,
+    /// Newest closes in the market features.
+    pub recent: usize,
+    /// Width of the CNN state features in the state (0: no CNN).
+    pub cnn_features: usize,
+}
+
+impl RlStateSpec {
+    /// Observation width: market features, CNN features, position.
+    pub const fn state_dim(&self) -> usize {
+        market_width(self.recent) + self.cnn_features + 1
+    }
+}
+
+/// Everything needed to rebuild a DQN from a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DqnModelConfig {
+    /// Agent settings (network sizes, learning).
+    pub agent: DqnConfig,
+    /// State layout.
+    pub state: RlStateSpec,
+}
 
 /// Feature rows for the agent, aligned with prices (the env appends the position).
 #[derive(Debug, Clone)]
@@ -22,20 +105,17 @@ pub struct RlFeatures {
     pub prices: Vec<f64>,
 }
 
-/// Market features (the last `recent` closes relative to the newest, the pivot context) and,
-/// when a CNN is given, its predictions and hidden states, computed in batches.
-pub fn rl_features(fs: &FeatureSet, recent: usize, cnn: Option<&CnnModel>) -> RlFeatures {
-    let w = fs.input.window;
-    let recent = recent.clamp(1, w);
-    let (cs, f) = (fs.input.channels * w, fs.input.context);
+/// The dataset's market features and, when a CNN is given, its predictions and hidden states
+/// on the same rows, computed in batches.
+pub fn rl_features(ds: &CnnDataset, cnn: Option<&CnnModel>) -> RlFeatures {
     let cnn_dim = cnn.map_or(0, |m| m.net.config().state_features());
-    let dim = recent + f + cnn_dim;
-    let mut rows = Vec::with_capacity(fs.len() * dim);
+    let md = ds.market_dim;
+    let dim = md + cnn_dim;
     let mut cnn_rows: Vec<f32> = Vec::new();
     if let Some(m) = cnn {
-        for start in (0..fs.len()).step_by(1024) {
-            let end = (start + 1024).min(fs.len());
-            let out = m.infer(&fs.input(start..end, m.vs.device()));
+        for start in (0..ds.len()).step_by(512) {
+            let end = (start + 512).min(ds.len());
+            let out = m.infer(&ds.rows.input(start..end, m.vs.device()));
             let t = out
                 .state_features()
                 .to_device(Device::Cpu)
@@ -44,11 +124,9 @@ pub fn rl_features(fs: &FeatureSet, recent: usize, cnn: Option<&CnnModel>) -> Rl
             cnn_rows.extend(Vec::<f32>::try_from(&t).unwrap_or_default());
         }
     }
-    for r in 0..fs.len() {
-        // Channel 3 is the close, relative to the newest close in the window.
-        let close = &fs.series[r * cs + 3 * w..r * cs + 4 * w];
-        rows.extend_from_slice(&close[w - recent..]);
-        rows.extend_from_slice(&fs.context[r * f..(r + 1) * f]);
+    let mut rows = Vec::with_capacity(ds.len() * dim);
+    for r in 0..ds.len() {
+        rows.extend_from_slice(&ds.market[r * md..(r + 1) * md]);
         if cnn_dim > 0 {
             rows.extend_from_slice(&cnn_rows[r * cnn_dim..(r + 1) * cnn_dim]);
         }
@@ -56,7 +134,7 @@ pub fn rl_features(fs: &FeatureSet, recent: usize, cnn: Option<&CnnModel>) -> Rl
     RlFeatures {
         rows,
         dim,
-        prices: fs.close.clone(),
+        prices: ds.anchors.iter().map(|a| a.close).collect(),
     }
 }
 
@@ -210,57 +288,47 @@ pub fn batch_actions(agent: &DqnAgent, states: &[f32], width: usize) -> Vec<Acti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::pivots::PivotConfig;
-    use crate::market::types::{Candle, Price, Qty, Timeframe};
+    use crate::models::cnn_train::DatasetConfig;
     use crate::models::dqn::DqnConfig;
     use crate::models::env::EnvConfig;
-    use crate::models::features::FeatureBuilder;
+    use crate::models::input::InputShape;
 
-    fn fs(n: usize) -> FeatureSet {
-        let cs: Vec<Candle> = (0..n)
-            .map(|i| {
-                let c = 100.0 + (i as f64 / 4.0).sin();
-                let p = Price::from_f64_round;
-                Candle {
-                    open_time_ms: i as i64 * 60_000,
-                    open: p(c),
-                    high: p(c + 0.1),
-                    low: p(c - 0.1),
-                    close: p(c),
-                    volume: Qty::from_f64_round(1.0),
-                    trades: 1,
-                }
-            })
-            .collect();
-        FeatureBuilder::new(8, PivotConfig::for_timeframe(Timeframe::M1))
-            .build(&cs)
-            .unwrap()
+    fn ds(n: usize) -> CnnDataset {
+        let cs = crate::models::samples::tests::wave(n, Timeframe::M1, 1_699_999_200_000);
+        CnnDataset::build("ETHUSDT", &cs, &[], &DatasetConfig::new(Timeframe::M1, 8)).unwrap()
     }
 
     #[test]
     fn features_align_with_prices_and_include_the_cnn() {
         tch::manual_seed(0);
-        let f = fs(60);
-        let plain = rl_features(&f, 4, None);
-        assert_eq!(plain.dim, 4 + 20);
-        assert_eq!(plain.rows.len(), plain.dim * f.len());
-        assert_eq!(plain.prices.len(), f.len());
-        // The newest relative close is always zero.
-        assert_eq!(plain.rows[3], 0.0);
+        let d = ds(80);
+        let plain = rl_features(&d, None);
+        assert_eq!(plain.dim, market_width(MARKET_RECENT));
+        assert_eq!(plain.rows.len(), plain.dim * d.len());
+        assert_eq!(plain.prices.len(), d.len());
+        // The newest relative close is always zero; older ones are not all zero.
+        assert_eq!(plain.rows[MARKET_RECENT - 1], 0.0);
+        assert!(plain.rows[..MARKET_RECENT - 1].iter().any(|&v| v != 0.0));
         let cnn = CnnModel::new(
-            crate::models::cnn::CnnConfig::small(f.input),
+            crate::models::cnn::CnnConfig::small(InputShape::encoded(8)),
             tch::Device::Cpu,
         );
-        let with = rl_features(&f, 4, Some(&cnn));
-        assert_eq!(with.dim, 24 + cnn.net.config().state_features());
-        assert_eq!(with.rows.len(), with.dim * f.len());
+        let with = rl_features(&d, Some(&cnn));
+        assert_eq!(with.dim, plain.dim + cnn.net.config().state_features());
+        assert_eq!(with.rows.len(), with.dim * d.len());
+        let spec = RlStateSpec {
+            timeframe: Timeframe::M1,
+            recent: MARKET_RECENT,
+            cnn_features: cnn.net.config().state_features(),
+        };
+        assert_eq!(spec.state_dim(), with.dim + 1);
     }
 
     #[test]
     fn training_runs_episodes_and_baselines_are_consistent() {
         tch::set_num_threads(1);
         tch::manual_seed(0);
-        let f = rl_features(&fs(300), 4, None);
+        let f = rl_features(&ds(300), None);
         let mut env = TradingEnv::new(f.prices, f.rows, f.dim, EnvConfig::default()).unwrap();
         let mut c = DqnConfig::new(env.state_dim());
         c.learn_start = 32;

@@ -1,0 +1,513 @@
+//! The backtester: historical candles go through the same input builder, experts, mixture of
+//! experts and feedback as live, candle by candle, and decisions are executed with fees and
+//! slippage into exact position accounting. Pure logic: no I/O (the command reads the files
+//! and writes the reports).
+//!
+//! **Timing.** A decision is made at the close of candle `t` from an input built at that close
+//! (only candles closed by then, see `analysis::input`), and executed at that close's price
+//! moved against the order by the slippage, paying the taker fee. Nothing later than `t` is
+//! read before the decision at `t`, so changing the future leaves past decisions unchanged.
+//!
+//! **Orders.** BUY targets a long of `position_fraction` of equity (closing a short first);
+//! SELL closes a long and, with `allow_short`, opens a short of the same size; HOLD keeps the
+//! position. Round trips run from flat to flat (a flip closes one and opens the next).
+//!
+//! **Batching.** When no expert reads earlier outputs, inputs are built `batch` candles ahead
+//! and inferred together; decisions do not depend on the account, so this gives the same
+//! decisions and trades as stepping one candle at a time.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::config::OrchestratorConfig;
+use super::coordinator::RunMode;
+use super::decision::{Decision, ThresholdHandle, Thresholds};
+use super::engine::{Engine, EngineError};
+use super::expert::Expert;
+use super::history::{HistoryError, HistoryFeed};
+use super::metrics::{Metrics, metrics, periods_per_year};
+use crate::analysis::input::{BaseDataInput, InputConfig};
+use crate::analysis::model_output::Action;
+use crate::market::types::{Candle, Price, Qty, SCALE, Side, Symbol};
+use crate::trading::money::Money;
+use crate::trading::order::{ClientIdGen, Fill};
+use crate::trading::position::Portfolio;
+
+/// Why a backtest could not run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BacktestError {
+    /// The orchestrator could not be built.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The candles cannot be fed.
+    #[error("candle {index}: {source}")]
+    Candle {
+        /// Index in the candle list.
+        index: usize,
+        /// What was wrong.
+        source: HistoryError,
+    },
+    /// The interval fits no timeframe.
+    #[error(transparent)]
+    Interval(HistoryError),
+    /// No candle closes inside the requested range.
+    #[error("no candle closes between {from_ms} and {to_ms}")]
+    EmptyRange {
+        /// Start, ms.
+        from_ms: i64,
+        /// End, ms.
+        to_ms: i64,
+    },
+    /// Client order ids cannot be generated.
+    #[error("client order ids: {0}")]
+    ClientId(String),
+    /// A walk-forward window is not positive.
+    #[error("walk-forward windows must be positive, got train {train_ms} ms, test {test_ms} ms")]
+    Windows {
+        /// Train window, ms.
+        train_ms: i64,
+        /// Test window, ms.
+        test_ms: i64,
+    },
+}
+
+/// What to backtest.
+#[derive(Debug, Clone, Copy)]
+pub struct BacktestSpec<'a> {
+    /// Canonical symbol.
+    pub symbol: &'a str,
+    /// Candles, strictly ascending, on the `interval_ms` grid.
+    pub candles: &'a [Candle],
+    /// Candle length, ms.
+    pub interval_ms: i64,
+    /// First decision at the first candle close at or after this (earlier candles warm up).
+    pub from_ms: i64,
+    /// Last decision at the last candle close at or before this.
+    pub to_ms: i64,
+}
+
+/// One executed fill.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TradeRecord {
+    /// Execution time, ms.
+    pub time_ms: i64,
+    /// Buy or sell.
+    pub side: Side,
+    /// Execution price (after slippage).
+    pub price: Price,
+    /// Quantity.
+    pub qty: Qty,
+    /// Fee paid, quote.
+    pub fee: Money,
+    /// Position after the fill.
+    pub position: Qty,
+    /// The decision's reason.
+    pub reason: String,
+}
+
+/// A compact decision record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecisionRecord {
+    /// Step time, ms.
+    pub time_ms: i64,
+    /// The action.
+    pub action: Action,
+    /// Its combined probability.
+    pub confidence: f64,
+    /// Why.
+    pub reason: String,
+}
+
+impl From<&Decision> for DecisionRecord {
+    fn from(d: &Decision) -> Self {
+        Self {
+            time_ms: d.time_ms,
+            action: d.action,
+            confidence: d.confidence,
+            reason: d.reason.clone(),
+        }
+    }
+}
+
+/// Everything a backtest produced.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BacktestResult {
+    /// Symbol.
+    pub symbol: Symbol,
+    /// Candle length, ms.
+    pub interval_ms: i64,
+    /// First decision time.
+    pub first_ms: i64,
+    /// Last decision time.
+    pub last_ms: i64,
+    /// Thresholds used.
+    pub thresholds: Thresholds,
+    /// Strategy equity after each step, quote.
+    pub equity: Vec<(i64, f64)>,
+    /// Buy-and-hold equity after each step, quote.
+    pub benchmark: Vec<(i64, f64)>,
+    /// Every fill.
+    pub trades: Vec<TradeRecord>,
+    /// Every decision.
+    pub decisions: Vec<DecisionRecord>,
+    /// Strategy statistics.
+    pub metrics: Metrics,
+    /// Buy-and-hold statistics.
+    pub benchmark_metrics: Metrics,
+    /// Final exact equity.
+    pub final_equity: Money,
+    /// Experts' final accuracy.
+    pub accuracy: BTreeMap<String, f64>,
+    /// Expert outputs missing (failed) over the run.
+    pub skipped_outputs: u64,
+}
+
+/// Fills at a reference price with slippage and taker fee, into a portfolio.
+struct Broker {
+    symbol: Symbol,
+    fee_bps: u32,
+    slippage_bps: u32,
+    seq: u64,
+    ids: ClientIdGen,
+    portfolio: Portfolio,
+}
+
+impl Broker {
+    fn new(
+        symbol: &str,
+        prefix: &str,
+        equity: Money,
+        fee_bps: u32,
+        slippage_bps: u32,
+    ) -> Result<Self, BacktestError> {
+        Ok(Self {
+            symbol: symbol.into(),
+            fee_bps,
+            slippage_bps,
+            seq: 0,
+            ids: ClientIdGen::new(prefix, 1).map_err(|e| BacktestError::ClientId(e.to_string()))?,
+            portfolio: Portfolio::new(equity, 1 << 20),
+        })
+    }
+
+    /// Execution price of a `side` order at `reference`: worse by the slippage, rounded
+    /// against the trader.
+    fn price(&self, side: Side, reference: Price) -> Price {
+        let raw = reference.raw() as i128;
+        let bps = self.slippage_bps as i128;
+        Price(match side {
+            Side::Buy => (raw * (10_000 + bps) + 9_999) / 10_000,
+            Side::Sell => raw * (10_000 - bps).max(0) / 10_000,
+        } as i64)
+    }
+
+    /// Quantity worth `budget` at `price`, floored to 1e-8.
+    fn qty_for(budget: Money, price: Price) -> Qty {
+        if price.raw() <= 0 || budget.raw() <= 0 {
+            return Qty::ZERO;
+        }
+        let q = budget.raw() * SCALE as i128 / price.raw() as i128;
+        Qty(q.min(i64::MAX as i128) as i64)
+    }
+
+    fn fill(&mut self, side: Side, qty: Qty, reference: Price, time_ms: i64) -> Fill {
+        self.seq += 1;
+        let price = self.price(side, reference);
+        let fee_quote = Money::notional(price, qty).mul_bps_ceil(self.fee_bps);
+        let fill = Fill {
+            client_id: self.ids.next_id(),
+            symbol: self.symbol.clone(),
+            side,
+            price,
+            qty,
+            fee: Qty(fee_quote.raw().clamp(0, i64::MAX as i128) as i64),
+            fee_asset: "QUOTE".into(),
+            fee_quote,
+            is_maker: false,
+            time_ms,
+            trade_id: format!("bt-{}", self.seq),
+        };
+        self.portfolio.apply_fill(&fill);
+        fill
+    }
+}
+
+/// Runs one backtest over `spec` with `experts` under `cfg` (thresholds from `thresholds`,
+/// or the configured ones). `progress(done, total)` is called as steps complete.
+pub fn run(
+    spec: BacktestSpec<'_>,
+    cfg: &OrchestratorConfig,
+    experts: Vec<Box<dyn Expert>>,
+    thresholds: Option<Thresholds>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<BacktestResult, BacktestError> {
+    let th = thresholds.unwrap_or(Thresholds {
+        buy: cfg.buy_threshold,
+        sell: cfg.sell_threshold,
+    });
+    let handle = ThresholdHandle::new(th.buy, th.sell).map_err(|e| {
+        EngineError::Config(format!("orchestrator.{}_threshold", e.side), e.to_string())
+    })?;
+    let mut engine = Engine::new(cfg.clone(), experts, RunMode::Inline, handle)?;
+    let mut feed = HistoryFeed::new(spec.symbol, spec.interval_ms, InputConfig::default())
+        .map_err(BacktestError::Interval)?;
+    let close_of = |c: &Candle| c.open_time_ms + spec.interval_ms;
+    let first = spec.candles.partition_point(|c| close_of(c) < spec.from_ms);
+    let end = spec.candles.partition_point(|c| close_of(c) <= spec.to_ms);
+    if first >= end {
+        return Err(BacktestError::EmptyRange {
+            from_ms: spec.from_ms,
+            to_ms: spec.to_ms,
+        });
+    }
+    for (index, c) in spec.candles[..first].iter().enumerate() {
+        feed.push(c)
+            .map_err(|source| BacktestError::Candle { index, source })?;
+    }
+    let b = &cfg.backtest;
+    let equity0 = Money::from_units(b.starting_equity as i64);
+    let mut broker = Broker::new(spec.symbol, "bt", equity0, b.fee_bps, b.slippage_bps)?;
+    let mut hold = Broker::new(spec.symbol, "bh", equity0, b.fee_bps, b.slippage_bps)?;
+    let batch = if engine.coordinator().needs_sequential_steps() {
+        1
+    } else {
+        b.batch.max(1)
+    };
+    let total = end - first;
+    let mut equity = Vec::with_capacity(total);
+    let mut benchmark = Vec::with_capacity(total);
+    let mut trades = Vec::new();
+    let mut decisions = Vec::with_capacity(total);
+    let mut exposed = 0usize;
+    let mut trips: Vec<f64> = Vec::new();
+    let mut trip_start: Option<Money> = None;
+    let mut done = 0;
+    let mut i = first;
+    while i < end {
+        let upto = (i + batch).min(end);
+        let mut inputs: Vec<BaseDataInput> = Vec::with_capacity(upto - i);
+        for (index, c) in spec.candles.iter().enumerate().take(upto).skip(i) {
+            let t = feed
+                .push(c)
+                .map_err(|source| BacktestError::Candle { index, source })?;
+            inputs.push(feed.input(engine.store().outputs(), t));
+        }
+        let reports = if batch == 1 {
+            inputs
+                .into_iter()
+                .map(|x| engine.step(x))
+                .collect::<Vec<_>>()
+        } else {
+            engine.step_batch(inputs)
+        };
+        for (c, r) in spec.candles[i..upto].iter().zip(reports) {
+            let t = close_of(c);
+            let d = &r.decision;
+            broker.portfolio.mark(spec.symbol, c.close);
+            hold.portfolio.mark(spec.symbol, c.close);
+            if hold.seq == 0 {
+                let budget = equity0.mul_bps_floor((b.position_fraction * 10_000.0) as u32);
+                let q = Broker::qty_for(budget, hold.price(Side::Buy, c.close));
+                if !q.is_zero() {
+                    hold.fill(Side::Buy, q, c.close, t);
+                }
+            }
+            let pos = broker.portfolio.qty(spec.symbol);
+            let equity_now = broker.portfolio.equity();
+            let budget = equity_now.mul_bps_floor((b.position_fraction * 10_000.0) as u32);
+            let order: Option<(Side, Qty)> = match d.action {
+                Action::Buy if pos.raw() <= 0 => {
+                    let q = Broker::qty_for(budget, broker.price(Side::Buy, c.close));
+                    Some((Side::Buy, Qty(q.raw() + pos.raw().abs())))
+                }
+                Action::Sell if pos.raw() > 0 => {
+                    let extra = if b.allow_short {
+                        Broker::qty_for(budget, broker.price(Side::Sell, c.close)).raw()
+                    } else {
+                        0
+                    };
+                    Some((Side::Sell, Qty(pos.raw() + extra)))
+                }
+                Action::Sell if pos.raw() == 0 && b.allow_short => Some((
+                    Side::Sell,
+                    Broker::qty_for(budget, broker.price(Side::Sell, c.close)),
+                )),
+                _ => None,
+            };
+            if let Some((side, qty)) = order.filter(|(_, q)| q.raw() > 0) {
+                let before = broker.portfolio.realized_net();
+                if pos.is_zero() {
+                    trip_start = Some(before);
+                }
+                let fill = broker.fill(side, qty, c.close, t);
+                let after = broker.portfolio.qty(spec.symbol);
+                let realized = broker.portfolio.realized_net();
+                let closed = !pos.is_zero()
+                    && (after.is_zero() || after.raw().signum() != pos.raw().signum());
+                if closed && let Some(start) = trip_start.take() {
+                    trips.push((realized - start).to_f64());
+                    if !after.is_zero() {
+                        trip_start = Some(realized);
+                    }
+                }
+                trades.push(TradeRecord {
+                    time_ms: t,
+                    side,
+                    price: fill.price,
+                    qty,
+                    fee: fill.fee_quote,
+                    position: after,
+                    reason: d.reason.clone(),
+                });
+            }
+            if !broker.portfolio.qty(spec.symbol).is_zero() {
+                exposed += 1;
+            }
+            equity.push((t, broker.portfolio.equity().to_f64()));
+            benchmark.push((t, hold.portfolio.equity().to_f64()));
+            decisions.push(DecisionRecord::from(d));
+            done += 1;
+        }
+        progress(done, total);
+        i = upto;
+    }
+    let per_year = periods_per_year(spec.interval_ms);
+    let with_start = |curve: &[(i64, f64)]| {
+        std::iter::once(equity0.to_f64())
+            .chain(curve.iter().map(|(_, e)| *e))
+            .collect::<Vec<_>>()
+    };
+    let steps = equity.len().max(1) as f64;
+    let m = metrics(
+        &with_start(&equity),
+        per_year,
+        exposed as f64 / steps,
+        &trips,
+        trades.len(),
+    );
+    let bm = metrics(
+        &with_start(&benchmark),
+        per_year,
+        if hold.seq > 0 { 1.0 } else { 0.0 },
+        &[],
+        usize::from(hold.seq > 0),
+    );
+    let accuracy = engine
+        .feedback()
+        .accuracy()
+        .iter()
+        .map(|(k, a)| (k.clone(), a.ewma))
+        .collect();
+    Ok(BacktestResult {
+        symbol: spec.symbol.into(),
+        interval_ms: spec.interval_ms,
+        first_ms: equity.first().map_or(0, |e| e.0),
+        last_ms: equity.last().map_or(0, |e| e.0),
+        thresholds: th,
+        final_equity: broker.portfolio.equity(),
+        equity,
+        benchmark,
+        trades,
+        decisions,
+        metrics: m,
+        benchmark_metrics: bm,
+        accuracy,
+        skipped_outputs: engine.snapshot(false).skipped,
+    })
+}
+
+/// One walk-forward fold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fold {
+    /// Train window `[from, to]`, ms.
+    pub train: (i64, i64),
+    /// Test window `[from, to]`, ms.
+    pub test: (i64, i64),
+    /// Thresholds chosen on the train window.
+    pub chosen: Thresholds,
+    /// Train statistics with the chosen thresholds.
+    pub train_metrics: Metrics,
+    /// The out-of-sample run.
+    pub test_result: BacktestResult,
+}
+
+/// Symmetric threshold candidates tried on each train window.
+pub const THRESHOLD_GRID: [f64; 5] = [0.35, 0.45, 0.55, 0.65, 0.75];
+
+/// Walk-forward: on each train window, pick the thresholds (from [`THRESHOLD_GRID`]) with the
+/// best Sharpe ratio (the experts' accuracies warm up there too), then run the next test
+/// window with them; roll by the test length. `experts()` builds a fresh set per run.
+pub fn walk_forward(
+    spec: BacktestSpec<'_>,
+    cfg: &OrchestratorConfig,
+    experts: &dyn Fn() -> Vec<Box<dyn Expert>>,
+    train_ms: i64,
+    test_ms: i64,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Fold>, BacktestError> {
+    if train_ms <= 0 || test_ms <= 0 {
+        return Err(BacktestError::Windows { train_ms, test_ms });
+    }
+    let mut folds = Vec::new();
+    let mut start = spec.from_ms;
+    let total = ((spec.to_ms - spec.from_ms - train_ms).max(0) / test_ms + 1) as usize;
+    while start + train_ms < spec.to_ms {
+        let train = (start, start + train_ms);
+        let test = (
+            start + train_ms,
+            (start + train_ms + test_ms).min(spec.to_ms),
+        );
+        let mut best: Option<(Thresholds, Metrics)> = None;
+        for &g in &THRESHOLD_GRID {
+            let th = Thresholds { buy: g, sell: g };
+            let r = run(
+                BacktestSpec {
+                    from_ms: train.0,
+                    to_ms: train.1,
+                    ..spec
+                },
+                cfg,
+                experts(),
+                Some(th),
+                &mut |_, _| {},
+            );
+            let m = match r {
+                Ok(r) => r.metrics,
+                Err(BacktestError::EmptyRange { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if best.as_ref().is_none_or(|(_, b)| m.sharpe > b.sharpe) {
+                best = Some((th, m));
+            }
+        }
+        let Some((chosen, train_metrics)) = best else {
+            start += test_ms;
+            continue;
+        };
+        match run(
+            BacktestSpec {
+                from_ms: test.0 + 1,
+                to_ms: test.1,
+                ..spec
+            },
+            cfg,
+            experts(),
+            Some(chosen),
+            &mut |_, _| {},
+        ) {
+            Ok(test_result) => folds.push(Fold {
+                train,
+                test,
+                chosen,
+                train_metrics,
+                test_result,
+            }),
+            Err(BacktestError::EmptyRange { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        progress(folds.len(), total);
+        start += test_ms;
+    }
+    Ok(folds)
+}

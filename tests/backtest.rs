@@ -1,0 +1,145 @@
+//! The backtester on a recorded BTC perpetual (1m): deterministic, no lookahead, batched =
+//! stepwise, walk-forward folds roll without overlap.
+
+use mmtrader::analysis::analyze::{detect_interval, read_candles};
+use mmtrader::market::types::{Candle, Price};
+use mmtrader::orchestrator::backtest::{self, BacktestResult, BacktestSpec};
+use mmtrader::orchestrator::config::OrchestratorConfig;
+use mmtrader::orchestrator::expert::{Expert, PivotMomentumConfig, PivotMomentumExpert};
+
+fn candles(n: usize) -> Vec<Candle> {
+    let path = mmtrader::testdata::require("candles/nautilus/btc-perp-20211231-20220201_1m.csv.gz");
+    let mut c = read_candles(&path).unwrap().candles;
+    c.truncate(n);
+    c
+}
+
+fn experts() -> Vec<Box<dyn Expert>> {
+    vec![
+        Box::new(PivotMomentumExpert::new(PivotMomentumConfig::default())),
+        Box::new(PivotMomentumExpert::new(PivotMomentumConfig {
+            name: "slow_momentum".into(),
+            lookback: 60,
+            min_candles: 80,
+            ..PivotMomentumConfig::default()
+        })),
+    ]
+}
+
+fn cfg(batch: usize) -> OrchestratorConfig {
+    let mut c = OrchestratorConfig {
+        buy_threshold: 0.45,
+        sell_threshold: 0.45,
+        horizon_secs: 600,
+        ..OrchestratorConfig::default()
+    };
+    c.backtest.batch = batch;
+    c
+}
+
+fn run(candles: &[Candle], batch: usize) -> BacktestResult {
+    let interval = detect_interval(candles);
+    let spec = BacktestSpec {
+        symbol: "BTCUSDT",
+        candles,
+        interval_ms: interval,
+        // The first decision at the close of candle 300; earlier candles warm up.
+        from_ms: candles[300].open_time_ms + interval,
+        to_ms: i64::MAX,
+    };
+    backtest::run(spec, &cfg(batch), experts(), None, &mut |_, _| {}).unwrap()
+}
+
+#[test]
+fn same_input_same_trades_and_batching_changes_nothing() {
+    let c = candles(1_500);
+    let a = run(&c, 1);
+    assert!(a.trades.len() >= 4, "{} trades", a.trades.len());
+    assert_eq!(a.decisions.len(), 1_500 - 300);
+    let b = run(&c, 1);
+    assert_eq!(a, b);
+    let batched = run(&c, 64);
+    assert_eq!(a.trades, batched.trades);
+    assert_eq!(a.decisions, batched.decisions);
+    assert_eq!(a.final_equity, batched.final_equity);
+    // Fees are paid on every fill, and the equity curve ends at the exact final equity.
+    assert!(a.trades.iter().all(|t| t.fee.raw() > 0));
+    assert!((a.equity.last().unwrap().1 - a.final_equity.to_f64()).abs() < 1e-6);
+    let m = &a.metrics;
+    assert!(m.max_drawdown >= 0.0 && m.max_drawdown < 1.0);
+    assert!((0.0..=1.0).contains(&m.exposure));
+    assert_eq!(m.trades, a.trades.len());
+    // Buy and hold: one fill, always exposed, and its return follows the price.
+    let bm = &a.benchmark_metrics;
+    assert_eq!((bm.trades, bm.exposure), (1, 1.0));
+    let price_ret = c.last().unwrap().close.to_f64() / c[300].close.to_f64() - 1.0;
+    assert!(
+        (bm.total_return - 0.95 * price_ret).abs() < 0.01,
+        "{bm:?} vs {price_ret}"
+    );
+}
+
+#[test]
+fn changing_the_future_leaves_past_decisions_unchanged() {
+    let c = candles(1_200);
+    let base = run(&c, 1);
+    let cut = c[900].open_time_ms;
+    let mut changed = c.clone();
+    for k in &mut changed[900..] {
+        // A crash after the cut: every later price halves.
+        let half = |p: Price| Price(p.raw() / 2);
+        k.open = half(k.open);
+        k.high = half(k.high);
+        k.low = half(k.low);
+        k.close = half(k.close);
+    }
+    let other = run(&changed, 1);
+    let before = |r: &BacktestResult| {
+        (
+            r.decisions
+                .iter()
+                .filter(|d| d.time_ms <= cut)
+                .cloned()
+                .collect::<Vec<_>>(),
+            r.trades
+                .iter()
+                .filter(|t| t.time_ms <= cut)
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(before(&base), before(&other));
+    assert_eq!(before(&base).0.len(), 900 - 300);
+    assert_ne!(base.decisions, other.decisions, "the future did change");
+}
+
+#[test]
+fn walk_forward_rolls_train_then_test_windows() {
+    let c = candles(2_000);
+    let interval = detect_interval(&c);
+    let spec = BacktestSpec {
+        symbol: "BTCUSDT",
+        candles: &c,
+        interval_ms: interval,
+        from_ms: c[300].open_time_ms,
+        to_ms: c[1_999].open_time_ms + interval,
+    };
+    let hour = 3_600_000;
+    let folds =
+        backtest::walk_forward(spec, &cfg(64), &experts, 6 * hour, 3 * hour, &mut |_, _| {})
+            .unwrap();
+    assert!(folds.len() >= 3, "{}", folds.len());
+    for w in folds.windows(2) {
+        assert_eq!(w[1].train.0, w[0].train.0 + 3 * hour);
+        assert_eq!(w[0].test.1, w[1].test.0);
+    }
+    for f in &folds {
+        assert_eq!(f.train.1, f.test.0);
+        assert!(backtest::THRESHOLD_GRID.contains(&f.chosen.buy));
+        assert!(f.test_result.first_ms > f.test.0 && f.test_result.last_ms <= f.test.1);
+    }
+    assert!(matches!(
+        backtest::walk_forward(spec, &cfg(1), &experts, 0, hour, &mut |_, _| {}),
+        Err(backtest::BacktestError::Windows { .. })
+    ));
+}
