@@ -81,15 +81,46 @@ fn workstation_shows_live_data_and_obeys_keys() {
     app.wait_for("system", LONG, |s| {
         s.contains("exchange ws")
             && s.contains("feed running")
-            && s.contains("inference not running")
+            && s.contains("inference running")
+            && s.contains("trading not running")
             && s.contains("memory RSS")
     });
     app.send(b"p");
-    app.wait_for("models", LONG, |s| s.contains("no model loaded"));
-    app.send(b"p");
-    app.wait_for("positions", LONG, |s| {
-        s.contains("paper trading not running")
+    app.wait_for("models with thresholds", LONG, |s| {
+        s.contains("inference running") && s.contains("[buy ≥ 0.55]") && s.contains("sell ≥ 0.55")
     });
+    // Thresholds change at once and show the value in force.
+    app.send(b"+");
+    app.wait_for("buy threshold raised", LONG, |s| s.contains("[buy ≥ 0.60]"));
+    app.send(b"]");
+    app.send(b"-");
+    app.wait_for("sell threshold lowered", LONG, |s| {
+        s.contains("[sell ≥ 0.50]") && s.contains("buy ≥ 0.60")
+    });
+    // Inference stops and starts by hotkey.
+    app.send(b"i");
+    app.wait_for("inference stopped", LONG, |s| {
+        s.contains("inference stopped")
+    });
+    app.send(b"i");
+    app.wait_for("inference running again", LONG, |s| {
+        s.contains("inference running")
+    });
+    app.send(b"p");
+    app.wait_for("positions", LONG, |s| s.contains("PAPER stopped"));
+    // Trading starts by hotkey; flatten asks first, and "n" leaves it.
+    app.send(b"e");
+    app.wait_for("trading started", LONG, |s| s.contains("PAPER running"));
+    app.send(b"X");
+    app.wait_for("flatten asks", LONG, |s| {
+        s.contains("Flatten every position at market?")
+    });
+    app.send(b"n");
+    app.wait_for("flatten declined", LONG, |s| {
+        !s.contains("Flatten every position") && s.contains("PAPER running")
+    });
+    app.send(b"e");
+    app.wait_for("trading stopped", LONG, |s| s.contains("PAPER stopped"));
     app.send(b"p");
     app.wait_for("logs", LONG, |s| {
         s.contains("Log ≥INFO") && s.contains("feed started")
@@ -97,9 +128,7 @@ fn workstation_shows_live_data_and_obeys_keys() {
     app.send(b"l");
     app.wait_for("log filter cycled", LONG, |s| s.contains("Log ≥DEBUG"));
     app.send(b"P");
-    app.wait_for("focus back", LONG, |s| {
-        s.contains("paper trading not running")
-    });
+    app.wait_for("focus back", LONG, |s| s.contains("PAPER stopped"));
 
     // Help overlay lists the key map, and closes again.
     app.send(b"?");
@@ -126,7 +155,7 @@ fn workstation_shows_live_data_and_obeys_keys() {
     });
     app.resize(80, 24);
     app.wait_for("80x24 again", LONG, |s| {
-        s.contains("paper trading not running") && !s.contains("COB heatmap")
+        s.contains("PAPER stopped") && !s.contains("COB heatmap")
     });
 
     // Quit: clean exit, and the log file was written.

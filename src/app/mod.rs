@@ -2,9 +2,11 @@
 
 pub mod analyze;
 pub mod backtest;
+pub mod desk;
 pub mod feed;
 pub mod pipeline;
 pub mod sim;
+pub mod trading;
 pub mod train;
 pub mod workstation;
 

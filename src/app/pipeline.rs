@@ -264,6 +264,7 @@ impl MarketTaskState {
                     pivots,
                     heatmap: Arc::new(heatmap_tail(&s.market, SNAPSHOT_HEATMAP_ROWS)),
                     cob: s.market.last_cob().cloned(),
+                    instrument: s.instrument.clone().map(Arc::new),
                 }
             })
             .collect();

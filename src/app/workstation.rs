@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crossterm::event::{self, Event, KeyEventKind};
 
+use super::desk::{DeskProcesses, baseline_experts};
 use super::pipeline::FeedProcess;
 use crate::cli::{EXIT_OK, Failure};
 use crate::config::Config;
@@ -18,6 +19,8 @@ use crate::tui::theme::{Theme, terminal_has_truecolor};
 
 /// Shortest time between two frames: input and data changes redraw, but never faster.
 const FRAME_INTERVAL: Duration = Duration::from_millis(50);
+/// How often the models, trading and parameter views are refreshed from their processes.
+const DESK_EVERY: Duration = Duration::from_millis(200);
 /// How often process memory is re-read for the system pane.
 const MEMORY_EVERY: Duration = Duration::from_secs(2);
 
@@ -51,16 +54,24 @@ pub fn run(config: Config) -> Result<i32, Failure> {
 
     let rt = super::runtime()?;
     let quit = Arc::new(AtomicBool::new(false));
-    let (mut feed, snapshots, sim) = rt.block_on(async {
+    let (mut feed, snapshots, sim, desk) = rt.block_on(async {
         let (endpoints, sim) = super::endpoints(&config).await?;
         tracing::info!(source = %endpoints.name, "workstation starting");
         let (mut feed, rx) = FeedProcess::new(config.clone(), endpoints);
+        let journal_dir = config.paths.data_dir.join(&config.execution.journal_dir);
+        let (desk, tap) =
+            DeskProcesses::start(&config, baseline_experts(), rx.clone(), &journal_dir)
+                .map_err(Failure::runtime)?;
+        feed.set_input_tap(tap);
         feed.start().map_err(Failure::runtime)?;
         watch_signals(quit.clone());
-        Ok::<_, Failure>((feed, rx, sim))
+        Ok::<_, Failure>((feed, rx, sim, desk))
     })?;
 
-    let result = ui_loop(&rt, &mut feed, snapshots, &ring, &theme, &keys, &quit);
+    let result = ui_loop(
+        &rt, &mut feed, &desk, snapshots, &ring, &theme, &keys, &quit,
+    );
+    desk.shutdown();
     rt.block_on(async {
         feed.stop().await;
         if let Some(sim) = sim {
@@ -100,9 +111,11 @@ fn watch_signals(quit: Arc<AtomicBool>) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn ui_loop(
     rt: &tokio::runtime::Runtime,
     feed: &mut FeedProcess,
+    processes: &DeskProcesses,
     mut snapshots: tokio::sync::watch::Receiver<Arc<crate::market::snapshot::MarketSnapshot>>,
     ring: &LogRing,
     theme: &Theme,
@@ -117,6 +130,7 @@ fn ui_loop(
         ..DeskStatus::default()
     };
     let mut last_memory = Instant::now();
+    let mut last_desk = Instant::now() - DESK_EVERY;
     let mut dirty = true;
     let mut last_frame = Instant::now() - FRAME_INTERVAL;
     while !quit.load(Ordering::SeqCst) {
@@ -127,6 +141,26 @@ fn ui_loop(
             desk.rss_bytes = read_rss();
             last_memory = Instant::now();
             dirty = true;
+        }
+        if last_desk.elapsed() >= DESK_EVERY {
+            let symbol = {
+                let snap = snapshots.borrow();
+                snap.symbols
+                    .get(ui.symbol.min(snap.symbols.len().saturating_sub(1)))
+                    .map(|s| s.exchange.clone())
+                    .unwrap_or_default()
+            };
+            let fresh = DeskStatus {
+                rss_bytes: desk.rss_bytes,
+                models: Some(processes.models_view(&symbol)),
+                trading: processes.trading_view(),
+                tunables: processes.tunables(),
+            };
+            if fresh != desk {
+                desk = fresh;
+                dirty = true;
+            }
+            last_desk = Instant::now();
         }
         if dirty && last_frame.elapsed() >= FRAME_INTERVAL {
             let snap = snapshots.borrow_and_update().clone();
@@ -166,7 +200,11 @@ fn ui_loop(
                                 }
                             }
                         }
-                        Some(other) => tracing::warn!(?other, "no process behind this command yet"),
+                        Some(other) => {
+                            processes.command(&other);
+                            // Show the effect (a new threshold, a stopped process) at once.
+                            last_desk = Instant::now() - DESK_EVERY;
+                        }
                         None => {}
                     }
                     dirty = true;

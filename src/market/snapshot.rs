@@ -100,6 +100,8 @@ pub struct SymbolView {
     pub pivots: Vec<(Timeframe, SeriesPivots)>,
     /// The newest COB heatmap rows, oldest first (empty until the book is live).
     pub heatmap: Arc<Vec<HeatmapRow>>,
+    /// The exchange's trading rules for the symbol (None until exchangeInfo arrived).
+    pub instrument: Option<Arc<crate::market::instrument::Instrument>>,
 }
 
 impl SymbolView {

@@ -92,6 +92,14 @@ impl Orchestrator {
         let _ = self.tx.send(Msg::Input(Box::new(input)));
     }
 
+    /// A cheap, non-blocking sender of inputs for another thread or task (the feed's tap).
+    pub fn input_sender(&self) -> impl Fn(BaseDataInput) + Send + 'static {
+        let tx = self.tx.clone();
+        move |input| {
+            let _ = tx.send(Msg::Input(Box::new(input)));
+        }
+    }
+
     /// Sends scored pairs of `model` to `trainer` (the model runtime's training channel).
     pub fn add_trainer(&self, model: impl Into<String>, trainer: Sender<Feedback>) {
         let _ = self.tx.send(Msg::Trainer(model.into(), trainer));

@@ -772,6 +772,7 @@ mod tests {
                 pivots: vec![],
                 cob: None,
                 heatmap: Default::default(),
+                instrument: None,
                 ..s.clone()
             };
         }

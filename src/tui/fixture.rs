@@ -154,6 +154,7 @@ fn symbol(rng: &mut Mix, display: &str, exchange: &str, base: i64, bucket: i64) 
         cob: cob.map(Arc::new),
         pivots,
         heatmap: Arc::new(heatmap),
+        instrument: None,
     }
 }
 

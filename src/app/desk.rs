@@ -1,0 +1,287 @@
+//! The processes behind the screen besides the feed: the orchestrator (inference and
+//! decisions, on its own threads) and the trading loop (risk manager, paper executor and
+//! journal, on its own thread). The screen talks to them through [`DeskCommand`]s and reads
+//! their published state; nothing here runs on the async reactor or blocks the render path.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::watch;
+
+use super::pipeline::InputTap;
+use super::trading::TradingSession;
+use crate::analysis::input::InputConfig;
+use crate::config::Config;
+use crate::logging::now_ms;
+use crate::market::snapshot::MarketSnapshot;
+use crate::orchestrator::decision::Decision;
+use crate::orchestrator::engine::OrchestratorSnapshot;
+use crate::orchestrator::expert::{Expert, PivotMomentumConfig, PivotMomentumExpert};
+use crate::orchestrator::runtime::Orchestrator;
+use crate::tui::desk::{
+    DecisionView, DeskCommand, ExpertRow, ModelsView, Process, TradingView, Tunable,
+};
+
+/// How often the trading thread republishes its view for the screen.
+const TRADING_PUBLISH_EVERY: Duration = Duration::from_millis(250);
+
+enum TradingCommand {
+    SetRunning(bool),
+    Flatten,
+    KillSwitch,
+    Shutdown,
+}
+
+/// The orchestrator and the trading loop, started together with the workstation.
+pub struct DeskProcesses {
+    orchestrator: Orchestrator,
+    trading_tx: Sender<TradingCommand>,
+    trading_view: Arc<ArcSwapOption<TradingView>>,
+    trading_running: Arc<AtomicBool>,
+    trading_thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for DeskProcesses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeskProcesses").finish_non_exhaustive()
+    }
+}
+
+/// The experts the live desk runs: the rule-based pivot-momentum baselines. (Model experts
+/// plug in through `orchestrator::models` once checkpoints exist.)
+pub fn baseline_experts() -> Vec<Box<dyn Expert>> {
+    vec![
+        Box::new(PivotMomentumExpert::new(PivotMomentumConfig::default())),
+        Box::new(PivotMomentumExpert::new(PivotMomentumConfig {
+            name: "slow_momentum".into(),
+            lookback: 60,
+            min_candles: 80,
+            ..PivotMomentumConfig::default()
+        })),
+    ]
+}
+
+impl DeskProcesses {
+    /// Starts the orchestrator over `experts` and the trading thread (trading itself stays
+    /// off until the user starts it). Returns the input tap the feed must be given.
+    pub fn start(
+        cfg: &Config,
+        experts: Vec<Box<dyn Expert>>,
+        snapshots: watch::Receiver<Arc<MarketSnapshot>>,
+        journal_dir: &Path,
+    ) -> anyhow::Result<(Self, InputTap)> {
+        let (orchestrator, decisions) = Orchestrator::spawn(cfg.orchestrator.clone(), experts)?;
+        let submit = orchestrator.input_sender();
+        let tap = InputTap::new(cfg, InputConfig::default(), Box::new(submit));
+        let session = TradingSession::open(cfg, journal_dir)?;
+        let (trading_tx, trading_rx) = mpsc::channel();
+        let trading_view = Arc::new(ArcSwapOption::empty());
+        let trading_running = Arc::new(AtomicBool::new(false));
+        let view = Arc::clone(&trading_view);
+        let running = Arc::clone(&trading_running);
+        let trading_thread =
+            std::thread::Builder::new()
+                .name("trading".into())
+                .spawn(move || {
+                    trading_loop(session, &decisions, &trading_rx, snapshots, &view, &running)
+                })?;
+        Ok((
+            Self {
+                orchestrator,
+                trading_tx,
+                trading_view,
+                trading_running,
+                trading_thread: Some(trading_thread),
+            },
+            tap,
+        ))
+    }
+
+    /// Carries out a command from the screen (the feed's own toggle is the caller's).
+    pub fn command(&self, cmd: &DeskCommand) {
+        match cmd {
+            DeskCommand::Toggle(Process::Inference) => {
+                if self.orchestrator.is_running() {
+                    self.orchestrator.stop();
+                    tracing::info!("inference stopped");
+                } else {
+                    self.orchestrator.start();
+                    tracing::info!("inference started");
+                }
+            }
+            DeskCommand::Toggle(Process::Trading) => {
+                let on = !self.trading_running.load(Ordering::SeqCst);
+                let _ = self.trading_tx.send(TradingCommand::SetRunning(on));
+            }
+            DeskCommand::Toggle(Process::Training) => {
+                tracing::warn!("online training needs the model experts (no checkpoint loaded)");
+            }
+            DeskCommand::Toggle(Process::Feed) => {}
+            DeskCommand::SetParam { key, value } => self.set_param(key, *value),
+            DeskCommand::Flatten => {
+                let _ = self.trading_tx.send(TradingCommand::Flatten);
+            }
+            DeskCommand::KillSwitch => {
+                let _ = self.trading_tx.send(TradingCommand::KillSwitch);
+            }
+            DeskCommand::GoLive => tracing::warn!(
+                "live trading is not enabled: set [execution] executor = \"binance\" and the \
+                 API key variables, then restart"
+            ),
+        }
+    }
+
+    fn set_param(&self, key: &str, value: f64) {
+        let t = self.orchestrator.thresholds();
+        let (buy, sell) = match key {
+            "buy_threshold" => (value, t.sell),
+            "sell_threshold" => (t.buy, value),
+            other => {
+                tracing::warn!(key = other, "unknown live parameter");
+                return;
+            }
+        };
+        match self.orchestrator.set_thresholds(buy, sell) {
+            Ok(()) => tracing::info!(buy, sell, "thresholds changed"),
+            Err(e) => tracing::warn!(error = %e, "threshold refused"),
+        }
+    }
+
+    /// The live-tunable parameters with the values in force.
+    pub fn tunables(&self) -> Vec<Tunable> {
+        let t = self.orchestrator.thresholds();
+        let tunable = |key: &str, label: &str, value: f64| Tunable {
+            key: key.into(),
+            label: label.into(),
+            value,
+            step: 0.05,
+            min: 0.05,
+            max: 1.0,
+            decimals: 2,
+        };
+        vec![
+            tunable("buy_threshold", "buy ≥", t.buy),
+            tunable("sell_threshold", "sell ≥", t.sell),
+        ]
+    }
+
+    /// The models pane's view for `symbol` (exchange form).
+    pub fn models_view(&self, symbol: &str) -> ModelsView {
+        models_view(&self.orchestrator.snapshot(), symbol)
+    }
+
+    /// The positions pane's view (None until the trading thread published once).
+    pub fn trading_view(&self) -> Option<TradingView> {
+        self.trading_view.load_full().map(|v| (*v).clone())
+    }
+
+    /// Stops the trading thread (orders and positions are in the journal) and the
+    /// orchestrator.
+    pub fn shutdown(mut self) {
+        let _ = self.trading_tx.send(TradingCommand::Shutdown);
+        if let Some(t) = self.trading_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn trading_loop(
+    mut session: TradingSession,
+    decisions: &Receiver<Decision>,
+    commands: &Receiver<TradingCommand>,
+    mut snapshots: watch::Receiver<Arc<MarketSnapshot>>,
+    view: &ArcSwapOption<TradingView>,
+    running: &AtomicBool,
+) {
+    let mut last_publish = Instant::now() - TRADING_PUBLISH_EVERY;
+    loop {
+        while let Ok(cmd) = commands.try_recv() {
+            let now = now_ms();
+            match cmd {
+                TradingCommand::SetRunning(on) => {
+                    session.set_running(on);
+                    tracing::info!(on, "trading {}", if on { "started" } else { "stopped" });
+                }
+                TradingCommand::Flatten => session.flatten(now),
+                TradingCommand::KillSwitch => {
+                    tracing::warn!("kill switch");
+                    session.kill_switch(now);
+                }
+                TradingCommand::Shutdown => return,
+            }
+            running.store(session.is_running(), Ordering::SeqCst);
+        }
+        if snapshots.has_changed().unwrap_or(false) {
+            let snap = snapshots.borrow_and_update().clone();
+            session.on_snapshot(&snap);
+        }
+        match decisions.recv_timeout(Duration::from_millis(50)) {
+            Ok(d) => {
+                session.on_decision(&d);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            // The orchestrator is gone: keep managing positions from market data.
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(50)),
+        }
+        if last_publish.elapsed() >= TRADING_PUBLISH_EVERY {
+            view.store(Some(Arc::new(session.view(now_ms()))));
+            last_publish = Instant::now();
+        }
+    }
+}
+
+/// The models pane's view of an orchestrator snapshot for one symbol.
+pub fn models_view(snap: &OrchestratorSnapshot, symbol: &str) -> ModelsView {
+    let decision = snap.decisions.iter().find(|d| d.symbol == symbol);
+    let experts = snap
+        .experts
+        .iter()
+        .filter(|e| e.symbol == symbol)
+        .filter_map(|e| {
+            Some(ExpertRow {
+                name: e.model.clone(),
+                action: e.action?,
+                confidence: e.confidence.unwrap_or(0.0),
+                probabilities: e.probabilities.as_ref().map(|p| p.as_array()),
+                q_values: e.q_values.as_ref().map(|q| q.as_array()),
+                time_ms: e.time_ms.unwrap_or(0),
+                latency_ms: e.latency_ms,
+                checkpoint: None,
+                flagged: e.last_problem.clone(),
+                weight: decision.and_then(|d| {
+                    d.votes
+                        .iter()
+                        .find(|v| v.model == e.model)
+                        .map(|v| v.weight)
+                }),
+            })
+        })
+        .collect();
+    let accuracy = snap
+        .experts
+        .iter()
+        .filter(|e| e.symbol == symbol && !e.accuracy_history.is_empty())
+        .map(|e| (e.model.clone(), e.accuracy_history.clone()))
+        .collect();
+    ModelsView {
+        inference: snap.running,
+        training: false,
+        device: "cpu".into(),
+        experts,
+        decision: decision.map(|d| DecisionView {
+            symbol: d.symbol.to_string(),
+            action: d.action,
+            confidence: d.confidence,
+            reason: d.reason.clone(),
+            time_ms: d.time_ms,
+        }),
+        accuracy,
+        training_steps: 0,
+        last_loss: None,
+    }
+}

@@ -1,0 +1,473 @@
+//! The trading process behind the screen: the orchestrator's decisions become intents, the
+//! risk manager sizes, checks and protects them, and the paper executor fills them against
+//! the live book. Every approved order is journaled before it is sent and every execution
+//! report before the account acts on it, so a restart resumes the same positions and ids.
+//!
+//! **Policy (spot, long only).** BUY opens a long from flat, sized by the risk manager from
+//! the stop distance; SELL closes a long with a reduce-only market order; HOLD does nothing.
+//! A symbol with a working entry or exit gets no new order until that one is done.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::analysis::model_output::Action;
+use crate::config::Config;
+use crate::market::book::OrderBook;
+use crate::market::instrument::Instrument;
+use crate::market::snapshot::{MarketSnapshot, SymbolView};
+use crate::market::types::{Price, Qty, Side};
+use crate::orchestrator::decision::Decision;
+use crate::trading::executor::{Executor, MarketEvent};
+use crate::trading::journal::{Journal, JournalError, JournalRecord};
+use crate::trading::money::Money;
+use crate::trading::order::{ClientIdGen, OrderKind, OrderStatus};
+use crate::trading::paper::{PaperConfig, PaperExecutor};
+use crate::trading::risk::{OrderIntent, RiskAction, RiskContext, RiskManager};
+use crate::tui::desk::{LimitUsage, OrderRow, PositionRow, TradingView};
+
+/// Why the trading session could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TradingError {
+    /// The journal could not be opened or replayed.
+    #[error("order journal: {0}")]
+    Journal(#[from] JournalError),
+    /// The configured client id prefix is not valid.
+    #[error("execution.client_id_prefix: {0}")]
+    Prefix(String),
+}
+
+/// What happened to one decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecisionOutcome {
+    /// Trading is stopped, the action is HOLD, or nothing is to be done for it.
+    Ignored(&'static str),
+    /// The risk manager refused it; the reason names the limit and the value.
+    Refused(String),
+    /// An order was approved, journaled and sent.
+    Sent(String),
+}
+
+/// Decisions → risk → paper executor, with the journal in front.
+pub struct TradingSession {
+    risk: RiskManager,
+    paper: PaperExecutor,
+    journal: Arc<Mutex<Journal>>,
+    ids: ClientIdGen,
+    instruments: HashMap<String, Instrument>,
+    books: HashMap<String, OrderBook>,
+    last_trade_ids: HashMap<String, u64>,
+    running: bool,
+    sent: u64,
+    refused: u64,
+    last_refusal: Option<String>,
+    fills: u64,
+    max_position: BTreeMap<String, Qty>,
+}
+
+impl std::fmt::Debug for TradingSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TradingSession")
+            .field("running", &self.running)
+            .field("sent", &self.sent)
+            .field("refused", &self.refused)
+            .finish()
+    }
+}
+
+impl TradingSession {
+    /// Opens the journal under `journal_dir`, restores positions and ids from it, and starts
+    /// stopped (trading begins on the user's command).
+    pub fn open(cfg: &Config, journal_dir: &Path) -> Result<Self, TradingError> {
+        let exec = &cfg.execution;
+        let journal = Journal::open(journal_dir, &exec.client_id_prefix, true)?;
+        let state = journal.state();
+        let ids = ClientIdGen::new(&exec.client_id_prefix, state.next_seq())
+            .map_err(|e| TradingError::Prefix(e.to_string()))?;
+        let quote = cfg
+            .symbols
+            .first()
+            .map(|s| s.quote.clone())
+            .unwrap_or_else(|| "USDT".into());
+        let mut paper = PaperExecutor::new(PaperConfig::from_execution(exec, &quote));
+        for p in state.positions() {
+            paper.restore_position(p);
+        }
+        let journal = Arc::new(Mutex::new(journal));
+        let hook_journal = Arc::clone(&journal);
+        paper.set_exit_hook(Box::new(move |request| {
+            let Ok(mut j) = hook_journal.lock() else {
+                return false;
+            };
+            j.record(JournalRecord::Intent {
+                request: request.clone(),
+                protection: Default::default(),
+                time_ms: crate::logging::now_ms(),
+            })
+            .map_err(|e| tracing::error!(error = %e, "journal write failed; exit not placed"))
+            .is_ok()
+        }));
+        Ok(Self {
+            risk: RiskManager::new(cfg.risk.clone(), exec),
+            paper,
+            journal,
+            ids,
+            instruments: HashMap::new(),
+            books: HashMap::new(),
+            last_trade_ids: HashMap::new(),
+            running: false,
+            sent: 0,
+            refused: 0,
+            last_refusal: None,
+            fills: 0,
+            max_position: cfg.risk.max_position_qty.clone(),
+        })
+    }
+
+    /// Whether decisions are turned into orders.
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// Turns order sending on or off (positions and their stops stay managed either way).
+    pub fn set_running(&mut self, on: bool) {
+        self.running = on;
+    }
+
+    /// The instrument rules orders are rounded and checked against (from exchangeInfo).
+    pub fn set_instrument(&mut self, instrument: Instrument) {
+        self.instruments
+            .insert(instrument.symbol.clone(), instrument);
+    }
+
+    /// Feeds the latest market snapshot: books and trades to the executor (fills, stops),
+    /// prices and time to the risk manager (breakers), then applies what a halt requires.
+    pub fn on_snapshot(&mut self, snap: &MarketSnapshot) {
+        let now = snap.time_ms;
+        for view in &snap.symbols {
+            if let Some(inst) = &view.instrument {
+                self.instruments
+                    .entry(inst.symbol.clone())
+                    .or_insert_with(|| (**inst).clone());
+            }
+            self.feed_symbol(view, now);
+        }
+        self.risk.on_time(now);
+        self.risk.on_equity(self.paper.equity(), now);
+        self.apply_risk_actions(now);
+        self.paper.on_time(now);
+        self.pump();
+    }
+
+    fn feed_symbol(&mut self, view: &SymbolView, now: i64) {
+        let symbol = view.exchange.as_str();
+        if !view.bids.is_empty() && !view.asks.is_empty() {
+            let book = self.books.entry(symbol.to_string()).or_default();
+            book.apply_snapshot(&view.bids, &view.asks, now.max(0) as u64);
+            self.paper
+                .on_market(MarketEvent::Book { symbol, book }, now);
+        }
+        if let Some(t) = &view.last_trade
+            && self.last_trade_ids.get(symbol) != Some(&t.id)
+        {
+            self.last_trade_ids.insert(symbol.to_string(), t.id);
+            self.paper.on_market(MarketEvent::Trade(t), now);
+            self.risk.on_market(symbol, t.price, t.time_ms);
+        }
+    }
+
+    fn apply_risk_actions(&mut self, now: i64) {
+        for action in self.risk.take_actions() {
+            match action {
+                RiskAction::CancelAll(reason) => {
+                    tracing::warn!(%reason, "risk: cancelling every working order");
+                    self.cancel_all(now);
+                }
+                RiskAction::FlattenAll(reason) => {
+                    tracing::warn!(%reason, "risk: flattening every position");
+                    self.flatten(now);
+                }
+            }
+        }
+    }
+
+    fn cancel_all(&mut self, now: i64) {
+        for o in self.paper.open_orders() {
+            let id = o.request.client_id.clone();
+            if self.journal_record(JournalRecord::CancelRequest {
+                client_id: id.clone(),
+                time_ms: now,
+            }) && let Err(e) = self.paper.cancel(&id)
+            {
+                tracing::warn!(error = %e, "cancel failed");
+            }
+        }
+        self.pump();
+    }
+
+    /// Closes every position at market (reduce-only orders the risk manager never refuses).
+    pub fn flatten(&mut self, now: i64) {
+        let positions = self.paper.positions();
+        for order in self.risk.flatten_orders(&positions, &mut self.ids, now) {
+            let (request, protection) = (order.request().clone(), *order.protection());
+            if !self.journal_record(JournalRecord::Intent {
+                request,
+                protection,
+                time_ms: now,
+            }) {
+                continue;
+            }
+            if let Err(e) = self.paper.submit(order) {
+                tracing::error!(error = %e, "flatten order not accepted");
+            }
+        }
+        self.pump();
+    }
+
+    /// The kill switch: halt, cancel every order, and flatten when configured.
+    pub fn kill_switch(&mut self, now: i64) {
+        self.risk.kill_switch(now);
+        self.running = false;
+        self.apply_risk_actions(now);
+        self.cancel_all(now);
+    }
+
+    /// Turns one decision into at most one approved, journaled order.
+    pub fn on_decision(&mut self, d: &Decision) -> DecisionOutcome {
+        if !self.running {
+            return DecisionOutcome::Ignored("trading stopped");
+        }
+        let symbol = d.symbol.as_str();
+        let side = match d.action {
+            Action::Hold => return DecisionOutcome::Ignored("hold"),
+            Action::Buy => Side::Buy,
+            Action::Sell => Side::Sell,
+        };
+        if self
+            .paper
+            .open_orders()
+            .iter()
+            .any(|o| o.request.symbol == symbol && !o.request.reduce_only)
+        {
+            return DecisionOutcome::Ignored("an order is already working");
+        }
+        let position = self.paper.portfolio().qty(symbol);
+        let mut intent = OrderIntent::new(self.ids.next_id(), symbol, side, OrderKind::Market);
+        match side {
+            Side::Buy if position.raw() > 0 => return DecisionOutcome::Ignored("already long"),
+            Side::Buy => {}
+            Side::Sell if position.raw() <= 0 => {
+                return DecisionOutcome::Ignored("nothing to sell");
+            }
+            Side::Sell => {
+                intent.qty = Some(position);
+                intent.reduce_only = true;
+            }
+        }
+        let Some(instrument) = self.instruments.get(symbol) else {
+            return DecisionOutcome::Ignored("no instrument rules yet");
+        };
+        let Some(reference) = d
+            .price
+            .or_else(|| self.paper.last_price(symbol))
+            .filter(|p| p.raw() > 0)
+        else {
+            return DecisionOutcome::Ignored("no price yet");
+        };
+        let open = self.paper.open_orders();
+        let ctx = RiskContext::from_account(
+            d.time_ms,
+            instrument,
+            reference,
+            self.paper.portfolio(),
+            &open,
+        );
+        match self.risk.check(intent, &ctx) {
+            Err(refusal) => {
+                self.refused += 1;
+                let text = refusal.to_string();
+                tracing::info!(%symbol, reason = %text, "risk refused the order");
+                self.last_refusal = Some(text.clone());
+                DecisionOutcome::Refused(text)
+            }
+            Ok(approved) => {
+                let request = approved.request().clone();
+                if !self.journal_record(JournalRecord::Intent {
+                    request: request.clone(),
+                    protection: *approved.protection(),
+                    time_ms: d.time_ms,
+                }) {
+                    return DecisionOutcome::Refused("journal unavailable".into());
+                }
+                if let Err(e) = self.paper.submit(approved) {
+                    tracing::error!(error = %e, "executor refused an approved order");
+                    return DecisionOutcome::Refused(e.to_string());
+                }
+                self.sent += 1;
+                tracing::info!(
+                    %symbol,
+                    side = ?request.side,
+                    qty = %request.qty,
+                    id = %request.client_id,
+                    reason = %d.reason,
+                    "order sent"
+                );
+                self.pump();
+                DecisionOutcome::Sent(request.client_id.to_string())
+            }
+        }
+    }
+
+    /// Journals every execution report before the account view moves on.
+    fn pump(&mut self) {
+        for ev in self.paper.poll_events() {
+            if matches!(ev, crate::trading::order::ExecutionEvent::Filled(_)) {
+                self.fills += 1;
+            }
+            self.journal_record(JournalRecord::Event(ev));
+        }
+    }
+
+    fn journal_record(&self, record: JournalRecord) -> bool {
+        match self.journal.lock() {
+            Ok(mut j) => match j.record(record) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "journal write failed");
+                    false
+                }
+            },
+            Err(_) => false,
+        }
+    }
+
+    /// The screen's view of the account, risk usage and halt.
+    pub fn view(&self, now: i64) -> TradingView {
+        let portfolio = self.paper.portfolio();
+        let positions: Vec<PositionRow> = portfolio
+            .positions()
+            .filter(|p| !p.is_flat())
+            .map(|p| {
+                let mark = portfolio.mark_of(&p.symbol);
+                PositionRow {
+                    symbol: p.symbol.clone(),
+                    side: if p.qty.raw() > 0 {
+                        Side::Buy
+                    } else {
+                        Side::Sell
+                    },
+                    qty: Qty(p.qty.raw().abs()),
+                    entry: p.avg_entry().unwrap_or(Price::ZERO),
+                    unrealized: mark.map(|m| money_to_price(p.unrealized(m))),
+                    stop: None,
+                }
+            })
+            .collect();
+        let orders: Vec<OrderRow> = self
+            .paper
+            .open_orders()
+            .iter()
+            .filter(|o| !matches!(o.status, OrderStatus::Filled | OrderStatus::Cancelled))
+            .map(|o| OrderRow {
+                symbol: o.request.symbol.clone(),
+                side: o.request.side,
+                kind: o.request.kind.exchange_type().to_ascii_lowercase(),
+                qty: o.request.qty,
+                filled: o.filled_qty,
+                price: o.request.kind.limit_price().or(o.request.kind.stop_price()),
+            })
+            .collect();
+        let status = self.risk.status(now);
+        let cfg = self.risk.config();
+        let equity = portfolio.equity();
+        let mut limits = Vec::new();
+        for p in portfolio.positions().filter(|p| !p.is_flat()) {
+            if let Some(max) = self.max_position.get(&p.symbol).filter(|m| m.raw() > 0) {
+                let used = p.qty.raw().abs() as f64 / max.raw() as f64;
+                limits.push(LimitUsage {
+                    name: format!("position {}", p.symbol),
+                    used,
+                    text: format!("{} / {}", Qty(p.qty.raw().abs()), max),
+                });
+            }
+        }
+        if cfg.max_position_notional.raw() > 0 {
+            let gross = portfolio.gross_exposure();
+            limits.push(LimitUsage {
+                name: "exposure".into(),
+                used: gross.raw() as f64 / cfg.max_position_notional.raw() as f64,
+                text: format!(
+                    "{:.0} / {:.0}",
+                    money_to_price(gross).to_f64(),
+                    money_to_price(cfg.max_position_notional).to_f64()
+                ),
+            });
+        }
+        if cfg.max_drawdown_bps > 0 && status.equity_peak.raw() > 0 {
+            let dd = (status.equity_peak - equity).raw().max(0) as f64 * 10_000.0
+                / status.equity_peak.raw() as f64;
+            limits.push(LimitUsage {
+                name: "drawdown".into(),
+                used: dd / f64::from(cfg.max_drawdown_bps),
+                text: format!("{:.0} / {} bp", dd, cfg.max_drawdown_bps),
+            });
+        }
+        if cfg.daily_loss_limit_bps > 0 && status.day_start_equity.raw() > 0 {
+            let loss = (status.day_start_equity - equity).raw().max(0) as f64 * 10_000.0
+                / status.day_start_equity.raw() as f64;
+            limits.push(LimitUsage {
+                name: "daily loss".into(),
+                used: loss / f64::from(cfg.daily_loss_limit_bps),
+                text: format!("{:.0} / {} bp", loss, cfg.daily_loss_limit_bps),
+            });
+        }
+        if cfg.max_orders_per_minute > 0 {
+            limits.push(LimitUsage {
+                name: "orders/min".into(),
+                used: f64::from(status.orders_last_minute) / f64::from(cfg.max_orders_per_minute),
+                text: format!(
+                    "{} / {}",
+                    status.orders_last_minute, cfg.max_orders_per_minute
+                ),
+            });
+        }
+        TradingView {
+            mode: "paper".into(),
+            running: self.running,
+            positions,
+            orders,
+            realized: money_to_price(portfolio.realized_net()),
+            unrealized: money_to_price(portfolio.unrealized()),
+            equity: money_to_price(equity),
+            fills: self.fills,
+            limits,
+            halted: status.halt.map(|h| h.reason.to_string()),
+        }
+    }
+
+    /// Orders sent and refused so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.sent, self.refused)
+    }
+
+    /// The last refusal's reason.
+    pub fn last_refusal(&self) -> Option<&str> {
+        self.last_refusal.as_deref()
+    }
+
+    /// The account's equity now.
+    pub fn equity(&self) -> Money {
+        self.paper.equity()
+    }
+
+    /// The executor's positions (signed quantities).
+    pub fn position_qty(&self, symbol: &str) -> Qty {
+        self.paper.portfolio().qty(symbol)
+    }
+}
+
+/// A quote amount as the screen's exact fixed-point type (saturating: the screen cannot show
+/// more than i64 allows anyway).
+fn money_to_price(m: Money) -> Price {
+    Price(m.raw().clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
+}
