@@ -471,3 +471,139 @@ impl TradingSession {
 fn money_to_price(m: Money) -> Price {
     Price(m.raw().clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::model_output::ActionValues;
+    use crate::market::instrument::InstrumentStatus;
+    use crate::orchestrator::decision::Thresholds;
+    use crate::tui::fixture;
+
+    fn instrument() -> Instrument {
+        Instrument {
+            symbol: "ETHUSDT".into(),
+            base_asset: "ETH".into(),
+            quote_asset: "USDT".into(),
+            tick_size: Price::parse("0.01").unwrap(),
+            step_size: Qty::parse("0.0001").unwrap(),
+            min_qty: Qty::parse("0.0001").unwrap(),
+            max_qty: Qty::ZERO,
+            min_notional: Price::from_units(5),
+            status: InstrumentStatus::Trading,
+        }
+    }
+
+    fn market(t_ms: i64) -> MarketSnapshot {
+        let mut snap = fixture::market();
+        snap.time_ms = t_ms;
+        for s in &mut snap.symbols {
+            if let Some(t) = s.last_trade.as_mut() {
+                t.time_ms = t_ms;
+            }
+        }
+        snap.symbols[0].instrument = Some(Arc::new(instrument()));
+        snap
+    }
+
+    fn decision(action: Action, t_ms: i64, price: Price) -> Decision {
+        Decision {
+            symbol: "ETHUSDT".into(),
+            time_ms: t_ms,
+            action,
+            confidence: 0.8,
+            combined: ActionValues {
+                buy: 0.8,
+                sell: 0.1,
+                hold: 0.1,
+            },
+            price: Some(price),
+            thresholds: Thresholds {
+                buy: 0.55,
+                sell: 0.55,
+            },
+            votes: Vec::new(),
+            skipped: Vec::new(),
+            reason: "test".into(),
+        }
+    }
+
+    #[test]
+    fn decisions_become_journaled_paper_orders_that_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.execution.latency_ms = 0;
+        let t0 = fixture::NOW_MS;
+        let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
+        s.on_snapshot(&market(t0));
+        let mid = s.paper.last_price("ETHUSDT").unwrap();
+        // Stopped: nothing is sent.
+        assert_eq!(
+            s.on_decision(&decision(Action::Buy, t0, mid)),
+            DecisionOutcome::Ignored("trading stopped")
+        );
+        s.set_running(true);
+        assert!(matches!(
+            s.on_decision(&decision(Action::Buy, t0, mid)),
+            DecisionOutcome::Sent(_)
+        ));
+        s.on_snapshot(&market(t0 + 1_000));
+        let long = s.position_qty("ETHUSDT");
+        assert!(long.raw() > 0, "the buy filled against the book");
+        // Sized by the risk manager, within its notional limit.
+        let notional = Money::notional(mid, long);
+        assert!(notional <= cfg.risk.max_position_notional, "{notional:?}");
+        let view = s.view(t0 + 1_000);
+        assert_eq!(view.positions.len(), 1);
+        assert!(view.fills >= 1);
+        assert!(view.limits.iter().any(|l| l.name == "orders/min"));
+        // Already long: a second BUY is not doubled.
+        assert_eq!(
+            s.on_decision(&decision(Action::Buy, t0 + 1_000, mid)),
+            DecisionOutcome::Ignored("already long")
+        );
+        drop(s);
+
+        // A restart restores the position from the journal; SELL closes it, ids continue.
+        let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
+        assert_eq!(s.position_qty("ETHUSDT"), long);
+        s.set_running(true);
+        s.on_snapshot(&market(t0 + 2_000));
+        let DecisionOutcome::Sent(exit_id) =
+            s.on_decision(&decision(Action::Sell, t0 + 2_000, mid))
+        else {
+            panic!("the exit was not sent");
+        };
+        assert!(
+            !exit_id.ends_with("-1"),
+            "client ids continue after a restart: {exit_id}"
+        );
+        s.on_snapshot(&market(t0 + 3_000));
+        assert_eq!(s.position_qty("ETHUSDT"), Qty::ZERO);
+        assert_eq!(
+            s.on_decision(&decision(Action::Sell, t0 + 3_000, mid)),
+            DecisionOutcome::Ignored("nothing to sell")
+        );
+    }
+
+    #[test]
+    fn the_kill_switch_halts_and_refusals_carry_reasons() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.execution.latency_ms = 0;
+        let t0 = fixture::NOW_MS;
+        let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
+        s.on_snapshot(&market(t0));
+        let mid = s.paper.last_price("ETHUSDT").unwrap();
+        s.set_running(true);
+        s.kill_switch(t0);
+        assert!(!s.is_running());
+        s.set_running(true);
+        match s.on_decision(&decision(Action::Buy, t0, mid)) {
+            DecisionOutcome::Refused(why) => assert!(!why.is_empty()),
+            other => panic!("a halted desk must refuse, got {other:?}"),
+        }
+        assert_eq!(s.counts().1, 1);
+        assert!(s.view(t0).halted.is_some());
+    }
+}
