@@ -100,7 +100,11 @@ fn paper_with_orders(book: &OrderBook, resting: u64) -> PaperExecutor {
     for n in 0..resting * 2 {
         let side = if n % 2 == 0 { Side::Buy } else { Side::Sell };
         let off = (n / 2 + 5) as i64 * TICK;
-        let price = Price(if side == Side::Buy { MID - off } else { MID + off });
+        let price = Price(if side == Side::Buy {
+            MID - off
+        } else {
+            MID + off
+        });
         let id = ClientOrderId::new("b", n + 1).unwrap();
         let mut intent = OrderIntent::new(
             id,

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::market::book::OrderBook;
 use crate::market::types::{Level, Price, Qty, Side, Symbol, Trade};
 use crate::trading::executor::{ExecutionConfig, Executor, ExecutorError, ExitHook, MarketEvent};
+use crate::trading::journal::JournalState;
 use crate::trading::money::Money;
 use crate::trading::order::{
     CancelReason, ClientIdGen, ClientOrderId, ExecutionEvent, Fill, OrderKind, OrderRequest,
@@ -203,6 +204,50 @@ impl PaperExecutor {
     /// Restores a position (journal replay on start-up).
     pub fn restore_position(&mut self, position: Position) {
         self.portfolio.restore(position);
+    }
+
+    /// Start-up from a replayed journal: positions, the protective exits of every open
+    /// position (from its latest filled protected entry, trailing from that entry's average
+    /// price) and the exit id sequence. Working orders are not restored: a paper venue forgets
+    /// them, and reconciliation closes or resubmits them.
+    pub fn restore_from_journal(&mut self, state: &JournalState) {
+        for p in state.positions() {
+            self.portfolio.restore(p);
+        }
+        let mut latest: BTreeMap<Symbol, (i64, &OrderState, Protection)> = BTreeMap::new();
+        for (o, prot) in state.orders() {
+            let req = &o.request;
+            if req.reduce_only || prot.stop_loss.is_none() || o.filled_qty.is_zero() {
+                continue;
+            }
+            if latest
+                .get(&req.symbol)
+                .is_none_or(|(t, _, _)| o.updated_ms >= *t)
+            {
+                latest.insert(req.symbol.clone(), (o.updated_ms, o, *prot));
+            }
+        }
+        for (symbol, (_, o, prot)) in latest {
+            let qty = self.portfolio.qty(&symbol);
+            let long = o.request.side == Side::Buy;
+            // Exits of a long do not apply to a short the position has since flipped into.
+            if qty.is_zero() || (qty.raw() > 0) != long {
+                continue;
+            }
+            let Some(best) = o.avg_fill_price() else {
+                continue;
+            };
+            self.exits.insert(
+                symbol,
+                ExitPlan {
+                    stop: prot.stop_loss,
+                    take_profit: prot.take_profit,
+                    trailing_bps: prot.trailing_bps,
+                    best,
+                },
+            );
+        }
+        self.set_next_exit_seq(state.next_seq_for(self.exit_ids.prefix()));
     }
 
     fn emit(&mut self, ev: ExecutionEvent) {
@@ -1306,5 +1351,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn restart_restores_positions_and_their_exits() {
+        use crate::trading::journal::{JournalRecord, JournalState};
+        let mut r = Rig::new(0);
+        r.book(0);
+        let mut state = JournalState::new("t");
+        let id = r.submit(Side::Buy, OrderKind::Market, "1", Some("95"));
+        let req = r.ex.open_orders();
+        assert!(req.is_empty());
+        state
+            .apply(&JournalRecord::Intent {
+                request: OrderRequest {
+                    client_id: id.clone(),
+                    symbol: "ETHUSDT".into(),
+                    side: Side::Buy,
+                    kind: OrderKind::Market,
+                    qty: q("1"),
+                    reduce_only: false,
+                    time_in_force: TimeInForce::Gtc,
+                },
+                protection: Protection {
+                    stop_loss: Some(p("95")),
+                    ..Protection::default()
+                },
+                time_ms: 0,
+            })
+            .unwrap();
+        for ev in r.ex.poll_events() {
+            state.apply(&JournalRecord::Event(ev)).unwrap();
+        }
+        // A fresh executor after a restart.
+        let mut fresh = Rig::new(0);
+        fresh.ex.restore_from_journal(&state);
+        assert_eq!(fresh.ex.portfolio().qty("ETHUSDT"), q("1"));
+        fresh.book(1);
+        fresh.trade(2, "96", "1", Side::Sell);
+        assert!(fresh.fills().is_empty());
+        fresh.trade(3, "95", "1", Side::Sell);
+        let f = fresh.fills();
+        assert_eq!((f.len(), f[0].side), (1, Side::Sell));
+        assert!(fresh.ex.portfolio().qty("ETHUSDT").is_zero());
     }
 }
