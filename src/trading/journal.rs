@@ -486,7 +486,8 @@ pub enum ReconcileAction {
         /// Its exits.
         protection: Protection,
     },
-    /// The venue has an open order the journal does not know: cancel it there.
+    /// The venue has an open order we do not want there: one the journal does not know, or
+    /// one whose cancel was journaled but never took effect. Cancel it at the venue.
     CancelStray {
         /// The venue's order.
         client_id: ClientOrderId,
@@ -529,6 +530,15 @@ pub fn reconcile(state: &JournalState, venue: &ExchangeView, now_ms: i64) -> Vec
         match venue_orders.get(id) {
             Some(vo) => {
                 let ev = match vo.status {
+                    OrderStatus::New | OrderStatus::Acknowledged | OrderStatus::PartiallyFilled
+                        if state.cancel_requested(id) =>
+                    {
+                        // Our cancel never reached the venue (or was lost): send it again.
+                        actions.push(ReconcileAction::CancelStray {
+                            client_id: id.clone(),
+                        });
+                        None
+                    }
                     // Filled: the adopted fills complete it.
                     OrderStatus::Filled
                     | OrderStatus::New
@@ -806,8 +816,31 @@ mod tests {
                 s.apply(&JournalRecord::Event(ev.clone())).unwrap();
             }
         }
+        // A journaled cancel the venue never saw is sent again.
+        let JournalRecord::Intent { request, .. } = intent(5) else {
+            unreachable!()
+        };
+        s.apply(&intent(5)).unwrap();
+        s.apply(&JournalRecord::Event(ack(5))).unwrap();
+        s.apply(&JournalRecord::CancelRequest {
+            client_id: id(5),
+            time_ms: 9,
+        })
+        .unwrap();
+        let mut venue5 = venue.clone();
+        venue5.orders.push(VenueOrder {
+            client_id: request.client_id,
+            exchange_id: "x5".into(),
+            status: OrderStatus::Acknowledged,
+            filled_qty: Qty::ZERO,
+        });
+        assert!(
+            reconcile(&s, &venue5, 60).contains(&ReconcileAction::CancelStray { client_id: id(5) })
+        );
+        let venue = venue5;
         let again = reconcile(&s, &venue, 60);
-        assert_eq!(again.len(), 2, "{again:?}");
+        // The resubmit, the stray and the cancel to repeat remain: the venue must act.
+        assert_eq!(again.len(), 3, "{again:?}");
         assert_eq!(s.order(&id(1)).unwrap().status, OrderStatus::Filled);
     }
 }

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::market::book::OrderBook;
 use crate::market::types::{Level, Price, Qty, Side, Symbol, Trade};
 use crate::trading::executor::{ExecutionConfig, Executor, ExecutorError, ExitHook, MarketEvent};
+use crate::trading::journal::JournalState;
 use crate::trading::money::Money;
 use crate::trading::order::{
     CancelReason, ClientIdGen, ClientOrderId, ExecutionEvent, Fill, OrderKind, OrderRequest,
@@ -203,6 +204,50 @@ impl PaperExecutor {
     /// Restores a position (journal replay on start-up).
     pub fn restore_position(&mut self, position: Position) {
         self.portfolio.restore(position);
+    }
+
+    /// Start-up from a replayed journal: positions, the protective exits of every open
+    /// position (from its latest filled protected entry, trailing from that entry's average
+    /// price) and the exit id sequence. Working orders are not restored: a paper venue forgets
+    /// them, and reconciliation closes or resubmits them.
+    pub fn restore_from_journal(&mut self, state: &JournalState) {
+        for p in state.positions() {
+            self.portfolio.restore(p);
+        }
+        let mut latest: BTreeMap<Symbol, (i64, &OrderState, Protection)> = BTreeMap::new();
+        for (o, prot) in state.orders() {
+            let req = &o.request;
+            if req.reduce_only || prot.stop_loss.is_none() || o.filled_qty.is_zero() {
+                continue;
+            }
+            if latest
+                .get(&req.symbol)
+                .is_none_or(|(t, _, _)| o.updated_ms >= *t)
+            {
+                latest.insert(req.symbol.clone(), (o.updated_ms, o, *prot));
+            }
+        }
+        for (symbol, (_, o, prot)) in latest {
+            let qty = self.portfolio.qty(&symbol);
+            let long = o.request.side == Side::Buy;
+            // Exits of a long do not apply to a short the position has since flipped into.
+            if qty.is_zero() || (qty.raw() > 0) != long {
+                continue;
+            }
+            let Some(best) = o.avg_fill_price() else {
+                continue;
+            };
+            self.exits.insert(
+                symbol,
+                ExitPlan {
+                    stop: prot.stop_loss,
+                    take_profit: prot.take_profit,
+                    trailing_bps: prot.trailing_bps,
+                    best,
+                },
+            );
+        }
+        self.set_next_exit_seq(state.next_seq_for(self.exit_ids.prefix()));
     }
 
     fn emit(&mut self, ev: ExecutionEvent) {
@@ -1180,5 +1225,174 @@ mod tests {
         assert!(!a.is_empty());
         assert_eq!(a, b);
         assert_eq!(ea, eb);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Level(bool, i64, i64),
+        Trade(i64, i64, bool),
+        Submit(bool, u8, i64, i64, bool),
+        Cancel(usize),
+        Wait(i64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (any::<bool>(), 95i64..106, 0i64..5).prop_map(|(b, p, q)| Op::Level(b, p, q)),
+            (95i64..106, 1i64..4000, any::<bool>()).prop_map(|(p, q, b)| Op::Trade(p, q, b)),
+            (any::<bool>(), 0u8..6, 1i64..3000, 96i64..105, any::<bool>())
+                .prop_map(|(b, k, q, p, r)| Op::Submit(b, k, q, p, r)),
+            (0usize..8).prop_map(Op::Cancel),
+            (0i64..40).prop_map(Op::Wait),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(150))]
+        /// Whatever the market and the orders do, every event the executor emits is legal for
+        /// its order, no order fills past its quantity, and no reduce-only fill flips or grows
+        /// the position.
+        #[test]
+        fn events_are_always_legal(ops in proptest::collection::vec(op(), 1..150)) {
+            use crate::trading::journal::{JournalRecord, JournalState};
+            use std::sync::{Arc, Mutex};
+            let mut r = Rig::new(10);
+            let shadow = Arc::new(Mutex::new(JournalState::new("t")));
+            let hook_shadow = shadow.clone();
+            r.ex.set_exit_hook(Box::new(move |req| {
+                hook_shadow
+                    .lock()
+                    .unwrap()
+                    .apply(&JournalRecord::Intent {
+                        request: req.clone(),
+                        protection: Protection::default(),
+                        time_ms: 0,
+                    })
+                    .is_ok()
+            }));
+            let mut t = 0i64;
+            r.book(t);
+            for op in ops {
+                match op {
+                    Op::Level(bid, px, q) => {
+                        let side = if bid { Side::Buy } else { Side::Sell };
+                        r.book.apply_level(side, Price::from_units(px), Qty::from_units(q));
+                        if !r.book.is_crossed() {
+                            r.book(t);
+                        }
+                    }
+                    Op::Trade(px, q, buy) => {
+                        let side = if buy { Side::Buy } else { Side::Sell };
+                        r.trade(t, &px.to_string(), &format!("0.{q:04}"), side);
+                    }
+                    Op::Submit(buy, k, q, px, reduce) => {
+                        let side = if buy { Side::Buy } else { Side::Sell };
+                        let price = Price::from_units(px);
+                        let kind = match k {
+                            0 => OrderKind::Market,
+                            1 => OrderKind::Limit { price, post_only: false },
+                            2 => OrderKind::Limit { price, post_only: true },
+                            3 => OrderKind::StopLoss { stop: price },
+                            4 => OrderKind::TakeProfitLimit { stop: price, price },
+                            _ => OrderKind::StopLossLimit { stop: price, price },
+                        };
+                        r.n += 1;
+                        let id = ClientOrderId::new("t", r.n).unwrap();
+                        let mut i = OrderIntent::new(id, "ETHUSDT", side, kind);
+                        i.qty = Some(Qty(q * 100_000));
+                        i.reduce_only = reduce;
+                        let ctx = RiskContext::from_account(
+                            t,
+                            &r.inst,
+                            r.ex.last_price("ETHUSDT").unwrap_or(Price::from_units(100)),
+                            r.ex.portfolio(),
+                            &r.ex.open_orders(),
+                        );
+                        if let Ok(a) = r.risk.check(i, &ctx) {
+                            shadow.lock().unwrap().apply(&JournalRecord::Intent {
+                                request: a.request().clone(),
+                                protection: *a.protection(),
+                                time_ms: t,
+                            }).unwrap();
+                            r.ex.submit(a).unwrap();
+                        }
+                    }
+                    Op::Cancel(k) => {
+                        let open = r.ex.open_orders();
+                        if let Some(o) = open.get(k % open.len().max(1)) {
+                            r.ex.cancel(o.client_id()).unwrap();
+                        }
+                    }
+                    Op::Wait(ms) => {
+                        t += ms;
+                        r.ex.on_time(t);
+                    }
+                }
+                let before = shadow.lock().unwrap().position_qty("ETHUSDT");
+                let mut pos = before.raw();
+                for ev in r.ex.poll_events() {
+                    let mut sh = shadow.lock().unwrap();
+                    if let ExecutionEvent::Filled(f) = &ev {
+                        let reduce = sh.order(&f.client_id).is_some_and(|o| o.request.reduce_only);
+                        let signed = if f.side == Side::Buy { f.qty.raw() } else { -f.qty.raw() };
+                        if reduce {
+                            proptest::prop_assert!(pos != 0 && (pos + signed).signum() != -pos.signum());
+                            proptest::prop_assert!((pos + signed).abs() < pos.abs());
+                        }
+                        pos += signed;
+                    }
+                    let res = sh.apply(&JournalRecord::Event(ev.clone()));
+                    proptest::prop_assert!(res.is_ok(), "{ev:?}: {res:?}");
+                }
+                proptest::prop_assert_eq!(Qty(pos), r.ex.portfolio().qty("ETHUSDT"));
+                for o in r.ex.open_orders() {
+                    proptest::prop_assert!(o.filled_qty < o.request.qty);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn restart_restores_positions_and_their_exits() {
+        use crate::trading::journal::{JournalRecord, JournalState};
+        let mut r = Rig::new(0);
+        r.book(0);
+        let mut state = JournalState::new("t");
+        let id = r.submit(Side::Buy, OrderKind::Market, "1", Some("95"));
+        let req = r.ex.open_orders();
+        assert!(req.is_empty());
+        state
+            .apply(&JournalRecord::Intent {
+                request: OrderRequest {
+                    client_id: id.clone(),
+                    symbol: "ETHUSDT".into(),
+                    side: Side::Buy,
+                    kind: OrderKind::Market,
+                    qty: q("1"),
+                    reduce_only: false,
+                    time_in_force: TimeInForce::Gtc,
+                },
+                protection: Protection {
+                    stop_loss: Some(p("95")),
+                    ..Protection::default()
+                },
+                time_ms: 0,
+            })
+            .unwrap();
+        for ev in r.ex.poll_events() {
+            state.apply(&JournalRecord::Event(ev)).unwrap();
+        }
+        // A fresh executor after a restart.
+        let mut fresh = Rig::new(0);
+        fresh.ex.restore_from_journal(&state);
+        assert_eq!(fresh.ex.portfolio().qty("ETHUSDT"), q("1"));
+        fresh.book(1);
+        fresh.trade(2, "96", "1", Side::Sell);
+        assert!(fresh.fills().is_empty());
+        fresh.trade(3, "95", "1", Side::Sell);
+        let f = fresh.fills();
+        assert_eq!((f.len(), f[0].side), (1, Side::Sell));
+        assert!(fresh.ex.portfolio().qty("ETHUSDT").is_zero());
     }
 }

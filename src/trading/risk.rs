@@ -1672,3 +1672,130 @@ mod context_tests {
         assert_eq!(c.equity, Money::from_units(1000));
     }
 }
+
+#[cfg(test)]
+mod working_order_tests {
+    use super::*;
+    use crate::market::instrument::InstrumentStatus;
+    use crate::trading::order::Fill;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Price(i64),
+        Entry { buy: bool, qty: i64, limit: bool },
+        FillOldest,
+        CancelOldest,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1_000i64..3_000).prop_map(Op::Price),
+            (any::<bool>(), 1i64..200_000_000, any::<bool>())
+                .prop_map(|(buy, qty, limit)| Op::Entry { buy, qty, limit }),
+            Just(Op::FillOldest),
+            Just(Op::CancelOldest),
+        ]
+    }
+
+    fn fill(pf: &mut Portfolio, o: &OrderState, price: Price, n: usize) {
+        pf.apply_fill(&Fill {
+            client_id: o.request.client_id.clone(),
+            symbol: o.request.symbol.clone(),
+            side: o.request.side,
+            price,
+            qty: o.request.qty,
+            fee: Qty::ZERO,
+            fee_asset: "USDT".into(),
+            fee_quote: Money::ZERO,
+            is_maker: true,
+            time_ms: 0,
+            trade_id: n.to_string(),
+        });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Orders that rest and fill later (or never) are counted at approval, so however
+        /// fills and cancels interleave with new intents, the position stays within its
+        /// base-quantity limit.
+        #[test]
+        fn working_orders_never_push_the_position_past_its_limit(
+            ops in proptest::collection::vec(op(), 1..150)
+        ) {
+            let inst = Instrument {
+                symbol: "ETHUSDT".into(),
+                base_asset: "ETH".into(),
+                quote_asset: "USDT".into(),
+                tick_size: Price::parse("0.01").unwrap(),
+                step_size: Qty::parse("0.0001").unwrap(),
+                min_qty: Qty::parse("0.0001").unwrap(),
+                max_qty: Qty::ZERO,
+                min_notional: Price::from_units(5),
+                status: InstrumentStatus::Trading,
+            };
+            let limit = Qty::from_units(2);
+            let cfg = RiskConfig {
+                max_position_qty: [("ETHUSDT".to_string(), limit)].into(),
+                max_position_notional: Money::from_units(1_000_000),
+                max_leverage: Price::from_units(100),
+                risk_per_trade_bps: 10_000,
+                max_orders_per_minute: u32::MAX,
+                stale_data_secs: 0,
+                extreme_move_bps: 0,
+                ..RiskConfig::default()
+            };
+            let mut risk = RiskManager::new(cfg, &ExecutionConfig::default());
+            let mut pf = Portfolio::new(Money::from_units(100_000), 8);
+            let mut working: Vec<OrderState> = Vec::new();
+            let mut price = Price::from_units(2_000);
+            pf.mark("ETHUSDT", price);
+            for (n, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Price(p) => {
+                        price = Price::from_units(p);
+                        pf.mark("ETHUSDT", price);
+                    }
+                    Op::Entry { buy, qty, limit: is_limit } => {
+                        let side = if buy { Side::Buy } else { Side::Sell };
+                        let kind = if is_limit {
+                            OrderKind::Limit { price, post_only: false }
+                        } else {
+                            OrderKind::Market
+                        };
+                        let mut i = OrderIntent::new(
+                            ClientOrderId::new("w", n as u64).unwrap(),
+                            "ETHUSDT",
+                            side,
+                            kind,
+                        );
+                        i.qty = Some(Qty(qty));
+                        let ctx = RiskContext::from_account(0, &inst, price, &pf, &working);
+                        if let Ok(a) = risk.check(i, &ctx) {
+                            let o = OrderState::new(a.request().clone(), 0);
+                            if is_limit {
+                                working.push(o);
+                            } else {
+                                // Market orders fill at once.
+                                fill(&mut pf, &o, price, n);
+                            }
+                        }
+                    }
+                    Op::FillOldest => {
+                        if !working.is_empty() {
+                            let o = working.remove(0);
+                            fill(&mut pf, &o, price, n);
+                        }
+                    }
+                    Op::CancelOldest => {
+                        if !working.is_empty() {
+                            working.remove(0);
+                        }
+                    }
+                }
+                let pos = pf.qty("ETHUSDT");
+                prop_assert!(Qty(pos.raw().abs()) <= limit, "position {} over {}", pos, limit);
+            }
+        }
+    }
+}
