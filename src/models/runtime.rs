@@ -284,7 +284,7 @@ pub struct InferenceCore {
     pub dqn: DqnAgent,
     /// The DQN's state layout.
     pub spec: RlStateSpec,
-    /// Output names and validation rules.
+    /// `model_name` of the CNN's and the DQN's outputs.
     pub names: (String, String),
     input_cfg: InputConfig,
     metadata: (BTreeMap<String, String>, BTreeMap<String, String>),
@@ -474,7 +474,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ModelRuntime {
-    /// Starts both threads on `device` with checkpoints under `checkpoint_dir`.
+    /// Starts both threads on `device` (resolve `ModelsConfig::device` with
+    /// `models::device::device_from_config`) with checkpoints under `checkpoint_dir`
+    /// (`ModelsConfig::checkpoint_path`).
     pub fn spawn(
         cfg: impl Into<RuntimeConfig>,
         device: Device,
