@@ -269,6 +269,7 @@ struct RawConfig {
     orchestrator: crate::orchestrator::OrchestratorConfig,
     risk: crate::trading::risk::RiskConfig,
     execution: crate::trading::executor::ExecutionConfig,
+    models: crate::models::runtime::ModelsConfig,
 }
 
 /// One followed instrument, resolved.
@@ -317,6 +318,8 @@ pub struct Config {
     pub risk: crate::trading::risk::RiskConfig,
     /// `[execution]`.
     pub execution: crate::trading::executor::ExecutionConfig,
+    /// `[models]`.
+    pub models: crate::models::runtime::ModelsConfig,
 }
 
 const KNOWN_QUOTES: [&str; 10] = [
@@ -569,6 +572,9 @@ impl Config {
         if let Err((k, msg)) = raw.execution.validate().and(raw.risk.validate()) {
             return Err(key_err(k, msg));
         }
+        if let Err((key, message)) = raw.models.check() {
+            return Err(key_err(key, message));
+        }
         let mut endpoints = default_endpoints();
         endpoints.extend(raw.endpoints);
 
@@ -587,6 +593,7 @@ impl Config {
             orchestrator: raw.orchestrator,
             risk: raw.risk,
             execution: raw.execution,
+            models: raw.models,
         })
     }
 

@@ -372,7 +372,7 @@ fn common_from_cli(config: &crate::config::Config, c: crate::cli::TrainCommonCli
         device: c.device,
         checkpoint_dir: c
             .checkpoints
-            .unwrap_or_else(|| config.paths.data_dir.join("checkpoints")),
+            .unwrap_or_else(|| config.models.checkpoint_path(&config.paths.data_dir)),
         keep: c.keep,
         seed: c.seed,
     }

@@ -87,6 +87,9 @@ pub fn direction(p: [f64; 3]) -> (f64, f64) {
     (lean, conf.clamp(0.0, 1.0))
 }
 
+/// Share of context features dropped during training.
+pub const CONTEXT_DROPOUT: f64 = 0.3;
+
 /// Outputs per pivot level: price offset, time offset, high/low logit.
 pub const PIVOT_OUTPUTS: usize = 3;
 
@@ -172,6 +175,7 @@ pub struct PivotCnn {
     attn_w: nn::Linear,
     attn_v: nn::Linear,
     ctx: nn::Linear,
+    newest: nn::Linear,
     trunk: nn::Linear,
     pivot_head: nn::Linear,
     action_head: nn::Linear,
@@ -206,7 +210,8 @@ impl PivotCnn {
                 },
             ),
             ctx: nn::linear(p / "ctx", f, h, Default::default()),
-            trunk: nn::linear(p / "trunk", 3 * h, tr, Default::default()),
+            newest: nn::linear(p / "newest", c, h, Default::default()),
+            trunk: nn::linear(p / "trunk", 4 * h, tr, Default::default()),
             pivot_head: nn::linear(
                 p / "pivot_head",
                 tr,
@@ -223,8 +228,14 @@ impl PivotCnn {
         self.cfg
     }
 
-    /// Runs the network on a batch (no dropout, so `train` only matters for autograd callers).
+    /// Runs the network on a batch for inference (no dropout).
     pub fn forward(&self, input: &ModelInput) -> CnnOutput {
+        self.forward_t(input, false)
+    }
+
+    /// Runs the network; `train` drops context features at random (many context features
+    /// drift slowly, like cumulative volume, and the network must not lean on any one).
+    pub fn forward_t(&self, input: &ModelInput, train: bool) -> CnnOutput {
         let b = input.series.size()[0];
         let x = input
             .series
@@ -244,8 +255,15 @@ impl PivotCnn {
             .squeeze_dim(-1);
         let attention = scores.softmax(-1, Kind::Float);
         let attended = (out * attention.unsqueeze(-1)).sum_dim_intlist(1, false, Kind::Float);
-        let ctx = input.context.apply(&self.ctx).relu();
-        let trunk = Tensor::cat(&[attended, rnn_hidden.shallow_clone(), ctx], 1)
+        let ctx = input
+            .context
+            .dropout(CONTEXT_DROPOUT, train)
+            .apply(&self.ctx)
+            .relu();
+        // The newest frame of every series goes straight to the trunk: the next pivot is
+        // measured from the newest close, which the recurrent summary only blurs.
+        let newest = input.series.select(2, -1).apply(&self.newest).relu();
+        let trunk = Tensor::cat(&[attended, rnn_hidden.shallow_clone(), ctx, newest], 1)
             .apply(&self.trunk)
             .relu();
         CnnOutput {
@@ -267,9 +285,9 @@ impl PivotCnn {
 pub struct PivotForecast {
     /// Level 1..=5.
     pub level: u8,
-    /// `ln(price / close) * PRICE_SCALE`.
+    /// Price offset from the newest close (units of `PivotTarget::price_offset`).
     pub price_offset: f64,
-    /// `ln(bars ahead)`.
+    /// Time offset (units of `PivotTarget::time_offset`).
     pub time_offset: f64,
     /// Probability that the pivot is a high.
     pub p_high: f64,

@@ -424,7 +424,7 @@ pub fn train_cnn(
                 .to_device(device);
             let x = all_input.select(&idx);
             let tg = ds.tensors(chunk, cutoff, device);
-            let l = loss(&model.net.forward(&x), &tg);
+            let l = loss(&model.net.forward_t(&x, true), &tg);
             opt.backward_step_clip_norm(&l, 5.0);
             sum += l.double_value(&[]);
             batches += 1;
@@ -513,7 +513,7 @@ fn score(
             lm.direction_accuracy += f64::from(u8::from(high == t.high));
             lm.price_error_bp += ds.anchors[r].bp(p - f64::from(t.price_offset));
             lm.time_error_bars +=
-                (tt.clamp(-5.0, 12.0).exp() - PivotTarget::bars(t.time_offset)).abs();
+                (PivotTarget::bars_f64(tt) - PivotTarget::bars(t.time_offset)).abs();
         }
         if lm.samples > 0 {
             let n = lm.samples as f64;

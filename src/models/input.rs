@@ -30,6 +30,8 @@ pub const PERCENT: f64 = 100.0;
 /// Price offsets are in tenths of the normalization range, so typical pivot distances are a
 /// few units: large enough for the loss to be in its linear regime.
 pub const PRICE_UNITS: f64 = 10.0;
+/// Time offsets are `TIME_UNITS · ln(bars)`, for the same reason.
+pub const TIME_UNITS: f64 = 2.0;
 /// Largest magnitude of a price target (the encoder's clamp of ±16 ranges).
 pub const TARGET_CLAMP: f32 = 160.0;
 
@@ -261,7 +263,7 @@ pub struct PivotTarget {
     /// Pivot price minus the newest close, in the input's normalization bounds of the
     /// timeframe: `PRICE_UNITS · (price − close) / (high − low)`, clamped to ±160.
     pub price_offset: f32,
-    /// `ln(bars from the newest candle to the pivot candle)`, bars ≥ 1.
+    /// `TIME_UNITS · ln(bars from the newest candle to the pivot candle)`, bars ≥ 1.
     pub time_offset: f32,
     /// High (true) or low.
     pub high: bool,
@@ -270,7 +272,12 @@ pub struct PivotTarget {
 impl PivotTarget {
     /// Bars ahead encoded by a time offset.
     pub fn bars(time_offset: f32) -> f64 {
-        f64::from(time_offset).exp()
+        Self::bars_f64(f64::from(time_offset))
+    }
+
+    /// Bars ahead encoded by a (predicted) time offset, bounded to a sane horizon.
+    pub fn bars_f64(time_offset: f64) -> f64 {
+        (time_offset / TIME_UNITS).clamp(-5.0, 12.0).exp()
     }
 }
 
@@ -364,7 +371,7 @@ impl Anchor {
 
     /// The time (pivot candle open) a time offset stands for; at least one bar ahead.
     pub fn time_ms(&self, time_offset: f64) -> i64 {
-        let bars = time_offset.clamp(0.0, 12.0).exp().round().max(1.0) as i64;
+        let bars = PivotTarget::bars_f64(time_offset).round().max(1.0) as i64;
         self.last_open_ms + bars * self.timeframe.millis()
     }
 
@@ -389,7 +396,7 @@ impl Anchor {
         let offset = PRICE_UNITS * (pivot.price.to_f64() - self.close) / self.range;
         Some(PivotTarget {
             price_offset: (offset as f32).clamp(-TARGET_CLAMP, TARGET_CLAMP),
-            time_offset: (bars as f64).ln() as f32,
+            time_offset: (TIME_UNITS * (bars as f64).ln()) as f32,
             high: pivot.kind == PivotKind::High,
         })
     }

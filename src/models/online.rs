@@ -208,7 +208,7 @@ pub fn online_step(
             .to_device(device)
     };
     let (mask, price, time, high) = (t(&mask), t(&price), t(&time), t(&high));
-    let out = model.net.forward(&x);
+    let out = model.net.forward_t(&x, true);
     let per = out
         .pivots
         .select(2, 0)

@@ -85,6 +85,11 @@ impl Default for ModelsConfig {
 }
 
 impl ModelsConfig {
+    /// The checkpoint folder, relative paths under `data_dir`.
+    pub fn checkpoint_path(&self, data_dir: &std::path::Path) -> PathBuf {
+        data_dir.join(&self.checkpoint_dir)
+    }
+
     /// Checks value ranges; `Err((key, expected form))` for the first bad key.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         if self.device.parse::<super::device::DeviceSpec>().is_err() {
@@ -279,7 +284,7 @@ pub struct InferenceCore {
     pub dqn: DqnAgent,
     /// The DQN's state layout.
     pub spec: RlStateSpec,
-    /// Output names and validation rules.
+    /// `model_name` of the CNN's and the DQN's outputs.
     pub names: (String, String),
     input_cfg: InputConfig,
     metadata: (BTreeMap<String, String>, BTreeMap<String, String>),
@@ -469,7 +474,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ModelRuntime {
-    /// Starts both threads on `device` with checkpoints under `checkpoint_dir`.
+    /// Starts both threads on `device` (resolve `ModelsConfig::device` with
+    /// `models::device::device_from_config`) with checkpoints under `checkpoint_dir`
+    /// (`ModelsConfig::checkpoint_path`).
     pub fn spawn(
         cfg: impl Into<RuntimeConfig>,
         device: Device,
@@ -886,6 +893,57 @@ mod tests {
     use crate::analysis::model_output::ModelOutputStore;
     use crate::models::input::PivotTarget;
     use crate::models::online::RecentInput;
+
+    fn load_config(text: &str) -> Result<crate::config::Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        crate::config::Config::load_with_env(Some(&path), &[]).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn models_section_has_defaults_and_errors_name_file_key_and_form() {
+        let cfg = load_config("").unwrap();
+        assert_eq!(cfg.models, ModelsConfig::default());
+        assert_eq!(
+            cfg.models.checkpoint_path(&cfg.paths.data_dir),
+            cfg.paths.data_dir.join("checkpoints")
+        );
+        let cfg = load_config("[models]\ndevice = \"cpu\"\nkeep_best = 8\n").unwrap();
+        assert_eq!(
+            (cfg.models.device.as_str(), cfg.models.keep_best),
+            ("cpu", 8)
+        );
+        for (text, expected) in [
+            (
+                "[models]\nkeep_best = 3\n",
+                "models.keep_best`: expected an integer in 5..=10",
+            ),
+            (
+                "[models]\ndevice = \"gpu\"\n",
+                "models.device`: expected \"auto\"",
+            ),
+            (
+                "[models]\nonline_learning_rate = -1.0\n",
+                "expected a positive number",
+            ),
+            ("[models]\nwindow = 2\n", "models.window"),
+            ("[models]\ncnn_model = \"../x\"\n", "models.cnn_model"),
+            ("[models]\nspeed = 1\n", "speed"),
+        ] {
+            let e = load_config(text).unwrap_err();
+            assert!(e.contains("config.toml") && e.contains(expected), "{e}");
+        }
+        // The shipped config.toml's section parses to the defaults.
+        let shipped = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            load_config(&shipped).unwrap().models,
+            ModelsConfig::default()
+        );
+    }
 
     fn input(symbol: &str, t: i64) -> BaseDataInput {
         let m = market([320; 4], true);
