@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 
+use super::desk_models::LiveModels;
 use super::pipeline::InputTap;
 use super::trading::TradingSession;
 use crate::analysis::input::InputConfig;
+use crate::analysis::model_output::PredictedPivot;
 use crate::config::Config;
 use crate::logging::now_ms;
 use crate::market::snapshot::MarketSnapshot;
@@ -40,6 +42,7 @@ enum TradingCommand {
 /// The orchestrator and the trading loop, started together with the workstation.
 pub struct DeskProcesses {
     orchestrator: Orchestrator,
+    models: Option<Arc<LiveModels>>,
     trading_tx: Sender<TradingCommand>,
     trading_view: Arc<ArcSwapOption<TradingView>>,
     trading_running: Arc<AtomicBool>,
@@ -71,10 +74,16 @@ impl DeskProcesses {
     /// off until the user starts it). Returns the input tap the feed must be given.
     pub fn start(
         cfg: &Config,
-        experts: Vec<Box<dyn Expert>>,
+        mut experts: Vec<Box<dyn Expert>>,
+        models: Option<Arc<LiveModels>>,
         snapshots: watch::Receiver<Arc<MarketSnapshot>>,
         journal_dir: &Path,
     ) -> anyhow::Result<(Self, InputTap)> {
+        if let Some(m) = &models {
+            let (cnn, dqn) = m.experts();
+            experts.push(Box::new(cnn));
+            experts.push(Box::new(dqn));
+        }
         let (orchestrator, decisions) = Orchestrator::spawn(cfg.orchestrator.clone(), experts)?;
         let submit = orchestrator.input_sender();
         let tap = InputTap::new(cfg, InputConfig::default(), Box::new(submit));
@@ -93,6 +102,7 @@ impl DeskProcesses {
         Ok((
             Self {
                 orchestrator,
+                models,
                 trading_tx,
                 trading_view,
                 trading_running,
@@ -118,9 +128,20 @@ impl DeskProcesses {
                 let on = !self.trading_running.load(Ordering::SeqCst);
                 let _ = self.trading_tx.send(TradingCommand::SetRunning(on));
             }
-            DeskCommand::Toggle(Process::Training) => {
-                tracing::warn!("online training needs the model experts (no checkpoint loaded)");
-            }
+            DeskCommand::Toggle(Process::Training) => match &self.models {
+                Some(m) => {
+                    let on = !m.is_learning();
+                    m.set_learning(on);
+                    tracing::info!(
+                        on,
+                        "online training {}",
+                        if on { "started" } else { "stopped" }
+                    );
+                }
+                None => {
+                    tracing::warn!("online training needs the model runtime, which is not running")
+                }
+            },
             DeskCommand::Toggle(Process::Feed) => {}
             DeskCommand::SetParam { key, value } => self.set_param(key, *value),
             DeskCommand::Flatten => {
@@ -172,7 +193,32 @@ impl DeskProcesses {
 
     /// The models pane's view for `symbol` (exchange form).
     pub fn models_view(&self, symbol: &str) -> ModelsView {
-        models_view(&self.orchestrator.snapshot(), symbol)
+        let mut view = models_view(&self.orchestrator.snapshot(), symbol);
+        if let Some(m) = &self.models {
+            let status = m.status();
+            view.training = m.is_learning();
+            view.device = device_label(&status.device);
+            view.training_steps = status.training_steps;
+            view.last_loss = status.last_loss;
+            for (name, ck) in [
+                (&m.names().0, &status.cnn_checkpoint),
+                (&m.names().1, &status.dqn_checkpoint),
+            ] {
+                let text = ck.as_ref().map_or_else(
+                    || "fresh weights".to_string(),
+                    |c| format!("{} {} {:.4}", c.name, c.metric_name, c.metric),
+                );
+                for row in view.experts.iter_mut().filter(|r| &r.name == name) {
+                    row.checkpoint = Some(text.clone());
+                }
+            }
+        }
+        view
+    }
+
+    /// The CNN's newest predicted pivots per symbol (None: the models are not running).
+    pub fn predictions(&self) -> Option<Vec<(String, Vec<PredictedPivot>)>> {
+        self.models.as_ref().map(|m| m.predictions())
     }
 
     /// The positions pane's view (None until the trading thread published once).
@@ -186,6 +232,10 @@ impl DeskProcesses {
         let _ = self.trading_tx.send(TradingCommand::Shutdown);
         if let Some(t) = self.trading_thread.take() {
             let _ = t.join();
+        }
+        self.orchestrator.stop();
+        if let Some(m) = &self.models {
+            m.stop();
         }
     }
 }
@@ -232,6 +282,17 @@ fn trading_loop(
             view.store(Some(Arc::new(session.view(now_ms()))));
             last_publish = Instant::now();
         }
+    }
+}
+
+/// `cpu` / `cuda:0` from tch's `Cpu` / `Cuda(0)`.
+fn device_label(debug: &str) -> String {
+    match debug
+        .strip_prefix("Cuda(")
+        .and_then(|r| r.strip_suffix(')'))
+    {
+        Some(n) => format!("cuda:{n}"),
+        None => debug.to_ascii_lowercase(),
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod backtest;
 pub mod desk;
+pub mod desk_models;
 pub mod feed;
 pub mod pipeline;
 pub mod sim;

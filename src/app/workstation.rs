@@ -7,10 +7,13 @@ use std::time::{Duration, Instant};
 use crossterm::event::{self, Event, KeyEventKind};
 
 use super::desk::{DeskProcesses, baseline_experts};
+use super::desk_models::LiveModels;
 use super::pipeline::FeedProcess;
+use crate::analysis::input::InputConfig;
 use crate::cli::{EXIT_OK, Failure};
 use crate::config::Config;
 use crate::logging::{LogLine, LogOutput, LogRing};
+use crate::models::runtime::{ModelRuntime, RuntimeConfig};
 use crate::tui::app::{Inputs, UiState, render};
 use crate::tui::desk::{DeskCommand, DeskStatus, Process, parse_vm_rss};
 use crate::tui::keys::{Action, KeyMap};
@@ -59,9 +62,15 @@ pub fn run(config: Config) -> Result<i32, Failure> {
         tracing::info!(source = %endpoints.name, "workstation starting");
         let (mut feed, rx) = FeedProcess::new(config.clone(), endpoints);
         let journal_dir = config.paths.data_dir.join(&config.execution.journal_dir);
-        let (desk, tap) =
-            DeskProcesses::start(&config, baseline_experts(), rx.clone(), &journal_dir)
-                .map_err(Failure::runtime)?;
+        let models = start_models(&config);
+        let (desk, tap) = DeskProcesses::start(
+            &config,
+            baseline_experts(),
+            models,
+            rx.clone(),
+            &journal_dir,
+        )
+        .map_err(Failure::runtime)?;
         feed.set_input_tap(tap);
         feed.start().map_err(Failure::runtime)?;
         watch_signals(quit.clone());
@@ -79,6 +88,42 @@ pub fn run(config: Config) -> Result<i32, Failure> {
         }
     });
     result.map(|()| EXIT_OK)
+}
+
+/// Starts the model runtime (best checkpoints, or fresh weights that learn online); the desk
+/// runs without the models, and says so, when it cannot start.
+fn start_models(config: &Config) -> Option<Arc<LiveModels>> {
+    let m = &config.models;
+    let device = match crate::models::device::device_from_config(&m.device) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "models not started");
+            return None;
+        }
+    };
+    let input = InputConfig {
+        reference_symbol: config.reference_symbol.exchange.clone(),
+        ..InputConfig::default()
+    };
+    let runtime_cfg = RuntimeConfig {
+        models: m.clone(),
+        input,
+    };
+    match ModelRuntime::spawn(
+        runtime_cfg,
+        device,
+        m.checkpoint_path(&config.paths.data_dir),
+    ) {
+        Ok(rt) => Some(LiveModels::new(
+            rt,
+            (m.cnn_model.clone(), m.dqn_model.clone()),
+            true,
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "models not started");
+            None
+        }
+    }
 }
 
 fn watch_signals(quit: Arc<AtomicBool>) {
@@ -155,6 +200,7 @@ fn ui_loop(
                 models: Some(processes.models_view(&symbol)),
                 trading: processes.trading_view(),
                 tunables: processes.tunables(),
+                predictions: processes.predictions(),
             };
             if fresh != desk {
                 desk = fresh;

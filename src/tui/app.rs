@@ -289,7 +289,16 @@ fn render_pane(
         .get(ui.symbol.min(snap.symbols.len().saturating_sub(1)));
     match (pane, sym) {
         (Pane::Chart, Some(s)) => {
-            panes::chart::render(frame, area, s, ui.timeframe, theme, focused)
+            let overlay = match &input.desk.predictions {
+                None => panes::chart::CnnOverlay::NotRunning,
+                Some(all) => panes::chart::CnnOverlay::Pivots(
+                    all.iter()
+                        .find(|(sym, _)| *sym == s.exchange)
+                        .map(|(_, p)| p.as_slice())
+                        .unwrap_or(&[]),
+                ),
+            };
+            panes::chart::render(frame, area, s, ui.timeframe, overlay, theme, focused)
         }
         (Pane::Heatmap, Some(s)) => panes::heatmap::render(frame, area, s, theme, focused),
         (Pane::Book, Some(s)) => panes::market::render_book(frame, area, s, theme, focused),
@@ -657,6 +666,7 @@ mod tests {
             models: Some(fixture::models()),
             trading: Some(fixture::trading()),
             tunables: fixture::tunables(),
+            predictions: None,
         };
         let snap = fixture::market();
         let ui = |focus| UiState {
@@ -815,6 +825,33 @@ mod tests {
         let s = text(&draw_with(&fixture::market(), &desk(), &ui, 120, 36));
         assert!(s.contains("Candles BTC/USDT 1h"), "{s}");
         assert!(s.contains("▶BTC/USDT"), "{s}");
+    }
+
+    #[test]
+    fn cnn_predictions_draw_as_lines_from_the_last_pivot() {
+        let snap = fixture::market();
+        let ui = UiState::default();
+        let plain = text(&draw_with(&snap, &desk(), &ui, 120, 36));
+        assert!(plain.contains("CNN predictions: not running"), "{plain}");
+        assert!(!plain.contains('◆'));
+        let desk = DeskStatus {
+            predictions: Some(fixture::predictions(&snap)),
+            ..desk()
+        };
+        let s = text(&draw_with(&snap, &desk, &ui, 120, 36));
+        assert!(s.contains("CNN next L1 high"), "{s}");
+        assert_eq!(s.matches('◆').count(), 2, "{s}");
+        assert!(s.contains('·'), "{s}");
+        assert!(s.contains("P2 "), "{s}");
+        insta::assert_snapshot!("chart_with_cnn_predictions_120x36", s);
+        // Another timeframe has no prediction: said so, nothing drawn.
+        let ui = UiState {
+            timeframe: Timeframe::H1,
+            ..UiState::default()
+        };
+        let s = text(&draw_with(&snap, &desk, &ui, 120, 36));
+        assert!(s.contains("CNN: no 1h prediction yet"), "{s}");
+        assert!(!s.contains('◆'));
     }
 
     #[test]

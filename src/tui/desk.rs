@@ -225,6 +225,8 @@ pub struct DeskStatus {
     pub trading: Option<TradingView>,
     /// Live-tunable parameters with the values in force (empty: none available).
     pub tunables: Vec<Tunable>,
+    /// The CNN's newest predicted pivots, by exchange symbol (None: the CNN is not running).
+    pub predictions: Option<Vec<(String, Vec<crate::analysis::model_output::PredictedPivot>)>>,
 }
 
 /// Resident set size from the text of `/proc/self/status` (`VmRSS:  1234 kB`); kB avoids

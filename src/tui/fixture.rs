@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use crate::analysis::model_output::{PredictedPivot, SwingKind};
 use crate::analysis::pivots::{PivotConfig, batch_pivots};
 use crate::feeds::health::{LinkState, StreamHealth};
 use crate::logging::LogLine;
@@ -333,4 +334,26 @@ pub fn trading() -> TradingView {
         ],
         halted: None,
     }
+}
+
+/// The CNN's predicted next pivots for ETH on 1 m: a level-1 and a level-2 swing a few
+/// candles ahead of the newest one.
+pub fn predictions(snap: &MarketSnapshot) -> Vec<(String, Vec<PredictedPivot>)> {
+    let eth = &snap.symbols[0];
+    let candles = eth.candles(Timeframe::M1);
+    let Some(last) = candles.last() else {
+        return vec![(eth.exchange.clone(), Vec::new())];
+    };
+    let p = |level: u8, kind: SwingKind, offset: i64, ahead: i64| PredictedPivot {
+        timeframe: Timeframe::M1,
+        level,
+        kind,
+        price: last.close + Price::from_units(offset),
+        time_ms: last.open_time_ms + ahead * 60_000,
+        confidence: 0.6,
+    };
+    vec![(
+        eth.exchange.clone(),
+        vec![p(1, SwingKind::High, 4, 3), p(2, SwingKind::Low, -6, 8)],
+    )]
 }

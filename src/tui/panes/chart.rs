@@ -7,6 +7,7 @@ use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 
 use super::{block, put, put_str};
+use crate::analysis::model_output::{PredictedPivot, SwingKind};
 use crate::analysis::pivots::{LEVELS, PivotKind};
 use crate::market::snapshot::{SeriesPivots, SymbolView};
 use crate::market::types::{Candle, Price, Timeframe};
@@ -110,12 +111,22 @@ pub fn sr_level(p: &SeriesPivots) -> Option<u8> {
         .find(|&l| p.latest(l, PivotKind::High).is_some() && p.latest(l, PivotKind::Low).is_some())
 }
 
+/// What the CNN contributes to the chart.
+#[derive(Debug, Clone, Copy)]
+pub enum CnnOverlay<'a> {
+    /// The model runtime is not running.
+    NotRunning,
+    /// Its newest predicted pivots for the shown symbol (all timeframes; the chart picks its).
+    Pivots(&'a [PredictedPivot]),
+}
+
 /// Draws the chart pane for `sym` at timeframe `tf`.
 pub fn render(
     frame: &mut Frame,
     area: Rect,
     sym: &SymbolView,
     tf: Timeframe,
+    cnn: CnnOverlay<'_>,
     theme: &Theme,
     focused: bool,
 ) {
@@ -139,7 +150,29 @@ pub fn render(
             note.push_str(&format!(" · L{l} S {s:.2} R {r:.2}"));
         }
     }
-    note.push_str(" · CNN predictions: not running");
+    let predicted: Vec<&PredictedPivot> = match cnn {
+        CnnOverlay::NotRunning => {
+            note.push_str(" · CNN predictions: not running");
+            Vec::new()
+        }
+        CnnOverlay::Pivots(all) => {
+            let mut ps: Vec<&PredictedPivot> = all.iter().filter(|p| p.timeframe == tf).collect();
+            ps.sort_by_key(|p| p.level);
+            match ps.first() {
+                None => note.push_str(&format!(" · CNN: no {tf} prediction yet")),
+                Some(p) => note.push_str(&format!(
+                    " · CNN next L{} {} {:.2}",
+                    p.level,
+                    match p.kind {
+                        SwingKind::High => "high",
+                        SwingKind::Low => "low",
+                    },
+                    p.price
+                )),
+            }
+            ps
+        }
+    };
     put_str(
         buf,
         inner.x,
@@ -168,7 +201,15 @@ pub fn render(
     };
     let price_h = body_h - vol_h;
     let plot_w = inner.width - AXIS;
-    let visible = &candles[candles.len().saturating_sub(plot_w as usize)..];
+    // Room on the right for predicted pivots ahead of the newest candle (at most a quarter).
+    let newest_t = candles[candles.len() - 1].open_time_ms;
+    let ahead = predicted
+        .iter()
+        .map(|p| (p.time_ms - newest_t).div_euclid(tf.millis()))
+        .max()
+        .unwrap_or(0)
+        .clamp(0, i64::from(plot_w / 4)) as usize;
+    let visible = &candles[candles.len().saturating_sub(plot_w as usize - ahead)..];
     let lo = visible.iter().map(|c| c.low).min().unwrap_or(Price::ZERO);
     let hi = visible.iter().map(|c| c.high).max().unwrap_or(Price::ZERO);
     let scale = PriceScale::new(lo, hi, price_h);
@@ -235,6 +276,47 @@ pub fn render(
                             .set_style(Style::default().fg(color).add_modifier(Modifier::BOLD));
                     }
                 }
+            }
+        }
+    }
+
+    // CNN predictions: a dotted line from the level's last confirmed pivot to the predicted
+    // one, which may lie beyond the newest candle (clipped at the plot's right edge).
+    if let Some(p) = pivots {
+        let ms = tf.millis();
+        let first_t = visible[0].open_time_ms;
+        let col = |t: i64| (t - first_t).div_euclid(ms);
+        for pred in &predicted {
+            let Some(anchor) = p.level(pred.level).last() else {
+                continue;
+            };
+            let (x0, y0) = (col(anchor.time_ms), scale.half(anchor.price) / 2);
+            let (x1, y1) = (col(pred.time_ms), scale.half(pred.price) / 2);
+            if x1 <= x0 {
+                continue;
+            }
+            let color = match pred.kind {
+                SwingKind::High => theme.down,
+                SwingKind::Low => theme.up,
+            };
+            for x in x0.max(0)..=x1.min(i64::from(plot_w) - 1) {
+                let y = y0 + (y1 - y0) * (x - x0) / (x1 - x0);
+                let Some(cell) = buf.cell_mut((left + x as u16, top + y as u16)) else {
+                    continue;
+                };
+                if x == x1 {
+                    cell.set_char('◆')
+                        .set_style(Style::default().fg(color).add_modifier(Modifier::BOLD));
+                } else if cell.symbol() == " " || cell.symbol() == "┄" {
+                    cell.set_char('·').set_style(Style::default().fg(color));
+                }
+            }
+            if scale.contains(pred.price) {
+                axis_marks.push((
+                    (scale.half(pred.price) / 2) as u16,
+                    format!("P{} {:.2}", pred.level, pred.price),
+                    color,
+                ));
             }
         }
     }

@@ -65,10 +65,10 @@ fn action_text(action: TradeAction) -> &'static str {
     }
 }
 
-fn expert_line(e: &ExpertRow, theme: &Theme) -> Line<'static> {
+fn expert_line(e: &ExpertRow, name_w: usize, theme: &Theme) -> Line<'static> {
     let muted = Style::default().fg(theme.muted);
     let mut spans = vec![
-        Span::raw(format!("{:<6}", truncate(&e.name, 6))),
+        Span::raw(format!("{:<name_w$} ", truncate(&e.name, name_w))),
         Span::styled(action_text(e.action), action_style(e.action, theme)),
         Span::raw(format!(" {:.2} ", e.confidence)),
     ];
@@ -158,7 +158,25 @@ pub fn render(
             if v.experts.is_empty() {
                 lines.push(Line::from("no model output yet"));
             }
-            lines.extend(v.experts.iter().map(|e| expert_line(e, theme)));
+            let name_w = v
+                .experts
+                .iter()
+                .map(|e| e.name.chars().count())
+                .max()
+                .unwrap_or(0)
+                .min(14);
+            lines.extend(v.experts.iter().map(|e| expert_line(e, name_w, theme)));
+            let checkpoints: Vec<String> = v
+                .experts
+                .iter()
+                .filter_map(|e| Some(format!("{} {}", e.name, e.checkpoint.as_ref()?)))
+                .collect();
+            if !checkpoints.is_empty() {
+                lines.push(Line::from(Span::styled(
+                    format!("checkpoints: {}", checkpoints.join(" · ")),
+                    muted,
+                )));
+            }
             if let Some(d) = &v.decision {
                 lines.push(Line::from(vec![
                     Span::raw(format!("▶ {} ", d.symbol)),

@@ -1,0 +1,194 @@
+//! The live CNN and DQN as experts of the orchestrator, over the model runtime's own threads:
+//! the CNN expert sends the step's input to the runtime (which runs the CNN, then the DQN on
+//! the CNN's hidden states of the same step) and answers with the CNN's output; the DQN
+//! expert, a stage later, answers with the DQN's output of that same pass. Whether inputs
+//! also feed online learning is the desk's training switch.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::analysis::input::BaseDataInput;
+use crate::analysis::model_output::{ModelOutput, PredictedPivot};
+use crate::market::types::Symbol;
+use crate::models::runtime::{InferenceRequest, ModelRuntime, RuntimeStatus};
+use crate::orchestrator::expert::{Expert, ExpertError, Upstream};
+
+type Pending = BTreeMap<(Symbol, i64), Result<ModelOutput, ExpertError>>;
+
+/// The runtime shared by the two experts and the screen.
+pub struct LiveModels {
+    runtime: ModelRuntime,
+    learn: AtomicBool,
+    pending: Mutex<Pending>,
+    names: (String, String),
+    last_cnn: Mutex<BTreeMap<Symbol, ModelOutput>>,
+}
+
+impl std::fmt::Debug for LiveModels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveModels")
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock(m: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LiveModels {
+    /// Wraps a running runtime; online learning starts on when `learn` is true.
+    pub fn new(runtime: ModelRuntime, names: (String, String), learn: bool) -> Arc<Self> {
+        Arc::new(Self {
+            runtime,
+            learn: AtomicBool::new(learn),
+            pending: Mutex::new(BTreeMap::new()),
+            names,
+            last_cnn: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The CNN and DQN experts.
+    pub fn experts(self: &Arc<Self>) -> (RuntimeCnnExpert, RuntimeDqnExpert) {
+        (
+            RuntimeCnnExpert {
+                models: Arc::clone(self),
+            },
+            RuntimeDqnExpert {
+                models: Arc::clone(self),
+            },
+        )
+    }
+
+    /// Whether live inputs feed online learning.
+    pub fn is_learning(&self) -> bool {
+        self.learn.load(Ordering::SeqCst) && self.runtime.is_running()
+    }
+
+    /// Turns online learning on or off (inference continues either way).
+    pub fn set_learning(&self, on: bool) {
+        self.learn.store(on, Ordering::SeqCst);
+    }
+
+    /// The runtime's status for the screen.
+    pub fn status(&self) -> RuntimeStatus {
+        self.runtime.status()
+    }
+
+    /// The CNN's newest predicted pivots per symbol.
+    pub fn predictions(&self) -> Vec<(String, Vec<PredictedPivot>)> {
+        self.last_cnn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(s, o)| (s.to_string(), o.predictions.pivots.clone()))
+            .collect()
+    }
+
+    /// The CNN's and the DQN's model names.
+    pub fn names(&self) -> &(String, String) {
+        &self.names
+    }
+
+    /// Stops the runtime's threads (the trainer saves a checkpoint).
+    pub fn stop(&self) {
+        self.runtime.stop();
+    }
+
+    fn run(&self, input: &BaseDataInput) -> Result<ModelOutput, ExpertError> {
+        let request = InferenceRequest {
+            symbol: input.symbol.clone(),
+            t_ms: input.timestamp_ms,
+            input: input.clone(),
+            position: 0,
+        };
+        let key = (input.symbol.clone(), input.timestamp_ms);
+        let answer = self
+            .runtime
+            .submit(vec![request], self.learn.load(Ordering::SeqCst))
+            .map_err(|e| ExpertError::Model(e.to_string()))
+            .and_then(|rx| {
+                rx.recv()
+                    .map_err(|_| ExpertError::Model("model runtime stopped".into()))
+            })
+            .and_then(|mut steps| {
+                steps
+                    .pop()
+                    .ok_or_else(|| ExpertError::Model("no answer".into()))?
+                    .map_err(|e| ExpertError::InvalidInput(e.to_string()))
+            });
+        let mut pending = lock(&self.pending);
+        // Only the newest pass is waited for; older entries belong to skipped steps.
+        pending.retain(|(_, t), _| *t >= input.timestamp_ms);
+        match answer {
+            Ok(step) => {
+                let mut outputs = step.outputs.into_iter();
+                let cnn = outputs.next();
+                let dqn = outputs.next();
+                pending.insert(
+                    key,
+                    dqn.ok_or_else(|| ExpertError::Model("no DQN output".into())),
+                );
+                if let Some(out) = &cnn {
+                    self.last_cnn
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(input.symbol.clone(), out.clone());
+                }
+                cnn.ok_or_else(|| ExpertError::Model("no CNN output".into()))
+            }
+            Err(e) => {
+                pending.insert(key, Err(e.clone()));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The CNN expert (runs the whole pass).
+#[derive(Debug)]
+pub struct RuntimeCnnExpert {
+    models: Arc<LiveModels>,
+}
+
+/// The DQN expert (answers from the CNN expert's pass of the same step).
+#[derive(Debug)]
+pub struct RuntimeDqnExpert {
+    models: Arc<LiveModels>,
+}
+
+impl Expert for RuntimeCnnExpert {
+    fn name(&self) -> &str {
+        &self.models.names.0
+    }
+
+    fn infer(&mut self, input: &BaseDataInput, _: &Upstream) -> Result<ModelOutput, ExpertError> {
+        self.models.run(input)
+    }
+}
+
+impl Expert for RuntimeDqnExpert {
+    fn name(&self) -> &str {
+        &self.models.names.1
+    }
+
+    fn depends_on(&self) -> Vec<String> {
+        vec![self.models.names.0.clone()]
+    }
+
+    fn infer(
+        &mut self,
+        input: &BaseDataInput,
+        upstream: &Upstream,
+    ) -> Result<ModelOutput, ExpertError> {
+        let cnn = &self.models.names.0;
+        let missing = || ExpertError::MissingUpstream { needs: cnn.clone() };
+        if !upstream.contains_key(cnn) {
+            return Err(missing());
+        }
+        lock(&self.models.pending)
+            .remove(&(input.symbol.clone(), input.timestamp_ms))
+            .unwrap_or_else(|| Err(missing()))
+    }
+}
