@@ -998,6 +998,27 @@ fn fast_depth(d: &[u8], out: &mut DepthUpdate) -> Option<()> {
     (out.first_update_id <= out.final_update_id).then_some(())
 }
 
+/// Eight ASCII digits as their decimal value, or `None` when any byte is not a digit (SWAR, as
+/// in fast_float: a digit byte has high nibble 3 both before and after adding 6).
+#[inline]
+fn eight_digits(bytes: &[u8]) -> Option<i64> {
+    let v = u64::from_le_bytes(bytes.try_into().ok()?);
+    let nibbles = (v & 0xF0F0_F0F0_F0F0_F0F0)
+        | ((v.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0) >> 4);
+    if nibbles != 0x3333_3333_3333_3333 {
+        return None;
+    }
+    const MASK: u64 = 0x0000_00FF_0000_00FF;
+    const MUL1: u64 = 0x000F_4240_0000_0064; // 100 + (1_000_000 << 32)
+    const MUL2: u64 = 0x0000_2710_0000_0001; // 1 + (10_000 << 32)
+    let d = v - 0x3030_3030_3030_3030;
+    // Pairs of digits into bytes, then pairs of pairs into 32-bit lanes combined by the muls.
+    let d = d.wrapping_mul(10).wrapping_add(d >> 8);
+    let hi = (d & MASK).wrapping_mul(MUL1);
+    let lo = ((d >> 16) & MASK).wrapping_mul(MUL2);
+    Some(i64::from((hi.wrapping_add(lo) >> 32) as u32))
+}
+
 struct Scan<'a> {
     b: &'a [u8],
     i: usize,
@@ -1058,6 +1079,13 @@ impl<'a> Scan<'a> {
         let mut digits = 0;
         if b.get(i) == Some(&b'.') {
             i += 1;
+            // Binance always sends exactly 8 decimals: convert them in one word.
+            if b.get(i + 8) == Some(&b'"')
+                && let Some(f) = b.get(i..i + 8).and_then(eight_digits)
+            {
+                self.i = i + 9;
+                return Some(int * SCALE + f);
+            }
             while let Some(&c) = b.get(i) {
                 if !c.is_ascii_digit() {
                     break;
@@ -2031,6 +2059,30 @@ mod tests {
                     DepthSeed(&mut slow).deserialize(&mut de).unwrap();
                     de.end().unwrap();
                     prop_assert_eq!(fast, slow);
+                }
+            }
+
+            #[test]
+            fn quoted_scan_agrees_with_general_parser(text in "[0-9]{0,12}[.]?[0-9x]{0,10}[\"x]?") {
+                let quoted = format!("\"{text}");
+                let mut s = Scan { b: quoted.as_bytes(), i: 0 };
+                if let Some(v) = s.quoted_fixed() {
+                    let body = &quoted.as_bytes()[1..s.i - 1];
+                    prop_assert_eq!(s.i, quoted.len());
+                    prop_assert_eq!(Ok(v), crate::market::types::parse_fixed(body));
+                } else if let Some(body) = text.strip_suffix('"') {
+                    prop_assert!(fixed_fast(body.as_bytes()).is_none());
+                }
+            }
+
+            #[test]
+            fn eight_digits_matches_scalar(bytes in proptest::array::uniform8(any::<u8>()),
+                                           digits in proptest::array::uniform8(b'0'..=b'9')) {
+                for b in [bytes, digits] {
+                    let scalar = b.iter().all(u8::is_ascii_digit).then(|| {
+                        b.iter().fold(0i64, |v, &c| v * 10 + i64::from(c - b'0'))
+                    });
+                    prop_assert_eq!(eight_digits(&b), scalar);
                 }
             }
 
