@@ -32,6 +32,8 @@ struct Window<const VAR: bool> {
     buf: Vec<f64>,
     cap: usize,
     inv_cap: f64,
+    /// `1 / (cap - 1)` for the sample deviation of a full window (0 when `cap` is 1).
+    inv_cap_less_one: f64,
     head: usize,
     mean: f64,
     m2: f64,
@@ -44,6 +46,7 @@ impl<const VAR: bool> Window<VAR> {
             buf: Vec::with_capacity(cap),
             cap,
             inv_cap: 1.0 / cap as f64,
+            inv_cap_less_one: if cap > 1 { 1.0 / (cap - 1) as f64 } else { 0.0 },
             head: 0,
             mean: 0.0,
             m2: 0.0,
@@ -55,6 +58,7 @@ impl<const VAR: bool> Window<VAR> {
     }
 
     /// Adds `x`, dropping the oldest value when full; returns the dropped value.
+    #[inline]
     fn push(&mut self, x: f64) -> Option<f64> {
         if self.buf.len() < self.cap {
             self.buf.push(x);
@@ -84,7 +88,9 @@ impl<const VAR: bool> Window<VAR> {
         Some(old)
     }
 
-    /// Called only when the window is full, so `inv_cap` is `1 / len`.
+    /// Called only when the window is full, so `inv_cap` is `1 / len`. Out of line: it runs
+    /// once per `cap` pushes and would only bloat the inlined hot path.
+    #[inline(never)]
     fn recompute(&mut self) {
         let mean = self.buf.iter().sum::<f64>() * self.inv_cap;
         self.mean = mean;
@@ -93,12 +99,16 @@ impl<const VAR: bool> Window<VAR> {
         }
     }
 
+    /// Population deviation of a full window (multiplies by the cached `1 / n`).
+    #[inline]
     fn population_stdev(&self) -> f64 {
-        (self.m2 / self.buf.len() as f64).sqrt()
+        (self.m2 * self.inv_cap).sqrt()
     }
 
+    /// Sample deviation of a full window (multiplies by the cached `1 / (n - 1)`).
+    #[inline]
     fn sample_stdev(&self) -> f64 {
-        (self.m2 / (self.buf.len() as f64 - 1.0)).sqrt()
+        (self.m2 * self.inv_cap_less_one).sqrt()
     }
 
     /// The value that entered `back` inputs ago (0 = newest); the window must hold it.
@@ -127,12 +137,14 @@ impl Sma {
     }
 
     /// Feeds one input and returns the current value.
+    #[inline]
     pub fn update(&mut self, x: f64) -> Option<f64> {
         self.window.push(x);
         self.value()
     }
 
     /// Mean of the last `period` inputs, once that many were seen.
+    #[inline]
     pub fn value(&self) -> Option<f64> {
         self.window.full().then_some(self.window.mean)
     }
@@ -173,6 +185,7 @@ impl Ema {
     }
 
     /// Feeds one input and returns the current value.
+    #[inline]
     pub fn update(&mut self, x: f64) -> Option<f64> {
         if self.count > self.period {
             // Warmed up: the only path that matters for speed.
@@ -192,6 +205,7 @@ impl Ema {
     }
 
     /// Current average once seeded.
+    #[inline]
     pub fn value(&self) -> Option<f64> {
         let ready = match self.seed {
             Seed::Sma => self.count >= self.period,
@@ -222,6 +236,7 @@ impl Wilder {
         }
     }
 
+    #[inline]
     fn update(&mut self, x: f64) {
         self.count += 1;
         match self.seed {
@@ -234,6 +249,7 @@ impl Wilder {
         }
     }
 
+    #[inline]
     fn ready(&self) -> bool {
         self.count >= self.period
     }
@@ -268,6 +284,7 @@ impl Rsi {
     }
 
     /// Feeds one close and returns the current value.
+    #[inline]
     pub fn update(&mut self, close: f64) -> Option<f64> {
         match self.prev {
             Some(prev) => {
@@ -286,6 +303,7 @@ impl Rsi {
     }
 
     /// RSI in [0, 100] once warmed up.
+    #[inline]
     pub fn value(&self) -> Option<f64> {
         let ready = match self.gain.seed {
             Seed::Sma => self.gain.ready(),
@@ -351,6 +369,7 @@ impl Macd {
     }
 
     /// Feeds one close and returns the current reading.
+    #[inline]
     pub fn update(&mut self, close: f64) -> Option<MacdValue> {
         self.count += 1;
         let fast = self.fast.update(close);
@@ -383,6 +402,7 @@ impl Macd {
     }
 
     /// Full reading once the signal line is warmed up.
+    #[inline]
     pub fn value(&self) -> Option<MacdValue> {
         self.value
     }
@@ -423,12 +443,14 @@ impl Bollinger {
     }
 
     /// Feeds one close and returns the current reading.
+    #[inline]
     pub fn update(&mut self, close: f64) -> Option<BollingerValue> {
         self.window.push(close);
         self.value()
     }
 
     /// Current bands once `period` closes were seen.
+    #[inline]
     pub fn value(&self) -> Option<BollingerValue> {
         if !self.window.full() {
             return None;
@@ -489,6 +511,7 @@ impl Atr {
     }
 
     /// Feeds one bar and returns the current value.
+    #[inline]
     pub fn update(&mut self, high: f64, low: f64, close: f64) -> Option<f64> {
         self.avg.update(true_range(high, low, self.prev_close));
         self.prev_close = Some(close);
@@ -496,6 +519,7 @@ impl Atr {
     }
 
     /// Current ATR once `period` bars were seen.
+    #[inline]
     pub fn value(&self) -> Option<f64> {
         self.avg.ready().then_some(self.avg.value)
     }
@@ -536,6 +560,7 @@ impl<const MAX: bool> RollingExtreme<MAX> {
     }
 
     /// Adds `x` and returns the extreme of the last `period` inputs (of all, before that).
+    #[inline]
     fn push(&mut self, x: f64) -> f64 {
         let w = self.block.len();
         self.block[self.pos] = x;
@@ -547,13 +572,20 @@ impl<const MAX: bool> RollingExtreme<MAX> {
         let out = Self::pick(self.suffix[self.pos + 1], self.prefix);
         self.pos += 1;
         if self.pos == w {
-            // suffix[w] stays neutral, so a window that is exactly one block reads the prefix.
-            for j in (0..w).rev() {
-                self.suffix[j] = Self::pick(self.block[j], self.suffix[j + 1]);
-            }
-            self.pos = 0;
+            self.close_block();
         }
         out
+    }
+
+    /// Precomputes the suffix extremes of the block just completed (once per `period` pushes).
+    #[inline(never)]
+    fn close_block(&mut self) {
+        let w = self.block.len();
+        // suffix[w] stays neutral, so a window that is exactly one block reads the prefix.
+        for j in (0..w).rev() {
+            self.suffix[j] = Self::pick(self.block[j], self.suffix[j + 1]);
+        }
+        self.pos = 0;
     }
 }
 
@@ -601,6 +633,7 @@ impl Stochastic {
     }
 
     /// Feeds one bar and returns the current reading.
+    #[inline]
     pub fn update(&mut self, high: f64, low: f64, close: f64) -> Option<StochValue> {
         let hh = self.highs.push(high);
         let ll = self.lows.push(low);
@@ -629,6 +662,7 @@ impl Stochastic {
     }
 
     /// Full reading once %D is warmed up.
+    #[inline]
     pub fn value(&self) -> Option<StochValue> {
         self.value
     }
@@ -671,6 +705,7 @@ impl Obv {
     }
 
     /// Feeds one bar and returns the current value.
+    #[inline]
     pub fn update(&mut self, close: f64, volume: f64) -> Option<f64> {
         match self.prev_close {
             Some(prev) => {
@@ -686,6 +721,7 @@ impl Obv {
     }
 
     /// Current value (available from the first bar).
+    #[inline]
     pub fn value(&self) -> Option<f64> {
         self.prev_close.map(|_| self.value)
     }
@@ -748,6 +784,7 @@ impl Vwap {
     }
 
     /// Feeds one bar (open time in ms since the epoch) and returns the current value.
+    #[inline]
     pub fn update(
         &mut self,
         open_time_ms: i64,
@@ -797,6 +834,7 @@ impl Vwap {
     }
 
     /// Current VWAP once any volume was seen (and, when rolling, the window is full).
+    #[inline]
     pub fn value(&self) -> Option<f64> {
         if let VwapMode::Rolling(n) = self.mode
             && self.window.len() < n.max(1)
@@ -828,6 +866,7 @@ impl Roc {
     }
 
     /// Feeds one input and returns the current value.
+    #[inline]
     pub fn update(&mut self, x: f64) -> Option<f64> {
         let cap = self.cap;
         if self.buf.len() < cap {
@@ -846,6 +885,7 @@ impl Roc {
     }
 
     /// Current value once `period + 1` inputs were seen.
+    #[inline]
     pub fn value(&self) -> Option<f64> {
         self.value
     }
@@ -869,6 +909,7 @@ impl RealizedVol {
     }
 
     /// Feeds one close and returns the current value; non-positive closes are skipped.
+    #[inline]
     pub fn update(&mut self, close: f64) -> Option<f64> {
         if close > 0.0 {
             if let Some(prev) = self.prev {
@@ -880,6 +921,7 @@ impl RealizedVol {
     }
 
     /// Current value once `period` returns were seen.
+    #[inline]
     pub fn value(&self) -> Option<f64> {
         self.window.full().then(|| self.window.sample_stdev())
     }
@@ -1013,6 +1055,7 @@ impl IndicatorSet {
     }
 
     /// Feeds one candle to every indicator and returns all values.
+    #[inline]
     pub fn update(&mut self, candle: &Candle) -> IndicatorValues {
         let (h, l, c) = (
             candle.high.to_f64(),

@@ -1,75 +1,214 @@
 //! L2 order book with exact prices and quantities.
 //!
-//! Each side is a sorted `Vec` of levels with the best price at the END: diffs cluster near the
-//! top of the book, so inserts and removals there shift only a handful of elements, and the
-//! search gallops down from the best end before a binary search. Bids are keyed
-//! by price and asks by negated price, so both sides share one ascending "ladder" whose last
-//! element is the best level (measured against a BTreeMap book in `benches/book.rs`).
+//! Bids are keyed by price and asks by negated price, so both sides share one ascending
+//! "ladder" whose last element is the best level. A ladder is a list of small sorted chunks (at
+//! most [`CHUNK`] levels each) plus an index of each chunk's lowest key. An insert or removal
+//! shifts at most one chunk wherever it lands: recorded Binance diffs touch levels a median of
+//! ~100 ranks deep, where the flat sorted `Vec` this replaced spent most of its apply time moving
+//! the tail (see `benches/depth.rs`; `benches/book.rs` also compares a BTreeMap book). Searches
+//! try the best chunk first because most updates land near the touch.
+
+use std::fmt;
 
 use super::types::{Level, Price, Qty, SCALE, Side};
 
+/// Most levels one chunk holds; a full chunk splits in halves.
+const CHUNK: usize = 64;
+/// Levels per chunk when a snapshot is loaded, leaving room for inserts before any split.
+const FILL: usize = CHUNK * 3 / 4;
+/// A chunk that shrinks below this merges with a neighbour when the two fit in [`FILL`].
+const SPARSE: usize = CHUNK / 4;
+
+/// A sorted run of at most [`CHUNK`] levels; only `..len` is meaningful.
+#[derive(Clone)]
+#[repr(C)] // `len` first, in the cache line of the first keys
+struct Chunk {
+    len: usize,
+    keys: [i64; CHUNK],
+    qtys: [i64; CHUNK],
+}
+
+impl Chunk {
+    fn empty() -> Box<Self> {
+        Box::new(Chunk {
+            len: 0,
+            keys: [0; CHUNK],
+            qtys: [0; CHUNK],
+        })
+    }
+
+    #[inline]
+    fn keys(&self) -> &[i64] {
+        &self.keys[..self.len]
+    }
+
+    /// Index of the first key `>= key`.
+    #[inline]
+    fn lower_bound(&self, key: i64) -> usize {
+        self.keys().partition_point(|&k| k < key)
+    }
+
+    #[inline]
+    fn insert(&mut self, i: usize, key: i64, qty: i64) {
+        let n = self.len;
+        self.keys.copy_within(i..n, i + 1);
+        self.qtys.copy_within(i..n, i + 1);
+        self.keys[i] = key;
+        self.qtys[i] = qty;
+        self.len = n + 1;
+    }
+
+    #[inline]
+    fn remove(&mut self, i: usize) {
+        let n = self.len;
+        self.keys.copy_within(i + 1..n, i);
+        self.qtys.copy_within(i + 1..n, i);
+        self.len = n - 1;
+    }
+
+    /// Appends sorted levels that all lie above this chunk's keys (and fit).
+    fn extend(&mut self, keys: &[i64], qtys: &[i64]) {
+        let (a, b) = (self.len, self.len + keys.len());
+        self.keys[a..b].copy_from_slice(keys);
+        self.qtys[a..b].copy_from_slice(qtys);
+        self.len = b;
+    }
+}
+
 /// One side of the book: keys ascending (best last); asks store `-price` as the key.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Invariants: no chunk is empty, keys ascend across and within chunks, `heads[c]` is the first
+/// key of chunk `c`, and `len` counts all levels.
+#[derive(Default)]
+// Boxed chunks: a split or merge then shifts pointers in `chunks`, not 1 KiB chunk bodies.
+#[allow(clippy::vec_box)]
 struct Ladder {
-    keys: Vec<i64>,
-    qtys: Vec<i64>,
+    chunks: Vec<Box<Chunk>>,
+    heads: Vec<i64>,
+    len: usize,
+    /// Chunks freed by merges or snapshots, reused by splits so steady-state diffs do not
+    /// allocate.
+    spare: Vec<Box<Chunk>>,
 }
 
 impl Ladder {
-    /// `Ok(index)` when `key` is present, `Err(insert_at)` otherwise. Gallops down from the
-    /// best end (distance 1, 2, 4, ...) and then binary-searches the bracketed span, so the
-    /// cost grows with the distance from the top, not with the book size.
+    /// Chunk that holds or should receive `key`: the last one whose first key is `<= key`
+    /// (chunk 0 for keys below every chunk). Gallops down from the best chunk (distance 1, 2,
+    /// 4, ...) before a binary search, since most keys land a few chunks from the touch.
     #[inline]
-    fn find(&self, key: i64) -> Result<usize, usize> {
-        let keys = &self.keys;
-        let n = keys.len();
-        let mut hi = n; // keys[hi..] are all > key
+    fn chunk_for(&self, key: i64) -> usize {
+        let h = &self.heads;
+        let n = h.len();
+        let mut hi = n; // heads[hi..] are all > key
         let mut step = 1;
         while step <= n {
             let i = n - step;
-            let k = keys[i];
-            if k == key {
-                return Ok(i);
-            }
-            if k < key {
-                return keys[i + 1..hi]
-                    .binary_search(&key)
-                    .map_or_else(|e| Err(e + i + 1), |f| Ok(f + i + 1));
+            if h[i] <= key {
+                return i + h[i + 1..hi].partition_point(|&x| x <= key);
             }
             hi = i;
             step *= 2;
         }
-        keys[..hi].binary_search(&key)
+        h[..hi].partition_point(|&x| x <= key).saturating_sub(1)
+    }
+
+    fn new_chunk(&mut self) -> Box<Chunk> {
+        match self.spare.pop() {
+            Some(mut c) => {
+                c.len = 0;
+                c
+            }
+            None => Chunk::empty(),
+        }
     }
 
     #[inline]
     fn set(&mut self, key: i64, qty: i64) {
-        match self.find(key) {
-            Ok(i) => {
-                if qty <= 0 {
-                    self.keys.remove(i);
-                    self.qtys.remove(i);
-                } else {
-                    self.qtys[i] = qty;
-                }
+        if self.chunks.is_empty() {
+            if qty > 0 {
+                let mut c = self.new_chunk();
+                c.insert(0, key, qty);
+                self.chunks.push(c);
+                self.heads.push(key);
+                self.len = 1;
             }
-            Err(i) => {
-                if qty > 0 {
-                    if i == self.keys.len() {
-                        self.keys.push(key);
-                        self.qtys.push(qty);
-                    } else {
-                        self.keys.insert(i, key);
-                        self.qtys.insert(i, qty);
-                    }
-                }
+            return;
+        }
+        let c = self.chunk_for(key);
+        let chunk = &mut self.chunks[c];
+        let i = chunk.lower_bound(key);
+        if i < chunk.len && chunk.keys[i] == key {
+            if qty > 0 {
+                chunk.qtys[i] = qty;
+            } else {
+                chunk.remove(i);
+                self.len -= 1;
+                self.after_remove(c, i);
             }
+        } else if qty > 0 {
+            self.insert_at(c, i, key, qty);
         }
     }
 
+    fn insert_at(&mut self, mut c: usize, mut i: usize, key: i64, qty: i64) {
+        if self.chunks[c].len == CHUNK {
+            let half = CHUNK / 2;
+            let mut right = self.new_chunk();
+            let left = &mut self.chunks[c];
+            right.extend(&left.keys[half..], &left.qtys[half..]);
+            left.len = half;
+            self.heads.insert(c + 1, right.keys[0]);
+            self.chunks.insert(c + 1, right);
+            if i > half {
+                c += 1;
+                i -= half;
+            }
+        }
+        self.chunks[c].insert(i, key, qty);
+        if i == 0 {
+            self.heads[c] = key;
+        }
+        self.len += 1;
+    }
+
+    fn after_remove(&mut self, c: usize, i: usize) {
+        let n = self.chunks[c].len;
+        if n == 0 {
+            self.heads.remove(c);
+            let freed = self.chunks.remove(c);
+            self.spare.push(freed);
+            return;
+        }
+        if i == 0 {
+            self.heads[c] = self.chunks[c].keys[0];
+        }
+        if n < SPARSE {
+            self.merge_sparse(c);
+        }
+    }
+
+    /// Merges a sparse chunk into a neighbour when both fit in [`FILL`], which bounds the chunk
+    /// count (and so the index search) by the number of levels.
+    fn merge_sparse(&mut self, c: usize) {
+        let n = self.chunks[c].len;
+        let fits = |j: usize| self.chunks[j].len + n <= FILL;
+        let (dst, src) = if c > 0 && fits(c - 1) {
+            (c - 1, c)
+        } else if c + 1 < self.chunks.len() && fits(c + 1) {
+            (c, c + 1)
+        } else {
+            return;
+        };
+        self.heads.remove(src);
+        let moved = self.chunks.remove(src);
+        self.chunks[dst].extend(moved.keys(), &moved.qtys[..moved.len]);
+        self.spare.push(moved);
+    }
+
     fn clear(&mut self) {
-        self.keys.clear();
-        self.qtys.clear();
+        self.spare.append(&mut self.chunks);
+        self.heads.clear();
+        self.len = 0;
     }
 
     /// Rebuilds from unsorted levels; a later duplicate price wins, as if applied in order.
@@ -86,8 +225,6 @@ impl Ladder {
             // Stable sort keeps input order among equal keys, so "last wins" survives dedup.
             pairs.sort_by_key(|p| p.0);
         }
-        self.keys.reserve(pairs.len());
-        self.qtys.reserve(pairs.len());
         let mut i = 0;
         while i < pairs.len() {
             let mut j = i;
@@ -96,23 +233,160 @@ impl Ladder {
             }
             let (key, qty) = pairs[j];
             if qty > 0 {
-                self.keys.push(key);
-                self.qtys.push(qty);
+                if self.chunks.last().is_none_or(|c| c.len == FILL) {
+                    let c = self.new_chunk();
+                    self.chunks.push(c);
+                    self.heads.push(key);
+                }
+                if let Some(c) = self.chunks.last_mut() {
+                    let n = c.len;
+                    c.insert(n, key, qty);
+                }
+                self.len += 1;
             }
             i = j + 1;
         }
     }
 
-    /// Index of the first key `>= key` (levels at or better than the key's price start there).
+    /// The best (highest-key) level.
     #[inline]
-    fn lower_bound(&self, key: i64) -> usize {
-        self.keys.partition_point(|&k| k < key)
+    fn last(&self) -> Option<(i64, i64)> {
+        let c = self.chunks.last()?;
+        let i = c.len - 1;
+        Some((c.keys[i], c.qtys[i]))
     }
 
-    fn sum_qty(&self, from: usize, to: usize) -> Qty {
-        Qty(self.qtys[from..to].iter().sum())
+    /// Every level, best first.
+    #[inline]
+    fn down_all(&self) -> Down<'_> {
+        Down {
+            chunks: &self.chunks,
+            c: self.chunks.len().saturating_sub(1),
+            i: self.chunks.last().map_or(0, |c| c.len),
+        }
+    }
+
+    /// Levels with key `< bound`, best first (`i128` so negated price bounds cannot overflow).
+    fn down_below(&self, bound: i128) -> Down<'_> {
+        let c = self.heads.partition_point(|&h| i128::from(h) < bound);
+        let Some(c) = c.checked_sub(1) else {
+            return Down {
+                chunks: &self.chunks,
+                c: 0,
+                i: 0,
+            };
+        };
+        let i = self.chunks[c]
+            .keys()
+            .partition_point(|&k| i128::from(k) < bound);
+        Down {
+            chunks: &self.chunks,
+            c,
+            i,
+        }
+    }
+
+    /// Checks the structural invariants (tests only).
+    #[cfg(test)]
+    fn check(&self) {
+        assert_eq!(self.chunks.len(), self.heads.len());
+        let mut prev = None;
+        let mut n = 0;
+        for (c, h) in self.chunks.iter().zip(&self.heads) {
+            assert!(c.len > 0 && c.len <= CHUNK);
+            assert_eq!(c.keys[0], *h);
+            for &k in c.keys() {
+                assert!(prev.is_none_or(|p| p < k));
+                prev = Some(k);
+            }
+            assert!(c.qtys[..c.len].iter().all(|&q| q > 0));
+            n += c.len;
+        }
+        assert_eq!(n, self.len);
     }
 }
+
+impl Clone for Ladder {
+    /// Copies the levels only; the spare chunks stay with the original.
+    fn clone(&self) -> Self {
+        Self {
+            chunks: self.chunks.clone(),
+            heads: self.heads.clone(),
+            len: self.len,
+            spare: Vec::new(),
+        }
+    }
+}
+
+impl PartialEq for Ladder {
+    /// Same levels, whatever the chunk layout.
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.down_all().eq(other.down_all())
+    }
+}
+
+impl Eq for Ladder {}
+
+impl fmt::Debug for Ladder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.down_all()).finish()
+    }
+}
+
+/// Walks a ladder towards lower keys, yielding `(key, qty)` from the best level outwards.
+#[derive(Clone)]
+struct Down<'a> {
+    chunks: &'a [Box<Chunk>],
+    /// Chunk being read.
+    c: usize,
+    /// Levels of chunk `c` still to yield: those at indexes `..i`.
+    i: usize,
+}
+
+impl Iterator for Down<'_> {
+    type Item = (i64, i64);
+
+    #[inline]
+    fn next(&mut self) -> Option<(i64, i64)> {
+        while self.i == 0 {
+            if self.c == 0 {
+                return None;
+            }
+            self.c -= 1;
+            self.i = self.chunks[self.c].len;
+        }
+        self.i -= 1;
+        let chunk = &self.chunks[self.c];
+        Some((chunk.keys[self.i], chunk.qtys[self.i]))
+    }
+}
+
+/// All levels of one side, best first, with an exact length.
+struct SideLevels<'a> {
+    down: Down<'a>,
+    side: Side,
+    left: usize,
+}
+
+impl Iterator for SideLevels<'_> {
+    type Item = Level;
+
+    #[inline]
+    fn next(&mut self) -> Option<Level> {
+        let (k, q) = self.down.next()?;
+        self.left -= 1;
+        Some(Level {
+            price: price_of(self.side, k),
+            qty: Qty(q),
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for SideLevels<'_> {}
 
 /// Why a level from the wire cannot go into a book.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -296,11 +570,10 @@ impl OrderBook {
     /// Best level of a side.
     #[inline]
     pub fn best(&self, side: Side) -> Option<Level> {
-        let l = self.ladder(side);
-        let i = l.keys.len().checked_sub(1)?;
+        let (k, q) = self.ladder(side).last()?;
         Some(Level {
-            price: price_of(side, l.keys[i]),
-            qty: Qty(l.qtys[i]),
+            price: price_of(side, k),
+            qty: Qty(q),
         })
     }
 
@@ -330,16 +603,17 @@ impl OrderBook {
 
     /// Number of levels on one side.
     pub fn depth(&self, side: Side) -> usize {
-        self.ladder(side).keys.len()
+        self.ladder(side).len
     }
 
     /// All levels of a side, best first.
     pub fn levels(&self, side: Side) -> impl ExactSizeIterator<Item = Level> + '_ {
         let l = self.ladder(side);
-        l.keys.iter().zip(&l.qtys).rev().map(move |(&k, &q)| Level {
-            price: price_of(side, k),
-            qty: Qty(q),
-        })
+        SideLevels {
+            down: l.down_all(),
+            side,
+            left: l.len,
+        }
     }
 
     /// Best `n` levels of a side, best first.
@@ -354,46 +628,39 @@ impl OrderBook {
         lo: Price,
         hi: Price,
     ) -> impl Iterator<Item = Level> + '_ {
-        let l = self.ladder(side);
-        let (a, b) = self.key_span(side, lo, hi);
-        l.keys[a..b]
-            .iter()
-            .zip(&l.qtys[a..b])
-            .rev()
-            .map(move |(&k, &q)| Level {
+        let (key_lo, key_hi) = key_range(side, lo, hi);
+        self.ladder(side)
+            .down_below(key_hi)
+            .take_while(move |&(k, _)| i128::from(k) >= key_lo)
+            .map(move |(k, q)| Level {
                 price: price_of(side, k),
                 qty: Qty(q),
             })
     }
 
-    /// Index span in the ladder of the prices in `[lo, hi)`.
-    fn key_span(&self, side: Side, lo: Price, hi: Price) -> (usize, usize) {
-        if lo >= hi {
-            return (0, 0);
-        }
-        let l = self.ladder(side);
-        match side {
-            // keys = prices: [lo, hi)
-            Side::Buy => (l.lower_bound(lo.raw()), l.lower_bound(hi.raw())),
-            // keys = -prices: price in [lo, hi) <=> key in (-hi, -lo]
-            Side::Sell => (
-                l.keys.partition_point(|&k| k <= -hi.raw()),
-                l.keys.partition_point(|&k| k <= -lo.raw()),
-            ),
-        }
-    }
-
     /// Total quantity resting on a side at prices in `[lo, hi)`.
     pub fn volume_in_range(&self, side: Side, lo: Price, hi: Price) -> Qty {
-        let (a, b) = self.key_span(side, lo, hi);
-        self.ladder(side).sum_qty(a, b)
+        let (key_lo, key_hi) = key_range(side, lo, hi);
+        Qty(self
+            .ladder(side)
+            .down_below(key_hi)
+            .take_while(|&(k, _)| i128::from(k) >= key_lo)
+            .map(|(_, q)| q)
+            .sum())
     }
 
     /// Cumulative quantity at levels as good as `price` or better (bids ≥ price, asks ≤ price).
     pub fn cumulative_depth(&self, side: Side, price: Price) -> Qty {
-        let l = self.ladder(side);
-        let from = l.lower_bound(key_of(side, price));
-        l.sum_qty(from, l.keys.len())
+        let bound = match side {
+            Side::Buy => i128::from(price.raw()),
+            Side::Sell => -i128::from(price.raw()),
+        };
+        Qty(self
+            .ladder(side)
+            .down_all()
+            .take_while(|&(k, _)| i128::from(k) >= bound)
+            .map(|(_, q)| q)
+            .sum())
     }
 
     /// Walks the side a taker of `taker_side` consumes (a buy eats asks) for `qty`; `None` when
@@ -406,11 +673,10 @@ impl OrderBook {
             Side::Buy => Side::Sell,
             Side::Sell => Side::Buy,
         };
-        let l = self.ladder(side);
         let mut left = qty.raw();
         let mut notional_raw: i128 = 0;
         let mut worst = None;
-        for (&k, &q) in l.keys.iter().zip(&l.qtys).rev() {
+        for (k, q) in self.ladder(side).down_all() {
             let take = q.min(left);
             let price = price_of(side, k);
             notional_raw += price.raw() as i128 * take as i128;
@@ -430,6 +696,16 @@ impl OrderBook {
     /// True when the best bid is at or above the best ask (an invalid book).
     pub fn is_crossed(&self) -> bool {
         matches!((self.best_bid(), self.best_ask()), (Some(b), Some(a)) if b.price >= a.price)
+    }
+}
+
+/// Key span `[lo, hi)` (as `i128`) of the prices in `[lo, hi)` on one side: asks key by
+/// `-price`, so their span is `(-hi, -lo]`, i.e. `[1 - hi, 1 - lo)`.
+fn key_range(side: Side, lo: Price, hi: Price) -> (i128, i128) {
+    let (lo, hi) = (i128::from(lo.raw()), i128::from(hi.raw()));
+    match side {
+        Side::Buy => (lo, hi),
+        Side::Sell => (1 - hi, 1 - lo),
     }
 }
 
@@ -581,6 +857,69 @@ mod tests {
         assert_eq!(OrderBook::new().walk(Side::Buy, Qty(1)), None);
     }
 
+    /// Compares one side of a book with a reference map and checks the chunk invariants.
+    fn assert_side(b: &OrderBook, side: Side, want: &BTreeMap<i64, i64>) {
+        b.ladder(side).check();
+        let got: Vec<(i64, i64)> = b
+            .levels(side)
+            .map(|l| (l.price.raw(), l.qty.raw()))
+            .collect();
+        let mut exp: Vec<(i64, i64)> = want.iter().map(|(&p, &q)| (p, q)).collect();
+        if side == Side::Buy {
+            exp.reverse();
+        }
+        assert_eq!(got, exp);
+    }
+
+    #[test]
+    fn chunks_split_and_merge_under_heavy_churn() {
+        // Deterministic LCG: enough levels for many chunks, then a removal wave that empties
+        // and thins chunks (merges), then refills (splits), both sides, any depth.
+        let mut s: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move |n: u64| {
+            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (s >> 33) % n
+        };
+        let mut b = OrderBook::new();
+        let mut want = [BTreeMap::new(), BTreeMap::new()];
+        let snap: Vec<Level> = (0..3000).map(|i| lv(10_000 - 2 * i, 1 + i % 7)).collect();
+        b.apply_snapshot(&snap, &[], 1);
+        for l in &snap {
+            want[0].insert(l.price.raw(), l.qty.raw());
+        }
+        assert_side(&b, Side::Buy, &want[0]);
+        for phase in 0..3 {
+            let remove_pct = [20, 95, 5][phase];
+            for step in 0..20_000 {
+                let side = if next(2) == 0 { Side::Buy } else { Side::Sell };
+                let price = Price::from_units(4_000 + next(6_001) as i64);
+                let qty = if next(100) < remove_pct {
+                    0
+                } else {
+                    1 + next(9) as i64
+                };
+                b.apply_level(side, price, Qty::from_units(qty));
+                let m = &mut want[(side == Side::Sell) as usize];
+                if qty == 0 {
+                    m.remove(&price.raw());
+                } else {
+                    m.insert(price.raw(), Qty::from_units(qty).raw());
+                }
+                if step % 997 == 0 {
+                    assert_side(&b, Side::Buy, &want[0]);
+                    assert_side(&b, Side::Sell, &want[1]);
+                }
+            }
+            assert_side(&b, Side::Buy, &want[0]);
+            assert_side(&b, Side::Sell, &want[1]);
+            assert_eq!(b.depth(Side::Sell), want[1].len());
+        }
+        let copy = b.clone();
+        assert_eq!(copy, b);
+        b.apply_level(Side::Sell, Price::from_units(1), Qty::from_units(1));
+        assert_ne!(copy, b);
+    }
+
     /// The naive reference the property test compares against.
     #[derive(Default)]
     struct RefBook {
@@ -656,6 +995,7 @@ mod tests {
                 }
             }
             for side in [Side::Buy, Side::Sell] {
+                b.ladder(side).check();
                 let all = r.levels(side);
                 prop_assert_eq!(b.levels(side).collect::<Vec<_>>(), all.clone());
                 prop_assert_eq!(b.depth(side), all.len());

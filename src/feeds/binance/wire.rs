@@ -998,6 +998,39 @@ fn fast_depth(d: &[u8], out: &mut DepthUpdate) -> Option<()> {
     (out.first_update_id <= out.final_update_id).then_some(())
 }
 
+/// Eight ASCII digits as their decimal value, or `None` when any byte is not a digit (SWAR, as
+/// in fast_float: a digit byte has high nibble 3 both before and after adding 6).
+#[inline(always)]
+fn eight_digits(bytes: &[u8]) -> Option<i64> {
+    let v = u64::from_le_bytes(bytes.try_into().ok()?);
+    (non_digit_bytes(v) == 0).then(|| digits_value(v))
+}
+
+/// Per byte of a little-endian word: nonzero where the byte is not an ASCII digit. Exact up to
+/// and including the first non-digit byte (a carry can only start at a byte `>= 0xFA`), which
+/// is all that counting leading digits needs.
+#[inline(always)]
+fn non_digit_bytes(v: u64) -> u64 {
+    let high = (v & 0xF0F0_F0F0_F0F0_F0F0) ^ 0x3030_3030_3030_3030;
+    let plus6 =
+        (v.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0) ^ 0x3030_3030_3030_3030;
+    high | plus6
+}
+
+/// Value of eight ASCII digits in a little-endian word (first byte most significant).
+#[inline(always)]
+fn digits_value(v: u64) -> i64 {
+    const MASK: u64 = 0x0000_00FF_0000_00FF;
+    const MUL1: u64 = 0x000F_4240_0000_0064; // 100 + (1_000_000 << 32)
+    const MUL2: u64 = 0x0000_2710_0000_0001; // 1 + (10_000 << 32)
+    let d = v.wrapping_sub(0x3030_3030_3030_3030);
+    // Pairs of digits into bytes, then pairs of pairs into 32-bit lanes combined by the muls.
+    let d = d.wrapping_mul(10).wrapping_add(d >> 8);
+    let hi = (d & MASK).wrapping_mul(MUL1);
+    let lo = ((d >> 16) & MASK).wrapping_mul(MUL2);
+    i64::from((hi.wrapping_add(lo) >> 32) as u32)
+}
+
 struct Scan<'a> {
     b: &'a [u8],
     i: usize,
@@ -1034,9 +1067,12 @@ impl<'a> Scan<'a> {
 
     /// A quoted canonical decimal (see [`fixed_fast`]) parsed in the same pass that finds its
     /// closing quote; any other text (sign, more decimals, escapes) returns `None`.
-    #[inline]
+    #[inline(always)]
     fn quoted_fixed(&mut self) -> Option<i64> {
         self.eat(b'"')?;
+        if let Some(v) = self.swar_fixed() {
+            return Some(v);
+        }
         let b = self.b;
         let start = self.i;
         let mut i = start;
@@ -1058,6 +1094,13 @@ impl<'a> Scan<'a> {
         let mut digits = 0;
         if b.get(i) == Some(&b'.') {
             i += 1;
+            // Binance always sends exactly 8 decimals: convert them in one word.
+            if b.get(i + 8) == Some(&b'"')
+                && let Some(f) = b.get(i..i + 8).and_then(eight_digits)
+            {
+                self.i = i + 9;
+                return Some(int * SCALE + f);
+            }
             while let Some(&c) = b.get(i) {
                 if !c.is_ascii_digit() {
                     break;
@@ -1075,6 +1118,29 @@ impl<'a> Scan<'a> {
         }
         self.i = i + 1;
         Some(int * SCALE + frac * FRACTION_SCALE[digits])
+    }
+
+    /// `I.FFFFFFFF"` with 1 to 7 integer digits and exactly 8 decimals (every Binance price and
+    /// quantity) in two SWAR words, consuming the closing quote. `None` sends the caller to the
+    /// scalar route, which gives the same value for this form; it never means "invalid".
+    #[inline(always)]
+    fn swar_fixed(&mut self) -> Option<i64> {
+        let (b, i) = (self.b, self.i);
+        let word = u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?);
+        let n = (non_digit_bytes(word).trailing_zeros() / 8) as usize;
+        if n == 0 || n == 8 {
+            return None;
+        }
+        let dot = i + n;
+        if b.get(dot) != Some(&b'.') || b.get(dot + 9) != Some(&b'"') {
+            return None;
+        }
+        let frac = eight_digits(b.get(dot + 1..dot + 9)?)?;
+        // Left-align the n digits and pad the freed low bytes with '0'.
+        let shift = 8 * (8 - n) as u32;
+        let padded = (word << shift) | (0x3030_3030_3030_3030u64 >> (64 - shift));
+        self.i = dot + 10;
+        Some(digits_value(padded) * SCALE + frac)
     }
 
     /// An unsigned JSON integer (no sign, no leading zero unless it is 0, no fraction).
@@ -1914,6 +1980,36 @@ mod tests {
         assert_eq!(c.counts(), vec![("empty", 1), ("unknown_shape", 4)]);
     }
 
+    #[test]
+    fn swar_route_reads_canonical_binance_numbers() {
+        for (text, want) in [
+            ("\"61837.63000000\"", 6_183_763_000_000),
+            ("\"0.00000001\"", 1),
+            ("\"1234567.12345678\"", 123_456_712_345_678),
+        ] {
+            let mut s = Scan {
+                b: text.as_bytes(),
+                i: 1,
+            };
+            assert_eq!(s.swar_fixed(), Some(want), "{text}");
+            assert_eq!(s.i, text.len());
+        }
+        // Not the canonical shape: left to the scalar route, position untouched.
+        for text in [
+            "\"12345678.00000000\"",
+            "\"1.0000000\"",
+            "\"1.000000000\"",
+            "\"-1.00000000\"",
+        ] {
+            let mut s = Scan {
+                b: text.as_bytes(),
+                i: 1,
+            };
+            assert_eq!(s.swar_fixed(), None, "{text}");
+            assert_eq!(s.i, 1);
+        }
+    }
+
     mod props {
         use super::super::*;
         use proptest::prelude::*;
@@ -2031,6 +2127,44 @@ mod tests {
                     DepthSeed(&mut slow).deserialize(&mut de).unwrap();
                     de.end().unwrap();
                     prop_assert_eq!(fast, slow);
+                }
+            }
+
+            #[test]
+            fn quoted_scan_agrees_with_general_parser(text in "[0-9]{0,12}[.]?[0-9x]{0,10}[\"x]?") {
+                let quoted = format!("\"{text}");
+                let mut s = Scan { b: quoted.as_bytes(), i: 0 };
+                if let Some(v) = s.quoted_fixed() {
+                    let body = &quoted.as_bytes()[1..s.i - 1];
+                    prop_assert_eq!(s.i, quoted.len());
+                    prop_assert_eq!(Ok(v), crate::market::types::parse_fixed(body));
+                } else if let Some(body) = text.strip_suffix('"') {
+                    prop_assert!(fixed_fast(body.as_bytes()).is_none());
+                }
+            }
+
+            #[test]
+            fn swar_route_agrees_with_general_parser(text in "[0-9]{0,9}[.][0-9]{7,9}[\"x]?[0-9]{0,3}") {
+                let quoted = format!("\"{text}");
+                let mut s = Scan { b: quoted.as_bytes(), i: 1 };
+                match s.swar_fixed() {
+                    Some(v) => {
+                        let body = &quoted.as_bytes()[1..s.i - 1];
+                        prop_assert_eq!(Ok(v), crate::market::types::parse_fixed(body));
+                        prop_assert_eq!(quoted.as_bytes()[s.i - 1], b'"');
+                    }
+                    None => prop_assert_eq!(s.i, 1),
+                }
+            }
+
+            #[test]
+            fn eight_digits_matches_scalar(bytes in proptest::array::uniform8(any::<u8>()),
+                                           digits in proptest::array::uniform8(b'0'..=b'9')) {
+                for b in [bytes, digits] {
+                    let scalar = b.iter().all(u8::is_ascii_digit).then(|| {
+                        b.iter().fold(0i64, |v, &c| v * 10 + i64::from(c - b'0'))
+                    });
+                    prop_assert_eq!(eight_digits(&b), scalar);
                 }
             }
 
