@@ -13,5 +13,6 @@ pub mod logging;
 pub mod market;
 pub mod models;
 pub mod sim;
+pub mod storage;
 pub mod testdata;
 pub mod tui;
