@@ -266,6 +266,7 @@ struct RawConfig {
     paths: PathsConfig,
     logging: LoggingConfig,
     ui: UiConfig,
+    storage: crate::storage::StorageConfig,
 }
 
 /// One followed instrument, resolved.
@@ -308,6 +309,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// `[ui]`.
     pub ui: UiConfig,
+    /// `[storage]`: the embedded market-data and state store.
+    pub storage: crate::storage::StorageConfig,
 }
 
 const KNOWN_QUOTES: [&str; 10] = [
@@ -569,6 +572,7 @@ impl Config {
             paths: raw.paths,
             logging: raw.logging,
             ui: raw.ui,
+            storage: raw.storage,
         })
     }
 

@@ -2,7 +2,10 @@
 
 pub mod analyze;
 pub mod feed;
+pub mod import;
 pub mod pipeline;
+pub mod record;
+pub mod replay;
 pub mod sim;
 pub mod train;
 pub mod workstation;

@@ -62,9 +62,9 @@ impl Dataset {
     /// The Arrow schema files of this dataset are written with.
     pub fn schema(self) -> SchemaRef {
         let scaled = |name: &str| {
-            Field::new(name, DataType::Int64, false).with_metadata(
-                std::collections::HashMap::from([("scale".to_string(), SCALE.to_string())]),
-            )
+            Field::new(name, DataType::Int64, false).with_metadata(std::collections::HashMap::from(
+                [("scale".to_string(), SCALE.to_string())],
+            ))
         };
         let list = |name: &str| {
             Field::new(
@@ -72,9 +72,10 @@ impl Dataset {
                 DataType::List(Arc::new(Field::new("item", DataType::Int64, false))),
                 false,
             )
-            .with_metadata(
-                std::collections::HashMap::from([("scale".to_string(), SCALE.to_string())]),
-            )
+            .with_metadata(std::collections::HashMap::from([(
+                "scale".to_string(),
+                SCALE.to_string(),
+            )]))
         };
         let mut fields = vec![
             Field::new("session", DataType::UInt64, false),

@@ -93,10 +93,7 @@ mod tests {
         assert_eq!(c.root, PathBuf::from("store"));
         assert!(toml::from_str::<StorageConfig>("flush = 5").is_err());
         assert!(toml::from_str::<StorageConfig>("compression = \"lz4\"").is_err());
-        assert_eq!(
-            c.root_dir(Path::new("/d")),
-            PathBuf::from("/d/store")
-        );
+        assert_eq!(c.root_dir(Path::new("/d")), PathBuf::from("/d/store"));
         assert_eq!(c.max_bytes(), None);
     }
 }

@@ -206,7 +206,11 @@ mod tests {
         assert_eq!(p.rows[0].trades, 1189);
         let lines: Vec<usize> = p.errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, [3, 5]);
-        assert!(p.errors[0].message.contains("inconsistent OHLC"), "{}", p.errors[0]);
+        assert!(
+            p.errors[0].message.contains("inconsistent OHLC"),
+            "{}",
+            p.errors[0]
+        );
         assert!(p.errors[1].message.contains("open"), "{}", p.errors[1]);
     }
 

@@ -12,8 +12,7 @@ use super::columns::{
     opt_str, opt_u64, zip_levels,
 };
 use super::partition::{
-    self, MARKET_DIR, PartFile, Recovery, StoreLock, hive_children, part_files,
-    writer_properties,
+    self, MARKET_DIR, PartFile, Recovery, StoreLock, hive_children, part_files, writer_properties,
 };
 use super::{StorageConfig, StorageError, parse_date, utc_date};
 use crate::feeds::binance::connector::FeedEvent;
@@ -342,8 +341,7 @@ impl MarketWriter {
         for t in trades {
             let key = self.next_key();
             self.stats.events += 1;
-            if let Rows::Trades(r) = self.rows(Dataset::Trades, Some(symbol), utc_date(t.time_ms))
-            {
+            if let Rows::Trades(r) = self.rows(Dataset::Trades, Some(symbol), utc_date(t.time_ms)) {
                 r.push(key, None, trade_source::IMPORT, t, None);
             }
         }
@@ -428,12 +426,8 @@ fn write_rows(
 ) -> Result<(), StorageError> {
     let batch = part.rows.finish()?;
     if part.file.is_none() {
-        let dir = partition::partition_dir(
-            root,
-            key.dataset.name(),
-            key.symbol.as_deref(),
-            &key.date,
-        );
+        let dir =
+            partition::partition_dir(root, key.dataset.name(), key.symbol.as_deref(), &key.date);
         part.file = Some(PartFile::create(
             &dir,
             key.dataset.schema(),
@@ -730,8 +724,10 @@ pub fn decode_book(
         if !filter.wants_time(recv_ms) {
             continue;
         }
-        let (Some(bids), Some(asks)) = (zip_levels(bp.row(i), bq.row(i)), zip_levels(ap.row(i), aq.row(i)))
-        else {
+        let (Some(bids), Some(asks)) = (
+            zip_levels(bp.row(i), bq.row(i)),
+            zip_levels(ap.row(i), aq.row(i)),
+        ) else {
             return Err(c.bad_value(i, "price and quantity lists differ in length"));
         };
         let event = match kind.value(i) {
@@ -863,7 +859,11 @@ pub fn decode_candles(
     out: &mut Vec<Stamped>,
 ) -> Result<(), StorageError> {
     let (session, seq, recv) = (c.u64("session")?, c.u64("seq")?, c.i64("recv_ms")?);
-    let (source, tfs, open_time) = (c.str("source")?, c.str("timeframe")?, c.i64("open_time_ms")?);
+    let (source, tfs, open_time) = (
+        c.str("source")?,
+        c.str("timeframe")?,
+        c.i64("open_time_ms")?,
+    );
     let (o, h, l, cl, v, n) = (
         c.i64("open")?,
         c.i64("high")?,
@@ -934,10 +934,7 @@ fn malformed_kind(text: &str) -> &'static str {
         "exchange_error",
         "binary",
     ];
-    KINDS
-        .into_iter()
-        .find(|k| *k == text)
-        .unwrap_or("recorded")
+    KINDS.into_iter().find(|k| *k == text).unwrap_or("recorded")
 }
 
 /// Decodes control rows into events.

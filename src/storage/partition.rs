@@ -137,12 +137,13 @@ impl PartFile {
         let path = dir.join(format!("part-{n:04}.parquet"));
         let tmp = dir.join(format!("part-{n:04}.parquet{TMP_SUFFIX}"));
         let file = File::create_new(&tmp).map_err(|e| StorageError::io("creating", &tmp, e))?;
-        let writer = ArrowWriter::try_new(BufWriter::new(file), schema, Some(props)).map_err(
-            |source| StorageError::Parquet {
-                path: tmp.display().to_string(),
-                source,
-            },
-        )?;
+        let writer =
+            ArrowWriter::try_new(BufWriter::new(file), schema, Some(props)).map_err(|source| {
+                StorageError::Parquet {
+                    path: tmp.display().to_string(),
+                    source,
+                }
+            })?;
         Ok(Self {
             tmp,
             path,
@@ -242,8 +243,7 @@ pub fn recover(root: &Path) -> Result<Recovery, StorageError> {
                 out.recovered.push(final_path);
             } else {
                 let broken = path.with_file_name(format!("{final_name}{BROKEN_SUFFIX}"));
-                fs::rename(&path, &broken)
-                    .map_err(|e| StorageError::io("renaming", &path, e))?;
+                fs::rename(&path, &broken).map_err(|e| StorageError::io("renaming", &path, e))?;
                 tracing::warn!(file = %broken.display(), "ignoring an incomplete part file left by a crash");
                 out.broken.push(broken);
             }

@@ -379,7 +379,9 @@ mod tests {
                 q_values: None,
                 expected_reward: None,
             },
-            hidden_states: [("h".to_string(), vec![0.5f32, -1.0])].into_iter().collect(),
+            hidden_states: [("h".to_string(), vec![0.5f32, -1.0])]
+                .into_iter()
+                .collect(),
             metadata: [("version".to_string(), "2".to_string())]
                 .into_iter()
                 .collect(),
@@ -392,22 +394,36 @@ mod tests {
         let db = StateDb::open(dir.path()).unwrap();
         assert_eq!(db.journal_mode().unwrap(), "wal");
         for t in [1000, 2000, 3000] {
-            db.insert_model_output(&output("ETHUSDT", "cnn_a", t)).unwrap();
-            db.insert_model_output(&output("BTCUSDT", "cnn_a", t)).unwrap();
+            db.insert_model_output(&output("ETHUSDT", "cnn_a", t))
+                .unwrap();
+            db.insert_model_output(&output("BTCUSDT", "cnn_a", t))
+                .unwrap();
         }
-        db.insert_model_output(&output("ETHUSDT", "cnn_b", 2500)).unwrap();
-        let got = db.model_outputs("ETHUSDT", Some("cnn_a"), 1500, 3000).unwrap();
+        db.insert_model_output(&output("ETHUSDT", "cnn_b", 2500))
+            .unwrap();
+        let got = db
+            .model_outputs("ETHUSDT", Some("cnn_a"), 1500, 3000)
+            .unwrap();
         assert_eq!(got, vec![output("ETHUSDT", "cnn_a", 2000)]);
         let all = db.model_outputs("ETHUSDT", None, 0, i64::MAX).unwrap();
         assert_eq!(all.len(), 4);
         assert_eq!(all[2].model_name, "cnn_b");
         let latest = db.latest_model_output("ETHUSDT", "cnn_a", 2999).unwrap();
         assert_eq!(latest.unwrap().timestamp_ms, 2000);
-        assert!(db.latest_model_output("ETHUSDT", "cnn_a", 999).unwrap().is_none());
+        assert!(
+            db.latest_model_output("ETHUSDT", "cnn_a", 999)
+                .unwrap()
+                .is_none()
+        );
         // Survives a reopen (committed, not just cached).
         drop(db);
         let db = StateDb::open(dir.path()).unwrap();
-        assert_eq!(db.model_outputs("BTCUSDT", None, 0, i64::MAX).unwrap().len(), 3);
+        assert_eq!(
+            db.model_outputs("BTCUSDT", None, 0, i64::MAX)
+                .unwrap()
+                .len(),
+            3
+        );
     }
 
     #[test]
@@ -426,11 +442,20 @@ mod tests {
         db.insert_inference(&inf).unwrap();
         let stored: i64 = db
             .conn
-            .query_row("SELECT length(input_zstd) FROM inferences", [], |r| r.get(0))
+            .query_row("SELECT length(input_zstd) FROM inferences", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert!((stored as usize) < input.len() / 10, "{stored}");
-        assert_eq!(db.inferences("ETHUSDT", Some("dqn"), 0, 10).unwrap(), vec![inf]);
-        assert!(db.inferences("ETHUSDT", Some("cnn"), 0, 10).unwrap().is_empty());
+        assert_eq!(
+            db.inferences("ETHUSDT", Some("dqn"), 0, 10).unwrap(),
+            vec![inf]
+        );
+        assert!(
+            db.inferences("ETHUSDT", Some("cnn"), 0, 10)
+                .unwrap()
+                .is_empty()
+        );
         assert!(db.inferences("ETHUSDT", None, 6, 10).unwrap().is_empty());
     }
 
@@ -454,6 +479,9 @@ mod tests {
         );
         db.insert_model_output(&output("ETHUSDT", "a", 1)).unwrap();
         assert_eq!(db.delete_before(3).unwrap(), 3);
-        assert_eq!(db.metrics("pnl", None, None, 0, 10).unwrap(), vec![m(3, None)]);
+        assert_eq!(
+            db.metrics("pnl", None, None, 0, 10).unwrap(),
+            vec![m(3, None)]
+        );
     }
 }
