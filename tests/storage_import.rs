@@ -53,7 +53,10 @@ fn klines_plain_and_zipped_in_both_units_read_back_exactly() {
          taker_buy_volume,taker_buy_quote_volume,ignore"
             .into(),
     );
-    micro.push("1638058260000000,0.00002820,oops,0.00002817,0.00002818,1,1,1,1,1,1,0".into());
+    micro.push(
+        "1638058260000000,0.00002820,oops,0.00002817,0.00002818,1,1638058319999999,1,1,1,1,0"
+            .into(),
+    );
     let zipped = dir.path().join("ADABTC-1m-2021-11-28.zip");
     zip_one(
         &zipped,

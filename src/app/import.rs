@@ -127,7 +127,7 @@ pub fn import_files(
             report.files += 1;
             let bad = match kind {
                 ImportKind::Klines => {
-                    let p = parse_text(&text, parse_kline_row);
+                    let p = parse_text(&text, |l| parse_kline_row(l, timeframe));
                     writer.import_candles(&symbol, timeframe, &p.rows)?;
                     report.rows += p.rows.len() as u64;
                     p.errors

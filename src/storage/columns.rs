@@ -417,23 +417,23 @@ impl ControlRows {
 /// Buffered rows of any dataset.
 pub enum Rows {
     /// Candle rows.
-    Candles(CandleRows),
+    Candles(Box<CandleRows>),
     /// Trade rows.
-    Trades(TradeRows),
+    Trades(Box<TradeRows>),
     /// Book rows.
-    Book(BookRows),
+    Book(Box<BookRows>),
     /// Control rows.
-    Control(ControlRows),
+    Control(Box<ControlRows>),
 }
 
 impl Rows {
     /// Empty rows for a dataset.
     pub fn new(ds: Dataset) -> Self {
         match ds {
-            Dataset::Candles => Rows::Candles(CandleRows::default()),
-            Dataset::Trades => Rows::Trades(TradeRows::default()),
-            Dataset::Book => Rows::Book(BookRows::default()),
-            Dataset::Control => Rows::Control(ControlRows::default()),
+            Dataset::Candles => Rows::Candles(Box::default()),
+            Dataset::Trades => Rows::Trades(Box::default()),
+            Dataset::Book => Rows::Book(Box::default()),
+            Dataset::Control => Rows::Control(Box::default()),
         }
     }
 

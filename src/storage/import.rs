@@ -7,7 +7,7 @@
 //! microseconds, older ones in milliseconds, so the unit is detected per value. Pure logic: the
 //! caller reads the files (plain or zipped).
 
-use crate::market::types::{Candle, Price, Qty, Side, Trade};
+use crate::market::types::{Candle, Price, Qty, Side, Timeframe, Trade};
 
 /// Which file layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,21 +85,29 @@ fn boolean(fields: &[&str], i: usize, name: &str) -> Result<bool, String> {
     }
 }
 
-/// A header line: its first field is not a number.
+/// A header line: its first field is a column name (`open_time`, `agg_trade_id`), not data.
 fn is_header(line: &str) -> bool {
-    line.split(',')
-        .next()
-        .is_some_and(|f| f.trim().parse::<i64>().is_err())
+    line.split(',').next().is_some_and(|f| {
+        let f = f.trim();
+        !f.is_empty() && f.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
+    })
 }
 
-/// Parses one kline row.
-pub fn parse_kline_row(line: &str) -> Result<Candle, String> {
+/// Parses one kline row of a file of `timeframe` candles.
+pub fn parse_kline_row(line: &str, timeframe: Timeframe) -> Result<Candle, String> {
     let f: Vec<&str> = line.split(',').collect();
     if f.len() < 9 {
-        return Err(format!("expected 12 columns, got {}", f.len()));
+        return Err(format!("expected 12 columns (at least 9), got {}", f.len()));
+    }
+    let open_time = to_millis(int(&f, 0, "open_time")?);
+    let close_time = to_millis(int(&f, 6, "close_time")?);
+    if close_time - open_time + 1 != timeframe.millis() || timeframe.floor(open_time) != open_time {
+        return Err(format!(
+            "candle {open_time}..{close_time} is not one {timeframe} interval (wrong --timeframe?)"
+        ));
     }
     let candle = Candle {
-        open_time_ms: to_millis(int(&f, 0, "open_time")?),
+        open_time_ms: open_time,
         open: fixed(&f, 1, "open", Price::parse_bytes)?,
         high: fixed(&f, 2, "high", Price::parse_bytes)?,
         low: fixed(&f, 3, "low", Price::parse_bytes)?,
@@ -197,8 +205,8 @@ mod tests {
             1735689600000000,93576.00,93610.93,93537.50,93610.93,8.21827,1735689659999999,769109.0,1189,4.3,402.1,0\n\
             1735689660000000,93610.93,93500,93600,93600,1,1735689719999999,1,1,1,1,0\n\
             \n\
-            1735689720000000,abc,1,1,1,1,1,1,1,1,1,0\n";
-        let p = parse_text(text, parse_kline_row);
+            1735689720000000,abc,1,1,1,1,1735689779999999,1,1,1,1,0\n";
+        let p = parse_text(text, |l| parse_kline_row(l, Timeframe::M1));
         assert_eq!(p.rows.len(), 1);
         assert_eq!(p.rows[0].open_time_ms, 1_735_689_600_000);
         assert_eq!(p.rows[0].high, Price::parse("93610.93").unwrap());
@@ -212,6 +220,20 @@ mod tests {
             p.errors[0]
         );
         assert!(p.errors[1].message.contains("open"), "{}", p.errors[1]);
+        // The same rows are not hourly candles.
+        let p = parse_text(text, |l| parse_kline_row(l, Timeframe::H1));
+        assert!(p.rows.is_empty());
+        assert!(
+            p.errors[0].message.contains("wrong --timeframe"),
+            "{}",
+            p.errors[0]
+        );
+        // A data line that merely fails to parse as a number is reported, not skipped.
+        let p = parse_text("20180501 00:00,1,1,1,1,1\n", |l| {
+            parse_kline_row(l, Timeframe::M1)
+        });
+        assert_eq!(p.errors.len(), 1);
+        assert_eq!(p.errors[0].line, 1);
     }
 
     #[test]
