@@ -9,7 +9,9 @@ use mmtrader::app::replay::{ReplaySpeed, replay_store, summarize};
 use mmtrader::config::Config;
 use mmtrader::market::types::{Candle, Timeframe};
 use mmtrader::storage::columns::Dataset;
-use mmtrader::storage::market::{EventFilter, MarketWriter, dataset_files, read_events};
+use mmtrader::storage::market::{
+    EventFilter, MarketWriter, dataset_files, read_candles, read_events,
+};
 
 fn candles(state: &MarketTaskState, symbol: &str, tf: Timeframe) -> Vec<Candle> {
     state
@@ -105,6 +107,11 @@ fn replay_rebuilds_the_live_books_and_candles() {
         let top = x.bids.first().unwrap();
         assert_eq!(Some(*top), x.best_bid);
     }
+
+    // Recorded history pages serve the training/backtest reader, newest page winning.
+    let m1 = read_candles(dir.path(), "ETHUSDT", Timeframe::M1, 0, i64::MAX).unwrap();
+    assert!(!m1.is_empty());
+    assert!(m1.windows(2).all(|w| w[0].open_time_ms < w[1].open_time_ms));
 
     // A symbol filter replays only that symbol's market data.
     let eth = read_events(

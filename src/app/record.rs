@@ -13,6 +13,7 @@ use crate::cli::{EXIT_INTERRUPTED, EXIT_OK, Failure};
 use crate::config::Config;
 use crate::feeds::binance::connector::{self, ConnectorConfig};
 use crate::logging::{LogOutput, LogRing, now_ms};
+use crate::market::types::{Candle, Timeframe};
 use crate::storage::market::{MarketWriter, WriteStats};
 use crate::storage::{StorageError, retention, state::StateDb};
 
@@ -52,6 +53,52 @@ pub fn apply_retention(
     Ok(report)
 }
 
+/// A closed candle is stored once its interval ended this long ago, so trades recovered
+/// right after a reconnect are already in it.
+const CANDLE_SETTLE_MS: i64 = 10_000;
+/// How often retention runs while recording.
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
+
+/// Closed candles not yet stored, per symbol and timeframe (open time of the newest stored).
+#[derive(Default)]
+struct CandleCursor {
+    written: std::collections::HashMap<(String, Timeframe), i64>,
+}
+
+impl CandleCursor {
+    /// Stores the pipeline's settled closed candles that are newer than the ones stored.
+    fn store(
+        &mut self,
+        config: &Config,
+        state: &MarketTaskState,
+        writer: &mut MarketWriter,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        for s in &config.symbols {
+            let Some(market) = state.market(&s.exchange) else {
+                continue;
+            };
+            for tf in Timeframe::ALL {
+                let last = self.written.get(&(s.exchange.clone(), tf)).copied();
+                let fresh: Vec<Candle> = market
+                    .candles()
+                    .series(tf)
+                    .closed()
+                    .filter(|c| last.is_none_or(|l| c.open_time_ms > l))
+                    .filter(|c| c.open_time_ms + tf.millis() + CANDLE_SETTLE_MS <= now)
+                    .cloned()
+                    .collect();
+                if let Some(newest) = fresh.last() {
+                    self.written
+                        .insert((s.exchange.clone(), tf), newest.open_time_ms);
+                    writer.record_closed_candles(now, &s.exchange, tf, &fresh)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Runs connector and pipeline until `stop` resolves, recording every event and every
 /// once-a-second step into `writer`; returns the pipeline state as the live run left it.
 pub async fn record_session(
@@ -79,6 +126,9 @@ pub async fn record_session(
     second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut report = tokio::time::interval(Duration::from_secs(5));
     report.tick().await;
+    let mut retain = tokio::time::interval(RETENTION_EVERY);
+    retain.tick().await;
+    let mut cursor = CandleCursor::default();
     let mut commands = Vec::new();
     tokio::pin!(stop);
     let result: anyhow::Result<()> = async {
@@ -97,6 +147,17 @@ pub async fn record_session(
                     let now = now_ms();
                     writer.record_second(now)?;
                     state.on_second(now);
+                    cursor.store(config, &state, writer, now)?;
+                }
+                _ = retain.tick() => {
+                    let root = writer.root().to_path_buf();
+                    match apply_retention(config, &root) {
+                        Ok(r) if !r.removed.is_empty() => tracing::info!(
+                            partitions = r.removed.len(), bytes = r.bytes_freed, "retention"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "retention failed"),
+                    }
                 }
                 _ = report.tick() => progress(&writer.stats(), writer.open_files()),
                 _ = &mut stop => break,
@@ -195,5 +256,65 @@ async fn wait_for_stop(duration: Option<u64>) -> i32 {
         _ = timer => EXIT_OK,
         _ = tokio::signal::ctrl_c() => EXIT_INTERRUPTED,
         _ = term => EXIT_OK,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feeds::binance::connector::FeedEvent;
+    use crate::feeds::binance::wire::BinanceEvent;
+    use crate::market::types::{Price, Qty, Side, Trade};
+    use crate::storage::market::read_candles;
+
+    #[test]
+    fn settled_closed_candles_are_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::default();
+        let mut state = MarketTaskState::new(&config, "test");
+        let (mut writer, _) = MarketWriter::open(dir.path(), &config.storage, 1).unwrap();
+        let mut cursor = CandleCursor::default();
+        let t0 = 1_795_392_000_000;
+        let mut out = Vec::new();
+        for (i, px) in [100, 101, 99, 102].into_iter().enumerate() {
+            let t = t0 + i as i64 * 1000;
+            state.on_event(
+                FeedEvent::Market(BinanceEvent::AggTrade(Trade {
+                    symbol: "ETHUSDT".into(),
+                    id: i as u64 + 1,
+                    time_ms: t,
+                    price: Price::from_units(px),
+                    qty: Qty::from_units(1),
+                    taker_side: Side::Buy,
+                })),
+                t,
+                &mut out,
+            );
+        }
+        // 3 s after the last trade nothing has settled yet.
+        cursor
+            .store(&config, &state, &mut writer, t0 + 6_000)
+            .unwrap();
+        assert!(cursor.written.is_empty());
+        // Later, the first three one-second candles have; the fourth is still open.
+        cursor
+            .store(&config, &state, &mut writer, t0 + 14_000)
+            .unwrap();
+        cursor
+            .store(&config, &state, &mut writer, t0 + 14_500)
+            .unwrap();
+        assert_eq!(
+            cursor.written.get(&("ETHUSDT".to_string(), Timeframe::S1)),
+            Some(&(t0 + 2_000))
+        );
+        let stats = writer.close().unwrap();
+        assert_eq!(stats.rows, 3, "{stats:?}");
+        let got = read_candles(dir.path(), "ETHUSDT", Timeframe::S1, 0, i64::MAX).unwrap();
+        let closes: Vec<Price> = got.iter().map(|c| c.close).collect();
+        assert_eq!(
+            closes,
+            [100, 101, 99].map(Price::from_units).to_vec(),
+            "{got:?}"
+        );
     }
 }

@@ -41,6 +41,8 @@ pub mod candle_source {
     pub const HISTORY: &str = "history";
     /// Imported from a historical-data file.
     pub const IMPORT: &str = "import";
+    /// Closed by the recorder's own pipeline from the trades it received.
+    pub const LIVE: &str = "live";
 }
 
 /// Totals of a writer, for progress lines.
@@ -315,6 +317,38 @@ impl MarketWriter {
             },
         );
         self.after_write(now_ms)
+    }
+
+    /// Writes candles the recording pipeline closed (not replayed: replay rebuilds them from
+    /// the trades; kept so `read_candles` covers recorded periods).
+    pub fn record_closed_candles(
+        &mut self,
+        recv_ms: i64,
+        symbol: &str,
+        timeframe: Timeframe,
+        candles: &[Candle],
+    ) -> Result<(), StorageError> {
+        if candles.is_empty() {
+            return Ok(());
+        }
+        let key = self.next_key();
+        if let Rows::Candles(r) = self.rows(Dataset::Candles, Some(symbol), utc_date(recv_ms)) {
+            for c in candles {
+                r.push(
+                    key,
+                    Some(recv_ms),
+                    candle_source::LIVE,
+                    timeframe.as_str(),
+                    c,
+                );
+            }
+        }
+        self.spill()
+    }
+
+    /// The store root.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Writes imported candles (partitioned by their open day; no receive time).
