@@ -12,7 +12,8 @@ use crate::feeds::binance::connector::FeedEvent;
 use crate::feeds::binance::wire::BinanceEvent;
 use crate::market::snapshot::BookStatus;
 use crate::market::types::{Level, Timeframe};
-use crate::storage::market::{EventFilter, Stamped, StoredEvent, read_events};
+use crate::storage::columns::Dataset;
+use crate::storage::market::{self, EventFilter, Stamped, StoredEvent, read_events};
 
 /// How fast to replay.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -282,6 +283,17 @@ pub fn run(config: Config, args: ReplayArgs) -> Result<i32, Failure> {
             "{}: no recording (no market/ folder)",
             root.display()
         )));
+    }
+    // The pipeline follows the configured symbols only; say so rather than drop data silently.
+    for ds in [Dataset::Book, Dataset::Trades] {
+        for sym in market::symbols(&root, ds).map_err(Failure::input)? {
+            if !config.symbols.iter().any(|s| s.exchange == sym) {
+                eprintln!(
+                    "replay: {sym} is recorded ({}) but not configured; its events are skipped",
+                    ds.name()
+                );
+            }
+        }
     }
     let filter = EventFilter {
         symbols: args.symbol.iter().map(|s| s.to_ascii_uppercase()).collect(),

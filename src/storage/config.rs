@@ -96,4 +96,25 @@ mod tests {
         assert_eq!(c.root_dir(Path::new("/d")), PathBuf::from("/d/store"));
         assert_eq!(c.max_bytes(), None);
     }
+
+    #[test]
+    fn shipped_config_documents_the_defaults_and_errors_name_the_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let cfg = crate::config::Config::load_with_env(Some(&path), &[]).unwrap();
+        assert_eq!(cfg.storage, StorageConfig::default());
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("config.toml");
+        std::fs::write(&bad, "[storage]\ncompression = \"lz4\"\n").unwrap();
+        let err = crate::config::Config::load_with_env(Some(&bad), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("config.toml") && err.contains("storage.compression"),
+            "{err}"
+        );
+        assert!(err.contains("zstd"), "{err}");
+        let env = [("MMTRADER_STORAGE__FLUSH_SECS".to_string(), "5".to_string())];
+        let cfg = crate::config::Config::load_with_env(None, &env).unwrap();
+        assert_eq!(cfg.storage.flush_secs, 5);
+    }
 }
