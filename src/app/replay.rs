@@ -87,25 +87,48 @@ pub struct ReplayCounts {
     pub notes: u64,
 }
 
-/// Replays recorded events into `state`, pacing by receive time unless `speed` is `Max`.
-/// Returns the last receive time replayed.
+/// Keeps replayed receive times in step with the wall clock at a chosen speed.
+#[derive(Debug)]
+pub struct Pacer {
+    speed: ReplaySpeed,
+    /// Wall-clock instant and receive time of the first event replayed.
+    anchor: Option<(Instant, i64)>,
+}
+
+impl Pacer {
+    /// A pacer for `speed`.
+    pub fn new(speed: ReplaySpeed) -> Self {
+        Self {
+            speed,
+            anchor: None,
+        }
+    }
+
+    /// Sleeps until the event received at `recv_ms` is due.
+    fn wait(&mut self, recv_ms: i64) {
+        let ReplaySpeed::Times(factor) = self.speed else {
+            return;
+        };
+        let (start, first) = *self.anchor.get_or_insert((Instant::now(), recv_ms));
+        let due = Duration::from_secs_f64((recv_ms - first).max(0) as f64 / 1000.0 / factor);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// Replays recorded events into `state`, paced by `pacer`. Returns the last receive time
+/// replayed.
 pub fn replay_events(
     state: &mut MarketTaskState,
     events: Vec<Stamped>,
-    speed: ReplaySpeed,
+    pacer: &mut Pacer,
     counts: &mut ReplayCounts,
 ) -> Option<i64> {
-    let start = Instant::now();
-    let first = events.first().map(|e| e.recv_ms);
     let mut last = None;
     let mut ignored = Vec::new();
     for e in events {
-        if let (ReplaySpeed::Times(f), Some(first)) = (speed, first) {
-            let due = Duration::from_secs_f64((e.recv_ms - first).max(0) as f64 / 1000.0 / f);
-            if let Some(wait) = due.checked_sub(start.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
+        pacer.wait(e.recv_ms);
         last = Some(e.recv_ms);
         match e.event {
             StoredEvent::Second => {
@@ -252,25 +275,38 @@ pub fn summarize(state: &MarketTaskState, now: i64) -> Vec<SymbolResult> {
         .collect()
 }
 
-/// Reads a recording and replays it into a fresh pipeline state.
+/// Reads a recording and replays it into a fresh pipeline state, one UTC day of events in
+/// memory at a time (rows live in the day partition of their receive time).
 pub fn replay_store(
     config: &Config,
     root: &Path,
     filter: &EventFilter,
     speed: ReplaySpeed,
 ) -> anyhow::Result<(MarketTaskState, ReplaySummary)> {
-    let events = read_events(root, filter)?;
-    let first = events.first().map(|e| e.recv_ms);
+    const DAY_MS: i64 = 86_400_000;
     let mut state = MarketTaskState::new(config, &format!("replay {}", root.display()));
     let mut counts = ReplayCounts::default();
-    let last = replay_events(&mut state, events, speed, &mut counts);
-    let span = first.zip(last);
-    let now = last.unwrap_or_default();
+    let (mut first, mut last) = (None, None);
+    let mut pacer = Pacer::new(speed);
+    for day in market::recorded_days(root)? {
+        let (start, end) = (day * DAY_MS, (day + 1) * DAY_MS);
+        if filter.from_ms.is_some_and(|f| f >= end) || filter.to_ms.is_some_and(|t| t <= start) {
+            continue;
+        }
+        let day_filter = EventFilter {
+            symbols: filter.symbols.clone(),
+            from_ms: Some(filter.from_ms.map_or(start, |f| f.max(start))),
+            to_ms: Some(filter.to_ms.map_or(end, |t| t.min(end))),
+        };
+        let events = read_events(root, &day_filter)?;
+        first = first.or(events.first().map(|e| e.recv_ms));
+        last = replay_events(&mut state, events, &mut pacer, &mut counts).or(last);
+    }
     let summary = ReplaySummary {
         store: root.display().to_string(),
-        symbols: summarize(&state, now),
+        symbols: summarize(&state, last.unwrap_or_default()),
         counts,
-        span,
+        span: first.zip(last),
     };
     Ok((state, summary))
 }
@@ -319,5 +355,19 @@ mod tests {
         assert_eq!(parse_time("1970-01-02"), Ok(86_400_000));
         assert_eq!(parse_time("1234"), Ok(1234));
         assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn pacer_waits_in_recorded_time_divided_by_speed() {
+        let mut p = Pacer::new(ReplaySpeed::Times(100.0));
+        let t0 = Instant::now();
+        p.wait(1_000);
+        p.wait(1_500);
+        // 500 ms of recording at 100x is at least 5 ms of wall clock.
+        assert!(t0.elapsed() >= Duration::from_millis(5));
+        let mut max = Pacer::new(ReplaySpeed::Max);
+        max.wait(0);
+        max.wait(i64::MAX / 2);
+        assert!(max.anchor.is_none());
     }
 }

@@ -510,6 +510,30 @@ pub fn symbols(root: &Path, dataset: Dataset) -> Result<Vec<String>, StorageErro
     )
 }
 
+/// Days (since the epoch) that hold any market data, ascending.
+pub fn recorded_days(root: &Path) -> Result<Vec<i64>, StorageError> {
+    let mut days = std::collections::BTreeSet::new();
+    for ds in Dataset::ALL {
+        let base = root.join(MARKET_DIR).join(ds.name());
+        let parents: Vec<PathBuf> = if ds.by_symbol() {
+            hive_children(&base, "symbol")?
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect()
+        } else {
+            vec![base]
+        };
+        for parent in parents {
+            days.extend(
+                hive_children(&parent, "date")?
+                    .into_iter()
+                    .filter_map(|(d, _)| parse_date(&d)),
+            );
+        }
+    }
+    Ok(days.into_iter().collect())
+}
+
 /// Part files of a dataset for one symbol (or the control dataset with `None`) whose day lies
 /// in `[from_day, to_day]` (days since the epoch), in date then part order.
 pub fn dataset_files(
