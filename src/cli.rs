@@ -57,6 +57,12 @@ pub enum Command {
     /// Replay candle files through the orchestrator with fees and slippage; report statistics
     /// against buy-and-hold, an equity chart and an HTML page.
     Backtest(crate::app::backtest::BacktestArgs),
+    /// Record the live data path (default source: the simulator) into the store until Ctrl-C.
+    Record(crate::app::record::RecordArgs),
+    /// Replay a recording from the store through the market pipeline (1x, Nx or max speed).
+    Replay(crate::app::replay::ReplayArgs),
+    /// Import Binance historical kline or aggTrade files (CSV or zip) into the store.
+    Import(crate::app::import::ImportArgs),
 }
 
 /// `mmtrader train …`.
@@ -255,6 +261,9 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Some(Command::Analyze(args)) => crate::app::analyze::run(config, args),
         Some(Command::Train(cmd)) => crate::app::train::run_cli(config, cmd),
         Some(Command::Backtest(args)) => crate::app::backtest::run(config, args),
+        Some(Command::Record(args)) => crate::app::record::run(config, args),
+        Some(Command::Replay(args)) => crate::app::replay::run(config, args),
+        Some(Command::Import(args)) => crate::app::import::run(config, args),
     }
 }
 

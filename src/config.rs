@@ -270,6 +270,7 @@ struct RawConfig {
     risk: crate::trading::risk::RiskConfig,
     execution: crate::trading::executor::ExecutionConfig,
     models: crate::models::runtime::ModelsConfig,
+    storage: crate::storage::StorageConfig,
 }
 
 /// One followed instrument, resolved.
@@ -320,6 +321,8 @@ pub struct Config {
     pub execution: crate::trading::executor::ExecutionConfig,
     /// `[models]`.
     pub models: crate::models::runtime::ModelsConfig,
+    /// `[storage]`: the embedded market-data and state store.
+    pub storage: crate::storage::StorageConfig,
 }
 
 const KNOWN_QUOTES: [&str; 10] = [
@@ -594,6 +597,7 @@ impl Config {
             risk: raw.risk,
             execution: raw.execution,
             models: raw.models,
+            storage: raw.storage,
         })
     }
 

@@ -14,6 +14,7 @@ pub mod market;
 pub mod models;
 pub mod orchestrator;
 pub mod sim;
+pub mod storage;
 pub mod testdata;
 pub mod trading;
 pub mod tui;

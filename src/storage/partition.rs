@@ -1,0 +1,354 @@
+//! Hive-style partitions and atomic Parquet part files.
+//!
+//! A part file is written as `part-NNNN.parquet.tmp` and renamed to `part-NNNN.parquet` only
+//! after its footer is written and synced, so readers (which only open `*.parquet`) never see
+//! a half-written file. A `.tmp` left by a crash is recovered when its footer is complete (the
+//! crash hit between close and rename) and otherwise renamed to `.broken` with a warning.
+
+use std::fs::{self, File};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use super::{Compression, StorageError};
+
+/// Subfolder of the root that holds market data.
+pub const MARKET_DIR: &str = "market";
+/// Suffix of a part file being written.
+pub const TMP_SUFFIX: &str = ".tmp";
+/// Suffix given to an unrecoverable part file left by a crash.
+pub const BROKEN_SUFFIX: &str = ".broken";
+
+/// Folder of one partition: `<root>/market/<kind>[/symbol=<S>]/date=<D>`.
+pub fn partition_dir(root: &Path, kind: &str, symbol: Option<&str>, date: &str) -> PathBuf {
+    let mut p = root.join(MARKET_DIR).join(kind);
+    if let Some(s) = symbol {
+        p.push(format!("symbol={s}"));
+    }
+    p.push(format!("date={date}"));
+    p
+}
+
+/// Part number of a file name `part-NNNN.parquet[.tmp|.broken]`.
+fn part_number(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("part-")?;
+    let digits = rest.split('.').next()?;
+    digits.parse().ok()
+}
+
+/// The next unused part number in a partition folder (0 for a new folder).
+pub fn next_part_number(dir: &Path) -> Result<u32, StorageError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(StorageError::io("listing", dir, e)),
+    };
+    let mut next = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("listing", dir, e))?;
+        if let Some(n) = entry.file_name().to_str().and_then(part_number) {
+            next = next.max(n + 1);
+        }
+    }
+    Ok(next)
+}
+
+/// Completed `*.parquet` files of a partition folder in part order.
+pub fn part_files(dir: &Path) -> Result<Vec<PathBuf>, StorageError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StorageError::io("listing", dir, e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("listing", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".parquet")
+            && let Some(n) = part_number(name)
+        {
+            files.push((n, entry.path()));
+        }
+    }
+    files.sort();
+    Ok(files.into_iter().map(|(_, p)| p).collect())
+}
+
+/// Sub-folders named `<key>=<value>`, as `(value, path)` sorted by value.
+pub fn hive_children(dir: &Path, key: &str) -> Result<Vec<(String, PathBuf)>, StorageError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StorageError::io("listing", dir, e)),
+    };
+    let prefix = format!("{key}=");
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("listing", dir, e))?;
+        let name = entry.file_name();
+        if let Some(value) = name.to_str().and_then(|n| n.strip_prefix(&prefix))
+            && entry.path().is_dir()
+        {
+            out.push((value.to_string(), entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Writer properties shared by every dataset: compression plus the fixed-point scale.
+pub fn writer_properties(compression: Compression, dataset: &str) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(compression.to_parquet())
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new(
+                "mmtrader.price_scale".to_string(),
+                crate::market::types::SCALE.to_string(),
+            ),
+            KeyValue::new("mmtrader.dataset".to_string(), dataset.to_string()),
+        ]))
+        .build()
+}
+
+/// A part file being written; invisible to readers until [`PartFile::close`].
+pub struct PartFile {
+    tmp: PathBuf,
+    path: PathBuf,
+    writer: ArrowWriter<BufWriter<File>>,
+    rows: usize,
+}
+
+impl PartFile {
+    /// Creates the next part file of a partition folder (creating the folder).
+    pub fn create(
+        dir: &Path,
+        schema: SchemaRef,
+        props: WriterProperties,
+    ) -> Result<Self, StorageError> {
+        fs::create_dir_all(dir).map_err(|e| StorageError::io("creating", dir, e))?;
+        let n = next_part_number(dir)?;
+        let path = dir.join(format!("part-{n:04}.parquet"));
+        let tmp = dir.join(format!("part-{n:04}.parquet{TMP_SUFFIX}"));
+        let file = File::create_new(&tmp).map_err(|e| StorageError::io("creating", &tmp, e))?;
+        let writer =
+            ArrowWriter::try_new(BufWriter::new(file), schema, Some(props)).map_err(|source| {
+                StorageError::Parquet {
+                    path: tmp.display().to_string(),
+                    source,
+                }
+            })?;
+        Ok(Self {
+            tmp,
+            path,
+            writer,
+            rows: 0,
+        })
+    }
+
+    /// Appends a batch (buffered into row groups by the writer).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), StorageError> {
+        self.rows += batch.num_rows();
+        self.writer
+            .write(batch)
+            .map_err(|source| StorageError::Parquet {
+                path: self.tmp.display().to_string(),
+                source,
+            })
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Writes the footer, syncs, and renames the file into place; returns its path and size.
+    pub fn close(self) -> Result<(PathBuf, u64), StorageError> {
+        let Self {
+            tmp, path, writer, ..
+        } = self;
+        writer.close().map_err(|source| StorageError::Parquet {
+            path: tmp.display().to_string(),
+            source,
+        })?;
+        publish(&tmp, &path)?;
+        let bytes = fs::metadata(&path)
+            .map_err(|e| StorageError::io("reading size of", &path, e))?
+            .len();
+        Ok((path, bytes))
+    }
+}
+
+/// Syncs a finished temporary file, renames it, and syncs the folder so the rename survives.
+fn publish(tmp: &Path, path: &Path) -> Result<(), StorageError> {
+    File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| StorageError::io("syncing", tmp, e))?;
+    fs::rename(tmp, path).map_err(|e| StorageError::io("renaming", tmp, e))?;
+    if let Some(dir) = path.parent() {
+        // Directory fsync is not supported everywhere; the rename is already done.
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+/// What [`recover`] did with the part files a crash left behind.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Complete files renamed into place.
+    pub recovered: Vec<PathBuf>,
+    /// Incomplete files renamed to `.broken` (never read).
+    pub broken: Vec<PathBuf>,
+}
+
+/// Finds `*.parquet.tmp` files under `<root>/market` and recovers or sets them aside.
+///
+/// Must only run while no writer is active on the root (the recorder holds the store lock).
+pub fn recover(root: &Path) -> Result<Recovery, StorageError> {
+    let mut out = Recovery::default();
+    let mut stack = vec![root.join(MARKET_DIR)];
+    while let Some(dir) = stack.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(StorageError::io("listing", &dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| StorageError::io("listing", &dir, e))?;
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(final_name) = name.strip_suffix(TMP_SUFFIX) else {
+                continue;
+            };
+            let complete = File::open(&path)
+                .ok()
+                .and_then(|f| parquet::file::reader::SerializedFileReader::new(f).ok())
+                .is_some();
+            let final_path = path.with_file_name(final_name);
+            if complete && !final_path.exists() {
+                publish(&path, &final_path)?;
+                tracing::warn!(file = %final_path.display(), "recovered a part file closed before a crash");
+                out.recovered.push(final_path);
+            } else {
+                let broken = path.with_file_name(format!("{final_name}{BROKEN_SUFFIX}"));
+                fs::rename(&path, &broken).map_err(|e| StorageError::io("renaming", &path, e))?;
+                tracing::warn!(file = %broken.display(), "ignoring an incomplete part file left by a crash");
+                out.broken.push(broken);
+            }
+        }
+    }
+    out.recovered.sort();
+    out.broken.sort();
+    Ok(out)
+}
+
+/// An exclusive lock on a store root held by its writer; released on drop.
+pub struct StoreLock {
+    _file: File,
+}
+
+impl StoreLock {
+    /// Takes the writer lock of `root`, failing if another process (or writer) holds it.
+    pub fn acquire(root: &Path) -> Result<Self, StorageError> {
+        fs::create_dir_all(root).map_err(|e| StorageError::io("creating", root, e))?;
+        let path = root.join(".writer.lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StorageError::io("opening", &path, e))?;
+        file.try_lock().map_err(|e| {
+            StorageError::io(
+                "locking (is another recorder or import writing this store?)",
+                &path,
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        Ok(Self { _file: file })
+    }
+}
+
+/// Shared schema pointer helper.
+pub fn schema_ref(schema: arrow_schema::Schema) -> SchemaRef {
+    Arc::new(schema)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Int64Array;
+    use arrow_schema::{DataType, Field, Schema};
+
+    fn batch(schema: &SchemaRef, values: Vec<i64>) -> RecordBatch {
+        RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(values))]).unwrap()
+    }
+
+    #[test]
+    fn part_files_appear_only_when_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = partition_dir(dir.path(), "trades", Some("ETHUSDT"), "2026-11-23");
+        let schema = schema_ref(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let props = writer_properties(Compression::Zstd, "test");
+        let mut a = PartFile::create(&pdir, schema.clone(), props.clone()).unwrap();
+        a.write(&batch(&schema, vec![1, 2, 3])).unwrap();
+        assert!(part_files(&pdir).unwrap().is_empty());
+        let b = PartFile::create(&pdir, schema.clone(), props).unwrap();
+        assert_eq!(b.path.file_name().unwrap(), "part-0001.parquet");
+        let (path, bytes) = a.close().unwrap();
+        assert!(bytes > 0);
+        assert_eq!(part_files(&pdir).unwrap(), vec![path]);
+        assert!(
+            pdir.ends_with("market/trades/symbol=ETHUSDT/date=2026-11-23"),
+            "{}",
+            pdir.display()
+        );
+        drop(b);
+    }
+
+    #[test]
+    fn recovery_renames_complete_and_sets_aside_torn_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = partition_dir(dir.path(), "book", Some("BTCUSDT"), "2026-11-23");
+        let schema = schema_ref(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let props = writer_properties(Compression::Snappy, "test");
+        // A complete file whose rename was lost.
+        let (done, _) = {
+            let mut f = PartFile::create(&pdir, schema.clone(), props.clone()).unwrap();
+            f.write(&batch(&schema, vec![7])).unwrap();
+            f.close().unwrap()
+        };
+        fs::rename(&done, pdir.join("part-0000.parquet.tmp")).unwrap();
+        // A torn file: the start of a parquet file with no footer.
+        fs::write(pdir.join("part-0001.parquet.tmp"), b"PAR1\x00\x01\x02").unwrap();
+        let r = recover(dir.path()).unwrap();
+        assert_eq!(r.recovered, vec![done.clone()]);
+        assert_eq!(r.broken, vec![pdir.join("part-0001.parquet.broken")]);
+        assert_eq!(part_files(&pdir).unwrap(), vec![done]);
+        // Numbering continues after the broken file so nothing is overwritten.
+        assert_eq!(next_part_number(&pdir).unwrap(), 2);
+        // Nothing left to do the second time.
+        assert_eq!(recover(dir.path()).unwrap(), Recovery::default());
+    }
+
+    #[test]
+    fn lock_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = StoreLock::acquire(dir.path()).unwrap();
+        assert!(StoreLock::acquire(dir.path()).is_err());
+        drop(a);
+        assert!(StoreLock::acquire(dir.path()).is_ok());
+    }
+}
