@@ -3,5 +3,7 @@
 pub mod backoff;
 pub mod binance;
 pub mod health;
+pub mod normalized;
 pub mod replay;
 pub mod rest;
+pub mod venue;
