@@ -2,8 +2,24 @@
 
 pub mod backoff;
 pub mod binance;
+pub mod fallback;
 pub mod health;
+pub mod jsonutil;
+pub mod mexc;
 pub mod normalized;
 pub mod replay;
 pub mod rest;
+pub mod runner;
 pub mod venue;
+
+use normalized::Venue;
+use venue::VenueProtocol;
+
+/// The protocol of a venue with default settings (None for Binance, which has its own
+/// connector in [`binance`]).
+pub fn protocol_for(venue: Venue) -> Option<Box<dyn VenueProtocol>> {
+    match venue {
+        Venue::Mexc => Some(Box::new(mexc::MexcProtocol::default())),
+        _ => None,
+    }
+}
