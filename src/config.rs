@@ -266,6 +266,7 @@ struct RawConfig {
     paths: PathsConfig,
     logging: LoggingConfig,
     ui: UiConfig,
+    exchanges: crate::feeds::fallback::ExchangesConfig,
 }
 
 /// One followed instrument, resolved.
@@ -308,6 +309,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// `[ui]`.
     pub ui: UiConfig,
+    /// `[exchanges]`: connectors beyond Binance and the market-data fallback.
+    pub exchanges: crate::feeds::fallback::ExchangesConfig,
 }
 
 const KNOWN_QUOTES: [&str; 10] = [
@@ -554,6 +557,9 @@ impl Config {
         if let Err(e) = crate::tui::keys::KeyMap::with_overrides(&raw.ui.keys) {
             return Err(key_err("ui.keys", e.to_string()));
         }
+        if let Err((key, message)) = raw.exchanges.validate() {
+            return Err(key_err(&key, message));
+        }
         let mut endpoints = default_endpoints();
         endpoints.extend(raw.endpoints);
 
@@ -569,6 +575,7 @@ impl Config {
             paths: raw.paths,
             logging: raw.logging,
             ui: raw.ui,
+            exchanges: raw.exchanges,
         })
     }
 

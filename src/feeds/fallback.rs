@@ -28,6 +28,51 @@ use serde::Deserialize;
 
 use crate::market::types::{Price, Qty, Trade};
 
+/// `[exchanges]`: connectors beyond Binance.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExchangesConfig {
+    /// `[exchanges.fallback]`: the automatic switch to a second exchange.
+    pub fallback: FallbackConfig,
+}
+
+impl ExchangesConfig {
+    /// Checks values serde cannot: returns the offending key and the expected form.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let f = &self.fallback;
+        if f.exchange != "mexc" {
+            return Err((
+                "exchanges.fallback.exchange".into(),
+                format!(
+                    "expected \"mexc\" (the only fallback exchange), got {:?}",
+                    f.exchange
+                ),
+            ));
+        }
+        for (key, url, schemes) in [
+            ("ws", &f.ws, ["ws://", "wss://"]),
+            ("rest", &f.rest, ["http://", "https://"]),
+        ] {
+            if !schemes.iter().any(|s| url.starts_with(s)) {
+                return Err((
+                    format!("exchanges.fallback.{key}"),
+                    format!(
+                        "expected a URL starting with {} or {}, got {url:?}",
+                        schemes[0], schemes[1]
+                    ),
+                ));
+            }
+        }
+        if f.stale_after_ms == 0 {
+            return Err((
+                "exchanges.fallback.stale_after_ms".into(),
+                "expected a positive number of milliseconds".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `[exchanges.fallback]`: automatic switch of market data to a second exchange.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -90,6 +135,8 @@ pub struct FallbackController {
     active: Source,
     healthy_since: Option<i64>,
     switches: u64,
+    /// First call: the primary gets `stale_after_ms` to connect before a switch at start-up.
+    started_ms: Option<i64>,
 }
 
 impl FallbackController {
@@ -100,6 +147,7 @@ impl FallbackController {
             active: Source::Primary,
             healthy_since: None,
             switches: 0,
+            started_ms: None,
         }
     }
 
@@ -121,6 +169,8 @@ impl FallbackController {
         now_ms: i64,
     ) -> Option<Switch> {
         let fresh = last_message_ms.is_some_and(|t| now_ms - t <= self.cfg.stale_after_ms as i64);
+        let started = *self.started_ms.get_or_insert(now_ms);
+        let starting = now_ms - started < self.cfg.stale_after_ms as i64 && self.switches == 0;
         let healthy = connected && fresh;
         if !healthy {
             self.healthy_since = None;
@@ -128,7 +178,7 @@ impl FallbackController {
             self.healthy_since = Some(now_ms);
         }
         match self.active {
-            Source::Primary if !healthy => {
+            Source::Primary if !healthy && !starting => {
                 self.active = Source::Secondary;
                 self.switches += 1;
                 let reason = if connected {
@@ -300,6 +350,7 @@ mod tests {
             recover_after_ms: 2_000,
             ..FallbackConfig::default()
         });
+        assert_eq!(c.on_primary(false, None, 0), None, "start-up grace");
         assert_eq!(c.on_primary(true, Some(0), 500), None);
         let s = c.on_primary(true, Some(0), 1_500).unwrap();
         assert_eq!(s.to, Source::Secondary);
