@@ -7,6 +7,7 @@ pub mod health;
 pub mod jsonutil;
 pub mod mexc;
 pub mod normalized;
+pub mod raw_replay;
 pub mod replay;
 pub mod rest;
 pub mod runner;

@@ -497,6 +497,10 @@ pub trait VenueProtocol: Send {
     }
     /// Forgets per-connection state (channel ids, connection sequence) before a reconnect.
     fn on_disconnect(&mut self) {}
+    /// The instrument a recorded REST snapshot URL was for (raw replay of captures).
+    fn snapshot_instrument(&self, _url: &str) -> Option<String> {
+        None
+    }
 }
 
 /// What the session asks its driver to do.
@@ -528,6 +532,8 @@ pub struct VenueSession {
     books: BTreeMap<String, VenueBook>,
     errors: BTreeMap<&'static str, u64>,
     scratch: Vec<NormEvent>,
+    /// Books are created for any instrument seen (replay of recordings).
+    auto: bool,
 }
 
 impl VenueSession {
@@ -544,7 +550,31 @@ impl VenueSession {
             books,
             errors: BTreeMap::new(),
             scratch: Vec::new(),
+            auto: false,
         }
+    }
+
+    /// A session that keeps a book for every instrument it sees (replaying recordings).
+    pub fn open(proto: Box<dyn VenueProtocol>) -> Self {
+        let mut s = Self::new(proto, Vec::new());
+        s.auto = true;
+        s
+    }
+
+    fn book_mut(&mut self, instrument: &str) -> Option<&mut VenueBook> {
+        if self.auto && !self.books.contains_key(instrument) {
+            self.instruments.push(instrument.to_string());
+            self.books.insert(
+                instrument.to_string(),
+                VenueBook::new(self.proto.book_rules()),
+            );
+        }
+        self.books.get_mut(instrument)
+    }
+
+    /// Instruments with a book, in id order.
+    pub fn book_instruments(&self) -> impl Iterator<Item = &str> {
+        self.books.keys().map(String::as_str)
     }
 
     /// The exchange.
@@ -612,7 +642,7 @@ impl VenueSession {
     /// A REST snapshot arrived for an instrument.
     pub fn on_rest_snapshot(&mut self, snap: BookData, step: &mut Step) {
         let instrument = snap.instrument.clone();
-        let Some(book) = self.books.get_mut(&instrument) else {
+        let Some(book) = self.book_mut(&instrument) else {
             return;
         };
         let verdict = book.on_snapshot(&snap);
@@ -622,7 +652,7 @@ impl VenueSession {
     fn route(&mut self, ev: NormEvent, step: &mut Step) {
         match ev {
             NormEvent::BookSnapshot(d) => {
-                let Some(book) = self.books.get_mut(&d.instrument) else {
+                let Some(book) = self.book_mut(&d.instrument) else {
                     return;
                 };
                 let v = book.on_snapshot(&d);
@@ -633,7 +663,7 @@ impl VenueSession {
                 self.after_verdict(&inst, v, step);
             }
             NormEvent::BookDelta(d) => {
-                let Some(book) = self.books.get_mut(&d.instrument) else {
+                let Some(book) = self.book_mut(&d.instrument) else {
                     return;
                 };
                 let v = book.on_delta(&d);
@@ -647,7 +677,7 @@ impl VenueSession {
                 instrument,
                 checksum,
             } => {
-                let Some(book) = self.books.get_mut(&instrument) else {
+                let Some(book) = self.book_mut(&instrument) else {
                     return;
                 };
                 let v = book.on_checksum(checksum);
