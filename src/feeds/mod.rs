@@ -5,6 +5,7 @@ pub mod binance;
 pub mod fallback;
 pub mod health;
 pub mod jsonutil;
+pub mod kraken;
 pub mod mexc;
 pub mod normalized;
 pub mod raw_replay;
@@ -21,6 +22,7 @@ use venue::VenueProtocol;
 pub fn protocol_for(venue: Venue) -> Option<Box<dyn VenueProtocol>> {
     match venue {
         Venue::Mexc => Some(Box::new(mexc::MexcProtocol::default())),
+        Venue::Kraken => Some(Box::new(kraken::KrakenProtocol::default())),
         _ => None,
     }
 }

@@ -420,7 +420,11 @@ fn check_levels(d: &BookData) -> Result<(), IntegrityError> {
 }
 
 fn kraken_field(value: i64, decimals: u32) -> String {
-    let text = format!("{:.*}", decimals as usize, Price(value));
+    // Kraken may write more decimals than the fixed-point scale (trailing zeros only).
+    let mut text = format!("{:.*}", decimals.min(8) as usize, Price(value));
+    for _ in 8..decimals {
+        text.push('0');
+    }
     let digits: String = text.chars().filter(|c| *c != '.').collect();
     digits.trim_start_matches('0').to_string()
 }
