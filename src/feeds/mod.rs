@@ -2,10 +2,15 @@
 
 pub mod backoff;
 pub mod binance;
+pub mod bitfinex;
+pub mod bybit;
+pub mod coinbase;
 pub mod fallback;
 pub mod health;
+pub mod htx;
 pub mod jsonutil;
 pub mod kraken;
+pub mod kucoin;
 pub mod mexc;
 pub mod normalized;
 pub mod raw_replay;
@@ -23,6 +28,11 @@ pub fn protocol_for(venue: Venue) -> Option<Box<dyn VenueProtocol>> {
     match venue {
         Venue::Mexc => Some(Box::new(mexc::MexcProtocol::default())),
         Venue::Kraken => Some(Box::new(kraken::KrakenProtocol::default())),
-        _ => None,
+        Venue::Coinbase => Some(Box::new(coinbase::CoinbaseProtocol::default())),
+        Venue::Htx => Some(Box::new(htx::HtxProtocol::default())),
+        Venue::Bitfinex => Some(Box::new(bitfinex::BitfinexProtocol::default())),
+        Venue::Kucoin => Some(Box::new(kucoin::KucoinProtocol::default())),
+        Venue::Bybit => Some(Box::new(bybit::BybitProtocol::default())),
+        Venue::Binance => None,
     }
 }
