@@ -300,6 +300,11 @@ impl From<FixedParseError> for NumberError {
 }
 
 /// How digits beyond the 8th decimal are treated.
+///
+/// The rule used by every connector here: prices are always [`Rounding::Exact`] (a rounded
+/// price would merge distinct levels, so such a message is a typed error); quantities are
+/// [`Rounding::HalfEven`] except where a checksum is computed from their text (Kraken), since
+/// a size beyond 1e-8 is dust and rejecting a whole snapshot for it would leave a book unsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rounding {
     /// Any non-zero digit beyond 8 decimals is an error (prices: rounding would merge levels).

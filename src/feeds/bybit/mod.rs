@@ -139,7 +139,7 @@ fn legacy_levels(
             Qty::ZERO
         } else {
             let size = r.size.ok_or(VenueError::Field("size"))?;
-            super::normalized::qty(size.get().as_bytes(), Rounding::Exact)
+            super::normalized::qty(size.get().as_bytes(), Rounding::HalfEven)
                 .map_err(VenueError::number("size"))?
         };
         let l = Level { price, qty };
@@ -160,8 +160,8 @@ impl BybitProtocol {
     ) -> Result<(), VenueError> {
         let b: V5Book = jsonutil::from_str(data.get())?;
         let mut d = BookData::new(instrument_of(&b.s)?, SeqInfo::Single(b.u));
-        d.bids = jsonutil::levels(&b.b, Rounding::Exact)?;
-        d.asks = jsonutil::levels(&b.a, Rounding::Exact)?;
+        d.bids = jsonutil::levels(&b.b, Rounding::HalfEven)?;
+        d.asks = jsonutil::levels(&b.a, Rounding::HalfEven)?;
         d.time_ms = m.ts;
         // u == 1: the service restarted; the message is a full image.
         out.push(if m.kind == Some("snapshot") || b.u == 1 {
@@ -268,7 +268,7 @@ impl VenueProtocol for BybitProtocol {
         } else if topic.starts_with("publicTrade.") {
             let trades: Vec<V5Trade> = jsonutil::from_str(data.get())?;
             for t in trades {
-                let l = jsonutil::level(t.p, t.v, Rounding::Exact)?;
+                let l = jsonutil::level(t.p, t.v, Rounding::HalfEven)?;
                 out.push(NormEvent::Trade(Trade {
                     symbol: instrument_of(&t.s)?,
                     id: hash_id(text_of(t.i)),
@@ -281,7 +281,7 @@ impl VenueProtocol for BybitProtocol {
         } else if topic.starts_with("trade.") {
             let trades: Vec<LegacyTrade> = jsonutil::from_str(data.get())?;
             for t in trades {
-                let l = jsonutil::level(t.price, t.size, Rounding::Exact)?;
+                let l = jsonutil::level(t.price, t.size, Rounding::HalfEven)?;
                 let time_ms = match t.trade_time_ms {
                     Some(v) => text_of(v)
                         .parse()

@@ -125,7 +125,7 @@ impl CoinbaseProtocol {
                         SeqInfo::None,
                     );
                     for u in &e.updates {
-                        let l = jsonutil::level(u.price_level, u.new_quantity, Rounding::Exact)?;
+                        let l = jsonutil::level(u.price_level, u.new_quantity, Rounding::HalfEven)?;
                         match u.side {
                             "bid" => d.bids.push(l),
                             "offer" | "ask" => d.asks.push(l),
@@ -143,7 +143,7 @@ impl CoinbaseProtocol {
                 for raw in m.events.unwrap_or_default() {
                     let e: AdvEvent = jsonutil::from_str(raw.get())?;
                     for t in &e.trades {
-                        let l = jsonutil::level(t.price, t.size, Rounding::Exact)?;
+                        let l = jsonutil::level(t.price, t.size, Rounding::HalfEven)?;
                         out.push(NormEvent::Trade(Trade {
                             symbol: instrument_of(t.product_id)?,
                             id: trade_id(t.trade_id),
@@ -178,8 +178,8 @@ impl CoinbaseProtocol {
                     instrument_of(m.product_id.unwrap_or_default())?,
                     SeqInfo::None,
                 );
-                d.bids = jsonutil::levels(&m.bids.unwrap_or_default(), Rounding::Exact)?;
-                d.asks = jsonutil::levels(&m.asks.unwrap_or_default(), Rounding::Exact)?;
+                d.bids = jsonutil::levels(&m.bids.unwrap_or_default(), Rounding::HalfEven)?;
+                d.asks = jsonutil::levels(&m.asks.unwrap_or_default(), Rounding::HalfEven)?;
                 out.push(NormEvent::BookSnapshot(d));
             }
             "l2update" => {
@@ -191,7 +191,7 @@ impl CoinbaseProtocol {
                     let [side, p, q, ..] = c.as_slice() else {
                         return Err(VenueError::Field("change [side, price, size]"));
                     };
-                    let l = jsonutil::level(p, q, Rounding::Exact)?;
+                    let l = jsonutil::level(p, q, Rounding::HalfEven)?;
                     match jsonutil::text_of(side) {
                         "buy" => d.bids.push(l),
                         "sell" => d.asks.push(l),
@@ -205,7 +205,7 @@ impl CoinbaseProtocol {
                 let l = jsonutil::level(
                     m.price.ok_or(VenueError::Field("price"))?,
                     m.size.ok_or(VenueError::Field("size"))?,
-                    Rounding::Exact,
+                    Rounding::HalfEven,
                 )?;
                 out.push(NormEvent::Trade(Trade {
                     symbol: instrument_of(m.product_id.unwrap_or_default())?,

@@ -99,7 +99,7 @@ fn changes(rows: &[Vec<&RawValue>]) -> Result<Vec<Level>, VenueError> {
         if text_of(p) == "0" {
             continue;
         }
-        out.push(jsonutil::level(p, q, Rounding::Exact)?);
+        out.push(jsonutil::level(p, q, Rounding::HalfEven)?);
     }
     Ok(out)
 }
@@ -169,7 +169,7 @@ impl VenueProtocol for KucoinProtocol {
             }
             "trade.l3match" => {
                 let t: Match = jsonutil::from_str(data.get())?;
-                let l = jsonutil::level(t.price, t.size, Rounding::Exact)?;
+                let l = jsonutil::level(t.price, t.size, Rounding::HalfEven)?;
                 let ns: i64 = text_of(t.time)
                     .parse()
                     .map_err(|_| VenueError::Field("time"))?;
@@ -237,8 +237,8 @@ impl VenueProtocol for KucoinProtocol {
             instrument,
             SeqInfo::Single(jsonutil::u64_of(b.sequence, "sequence")?),
         );
-        d.bids = jsonutil::levels(&b.bids, Rounding::Exact)?;
-        d.asks = jsonutil::levels(&b.asks, Rounding::Exact)?;
+        d.bids = jsonutil::levels(&b.bids, Rounding::HalfEven)?;
+        d.asks = jsonutil::levels(&b.asks, Rounding::HalfEven)?;
         d.time_ms = b.time;
         Ok(d)
     }

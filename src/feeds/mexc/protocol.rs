@@ -64,7 +64,7 @@ fn levels(items: &[DepthItem]) -> Result<Vec<Level>, VenueError> {
         .map(|i| {
             Ok(Level {
                 price: price(i.price.as_bytes()).map_err(VenueError::number("price"))?,
-                qty: qty(i.quantity.as_bytes(), Rounding::Exact)
+                qty: qty(i.quantity.as_bytes(), Rounding::HalfEven)
                     .map_err(VenueError::number("quantity"))?,
             })
         })
@@ -83,7 +83,7 @@ fn trade(instrument: &str, d: &DealItem) -> Result<Trade, VenueError> {
     };
     let price = price(d.price.as_bytes()).map_err(VenueError::number("price"))?;
     let qty =
-        qty(d.quantity.as_bytes(), Rounding::Exact).map_err(VenueError::number("quantity"))?;
+        qty(d.quantity.as_bytes(), Rounding::HalfEven).map_err(VenueError::number("quantity"))?;
     // Aggregated deals carry a string id; legacy deals none, so time/price/qty identify them.
     let id = if d.trade_id.is_empty() {
         hash_id(&format!(
@@ -236,8 +236,8 @@ impl VenueProtocol for MexcProtocol {
     fn parse_snapshot(&self, instrument: &str, body: &str) -> Result<BookData, VenueError> {
         let d: RestDepth = jsonutil::from_str(body)?;
         let mut b = BookData::new(instrument, SeqInfo::Single(d.last_update_id));
-        b.bids = jsonutil::levels(&d.bids, Rounding::Exact)?;
-        b.asks = jsonutil::levels(&d.asks, Rounding::Exact)?;
+        b.bids = jsonutil::levels(&d.bids, Rounding::HalfEven)?;
+        b.asks = jsonutil::levels(&d.asks, Rounding::HalfEven)?;
         Ok(b)
     }
 }
