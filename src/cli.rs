@@ -54,6 +54,9 @@ pub enum Command {
     /// Train a model on a candle file and keep its best checkpoints.
     #[command(subcommand)]
     Train(TrainCommand),
+    /// Feed recorded raw exchange messages through that exchange's connector (parser, book,
+    /// integrity checks) and print events, top of book and integrity failures.
+    Replay(crate::feeds::raw_replay::ReplayRawArgs),
 }
 
 /// `mmtrader train …`.
@@ -251,6 +254,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Some(Command::Feed(args)) => crate::app::feed::run(config, args),
         Some(Command::Analyze(args)) => crate::app::analyze::run(config, args),
         Some(Command::Train(cmd)) => crate::app::train::run_cli(config, cmd),
+        Some(Command::Replay(args)) => crate::feeds::raw_replay::run(config, args),
     }
 }
 

@@ -204,6 +204,8 @@ pub struct ReplayStats {
     pub checksums_ok: u64,
     /// Messages the session wanted to send back (pongs, resubscriptions).
     pub replies: u64,
+    /// Connection-level gaps after which a live connector reconnects (all books dropped).
+    pub reconnects: u64,
 }
 
 struct Source {
@@ -352,6 +354,14 @@ pub fn feed_line(
             });
         }
     }
+    if step
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Reconnect(_)))
+    {
+        stats.reconnects += 1;
+        session.on_disconnected();
+    }
     stats.replies += step
         .actions
         .iter()
@@ -385,6 +395,140 @@ pub fn session_for(name: &str) -> Result<VenueSession, VenueError> {
     let proto = super::protocol_for(venue)
         .ok_or_else(|| VenueError::UnknownChannel(format!("no raw connector for {venue}")))?;
     Ok(VenueSession::open(proto))
+}
+
+/// `mmtrader replay --exchange NAME --raw FILE…`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayRawArgs {
+    /// Exchange whose connector reads the messages: mexc, coinbase, kraken, htx (huobi),
+    /// bitfinex, kucoin, bybit.
+    #[arg(long, value_name = "NAME")]
+    pub exchange: String,
+    /// Recorded raw messages, one per line as received, or cryptofeed capture files (a
+    /// websocket capture and its REST log may be given together; `.gz` is read as gzip).
+    #[arg(long, value_name = "FILE", required = true)]
+    pub raw: Vec<PathBuf>,
+    /// Print only integrity failures, errors and the summary.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn side_word(s: crate::market::types::Side) -> &'static str {
+    match s {
+        crate::market::types::Side::Buy => "buy",
+        crate::market::types::Side::Sell => "sell",
+    }
+}
+
+fn level_text(l: Option<crate::market::types::Level>) -> String {
+    l.map_or("-".to_string(), |l| format!("{} x {}", l.price, l.qty))
+}
+
+/// Formats one replay item as a line of output (None for items not printed).
+pub fn describe(item: &ReplayItem<'_>, quiet: bool) -> Option<String> {
+    match item {
+        ReplayItem::Event(NormEvent::Integrity { instrument, error }) => {
+            Some(format!("INTEGRITY {instrument} {error} (resync)"))
+        }
+        ReplayItem::Error { at, error } => Some(format!("ERROR {at}: {error}")),
+        _ if quiet => None,
+        ReplayItem::Event(NormEvent::Trade(t)) => Some(format!(
+            "TRADE {} {} {} @ {} id={} t={}",
+            t.symbol,
+            side_word(t.taker_side),
+            t.qty,
+            t.price,
+            t.id,
+            t.time_ms
+        )),
+        ReplayItem::Event(NormEvent::BookSnapshot(d)) => Some(format!(
+            "SNAPSHOT {} bids={} asks={} seq={:?}",
+            d.instrument,
+            d.bids.len(),
+            d.asks.len(),
+            d.seq
+        )),
+        ReplayItem::Event(NormEvent::BookDelta(d)) => Some(format!(
+            "DELTA {} bids={} asks={} seq={:?}{}",
+            d.instrument,
+            d.bids.len(),
+            d.asks.len(),
+            d.seq,
+            d.checksum
+                .map(|c| format!(" checksum={c}"))
+                .unwrap_or_default()
+        )),
+        ReplayItem::Top {
+            instrument,
+            bid,
+            ask,
+        } => Some(format!(
+            "TOP {instrument} bid {} | ask {}",
+            level_text(*bid),
+            level_text(*ask)
+        )),
+        ReplayItem::Event(_) => None,
+    }
+}
+
+/// Runs the `replay` command.
+pub fn run(
+    _config: crate::config::Config,
+    args: ReplayRawArgs,
+) -> Result<i32, crate::cli::Failure> {
+    use std::io::Write;
+    let mut session = session_for(&args.exchange).map_err(|e| {
+        crate::cli::Failure::input(anyhow::anyhow!(
+            "--exchange {}: {e} (expected one of mexc, coinbase, kraken, htx, bitfinex, kucoin, bybit)",
+            args.exchange
+        ))
+    })?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut write_failed = false;
+    let stats = replay_files(&mut session, &args.raw, |item| {
+        if let Some(line) = describe(&item, args.quiet)
+            && !write_failed
+            && writeln!(out, "{line}").is_err()
+        {
+            // A closed pipe (e.g. `| head`) ends the output, not the replay's summary.
+            write_failed = true;
+        }
+    })
+    .map_err(|e| crate::cli::Failure::input(anyhow::anyhow!("reading {:?}: {e}", args.raw)))?;
+    let _ = out.flush();
+    drop(out);
+    eprintln!(
+        "replayed {} lines: {} frames, {} parsed, {} trades, {} snapshots ({} REST), {} deltas, {} checksums verified, {} integrity failures, {} replies",
+        stats.lines,
+        stats.frames,
+        stats.parsed,
+        stats.trades,
+        stats.snapshots,
+        stats.rest_snapshots,
+        stats.deltas,
+        stats.checksums_ok,
+        stats.integrity.len(),
+        stats.replies
+    );
+    if !stats.errors.is_empty() {
+        eprintln!("errors by kind: {:?}", stats.errors);
+    }
+    if !stats.unsupported.is_empty() {
+        eprintln!("known unsupported kinds: {:?}", stats.unsupported);
+    }
+    for inst in session.book_instruments() {
+        if let Some(b) = session.book(inst) {
+            eprintln!(
+                "final {inst}: bid {} | ask {} ({} bids, {} asks)",
+                level_text(b.best_bid()),
+                level_text(b.best_ask()),
+                b.depth(crate::market::types::Side::Buy),
+                b.depth(crate::market::types::Side::Sell)
+            );
+        }
+    }
+    Ok(crate::cli::EXIT_OK)
 }
 
 #[cfg(test)]
