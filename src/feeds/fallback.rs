@@ -268,7 +268,7 @@ impl TradeMerger {
                 s != source
                     && p == t.price
                     && q == t.qty
-                    && (time - t.time_ms).abs() <= self.window_ms
+                    && time.abs_diff(t.time_ms) <= self.window_ms as u64
             })
     }
 
@@ -286,7 +286,7 @@ impl TradeMerger {
         while self
             .recent
             .front()
-            .is_some_and(|r| r.1 < t.time_ms - 2 * self.window_ms)
+            .is_some_and(|r| r.1 < t.time_ms.saturating_sub(2 * self.window_ms))
         {
             self.recent.pop_front();
         }
@@ -305,7 +305,7 @@ impl TradeMerger {
         while self
             .held
             .front()
-            .is_some_and(|t| t.time_ms < newest - self.buffer_ms)
+            .is_some_and(|t| t.time_ms < newest.saturating_sub(self.buffer_ms))
         {
             self.held.pop_front();
         }
@@ -318,7 +318,7 @@ impl TradeMerger {
             return;
         }
         self.active = source;
-        self.cut_ms = self.last_applied_ms.map_or(now_ms, |t| t + 1);
+        self.cut_ms = self.last_applied_ms.map_or(now_ms, |t| t.saturating_add(1));
         let mut held: Vec<Trade> = self.held.drain(..).collect();
         held.sort_by_key(|t| (t.time_ms, t.id));
         for t in held {

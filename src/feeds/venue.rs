@@ -235,7 +235,7 @@ impl VenueBook {
         if self.rules.snapshot == SnapshotSource::Rest
             && let (Some(snap_id), Some(first)) =
                 (id, self.buffer.front().map(|d| first_id(&d.seq)))
-            && first.is_some_and(|f| f > snap_id + 1)
+            && first.is_some_and(|f| f > snap_id.saturating_add(1))
         {
             // Older than the stream: fetch again, keep buffering.
             let first = first.unwrap_or_default();
@@ -288,9 +288,9 @@ impl VenueBook {
                     self.stats.stale += 1;
                     return Verdict::Stale;
                 }
-                if first > id + 1 {
+                if first > id.saturating_add(1) {
                     return self.fail(IntegrityError::Gap {
-                        expected: id + 1,
+                        expected: id.saturating_add(1),
                         got: first,
                     });
                 }
@@ -314,9 +314,9 @@ impl VenueBook {
                     self.stats.stale += 1;
                     return Verdict::Stale;
                 }
-                if s != id + 1 {
+                if s != id.saturating_add(1) {
                     return self.fail(IntegrityError::Gap {
-                        expected: id + 1,
+                        expected: id.saturating_add(1),
                         got: s,
                     });
                 }

@@ -113,8 +113,8 @@ impl BitfinexProtocol {
         let seq = jsonutil::u64_of(seq, "sequence")?;
         let last = self.last_seq.replace(seq);
         match last {
-            Some(l) if seq != l + 1 => Err(VenueError::ConnectionGap {
-                expected: l + 1,
+            Some(l) if seq != l.saturating_add(1) => Err(VenueError::ConnectionGap {
+                expected: l.saturating_add(1),
                 got: seq,
             }),
             _ => Ok(()),
@@ -133,6 +133,9 @@ impl BitfinexProtocol {
             "\"te\"" | "\"tu\"" | "\"fte\"" | "\"ftu\"" | "\"cs\"" => (text_of(second), 3),
             _ => ("data", 2),
         };
+        if arr.len() < base_len {
+            return Err(VenueError::Field("channel message payload"));
+        }
         // With SEQ_ALL the message has one more element: the connection sequence.
         self.check_seq(
             arr.get(base_len)

@@ -106,11 +106,11 @@ impl CoinbaseProtocol {
         if let Some(seq) = m.sequence_num {
             // Connection-wide counter: a jump means messages were dropped; smaller is out of order.
             if let Some(last) = self.last_seq
-                && seq > last + 1
+                && seq > last.saturating_add(1)
             {
                 self.last_seq = Some(seq);
                 return Err(VenueError::ConnectionGap {
-                    expected: last + 1,
+                    expected: last.saturating_add(1),
                     got: seq,
                 });
             }
