@@ -1,5 +1,6 @@
 //! Exchange connectors: wire protocols, local-book synchronisation, recorded-session replay.
 
+pub mod aggregate;
 pub mod backoff;
 pub mod binance;
 pub mod bitfinex;
