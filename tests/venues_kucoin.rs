@@ -28,10 +28,7 @@ fn diffs_align_with_rest_snapshots() {
         assert!(e.contains("needs more than 8 decimals"), "{e}");
     }
     assert!(stats.integrity.is_empty(), "{:?}", stats.integrity);
-    assert_eq!(
-        stats.trades + stats.unsupported.values().sum::<u64>() + stats.deltas > 0,
-        true
-    );
+    assert!(stats.trades > 0 && stats.deltas > 0, "{stats:?}");
     assert!(stats.rest_snapshots >= 6, "{stats:?}");
     let mut synced = 0;
     for inst in session.book_instruments() {

@@ -296,7 +296,7 @@ mod tests {
         fn buckets_are_exact_sums_of_contributions(
             levels in proptest::collection::vec((0usize..3, 1i64..200, 1i64..1000, any::<bool>()), 1..60),
         ) {
-            let mut books = vec![OrderBook::new(), OrderBook::new(), OrderBook::new()];
+            let mut books = [OrderBook::new(), OrderBook::new(), OrderBook::new()];
             for (i, p, q, bid) in levels {
                 // Bids below 100, asks above: uncrossed books.
                 let (side, price) = if bid { (Side::Buy, 100 - p % 100) } else { (Side::Sell, 100 + p) };
