@@ -301,3 +301,51 @@ impl VenueProtocol for CoinbaseProtocol {
         self.last_seq = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feeds::venue::{Step, VenueSession};
+    use crate::market::types::Price;
+
+    /// Advanced Trade messages as documented: l2_data snapshot/update, market_trades, and the
+    /// connection-wide `sequence_num` whose jump is a gap.
+    #[test]
+    fn advanced_trade_level2_trades_and_sequence() {
+        let mut s = VenueSession::open(Box::new(CoinbaseProtocol::default()));
+        let mut step = Step::default();
+        let snap = r#"{"channel":"l2_data","timestamp":"2026-04-07T14:30:01.456789Z","sequence_num":1,"events":[{"type":"snapshot","product_id":"BTC-USD","updates":[{"side":"bid","event_time":"x","price_level":"68900.00","new_quantity":"2"},{"side":"offer","event_time":"x","price_level":"68901.00","new_quantity":"1"}]}]}"#;
+        let upd = r#"{"channel":"l2_data","timestamp":"2026-04-07T14:30:01.5Z","sequence_num":2,"events":[{"type":"update","product_id":"BTC-USD","updates":[{"side":"offer","event_time":"x","price_level":"68901.00","new_quantity":"0"},{"side":"offer","event_time":"x","price_level":"68902.50","new_quantity":"3"}]}]}"#;
+        let trades = r#"{"channel":"market_trades","sequence_num":3,"events":[{"type":"update","trades":[{"trade_id":"995098700","product_id":"BTC-USD","price":"68900.50","size":"0.0015","side":"BUY","time":"2026-04-07T14:30:02.000Z"}]}]}"#;
+        for f in [snap, upd, trades] {
+            s.on_frame(Frame::Text(f), &mut step).unwrap();
+        }
+        let b = s.book("BTC/USD").unwrap();
+        assert_eq!(
+            b.best_ask().unwrap().price,
+            Price::parse("68902.5").unwrap()
+        );
+        let t = step.events.iter().find_map(|e| match e {
+            NormEvent::Trade(t) => Some(t),
+            _ => None,
+        });
+        assert_eq!(
+            t.map(|t| (t.id, t.taker_side)),
+            Some((995098700, Side::Buy))
+        );
+        let gap = r#"{"channel":"heartbeats","sequence_num":7,"events":[]}"#;
+        let e = s.on_frame(Frame::Text(gap), &mut step).unwrap_err();
+        assert_eq!(
+            e,
+            VenueError::ConnectionGap {
+                expected: 4,
+                got: 7
+            }
+        );
+        assert!(
+            step.actions
+                .iter()
+                .any(|a| matches!(a, crate::feeds::venue::Action::Reconnect(_)))
+        );
+    }
+}

@@ -248,8 +248,13 @@ impl KrakenProtocol {
             });
             return Ok(());
         }
+        let channel = m.channel.unwrap_or_default();
+        if matches!(channel, "heartbeat" | "status") {
+            out.push(NormEvent::Control("heartbeat"));
+            return Ok(());
+        }
         let data = m.data.ok_or(VenueError::Field("data"))?;
-        match m.channel.unwrap_or_default() {
+        match channel {
             "book" => {
                 let books: Vec<V2Book> = jsonutil::from_str(data.get())?;
                 for b in books {
@@ -294,7 +299,6 @@ impl KrakenProtocol {
                 }
                 out.push(NormEvent::Control("instrument"));
             }
-            "heartbeat" | "status" => out.push(NormEvent::Control("heartbeat")),
             _ => out.push(NormEvent::Unsupported("other_channel")),
         }
         Ok(())
@@ -356,5 +360,76 @@ impl VenueProtocol for KrakenProtocol {
             depth_limit: Some(self.depth),
             ..BookRules::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feeds::venue::VenueSession;
+    use crate::market::types::{Price, Qty};
+
+    /// v2 messages as documented: instrument precisions, book snapshot/update with checksum, trades.
+    #[test]
+    fn v2_book_checksum_trades_and_control() {
+        let mut s = VenueSession::open(Box::new(KrakenProtocol::default()));
+        let mut step = crate::feeds::venue::Step::default();
+        let frames = [
+            r#"{"channel":"instrument","type":"snapshot","data":{"assets":[],"pairs":[{"symbol":"BTC/USD","price_precision":1,"qty_precision":8}]}}"#,
+            r#"{"channel":"book","type":"snapshot","data":[{"symbol":"BTC/USD","bids":[{"price":45283.5,"qty":0.1},{"price":45283.4,"qty":1.5}],"asks":[{"price":45285.2,"qty":0.001}],"checksum":0}]}"#,
+        ];
+        s.on_frame(Frame::Text(frames[0]), &mut step).unwrap();
+        // The checksum 0 cannot match: the integrity failure proves the check ran with the
+        // instrument's precisions; compute the right one and replay.
+        s.on_frame(Frame::Text(frames[1]), &mut step).unwrap();
+        assert!(
+            matches!(step.events.last(), Some(NormEvent::Integrity { .. })),
+            "{:?}",
+            step.events
+        );
+        let expected = crc32fast::hash(b"45285210000045283510000000452834150000000");
+        let snap = frames[1].replace("\"checksum\":0", &format!("\"checksum\":{expected}"));
+        let mut step = crate::feeds::venue::Step::default();
+        s.on_frame(Frame::Text(&snap), &mut step).unwrap();
+        assert_eq!(
+            s.venue_book("BTC/USD").unwrap().stats().checksums_ok,
+            1,
+            "{:?}",
+            step.events
+        );
+        let upd = r#"{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[{"price":45283.5,"qty":0}],"asks":[],"checksum":CS,"timestamp":"2023-10-06T17:35:55.440295Z"}]}"#
+            .replace("CS", &crc32fast::hash(b"452852100000452834150000000").to_string());
+        s.on_frame(Frame::Text(&upd), &mut step).unwrap();
+        assert_eq!(s.venue_book("BTC/USD").unwrap().stats().checksums_ok, 2);
+        let b = s.book("BTC/USD").unwrap();
+        assert_eq!(
+            b.best_bid().unwrap().price,
+            Price::parse("45283.4").unwrap()
+        );
+
+        let mut p = KrakenProtocol::default();
+        let mut out = Vec::new();
+        p.parse(Frame::Text(r#"{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"sell","price":105944.2,"qty":0.00027625,"ord_type":"limit","trade_id":10218208,"timestamp":"2023-10-06T17:35:55.440295Z"}]}"#), &mut out).unwrap();
+        let NormEvent::Trade(t) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (t.id, t.taker_side, t.qty),
+            (10218208, Side::Sell, Qty::parse("0.00027625").unwrap())
+        );
+        out.clear();
+        p.parse(Frame::Text(r#"{"method":"pong","req_id":42}"#), &mut out)
+            .unwrap();
+        p.parse(Frame::Text(r#"{"channel":"heartbeat"}"#), &mut out)
+            .unwrap();
+        assert_eq!(out, [NormEvent::Pong, NormEvent::Control("heartbeat")]);
+        assert!(
+            p.parse(
+                Frame::Text(r#"{"method":"subscribe","success":false,"error":"bad"}"#),
+                &mut out
+            )
+            .is_err()
+        );
+        assert_eq!(p.subscribe(&["BTC/USD".into()]).len(), 3);
     }
 }
