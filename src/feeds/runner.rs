@@ -142,9 +142,16 @@ async fn run(
     let mut connects = 0u64;
     loop {
         update_health(&health, |h| h.state = LinkState::Connecting);
+        let url = match ws_url(&mut session, &cfg).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(venue = %session.venue(), error = %e, "connect token request failed");
+                cfg.ws_url.clone()
+            }
+        };
         let exit = tokio::select! {
             _ = &mut stop => Exit::Stop,
-            r = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(cfg.ws_url.as_str())) => {
+            r = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url.as_str())) => {
                 match r {
                     Ok(Ok((ws, _))) => {
                         connects += 1;
@@ -189,6 +196,29 @@ async fn run(
             }
         }
     }
+}
+
+/// The websocket URL: fixed, or from the venue's connect-token request (KuCoin).
+async fn ws_url(session: &mut VenueSession, cfg: &RunnerConfig) -> Result<String, String> {
+    let Some(token_url) = session.protocol().connect_token_url(&cfg.rest_url) else {
+        return Ok(cfg.ws_url.clone());
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let body = http
+        .post(&token_url)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    session
+        .protocol()
+        .ws_url_from_token(&body)
+        .map_err(|e| e.to_string())
 }
 
 async fn connected<S>(

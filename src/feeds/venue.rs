@@ -501,6 +501,15 @@ pub trait VenueProtocol: Send {
     }
     /// Forgets per-connection state (channel ids, connection sequence) before a reconnect.
     fn on_disconnect(&mut self) {}
+    /// A REST endpoint to POST before every connection whose answer yields the websocket URL
+    /// (KuCoin's public bullet token); None when the URL is fixed.
+    fn connect_token_url(&self, _rest_base: &str) -> Option<String> {
+        None
+    }
+    /// The websocket URL from the token answer of [`Self::connect_token_url`].
+    fn ws_url_from_token(&self, _body: &str) -> Result<String, VenueError> {
+        Err(VenueError::Field("connect token"))
+    }
     /// The instrument a recorded REST snapshot URL was for (raw replay of captures).
     fn snapshot_instrument(&self, _url: &str) -> Option<String> {
         None

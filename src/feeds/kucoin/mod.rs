@@ -89,6 +89,25 @@ struct RestBook<'a> {
     time: Option<i64>,
 }
 
+#[derive(Deserialize)]
+struct Bullet {
+    code: String,
+    #[serde(default)]
+    data: Option<BulletData>,
+}
+
+#[derive(Deserialize)]
+struct BulletData {
+    token: String,
+    #[serde(rename = "instanceServers")]
+    instance_servers: Vec<BulletServer>,
+}
+
+#[derive(Deserialize)]
+struct BulletServer {
+    endpoint: String,
+}
+
 fn changes(rows: &[Vec<&RawValue>]) -> Result<Vec<Level>, VenueError> {
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
@@ -215,6 +234,29 @@ impl VenueProtocol for KucoinProtocol {
         ))
     }
 
+    fn connect_token_url(&self, rest_base: &str) -> Option<String> {
+        Some(format!(
+            "{}/api/v1/bullet-public",
+            rest_base.trim_end_matches('/')
+        ))
+    }
+
+    fn ws_url_from_token(&self, body: &str) -> Result<String, VenueError> {
+        let b: Bullet = jsonutil::from_str(body)?;
+        if b.code != "200000" {
+            return Err(VenueError::Exchange(format!(
+                "bullet-public code {}",
+                b.code
+            )));
+        }
+        let d = b.data.ok_or(VenueError::Field("data"))?;
+        let server = d
+            .instance_servers
+            .first()
+            .ok_or(VenueError::Field("instanceServers"))?;
+        Ok(format!("{}?token={}", server.endpoint, d.token))
+    }
+
     fn snapshot_instrument(&self, url: &str) -> Option<String> {
         if !url.contains("/market/orderbook/level2") {
             return None;
@@ -241,5 +283,25 @@ impl VenueProtocol for KucoinProtocol {
         d.asks = jsonutil::levels(&b.asks, Rounding::HalfEven)?;
         d.time_ms = b.time;
         Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bullet_token_gives_the_websocket_url() {
+        let p = KucoinProtocol::default();
+        assert_eq!(
+            p.connect_token_url("https://api.kucoin.com/").unwrap(),
+            "https://api.kucoin.com/api/v1/bullet-public"
+        );
+        let body = r#"{"code":"200000","data":{"token":"T0K","instanceServers":[{"endpoint":"wss://ws-api-spot.kucoin.com/","encrypt":true,"protocol":"websocket","pingInterval":18000,"pingTimeout":10000}]}}"#;
+        assert_eq!(
+            p.ws_url_from_token(body).unwrap(),
+            "wss://ws-api-spot.kucoin.com/?token=T0K"
+        );
+        assert!(p.ws_url_from_token(r#"{"code":"400100"}"#).is_err());
     }
 }
