@@ -220,10 +220,11 @@ impl MarketTaskState {
                 SymbolView {
                     display: s.display.clone(),
                     exchange: s.exchange.clone(),
-                    status: if running {
-                        s.status()
-                    } else {
-                        BookStatus::Idle
+                    status: match (running, self.active_source()) {
+                        (false, _) => BookStatus::Idle,
+                        // On the fallback the shown book is the secondary's.
+                        (true, Source::Secondary) if book.is_some() => BookStatus::Live,
+                        (true, _) => s.status(),
                     },
                     best_bid: book.and_then(|b| b.best_bid()),
                     best_ask: book.and_then(|b| b.best_ask()),

@@ -71,9 +71,9 @@ impl fmt::Display for Venue {
 
 /// Quote currencies recognised when an exchange writes symbols without a separator, longest
 /// first so `USDT` wins over `USD`.
-const QUOTES: [&str; 14] = [
-    "FDUSD", "USDT", "USDC", "TUSD", "BUSD", "USD", "EUR", "GBP", "BTC", "ETH", "XBT", "BNB",
-    "CHF", "JPY",
+const QUOTES: [&str; 17] = [
+    "FDUSD", "USDT", "USDC", "TUSD", "BUSD", "HUSD", "USD", "EUR", "GBP", "BTC", "ETH", "XBT",
+    "BNB", "CHF", "JPY", "TRY", "DAI",
 ];
 
 /// Canonical currency code (Kraken's `XBT` is `BTC`, Kraken's `XDG` is `DOGE`).
@@ -103,10 +103,14 @@ pub fn canonical_from_exchange(symbol: &str) -> Option<String> {
         }
     }
     let up = symbol.to_ascii_uppercase();
-    QUOTES.iter().find_map(|q| {
-        let base = up.strip_suffix(q)?;
-        (!base.is_empty()).then(|| canonical(base, q))
-    })
+    let split = |min_base: usize| {
+        QUOTES.iter().find_map(|q| {
+            let base = up.strip_suffix(q)?;
+            (base.len() >= min_base).then(|| canonical(base, q))
+        })
+    };
+    // Prefer a base of 3+ letters (`ETHUSD` is ETH/USD, not ET/HUSD), else any split.
+    split(3).or_else(|| split(1))
 }
 
 /// Splits a canonical id into base and quote.
@@ -424,11 +428,13 @@ mod tests {
         assert_eq!(canonical_from_exchange("BTC-USDT").unwrap(), "BTC/USDT");
         assert_eq!(canonical_from_exchange("XBT/USD").unwrap(), "BTC/USD");
         assert_eq!(canonical_from_exchange("ETHUSD").unwrap(), "ETH/USD");
+        assert_eq!(canonical_from_exchange("yfihusd").unwrap(), "YFI/HUSD");
         assert_eq!(
             canonical_from_exchange("TESTBTC:TESTUSD").unwrap(),
             "TESTBTC/TESTUSD"
         );
         assert!(canonical_from_exchange("USDT").is_none());
+        assert_eq!(canonical_from_exchange("OPUSDT").unwrap(), "OP/USDT");
         assert_eq!(split_canonical("ETH/USDT"), Some(("ETH", "USDT")));
         assert_eq!(Venue::parse("HUOBI"), Some(Venue::Htx));
     }

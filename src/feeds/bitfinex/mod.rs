@@ -8,9 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::jsonutil::{self, text_of};
-use super::normalized::{
-    BookData, NormEvent, Rounding, SeqInfo, Venue, canonical_from_exchange, price, qty,
-};
+use super::normalized::{BookData, NormEvent, Rounding, SeqInfo, Venue, price, qty};
 use super::venue::{BookRules, ChecksumKind, Frame, Keepalive, VenueError, VenueProtocol};
 use crate::market::types::{Level, Qty, Side, Trade};
 
@@ -57,9 +55,23 @@ struct Event<'a> {
     msg: Option<&'a str>,
 }
 
+/// `tBTCUSD` → `BTC/USD`, `tTESTBTC:TESTUSD` → `TESTBTC/TESTUSD`; Bitfinex's `UST` is USDT.
 fn instrument_of(symbol: &str) -> Result<String, VenueError> {
     let s = symbol.strip_prefix('t').unwrap_or(symbol);
-    canonical_from_exchange(s).ok_or_else(|| VenueError::UnknownChannel(symbol.to_string()))
+    let (b, q) = match s.split_once(':') {
+        Some(pair) => pair,
+        None if s.len() == 6 && s.is_ascii() => s.split_at(3),
+        None => return Err(VenueError::UnknownChannel(symbol.to_string())),
+    };
+    if b.is_empty() || q.is_empty() {
+        return Err(VenueError::UnknownChannel(symbol.to_string()));
+    }
+    let q = if q.eq_ignore_ascii_case("UST") {
+        "USDT"
+    } else {
+        q
+    };
+    Ok(super::normalized::canonical(b, q))
 }
 
 fn book_level(row: &[&RawValue]) -> Result<(Side, Level), VenueError> {
@@ -297,5 +309,24 @@ impl VenueProtocol for BitfinexProtocol {
     fn on_disconnect(&mut self) {
         self.channels.clear();
         self.last_seq = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbols_round_trip() {
+        let p = BitfinexProtocol::default();
+        assert_eq!(p.exchange_symbol("BTC/USDT"), "tBTCUST");
+        assert_eq!(instrument_of("tBTCUST").unwrap(), "BTC/USDT");
+        assert_eq!(instrument_of("tBFTUSD").unwrap(), "BFT/USD");
+        assert_eq!(
+            instrument_of("tTESTBTC:TESTUSD").unwrap(),
+            "TESTBTC/TESTUSD"
+        );
+        assert_eq!(p.exchange_symbol("TESTBTC/TESTUSD"), "tTESTBTC:TESTUSD");
+        assert!(instrument_of("tX").is_err());
     }
 }
