@@ -40,8 +40,8 @@ fn every_message_is_parsed_or_typed() {
         *outcomes.entry((exchange.to_string(), outcome)).or_default() += 1;
         let module = v["test_module"].as_str().unwrap_or_default();
         let function = v["test_fn"].as_str().unwrap_or_default();
-        if (module == "trade" || function == "trade")
-            && (function.starts_with("spot") || function == "trade")
+        let spot_trade = function == "trade" || (module == "trade" && function.starts_with("spot"));
+        if spot_trade
             && !matches!(venue, Venue::Bitfinex | Venue::Mexc)
             && !step.events.iter().any(|e| matches!(e, NormEvent::Trade(_)))
         {
