@@ -344,6 +344,17 @@ mod tests {
     }
 
     #[test]
+    fn config_is_validated_with_key_names() {
+        let ok: ExchangesConfig = toml::from_str("[fallback]\nenabled = true\n").unwrap();
+        assert!(ok.fallback.enabled && ok.validate().is_ok());
+        let bad: ExchangesConfig = toml::from_str("[fallback]\nexchange = \"okx\"\n").unwrap();
+        assert_eq!(bad.validate().unwrap_err().0, "exchanges.fallback.exchange");
+        let bad: ExchangesConfig = toml::from_str("[fallback]\nws = \"http://x\"\n").unwrap();
+        assert_eq!(bad.validate().unwrap_err().0, "exchanges.fallback.ws");
+        assert!(toml::from_str::<ExchangesConfig>("[fallback]\nstale_ms = 1\n").is_err());
+    }
+
+    #[test]
     fn controller_switches_on_disconnect_and_staleness_with_hysteresis() {
         let mut c = FallbackController::new(FallbackConfig {
             stale_after_ms: 1_000,
