@@ -271,6 +271,7 @@ struct RawConfig {
     execution: crate::trading::executor::ExecutionConfig,
     models: crate::models::runtime::ModelsConfig,
     storage: crate::storage::StorageConfig,
+    exchanges: crate::feeds::fallback::ExchangesConfig,
 }
 
 /// One followed instrument, resolved.
@@ -323,6 +324,8 @@ pub struct Config {
     pub models: crate::models::runtime::ModelsConfig,
     /// `[storage]`: the embedded market-data and state store.
     pub storage: crate::storage::StorageConfig,
+    /// `[exchanges]`: connectors beyond Binance and the market-data fallback.
+    pub exchanges: crate::feeds::fallback::ExchangesConfig,
 }
 
 const KNOWN_QUOTES: [&str; 10] = [
@@ -578,6 +581,9 @@ impl Config {
         if let Err((key, message)) = raw.models.check() {
             return Err(key_err(key, message));
         }
+        if let Err((key, message)) = raw.exchanges.validate() {
+            return Err(key_err(&key, message));
+        }
         let mut endpoints = default_endpoints();
         endpoints.extend(raw.endpoints);
 
@@ -598,6 +604,7 @@ impl Config {
             execution: raw.execution,
             models: raw.models,
             storage: raw.storage,
+            exchanges: raw.exchanges,
         })
     }
 

@@ -20,13 +20,17 @@ use crate::feeds::binance::connector::{
 };
 use crate::feeds::binance::sync::{BookSync, Rules, SyncConfig, SyncOutcome, SyncState};
 use crate::feeds::binance::wire::BinanceEvent;
+use crate::feeds::fallback::{FallbackConfig, FallbackController, Source, TradeMerger};
 use crate::feeds::health::{LinkState, StreamHealth};
+use crate::feeds::normalized::{ConnectionState, NormEvent};
+use crate::feeds::runner::{RunnerConfig, RunnerEvent, RunnerHandle};
 use crate::logging::now_ms;
+use crate::market::book::OrderBook;
 use crate::market::cob::HeatmapRow;
 use crate::market::instrument::Instrument;
 use crate::market::snapshot::{BookCounters, BookStatus, MarketSnapshot, SeriesPivots, SymbolView};
 use crate::market::state::{SymbolMarket, SymbolMarketConfig};
-use crate::market::types::{Candle, Timeframe};
+use crate::market::types::{Candle, Timeframe, Trade};
 
 /// Levels per side copied into each snapshot.
 const SNAPSHOT_LEVELS: usize = 20;
@@ -62,6 +66,8 @@ struct SymbolFeed {
     seen_data: bool,
     /// A REST recovery of missed trades is in flight.
     recovering_trades: bool,
+    /// Highest primary-exchange trade id applied or held (trade recovery works by these ids).
+    last_primary_id: Option<u64>,
 }
 
 impl SymbolFeed {
@@ -147,8 +153,21 @@ impl InputTap {
     }
 }
 
+/// The secondary exchange's side of the market task (see [`crate::feeds::fallback`]).
+struct FallbackState {
+    cfg: FallbackConfig,
+    controller: FallbackController,
+    /// Per symbol (same order as `symbols`).
+    mergers: Vec<TradeMerger>,
+    books: Vec<Option<Arc<OrderBook>>>,
+    /// Canonical instrument id → symbol index.
+    instruments: HashMap<String, usize>,
+    health: StreamHealth,
+}
+
 /// Everything the market task owns; survives stop/start of the feed.
 pub struct MarketTaskState {
+    fallback: Option<FallbackState>,
     symbols: Vec<SymbolFeed>,
     index: HashMap<String, usize>,
     link: StreamHealth,
@@ -186,14 +205,30 @@ impl MarketTaskState {
                 instrument: None,
                 seen_data: false,
                 recovering_trades: false,
+                last_primary_id: None,
             })
             .collect();
+        let fb = &cfg.exchanges.fallback;
+        let fallback = fb.enabled.then(|| FallbackState {
+            cfg: fb.clone(),
+            controller: FallbackController::new(fb.clone()),
+            mergers: symbols.iter().map(|_| TradeMerger::new(fb)).collect(),
+            books: vec![None; symbols.len()],
+            instruments: cfg
+                .symbols
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (crate::feeds::normalized::canonical(&s.base, &s.quote), i))
+                .collect(),
+            health: StreamHealth::new(format!("{} ws (fallback)", fb.exchange), stale_ms),
+        });
         let index = symbols
             .iter()
             .enumerate()
             .map(|(i, s)| (s.exchange.clone(), i))
             .collect();
         Self {
+            fallback,
             symbols,
             index,
             link: StreamHealth::new("exchange ws", stale_ms),
@@ -222,8 +257,9 @@ impl MarketTaskState {
         let symbols = self
             .symbols
             .iter()
-            .map(|s| {
-                let book = s.sync.synced_book();
+            .enumerate()
+            .map(|(i, s)| {
+                let book = self.active_book(i);
                 let candles: Vec<(Timeframe, Vec<Candle>)> = Timeframe::ALL
                     .iter()
                     .map(|&tf| {
@@ -238,10 +274,11 @@ impl MarketTaskState {
                 SymbolView {
                     display: s.display.clone(),
                     exchange: s.exchange.clone(),
-                    status: if running {
-                        s.status()
-                    } else {
-                        BookStatus::Idle
+                    status: match (running, self.active_source()) {
+                        (false, _) => BookStatus::Idle,
+                        // On the fallback the shown book is the secondary's.
+                        (true, Source::Secondary) if book.is_some() => BookStatus::Live,
+                        (true, _) => s.status(),
                     },
                     best_bid: book.and_then(|b| b.best_bid()),
                     best_ask: book.and_then(|b| b.best_ask()),
@@ -269,6 +306,11 @@ impl MarketTaskState {
             })
             .collect();
         let mut links = vec![link];
+        if let Some(fb) = &self.fallback {
+            let mut h = fb.health.clone();
+            h.roll(now);
+            links.push(h);
+        }
         links.extend(self.symbols.iter().map(|s| {
             let mut h = s.health.clone();
             h.roll(now);
@@ -278,9 +320,18 @@ impl MarketTaskState {
             }
             h
         }));
+        let source = match &self.fallback {
+            Some(fb) if fb.controller.active() == Source::Secondary => format!(
+                "{} (down) → {} fallback, {} switches",
+                self.source_name,
+                fb.cfg.exchange,
+                fb.controller.switches()
+            ),
+            _ => self.source_name.clone(),
+        };
         MarketSnapshot {
             time_ms: now,
-            source: self.source_name.clone(),
+            source,
             feed_running: running,
             links,
             symbols,
@@ -300,11 +351,11 @@ impl MarketTaskState {
                     s.health.state = LinkState::Connected;
                     s.health.connects = connects;
                     // Trades missed while disconnected, by id, so candles stay exact.
-                    if let Some(last) = s.market.last_trade() {
+                    if let Some(last) = s.last_primary_id {
                         s.recovering_trades = true;
                         out.push(FeedCommand::RecoverTrades {
                             symbol: s.exchange.clone(),
-                            from: TradeCursor::Id(last.id + 1),
+                            from: TradeCursor::Id(last + 1),
                         });
                     }
                     // Initial history, or the candles missed while disconnected.
@@ -379,14 +430,11 @@ impl MarketTaskState {
                 let Some(&i) = self.index.get(&symbol) else {
                     return;
                 };
-                let s = &mut self.symbols[i];
-                for t in &trades {
-                    if let Err(e) = s.market.on_trade(t) {
-                        tracing::warn!(%symbol, error = %e, "recovered trade rejected");
-                    }
+                for t in trades.iter().cloned() {
+                    self.primary_trade(i, t);
                 }
                 if complete {
-                    s.recovering_trades = false;
+                    self.symbols[i].recovering_trades = false;
                 }
                 tracing::info!(%symbol, count = trades.len(), complete, "missed trades recovered");
             }
@@ -439,7 +487,7 @@ impl MarketTaskState {
                     return;
                 };
                 let s = &mut self.symbols[i];
-                let recover_from = match s.market.last_trade().map(|l| l.id) {
+                let recover_from = match s.last_primary_id {
                     // The first trade: fetch the rest of its minute, so the candle in progress
                     // at start-up is complete rather than built from a few seconds of trades.
                     None => Some(TradeCursor::Time(Timeframe::M1.floor(t.time_ms))),
@@ -460,17 +508,13 @@ impl MarketTaskState {
                         from,
                     });
                 }
-                if let Err(e) = s.market.on_trade(&t) {
-                    tracing::warn!(symbol = %t.symbol, error = %e, "trade rejected");
-                }
+                self.primary_trade(i, t);
             }
             BinanceEvent::Trade(t) => {
                 let Some(&i) = self.index.get(&t.symbol) else {
                     return;
                 };
-                if let Err(e) = self.symbols[i].market.on_trade(&t) {
-                    tracing::warn!(symbol = %t.symbol, error = %e, "trade rejected");
-                }
+                self.primary_trade(i, t);
             }
             BinanceEvent::Shutdown { .. } => {
                 tracing::info!("exchange announced a server shutdown; expecting a reconnect");
@@ -486,15 +530,137 @@ impl MarketTaskState {
         }
     }
 
+    /// The book market data uses for a symbol: the primary's, or the secondary's while the
+    /// fallback is active.
+    fn active_book(&self, i: usize) -> Option<&OrderBook> {
+        match &self.fallback {
+            Some(fb) if fb.controller.active() == Source::Secondary => fb.books[i].as_deref(),
+            _ => self.symbols[i].sync.synced_book(),
+        }
+    }
+
+    /// A primary-exchange trade, through the fallback merger when there is one.
+    fn primary_trade(&mut self, i: usize, t: Trade) {
+        let s = &mut self.symbols[i];
+        s.last_primary_id = Some(s.last_primary_id.map_or(t.id, |l| l.max(t.id)));
+        match self.fallback.as_mut() {
+            Some(fb) => {
+                let mut out = Vec::new();
+                fb.mergers[i].on_trade(Source::Primary, t, &mut out);
+                self.apply_trades(i, out);
+            }
+            None => self.apply_trades(i, vec![t]),
+        }
+    }
+
+    fn apply_trades(&mut self, i: usize, trades: Vec<Trade>) {
+        let s = &mut self.symbols[i];
+        for t in &trades {
+            if let Err(e) = s.market.on_trade(t) {
+                tracing::warn!(symbol = %s.exchange, error = %e, "trade rejected");
+            }
+        }
+    }
+
+    /// Applies one event of the secondary (fallback) exchange's runner.
+    pub fn on_fallback_event(&mut self, ev: RunnerEvent, now: i64) {
+        let Some(fb) = self.fallback.as_mut() else {
+            return;
+        };
+        match ev {
+            RunnerEvent::Event(NormEvent::Trade(mut t)) => {
+                fb.health.on_message(now);
+                let Some(&i) = fb.instruments.get(&t.symbol) else {
+                    return;
+                };
+                t.symbol = self.symbols[i].exchange.clone();
+                let mut out = Vec::new();
+                fb.mergers[i].on_trade(Source::Secondary, t, &mut out);
+                self.apply_trades(i, out);
+            }
+            RunnerEvent::Book { instrument, book } => {
+                fb.health.on_message(now);
+                if let Some(&i) = fb.instruments.get(&instrument) {
+                    fb.books[i] = Some(book);
+                }
+            }
+            RunnerEvent::Event(NormEvent::Connection(c)) => match c {
+                ConnectionState::Connected { connects } => {
+                    fb.health.state = LinkState::Connected;
+                    fb.health.connects = connects;
+                    fb.health.on_message(now);
+                }
+                ConnectionState::Disconnected { reason, .. } => {
+                    fb.health.state = LinkState::Reconnecting;
+                    fb.health.errors += 1;
+                    fb.books.iter_mut().for_each(|b| *b = None);
+                    tracing::warn!(%reason, "fallback exchange disconnected");
+                }
+            },
+            RunnerEvent::Event(NormEvent::Integrity { instrument, error }) => {
+                fb.health.resyncs += 1;
+                if let Some(&i) = fb.instruments.get(&instrument) {
+                    fb.books[i] = None;
+                }
+                tracing::warn!(%instrument, %error, "fallback book resync");
+            }
+            RunnerEvent::Malformed { kind, detail } => {
+                fb.health.errors += 1;
+                tracing::debug!(kind, %detail, "fallback frame skipped");
+            }
+            RunnerEvent::Event(_) => fb.health.on_message(now),
+        }
+    }
+
+    /// Decides the fallback switch from the primary link's health.
+    fn check_fallback(&mut self, now: i64) {
+        let Some(fb) = self.fallback.as_mut() else {
+            return;
+        };
+        let connected = self.link.state == LinkState::Connected;
+        let Some(switch) = fb
+            .controller
+            .on_primary(connected, self.link.last_message_ms, now)
+        else {
+            return;
+        };
+        tracing::warn!(to = ?switch.to, reason = %switch.reason, exchange = %fb.cfg.exchange, "market-data source switched");
+        let mut batches = Vec::new();
+        for (i, m) in fb.mergers.iter_mut().enumerate() {
+            let mut out = Vec::new();
+            m.switch_to(switch.to, now, &mut out);
+            batches.push((i, out));
+        }
+        for (i, out) in batches {
+            self.apply_trades(i, out);
+        }
+    }
+
+    /// The active market-data source (Primary without a fallback).
+    pub fn active_source(&self) -> Source {
+        self.fallback
+            .as_ref()
+            .map_or(Source::Primary, |f| f.controller.active())
+    }
+
     /// The once-a-second step for every symbol.
     pub fn on_second(&mut self, now: i64) {
-        for s in &mut self.symbols {
+        self.check_fallback(now);
+        let secondary = self.active_source() == Source::Secondary;
+        for (i, s) in self.symbols.iter_mut().enumerate() {
+            let book = match &self.fallback {
+                Some(fb) if secondary => fb.books[i].as_deref(),
+                _ => s.sync.synced_book(),
+            };
             s.health.roll(now);
-            let _ = s.market.on_second(s.sync.synced_book(), now);
+            let _ = s.market.on_second(book, now);
         }
         self.link.roll(now);
         if let Some(tap) = self.inputs.as_mut() {
             tap.on_second(&self.symbols, now);
+        }
+        if let Some(fb) = self.fallback.as_mut() {
+            fb.health.roll(now);
         }
     }
 }
@@ -603,10 +769,16 @@ impl FeedProcess {
             },
             ev_tx,
         )?;
+        let fallback = if self.cfg.exchanges.fallback.enabled {
+            Some(spawn_fallback(&self.cfg))
+        } else {
+            None
+        };
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(market_task(
             state,
             connector,
+            fallback,
             ev_rx,
             stop_rx,
             self.publish.clone(),
@@ -636,9 +808,40 @@ impl FeedProcess {
     }
 }
 
+/// Starts the secondary exchange's runner for the configured symbols.
+fn spawn_fallback(cfg: &Config) -> (RunnerHandle, mpsc::Receiver<RunnerEvent>) {
+    let fb = &cfg.exchanges.fallback;
+    let instruments = cfg
+        .symbols
+        .iter()
+        .map(|s| crate::feeds::normalized::canonical(&s.base, &s.quote))
+        .collect();
+    let session = crate::feeds::venue::VenueSession::new(
+        Box::new(crate::feeds::mexc::MexcProtocol::default()),
+        instruments,
+    );
+    let (tx, rx) = mpsc::channel(cfg.buffers.event_channel);
+    let handle = crate::feeds::runner::spawn_runner(
+        session,
+        RunnerConfig {
+            ws_url: fb.ws.clone(),
+            rest_url: fb.rest.clone(),
+            initial_backoff_ms: cfg.reconnect.initial_backoff_ms,
+            max_backoff_ms: cfg.reconnect.max_backoff_ms,
+            jitter: cfg.reconnect.jitter,
+            idle_timeout: Duration::from_secs(60),
+            stale_after_ms: fb.stale_after_ms as i64,
+            seed: crate::logging::now_ms() as u64,
+        },
+        tx,
+    );
+    (handle, rx)
+}
+
 async fn market_task(
     mut state: MarketTaskState,
     connector: connector::ConnectorHandle,
+    fallback: Option<(RunnerHandle, mpsc::Receiver<RunnerEvent>)>,
     mut events: mpsc::Receiver<FeedEvent>,
     mut stop: oneshot::Receiver<()>,
     publish: watch::Sender<Arc<MarketSnapshot>>,
@@ -653,8 +856,18 @@ async fn market_task(
         s.health.state = LinkState::Connecting;
     }
     state.link.state = LinkState::Connecting;
+    let (fallback_runner, mut fallback_events) = match fallback {
+        Some((h, rx)) => (Some(h), Some(rx)),
+        None => (None, None),
+    };
     loop {
         tokio::select! {
+            Some(ev) = async {
+                match fallback_events.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => state.on_fallback_event(ev, now_ms()),
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
                 if let Some(p) = printer.as_mut() {
@@ -673,6 +886,9 @@ async fn market_task(
         }
     }
     connector.stop().await;
+    if let Some(r) = fallback_runner {
+        r.stop().await;
+    }
     for s in &mut state.symbols {
         s.reset_book(state.sync_cfg);
         s.health.state = LinkState::Stopped;

@@ -58,6 +58,17 @@ pub struct ReplayArgs {
     /// End receive time (exclusive): `YYYY-MM-DD` (UTC) or ms since the epoch.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub to: Option<i64>,
+    /// Raw mode: the exchange whose connector reads `--raw` files (mexc, coinbase, kraken,
+    /// htx, bitfinex, kucoin, bybit).
+    #[arg(long, value_name = "NAME", requires = "raw")]
+    pub exchange: Option<String>,
+    /// Raw mode: recorded raw messages, one per line as received, or cryptofeed captures
+    /// (repeatable; `.gz` is read as gzip). Prints events, top of book and integrity failures.
+    #[arg(long, value_name = "FILE", requires = "exchange", conflicts_with_all = ["store", "symbol", "from", "to"])]
+    pub raw: Vec<PathBuf>,
+    /// Raw mode: print only integrity failures, errors and the summary.
+    #[arg(long, requires = "raw")]
+    pub quiet: bool,
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {
@@ -313,6 +324,14 @@ pub fn replay_store(
 
 /// Replays a recording and prints per-symbol results.
 pub fn run(config: Config, args: ReplayArgs) -> Result<i32, Failure> {
+    if let Some(exchange) = args.exchange {
+        let raw = crate::feeds::raw_replay::ReplayRawArgs {
+            exchange,
+            raw: args.raw,
+            quiet: args.quiet,
+        };
+        return crate::feeds::raw_replay::run(config, raw);
+    }
     let root = super::record::store_root(&config, args.store.as_ref());
     if !root.join(crate::storage::partition::MARKET_DIR).is_dir() {
         return Err(Failure::input(anyhow::anyhow!(

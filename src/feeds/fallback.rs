@@ -1,0 +1,427 @@
+//! Automatic market-data fallback from the primary exchange (Binance) to a secondary one
+//! (MEXC) and back, with candles that get neither a hole nor a duplicate. Pure logic.
+//!
+//! **Switching.** The primary is unhealthy when its websocket is not connected, or connected
+//! but silent for longer than `stale_after_ms`; market data then switches to the secondary at
+//! once. It switches back when the primary has been connected and fresh for `recover_after_ms`
+//! (hysteresis, so a flapping link does not flip sources on every message).
+//!
+//! **Trades across a switch (the de-duplication rule).** Both sources' trades arrive all the
+//! time; the inactive source's trades are held for `buffer_ms`. Each symbol keeps a *cut*:
+//! - at a switch, `cut = time of the last applied trade + 1 ms` (the switch time when nothing
+//!   was applied yet). The new source's trades at or after the cut are applied (the held ones
+//!   first, in time order), those before it are dropped: the old source already covered that
+//!   time, so nothing is counted twice and nothing between the two is left out;
+//! - near the cut (within `dedupe_window_ms`), a new-source trade with the same price and
+//!   quantity as an applied old-source trade whose time differs by at most the window is
+//!   taken for the same print seen twice and dropped;
+//! - trades of the old source that arrive after the switch (late frames, REST recovery of
+//!   the gap by id) are dropped.
+//!
+//! The candle bucket containing the cut is therefore rebuilt from the old source's trades
+//! before the cut and the new source's from the cut on, and later buckets from the new
+//! source only.
+
+use std::collections::VecDeque;
+
+use serde::Deserialize;
+
+use crate::market::types::{Price, Qty, Trade};
+
+/// `[exchanges]`: connectors beyond Binance.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExchangesConfig {
+    /// `[exchanges.fallback]`: the automatic switch to a second exchange.
+    pub fallback: FallbackConfig,
+}
+
+impl ExchangesConfig {
+    /// Checks values serde cannot: returns the offending key and the expected form.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let f = &self.fallback;
+        if f.exchange != "mexc" {
+            return Err((
+                "exchanges.fallback.exchange".into(),
+                format!(
+                    "expected \"mexc\" (the only fallback exchange), got {:?}",
+                    f.exchange
+                ),
+            ));
+        }
+        for (key, url, schemes) in [
+            ("ws", &f.ws, ["ws://", "wss://"]),
+            ("rest", &f.rest, ["http://", "https://"]),
+        ] {
+            if !schemes.iter().any(|s| url.starts_with(s)) {
+                return Err((
+                    format!("exchanges.fallback.{key}"),
+                    format!(
+                        "expected a URL starting with {} or {}, got {url:?}",
+                        schemes[0], schemes[1]
+                    ),
+                ));
+            }
+        }
+        if f.stale_after_ms == 0 {
+            return Err((
+                "exchanges.fallback.stale_after_ms".into(),
+                "expected a positive number of milliseconds".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[exchanges.fallback]`: automatic switch of market data to a second exchange.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// Switch to the secondary exchange when the primary is unhealthy.
+    pub enabled: bool,
+    /// The secondary exchange (`mexc`).
+    pub exchange: String,
+    /// Secondary websocket URL.
+    pub ws: String,
+    /// Secondary REST base URL (depth snapshots).
+    pub rest: String,
+    /// The primary is unhealthy after this long without a message, ms.
+    pub stale_after_ms: u64,
+    /// The primary must be connected and fresh this long before switching back, ms.
+    pub recover_after_ms: u64,
+    /// Trades of the two sources this close in time with equal price and size are one print, ms.
+    pub dedupe_window_ms: u64,
+    /// How long the inactive source's trades are held for a switch, ms.
+    pub buffer_ms: u64,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            exchange: "mexc".into(),
+            ws: "wss://wbs-api.mexc.com/ws".into(),
+            rest: "https://api.mexc.com".into(),
+            stale_after_ms: 5_000,
+            recover_after_ms: 5_000,
+            dedupe_window_ms: 1_000,
+            buffer_ms: 120_000,
+        }
+    }
+}
+
+/// Which exchange market data comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Source {
+    /// The primary exchange (Binance).
+    Primary,
+    /// The secondary exchange (MEXC).
+    Secondary,
+}
+
+/// A switch decided by the controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switch {
+    /// The source now active.
+    pub to: Source,
+    /// Why (for the log and the screen).
+    pub reason: String,
+}
+
+/// Decides the active source from the primary's health.
+#[derive(Debug, Clone)]
+pub struct FallbackController {
+    cfg: FallbackConfig,
+    active: Source,
+    healthy_since: Option<i64>,
+    switches: u64,
+    /// First call: the primary gets `stale_after_ms` to connect before a switch at start-up.
+    started_ms: Option<i64>,
+}
+
+impl FallbackController {
+    /// Starts on the primary.
+    pub fn new(cfg: FallbackConfig) -> Self {
+        Self {
+            cfg,
+            active: Source::Primary,
+            healthy_since: None,
+            switches: 0,
+            started_ms: None,
+        }
+    }
+
+    /// The active source.
+    pub fn active(&self) -> Source {
+        self.active
+    }
+
+    /// Switches so far.
+    pub fn switches(&self) -> u64 {
+        self.switches
+    }
+
+    /// Feeds the primary's state; returns a switch when one happens.
+    pub fn on_primary(
+        &mut self,
+        connected: bool,
+        last_message_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Option<Switch> {
+        let fresh = last_message_ms.is_some_and(|t| now_ms - t <= self.cfg.stale_after_ms as i64);
+        let started = *self.started_ms.get_or_insert(now_ms);
+        let starting = now_ms - started < self.cfg.stale_after_ms as i64 && self.switches == 0;
+        let healthy = connected && fresh;
+        if !healthy {
+            self.healthy_since = None;
+        } else if self.healthy_since.is_none() {
+            self.healthy_since = Some(now_ms);
+        }
+        match self.active {
+            Source::Primary if !healthy && !starting => {
+                self.active = Source::Secondary;
+                self.switches += 1;
+                let reason = if connected {
+                    format!(
+                        "primary silent for more than {} ms",
+                        self.cfg.stale_after_ms
+                    )
+                } else {
+                    "primary disconnected".to_string()
+                };
+                Some(Switch {
+                    to: Source::Secondary,
+                    reason,
+                })
+            }
+            Source::Secondary
+                if self
+                    .healthy_since
+                    .is_some_and(|t| now_ms - t >= self.cfg.recover_after_ms as i64) =>
+            {
+                self.active = Source::Primary;
+                self.switches += 1;
+                Some(Switch {
+                    to: Source::Primary,
+                    reason: format!("primary healthy for {} ms", self.cfg.recover_after_ms),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Counters of one symbol's merger.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MergeCounters {
+    /// Trades passed on.
+    pub applied: u64,
+    /// Trades dropped because the other source covered their time.
+    pub covered: u64,
+    /// Trades dropped as the same print seen on both sources.
+    pub duplicates: u64,
+}
+
+/// Merges one symbol's trades of both sources into one stream by the module's rule.
+#[derive(Debug, Clone)]
+pub struct TradeMerger {
+    active: Source,
+    cut_ms: i64,
+    window_ms: i64,
+    buffer_ms: i64,
+    last_applied_ms: Option<i64>,
+    /// Recently applied trades (source, time, price, qty), for the duplicate window.
+    recent: VecDeque<(Source, i64, Price, Qty)>,
+    /// The inactive source's trades, held for a switch.
+    held: VecDeque<Trade>,
+    counters: MergeCounters,
+}
+
+impl TradeMerger {
+    /// A merger starting on the primary.
+    pub fn new(cfg: &FallbackConfig) -> Self {
+        Self {
+            active: Source::Primary,
+            cut_ms: i64::MIN,
+            window_ms: cfg.dedupe_window_ms as i64,
+            buffer_ms: cfg.buffer_ms as i64,
+            last_applied_ms: None,
+            recent: VecDeque::new(),
+            held: VecDeque::new(),
+            counters: MergeCounters::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> MergeCounters {
+        self.counters
+    }
+
+    /// The time from which the active source's trades count.
+    pub fn cut_ms(&self) -> i64 {
+        self.cut_ms
+    }
+
+    fn is_duplicate(&self, source: Source, t: &Trade) -> bool {
+        t.time_ms.abs_diff(self.cut_ms) <= self.window_ms as u64
+            && self.recent.iter().any(|&(s, time, p, q)| {
+                s != source
+                    && p == t.price
+                    && q == t.qty
+                    && time.abs_diff(t.time_ms) <= self.window_ms as u64
+            })
+    }
+
+    fn accept(&mut self, source: Source, t: Trade, out: &mut Vec<Trade>) {
+        if t.time_ms < self.cut_ms {
+            self.counters.covered += 1;
+            return;
+        }
+        if self.is_duplicate(source, &t) {
+            self.counters.duplicates += 1;
+            return;
+        }
+        self.last_applied_ms = Some(self.last_applied_ms.map_or(t.time_ms, |l| l.max(t.time_ms)));
+        self.recent.push_back((source, t.time_ms, t.price, t.qty));
+        while self
+            .recent
+            .front()
+            .is_some_and(|r| r.1 < t.time_ms.saturating_sub(2 * self.window_ms))
+        {
+            self.recent.pop_front();
+        }
+        self.counters.applied += 1;
+        out.push(t);
+    }
+
+    /// One trade from a source; the trades to apply are appended to `out`.
+    pub fn on_trade(&mut self, source: Source, trade: Trade, out: &mut Vec<Trade>) {
+        if source == self.active {
+            self.accept(source, trade, out);
+            return;
+        }
+        let newest = trade.time_ms;
+        self.held.push_back(trade);
+        while self
+            .held
+            .front()
+            .is_some_and(|t| t.time_ms < newest.saturating_sub(self.buffer_ms))
+        {
+            self.held.pop_front();
+        }
+    }
+
+    /// Switches the source at `now_ms`; the held trades of the new source that fall after the
+    /// cut are appended to `out`.
+    pub fn switch_to(&mut self, source: Source, now_ms: i64, out: &mut Vec<Trade>) {
+        if source == self.active {
+            return;
+        }
+        self.active = source;
+        self.cut_ms = self.last_applied_ms.map_or(now_ms, |t| t.saturating_add(1));
+        let mut held: Vec<Trade> = self.held.drain(..).collect();
+        held.sort_by_key(|t| (t.time_ms, t.id));
+        for t in held {
+            self.accept(source, t, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::market::types::Side;
+
+    fn t(id: u64, time: i64, p: i64, q: i64) -> Trade {
+        Trade {
+            symbol: "ETH/USDT".into(),
+            id,
+            time_ms: time,
+            price: Price::from_units(p),
+            qty: Qty::from_units(q),
+            taker_side: Side::Buy,
+        }
+    }
+
+    #[test]
+    fn config_is_validated_with_key_names() {
+        let ok: ExchangesConfig = toml::from_str("[fallback]\nenabled = true\n").unwrap();
+        assert!(ok.fallback.enabled && ok.validate().is_ok());
+        let bad: ExchangesConfig = toml::from_str("[fallback]\nexchange = \"okx\"\n").unwrap();
+        assert_eq!(bad.validate().unwrap_err().0, "exchanges.fallback.exchange");
+        let bad: ExchangesConfig = toml::from_str("[fallback]\nws = \"http://x\"\n").unwrap();
+        assert_eq!(bad.validate().unwrap_err().0, "exchanges.fallback.ws");
+        assert!(toml::from_str::<ExchangesConfig>("[fallback]\nstale_ms = 1\n").is_err());
+    }
+
+    #[test]
+    fn controller_switches_on_disconnect_and_staleness_with_hysteresis() {
+        let mut c = FallbackController::new(FallbackConfig {
+            stale_after_ms: 1_000,
+            recover_after_ms: 2_000,
+            ..FallbackConfig::default()
+        });
+        assert_eq!(c.on_primary(false, None, 0), None, "start-up grace");
+        assert_eq!(c.on_primary(true, Some(0), 500), None);
+        let s = c.on_primary(true, Some(0), 1_500).unwrap();
+        assert_eq!(s.to, Source::Secondary);
+        assert!(s.reason.contains("silent"));
+        assert_eq!(c.on_primary(true, Some(2_000), 2_000), None);
+        assert_eq!(
+            c.on_primary(false, Some(2_000), 2_500),
+            None,
+            "flap resets the clock"
+        );
+        assert_eq!(c.on_primary(true, Some(3_000), 3_000), None);
+        assert_eq!(c.on_primary(true, Some(4_900), 4_900), None);
+        assert_eq!(
+            c.on_primary(true, Some(5_000), 5_000).unwrap().to,
+            Source::Primary
+        );
+        assert_eq!(
+            c.on_primary(false, Some(5_000), 5_100).unwrap().reason,
+            "primary disconnected"
+        );
+        assert_eq!(c.switches(), 3);
+    }
+
+    #[test]
+    fn no_hole_and_no_duplicate_across_switches() {
+        let cfg = FallbackConfig {
+            dedupe_window_ms: 100,
+            ..FallbackConfig::default()
+        };
+        let mut m = TradeMerger::new(&cfg);
+        let mut out = Vec::new();
+        m.on_trade(Source::Primary, t(1, 1_000, 10, 1), &mut out);
+        m.on_trade(Source::Secondary, t(101, 990, 10, 1), &mut out);
+        m.on_trade(Source::Secondary, t(102, 1_050, 10, 1), &mut out); // same print as id 1
+        m.on_trade(Source::Secondary, t(103, 1_500, 11, 2), &mut out); // after the primary died
+        assert_eq!(out.len(), 1);
+        out.clear();
+        m.switch_to(Source::Secondary, 3_000, &mut out);
+        assert_eq!(m.cut_ms(), 1_001);
+        let ids: Vec<u64> = out.iter().map(|t| t.id).collect();
+        assert_eq!(
+            ids,
+            [103],
+            "covered and duplicate held trades dropped, the gap filled"
+        );
+        out.clear();
+        m.on_trade(Source::Secondary, t(104, 3_100, 12, 1), &mut out);
+        // The primary comes back and recovers its gap by REST: all covered by the secondary.
+        m.on_trade(Source::Primary, t(2, 1_400, 11, 1), &mut out);
+        m.on_trade(Source::Primary, t(3, 3_200, 12, 3), &mut out);
+        assert_eq!(out.len(), 1);
+        out.clear();
+        m.switch_to(Source::Primary, 3_300, &mut out);
+        assert_eq!(m.cut_ms(), 3_101);
+        assert_eq!(out.iter().map(|t| t.id).collect::<Vec<_>>(), [3]);
+        out.clear();
+        m.on_trade(Source::Secondary, t(105, 3_400, 12, 1), &mut out);
+        m.on_trade(Source::Primary, t(4, 3_500, 12, 1), &mut out);
+        assert_eq!(out.iter().map(|t| t.id).collect::<Vec<_>>(), [4]);
+        let c = m.counters();
+        assert_eq!((c.applied, c.covered, c.duplicates), (5, 2, 1));
+    }
+}
