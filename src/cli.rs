@@ -54,6 +54,16 @@ pub enum Command {
     /// Train a model on a candle file and keep its best checkpoints.
     #[command(subcommand)]
     Train(TrainCommand),
+    /// Run the collector: the feed headless into PostgreSQL and Redis, with the HTTP API.
+    Collect(CollectArgs),
+}
+
+/// `mmtrader collect`.
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<u64>,
 }
 
 /// `mmtrader train …`.
@@ -251,6 +261,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Some(Command::Feed(args)) => crate::app::feed::run(config, args),
         Some(Command::Analyze(args)) => crate::app::analyze::run(config, args),
         Some(Command::Train(cmd)) => crate::app::train::run_cli(config, cmd),
+        Some(Command::Collect(args)) => crate::app::collect::run(config, args),
     }
 }
 

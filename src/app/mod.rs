@@ -1,6 +1,7 @@
 //! Commands: wiring of the data path, the simulator and the screen.
 
 pub mod analyze;
+pub mod collect;
 pub mod feed;
 pub mod pipeline;
 pub mod sim;
@@ -38,6 +39,17 @@ pub async fn endpoints(
             };
             Ok((ep, Some(sim)))
         }
+        DataSource::Redis => Ok((
+            Endpoints {
+                name: format!(
+                    "redis {} {}",
+                    config.data.redis_url, config.data.redis_exchange
+                ),
+                rest: String::new(),
+                ws: String::new(),
+            },
+            None,
+        )),
         other => {
             let ep = config.live_endpoint()?.ok_or_else(|| {
                 Failure::runtime(anyhow::anyhow!("no endpoints for source {other}"))
