@@ -103,7 +103,11 @@ async fn rows_arrive_exactly_once_across_a_database_outage() {
         N
     );
     assert_eq!(
-        count(&url, "SELECT count(*) FROM trades WHERE price_e8 - id <> 250000000000").await,
+        count(
+            &url,
+            "SELECT count(*) FROM trades WHERE price_e8 - id <> 250000000000"
+        )
+        .await,
         0
     );
     assert_eq!(std::fs::read_dir(spill.path()).unwrap().count(), 0);
@@ -185,6 +189,12 @@ async fn every_table_is_written_exactly_into_daily_partitions() {
         .map(|r| r.get(0))
         .collect();
     assert!(parts.contains(&"trades_p20251123".to_string()), "{parts:?}");
-    assert!(parts.contains(&"candles_p20251124".to_string()), "{parts:?}");
-    assert!(parts.contains(&"cob_snapshots_p20251125".to_string()), "{parts:?}");
+    assert!(
+        parts.contains(&"candles_p20251124".to_string()),
+        "{parts:?}"
+    );
+    assert!(
+        parts.contains(&"cob_snapshots_p20251125".to_string()),
+        "{parts:?}"
+    );
 }

@@ -168,7 +168,10 @@ impl PgServer {
             .arg(self.dir.path().join("data"))
             .args(["-p", &self.port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1"])
-            .args(["-c", &format!("unix_socket_directories={}", self.dir.path().display())])
+            .args([
+                "-c",
+                &format!("unix_socket_directories={}", self.dir.path().display()),
+            ])
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=50"])
             .stdin(Stdio::null())
@@ -181,7 +184,14 @@ impl PgServer {
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 let ready = Command::new(self.bin.join("pg_isready"))
-                    .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "mmtrader"])
+                    .args([
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &self.port.to_string(),
+                        "-U",
+                        "mmtrader",
+                    ])
                     .stdout(Stdio::null())
                     .status()
                     .map(|s| s.success())
@@ -277,7 +287,10 @@ impl RedisServer {
             {
                 panic!("redis-server exited with {status}");
             }
-            assert!(Instant::now() < deadline, "redis-server did not start in 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start in 30 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         s
