@@ -27,7 +27,11 @@ fn trade(i: u64) -> Trade {
         time_ms: 1_763_856_000_000 + i as i64,
         price: Price(250_000_000_000 + i as i64 * 7),
         qty: Qty(100_000 + i as i64),
-        taker_side: if i % 3 == 0 { Side::Buy } else { Side::Sell },
+        taker_side: if i.is_multiple_of(3) {
+            Side::Buy
+        } else {
+            Side::Sell
+        },
     }
 }
 

@@ -163,6 +163,13 @@ fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, Json(json!({"error": msg.into()}))).into_response()
 }
 
+/// A failed request: status and message (turned into a JSON error body by [`error`]).
+type Fail = (StatusCode, String);
+
+fn fail(f: Fail) -> Response {
+    error(f.0, f.1)
+}
+
 fn snapshot(s: &Shared) -> Arc<MarketSnapshot> {
     s.state.snapshots.borrow().clone()
 }
@@ -262,13 +269,13 @@ struct RangeQuery {
 const MAX_LIMIT: i64 = 100_000;
 
 impl RangeQuery {
-    fn check(&self) -> Result<i64, Response> {
+    fn check(&self) -> Result<i64, Fail> {
         if self.to <= self.from {
-            return Err(error(StatusCode::BAD_REQUEST, "expected from < to (ms)"));
+            return Err((StatusCode::BAD_REQUEST, "expected from < to (ms)".into()));
         }
         let limit = self.limit.unwrap_or(1000);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(error(
+            return Err((
                 StatusCode::BAD_REQUEST,
                 format!("expected limit from 1 to {MAX_LIMIT}"),
             ));
@@ -291,11 +298,11 @@ async fn query(
     s: &Shared,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<Vec<tokio_postgres::Row>, Response> {
+) -> Result<Vec<tokio_postgres::Row>, Fail> {
     let Some(url) = &s.state.database_url else {
-        return Err(error(
+        return Err((
             StatusCode::SERVICE_UNAVAILABLE,
-            "no database configured",
+            "no database configured".into(),
         ));
     };
     let mut guard = s.db.lock().await;
@@ -303,7 +310,7 @@ async fn query(
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
             match pg::connect(url, s.state.connect_timeout).await {
                 Ok(c) => *guard = Some(c),
-                Err(e) => return Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+                Err(e) => return Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
             }
         }
         let Some(client) = guard.as_ref() else {
@@ -311,21 +318,23 @@ async fn query(
         };
         match client.query(sql, params).await {
             Ok(rows) => return Ok(rows),
+            // No table yet: the collector has not written anything.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                return Ok(Vec::new());
+            }
+            // A server-side error, or the second failure after a reconnect.
             Err(e) if e.code().is_some() || attempt == 1 => {
-                // A server-side error (missing table before the first write, say).
-                let code = if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) {
-                    return Ok(Vec::new());
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
-                return Err(error(code, format!("database query failed: {e}")));
+                return Err((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("database query failed: {e}"),
+                ));
             }
             Err(_) => *guard = None,
         }
     }
-    Err(error(
+    Err((
         StatusCode::SERVICE_UNAVAILABLE,
-        "database unreachable",
+        "database unreachable".into(),
     ))
 }
 
@@ -336,7 +345,7 @@ async fn candles(
 ) -> Response {
     let limit = match q.check() {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(f) => return fail(f),
     };
     let Some(tf) = q.timeframe.as_deref().and_then(Timeframe::parse) else {
         return error(
@@ -359,7 +368,7 @@ async fn candles(
     .await
     {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(f) => return fail(f),
     };
     let out: Vec<Value> = rows
         .iter()
@@ -385,7 +394,7 @@ async fn trades(
 ) -> Response {
     let limit = match q.check() {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(f) => return fail(f),
     };
     let exchange = q
         .exchange
@@ -402,7 +411,7 @@ async fn trades(
     .await
     {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(f) => return fail(f),
     };
     let out: Vec<Value> = rows
         .iter()

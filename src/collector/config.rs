@@ -101,6 +101,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shipped_config_file_documents_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let cfg = crate::config::Config::load_with_env(Some(&path), &[]).unwrap();
+        assert_eq!(cfg.collector, CollectorConfig::default());
+        assert_eq!(cfg.api, crate::api::config::ApiConfig::default());
+        let def = crate::config::DataConfig::default();
+        assert_eq!(
+            (cfg.data.redis_url, cfg.data.redis_exchange),
+            (def.redis_url, def.redis_exchange)
+        );
+    }
+
+    #[test]
+    fn bad_keys_name_file_key_and_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        for (text, needle) in [
+            ("[collector]\nbatch_rows = 0\n", "collector.buffer_rows"),
+            ("[collector]\nredis_url = \"x\"\n", "collector.redis_url"),
+            ("[collector]\nbatchrows = 1\n", "batchrows"),
+            ("[api]\nbind = \"localhost\"\n", "api.bind"),
+            (
+                "[data]\nsource = \"redis\"\nredis_url = \"x\"\n",
+                "data.redis_url",
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = crate::config::Config::load_with_env(Some(&path), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(needle) && e.contains("config.toml"),
+                "{text:?}: {e}"
+            );
+        }
+        std::fs::write(&path, "[data]\nsource = \"redis\"\n").unwrap();
+        let cfg = crate::config::Config::load_with_env(Some(&path), &[]).unwrap();
+        assert_eq!(cfg.data.source, crate::config::DataSource::Redis);
+        assert!(cfg.live_endpoint().unwrap().is_none());
+    }
+
+    #[test]
     fn defaults_are_valid_and_bad_values_name_the_key() {
         assert!(CollectorConfig::default().validate().is_ok());
         let c = CollectorConfig {

@@ -146,16 +146,17 @@ mod tests {
     fn civil_dates_match_known_days() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        // 2024-02-29 (leap day) is day 19782; 2026-11-23 is day 20415.
+        // 2024-02-29 (leap day) is day 19782; 2026-11-23 is day 20780.
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(20_415), (2026, 11, 23));
-        assert_eq!(day_of(20_415 * DAY_MS + DAY_MS - 1), 20_415);
+        assert_eq!(civil_from_days(20_780), (2026, 11, 23));
+        assert_eq!(civil_from_days(20_415), (2025, 11, 23));
+        assert_eq!(day_of(20_780 * DAY_MS + DAY_MS - 1), 20_780);
         assert_eq!(day_of(-1), -1);
     }
 
     #[test]
     fn partition_covers_exactly_one_day() {
-        let sql = create_day_partition("trades", 20_415);
+        let sql = create_day_partition("trades", 20_780);
         assert!(sql.contains("trades_p20261123"), "{sql}");
         assert!(sql.contains("FROM ('2026-11-23 00:00:00+00') TO ('2026-11-24 00:00:00+00')"));
     }
