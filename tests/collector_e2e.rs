@@ -260,3 +260,67 @@ async fn simulator_to_database_redis_api_and_a_redis_fed_workstation() {
 }
 
 static STATION_LIVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn mmtrader(dir: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mmtrader"));
+    cmd.current_dir(dir).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.env_remove("MMTRADER_API_TOKEN");
+    cmd.output().expect("mmtrader could not be started")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collect_command_stores_and_refuses_an_open_bind_without_a_token() {
+    let pg = PgServer::start();
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![
+        ("MMTRADER_COLLECTOR__DATABASE_URL", pg.url()),
+        ("MMTRADER_COLLECTOR__REDIS_URL", redis.url()),
+        ("MMTRADER_API__BIND", "127.0.0.1:0".to_string()),
+        ("MMTRADER_DATA__BACKFILL_FRAMES", "10".to_string()),
+    ];
+    let d = dir.path().to_path_buf();
+    let out =
+        tokio::task::spawn_blocking(move || mmtrader(&d, &env, &["collect", "--duration", "6"]))
+            .await
+            .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("collect: api on http://127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 rows left in spill files"), "{stdout}");
+    let db = connect(&pg.url(), Duration::from_secs(5)).await.unwrap();
+    let trades: i64 = db
+        .query_one("SELECT count(*) FROM trades", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let candles: i64 = db
+        .query_one("SELECT count(*) FROM candles", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        trades > 0 && candles > 0,
+        "trades {trades}, candles {candles}"
+    );
+
+    let env = vec![("MMTRADER_API__BIND", "0.0.0.0:0".to_string())];
+    let d = dir.path().to_path_buf();
+    let out =
+        tokio::task::spawn_blocking(move || mmtrader(&d, &env, &["collect", "--duration", "1"]))
+            .await
+            .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a loopback address"), "{stderr}");
+}

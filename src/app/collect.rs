@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::pipeline::FeedProcess;
-use crate::api::auth::load_token;
+use crate::api::auth::{check_bind, load_token};
 use crate::api::server::{ApiHandle, ApiState, serve};
 use crate::cli::{CollectArgs, EXIT_INTERRUPTED, EXIT_OK, Failure};
 use crate::collector::metrics::Metrics;
@@ -27,6 +27,12 @@ pub fn run(config: Config, args: CollectArgs) -> Result<i32, Failure> {
     }
     let token =
         load_token(&config.api, |name| std::env::var(name).ok()).map_err(Failure::runtime)?;
+    // Refuse an open bind without a token before starting anything.
+    if config.api.enabled
+        && let Ok(addr) = config.api.bind.parse()
+    {
+        check_bind(addr, token.as_ref(), &config.api.token_env).map_err(Failure::runtime)?;
+    }
     let ring = LogRing::new(16);
     let _guard = crate::logging::init(&config.logging.level, LogOutput::Stderr, &ring)
         .map_err(Failure::runtime)?;

@@ -21,7 +21,8 @@ pub struct Metrics {
     pub db_rows: IntCounterVec,
     /// Failed database writes (each retried).
     pub db_errors: IntCounter,
-    /// Age of the oldest row not yet in the database, seconds.
+    /// Seconds since the write buffer was last empty or last drained a batch (0 when all
+    /// rows are stored): how far the database is behind.
     pub db_write_lag: Gauge,
     /// Rows buffered in memory for the database.
     pub db_buffered_rows: IntGauge,
@@ -80,7 +81,7 @@ impl Metrics {
             .expect("valid metric");
         let db_write_lag = Gauge::new(
             "mmtrader_db_write_lag_seconds",
-            "Age of the oldest row not yet stored",
+            "Seconds since the write buffer was last empty or last wrote a batch",
         )
         .expect("valid metric");
         let db_buffered_rows =

@@ -4,7 +4,7 @@
 //! Redis is the live fan-out, not the store of record: while it is unreachable events wait in
 //! a bounded queue and the oldest are dropped (and counted) beyond it; PostgreSQL keeps all.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +47,8 @@ pub struct Publisher {
     conn: MultiplexedConnection,
     prefix: String,
     maxlen: usize,
+    /// Key names by (exchange, symbol, target): formatted once, not per event.
+    keys: HashMap<(Arc<str>, String, Target), String>,
 }
 
 impl Publisher {
@@ -56,7 +58,18 @@ impl Publisher {
             conn,
             prefix: prefix.into(),
             maxlen,
+            keys: HashMap::new(),
         }
+    }
+
+    fn key(&mut self, exchange: &Arc<str>, symbol: &str, target: &Target) -> &str {
+        let k = (exchange.clone(), symbol.to_string(), target.clone());
+        let prefix = &self.prefix;
+        self.keys.entry(k).or_insert_with(|| match target {
+            Target::Stream(kind) => streams::stream_key(prefix, exchange, symbol, *kind),
+            Target::Latest(kind) => streams::latest_key(prefix, exchange, symbol, *kind),
+            Target::None => String::new(),
+        })
     }
 
     /// Publishes records in one round trip; returns how many commands were sent.
@@ -69,24 +82,22 @@ impl Publisher {
         for r in records {
             let (target, json) = streams::encode(&r.body);
             let Some(json) = json else { continue };
-            let symbol = r.body.symbol();
+            let maxlen = self.maxlen;
+            let key = self.key(&r.exchange, r.body.symbol(), &target);
             match target {
-                Target::Stream(kind) => {
+                Target::Stream(_) => {
                     pipe.cmd("XADD")
-                        .arg(streams::stream_key(&self.prefix, &r.exchange, symbol, kind))
+                        .arg(key)
                         .arg("MAXLEN")
                         .arg("~")
-                        .arg(self.maxlen)
+                        .arg(maxlen)
                         .arg("*")
                         .arg(streams::FIELD)
                         .arg(json)
                         .ignore();
                 }
-                Target::Latest(kind) => {
-                    pipe.cmd("SET")
-                        .arg(streams::latest_key(&self.prefix, &r.exchange, symbol, kind))
-                        .arg(json)
-                        .ignore();
+                Target::Latest(_) => {
+                    pipe.cmd("SET").arg(key).arg(json).ignore();
                 }
                 Target::None => continue,
             }

@@ -38,7 +38,7 @@ impl StreamKind {
 }
 
 /// Latest-state keys per symbol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LatestKind {
     /// The latest COB computation.
     Cob,
@@ -70,7 +70,7 @@ pub fn latest_key(prefix: &str, exchange: &str, symbol: &str, kind: LatestKind) 
 }
 
 /// Where a record goes in Redis.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     /// Appended to a stream.
     Stream(StreamKind),
