@@ -63,6 +63,16 @@ pub enum Command {
     Replay(crate::app::replay::ReplayArgs),
     /// Import Binance historical kline or aggTrade files (CSV or zip) into the store.
     Import(crate::app::import::ImportArgs),
+    /// Run the collector: the feed headless into PostgreSQL and Redis, with the HTTP API.
+    Collect(CollectArgs),
+}
+
+/// `mmtrader collect`.
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<u64>,
 }
 
 /// `mmtrader train …`.
@@ -264,6 +274,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Some(Command::Record(args)) => crate::app::record::run(config, args),
         Some(Command::Replay(args)) => crate::app::replay::run(config, args),
         Some(Command::Import(args)) => crate::app::import::run(config, args),
+        Some(Command::Collect(args)) => crate::app::collect::run(config, args),
     }
 }
 

@@ -55,6 +55,8 @@ pub enum DataSource {
     Binance,
     /// Binance spot testnet.
     BinanceTestnet,
+    /// A collector's Redis streams (`mmtrader collect` elsewhere); see `data.redis_url`.
+    Redis,
 }
 
 impl fmt::Display for DataSource {
@@ -63,6 +65,7 @@ impl fmt::Display for DataSource {
             DataSource::Sim => "sim",
             DataSource::Binance => "binance",
             DataSource::BinanceTestnet => "binance-testnet",
+            DataSource::Redis => "redis",
         })
     }
 }
@@ -90,6 +93,10 @@ pub struct DataConfig {
     /// Notional at or above which a trade counts as large.
     #[serde(deserialize_with = "de_price")]
     pub large_trade_notional: Price,
+    /// Redis URL of a collector (`source = "redis"`).
+    pub redis_url: String,
+    /// Exchange whose streams to follow on that Redis (`source = "redis"`).
+    pub redis_exchange: String,
 }
 
 impl Default for DataConfig {
@@ -104,6 +111,8 @@ impl Default for DataConfig {
             tick_buffer_secs: 1800,
             tick_buffer_capacity: 200_000,
             large_trade_notional: Price::from_units(50_000),
+            redis_url: "redis://127.0.0.1:6379/".into(),
+            redis_exchange: "binance".into(),
         }
     }
 }
@@ -272,6 +281,8 @@ struct RawConfig {
     models: crate::models::runtime::ModelsConfig,
     storage: crate::storage::StorageConfig,
     exchanges: crate::feeds::fallback::ExchangesConfig,
+    collector: crate::collector::config::CollectorConfig,
+    api: crate::api::config::ApiConfig,
 }
 
 /// One followed instrument, resolved.
@@ -326,6 +337,10 @@ pub struct Config {
     pub storage: crate::storage::StorageConfig,
     /// `[exchanges]`: connectors beyond Binance and the market-data fallback.
     pub exchanges: crate::feeds::fallback::ExchangesConfig,
+    /// `[collector]`.
+    pub collector: crate::collector::config::CollectorConfig,
+    /// `[api]`.
+    pub api: crate::api::config::ApiConfig,
 }
 
 const KNOWN_QUOTES: [&str; 10] = [
@@ -584,6 +599,18 @@ impl Config {
         if let Err((key, message)) = raw.exchanges.validate() {
             return Err(key_err(&key, message));
         }
+        if let Err((key, message)) = raw.collector.validate().and(raw.api.validate()) {
+            return Err(key_err(key, message));
+        }
+        if raw.data.source == DataSource::Redis && !raw.data.redis_url.starts_with("redis") {
+            return Err(key_err(
+                "data.redis_url",
+                format!(
+                    "expected a URL like \"redis://127.0.0.1:6379/\", got {:?}",
+                    raw.data.redis_url
+                ),
+            ));
+        }
         let mut endpoints = default_endpoints();
         endpoints.extend(raw.endpoints);
 
@@ -605,13 +632,15 @@ impl Config {
             models: raw.models,
             storage: raw.storage,
             exchanges: raw.exchanges,
+            collector: raw.collector,
+            api: raw.api,
         })
     }
 
     /// The endpoints of the configured live source (None for the simulator).
     pub fn live_endpoint(&self) -> Result<Option<&Endpoint>, ConfigError> {
         match self.data.source {
-            DataSource::Sim => Ok(None),
+            DataSource::Sim | DataSource::Redis => Ok(None),
             other => {
                 let name = other.to_string();
                 self.endpoints

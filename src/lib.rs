@@ -4,9 +4,11 @@
 //! executor, and immutable snapshots of all of it → screen.
 
 pub mod analysis;
+pub mod api;
 pub mod app;
 
 pub mod cli;
+pub mod collector;
 pub mod config;
 pub mod feeds;
 pub mod logging;

@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod backtest;
+pub mod collect;
 pub mod desk;
 pub mod desk_models;
 pub mod feed;
@@ -45,6 +46,17 @@ pub async fn endpoints(
             };
             Ok((ep, Some(sim)))
         }
+        DataSource::Redis => Ok((
+            Endpoints {
+                name: format!(
+                    "redis {} {}",
+                    config.data.redis_url, config.data.redis_exchange
+                ),
+                rest: String::new(),
+                ws: String::new(),
+            },
+            None,
+        )),
         other => {
             let ep = config.live_endpoint()?.ok_or_else(|| {
                 Failure::runtime(anyhow::anyhow!("no endpoints for source {other}"))

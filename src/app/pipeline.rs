@@ -752,23 +752,41 @@ impl FeedProcess {
             anyhow::bail!("feed state lost after a failed stop");
         };
         let (ev_tx, ev_rx) = mpsc::channel(self.cfg.buffers.event_channel);
-        let connector = connector::spawn(
-            ConnectorConfig {
-                rest_url: self.endpoints.rest.clone(),
-                ws_url: self.endpoints.ws.clone(),
-                symbols: self
-                    .cfg
-                    .symbols
-                    .iter()
-                    .map(|s| s.exchange.clone())
-                    .collect(),
-                reconnect: self.cfg.reconnect.clone(),
-                buffers: self.cfg.buffers.clone(),
-                idle_timeout: Duration::from_secs(60),
-                weight_limit_1m: 6000,
-            },
-            ev_tx,
-        )?;
+        let connector = if self.cfg.data.source == crate::config::DataSource::Redis {
+            crate::collector::consumer::spawn(
+                crate::collector::consumer::ConsumerConfig {
+                    url: self.cfg.data.redis_url.clone(),
+                    key_prefix: self.cfg.collector.key_prefix.clone(),
+                    exchange: self.cfg.data.redis_exchange.clone(),
+                    symbols: self
+                        .cfg
+                        .symbols
+                        .iter()
+                        .map(|s| s.exchange.clone())
+                        .collect(),
+                    connect_timeout: Duration::from_millis(self.cfg.collector.connect_timeout_ms),
+                },
+                ev_tx,
+            )
+        } else {
+            connector::spawn(
+                ConnectorConfig {
+                    rest_url: self.endpoints.rest.clone(),
+                    ws_url: self.endpoints.ws.clone(),
+                    symbols: self
+                        .cfg
+                        .symbols
+                        .iter()
+                        .map(|s| s.exchange.clone())
+                        .collect(),
+                    reconnect: self.cfg.reconnect.clone(),
+                    buffers: self.cfg.buffers.clone(),
+                    idle_timeout: Duration::from_secs(60),
+                    weight_limit_1m: 6000,
+                },
+                ev_tx,
+            )?
+        };
         let fallback = if self.cfg.exchanges.fallback.enabled {
             Some(spawn_fallback(&self.cfg))
         } else {

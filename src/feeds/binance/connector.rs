@@ -151,6 +151,11 @@ pub struct ConnectorHandle {
 }
 
 impl ConnectorHandle {
+    /// A handle over another event source's request channel and task (the Redis consumer).
+    pub fn from_parts(commands: mpsc::UnboundedSender<FeedCommand>, task: JoinHandle<()>) -> Self {
+        Self { commands, task }
+    }
+
     /// Sends a request to the connector.
     pub fn send(&self, cmd: FeedCommand) {
         let _ = self.commands.send(cmd);
