@@ -8,6 +8,7 @@ pub mod app;
 
 pub mod cli;
 pub mod config;
+pub mod exec;
 pub mod feeds;
 pub mod logging;
 pub mod market;
