@@ -224,12 +224,9 @@ pub fn signatures_match(a: &str, b: &str) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    a.bytes()
-        .zip(b.bytes())
-        .fold(0u8, |acc, (x, y)| {
-            acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())
-        })
-        == 0
+    a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| {
+        acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())
+    }) == 0
 }
 
 /// Percent-encodes a parameter value (RFC 3986 unreserved characters pass through).
@@ -296,7 +293,8 @@ mod tests {
 
     #[test]
     fn binance_documented_vector() {
-        let secret = Secret::new("NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j");
+        let secret =
+            Secret::new("NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j");
         let q = Query::new()
             .with("symbol", "LTCBTC")
             .with("side", "BUY")
@@ -317,7 +315,8 @@ mod tests {
 
     #[test]
     fn binance_non_ascii_vector_is_signed_percent_encoded() {
-        let secret = Secret::new("NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j");
+        let secret =
+            Secret::new("NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j");
         let q = Query::new()
             .with("symbol", "１２３４５６")
             .with("side", "BUY")
@@ -394,7 +393,10 @@ mod tests {
         std::fs::write(&p, "api_key = \"key1\"\nsecret = \"sekrit-value\"\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = Credentials::from_file(&p).unwrap_err();
-        assert!(matches!(e, CredentialError::Permissions { mode: 0o644, .. }));
+        assert!(matches!(
+            e,
+            CredentialError::Permissions { mode: 0o644, .. }
+        ));
         assert!(e.to_string().contains("chmod 600"));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         let c = Credentials::from_file(&p).unwrap();

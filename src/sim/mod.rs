@@ -11,6 +11,7 @@ pub mod book;
 pub mod config;
 pub mod control;
 pub mod history;
+pub mod matching;
 pub mod model;
 pub mod protocol;
 pub mod random;
