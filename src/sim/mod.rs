@@ -7,6 +7,7 @@
 //!
 //! Wiring: `let h = sim::start(cfg).await?; /* ctrl-c */ h.shutdown().await;`.
 
+pub mod accounts;
 pub mod book;
 pub mod config;
 pub mod control;
@@ -16,6 +17,7 @@ pub mod model;
 pub mod protocol;
 pub mod random;
 pub mod server;
+pub mod trading;
 pub mod ws;
 
 pub use config::{SimConfig, SimSymbolConfig};

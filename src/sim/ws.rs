@@ -54,6 +54,10 @@ pub async fn raw(
     State(s): State<Arc<Shared>>,
     Path(rest): Path<String>,
 ) -> Response {
+    if let Some(account) = s.trading.listen_key_account(&rest) {
+        return ws
+            .on_upgrade(move |socket| super::trading::user_connection(socket, s, rest, account));
+    }
     let streams = rest
         .split('/')
         .filter(|x| !x.is_empty())
