@@ -15,4 +15,5 @@ pub mod market;
 pub mod models;
 pub mod sim;
 pub mod testdata;
+pub mod trading;
 pub mod tui;

@@ -1,0 +1,10 @@
+//! Trading: the order model, risk manager, position accounting, executors and the journal.
+//!
+//! Orders flow intent → [`risk::RiskManager::check`] → [`risk::ApprovedOrder`] →
+//! [`executor::Executor`]; every step is journaled before it is acted on.
+
+pub mod executor;
+pub mod money;
+pub mod order;
+pub mod position;
+pub mod risk;
