@@ -10,4 +10,5 @@
 pub mod binance_spot;
 pub mod rest;
 pub mod signing;
+pub mod user_stream;
 pub mod wire;
