@@ -477,6 +477,14 @@ impl Engine {
             .filter(|o| o.account == account && o.sym == sym)
     }
 
+    /// How many orders an account ever placed with this client id (a retry must not add one).
+    pub fn orders_with_client_id(&self, account: usize, client_id: &str) -> usize {
+        self.orders
+            .values()
+            .filter(|o| o.account == account && o.client_id == client_id)
+            .count()
+    }
+
     /// Open orders of an account, optionally of one symbol, oldest first.
     pub fn open_orders(&self, account: usize, sym: Option<usize>) -> Vec<&Order> {
         self.orders

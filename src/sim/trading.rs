@@ -151,6 +151,17 @@ impl Trading {
         self.engine().open_orders(account, None).len()
     }
 
+    /// How many orders an account ever placed with this client id (test helper: retries
+    /// must never add a second one).
+    pub fn orders_with_client_id(&self, account: usize, client_id: &str) -> usize {
+        self.engine().orders_with_client_id(account, client_id)
+    }
+
+    /// A receiver of the account's user-data events.
+    pub fn subscribe(&self, account: usize) -> Option<broadcast::Receiver<Arc<str>>> {
+        self.user_tx.get(account).map(broadcast::Sender::subscribe)
+    }
+
     /// The account owning a live listen key.
     pub fn listen_key_account(&self, key: &str) -> Option<usize> {
         let now = wall_ms();
@@ -779,13 +790,16 @@ pub(crate) async fn close_listen_key(
     }
 }
 
-/// The user-data stream of `/ws/<listenKey>`: the account's events, pings, expiry.
-pub async fn user_connection(socket: WebSocket, shared: Arc<Shared>, key: String, account: usize) {
+/// The user-data stream of `/ws/<listenKey>`: the account's events (subscribed with
+/// [`Trading::subscribe`] before the upgrade, so nothing placed after the handshake is missed),
+/// pings, listen-key expiry.
+pub async fn user_connection(
+    socket: WebSocket,
+    shared: Arc<Shared>,
+    key: String,
+    mut events: broadcast::Receiver<Arc<str>>,
+) {
     let t = shared.trading.clone();
-    let Some(tx) = t.user_tx.get(account) else {
-        return;
-    };
-    let mut events = tx.subscribe();
     let mut commands = shared.commands.subscribe();
     let mut stop = shared.stop.clone();
     let (mut wtx, mut rx) = socket.split();

@@ -54,9 +54,14 @@ pub async fn raw(
     State(s): State<Arc<Shared>>,
     Path(rest): Path<String>,
 ) -> Response {
-    if let Some(account) = s.trading.listen_key_account(&rest) {
+    // A listen key opens the account's user-data stream instead of market streams.
+    if let Some(events) = s
+        .trading
+        .listen_key_account(&rest)
+        .and_then(|a| s.trading.subscribe(a))
+    {
         return ws
-            .on_upgrade(move |socket| super::trading::user_connection(socket, s, rest, account));
+            .on_upgrade(move |socket| super::trading::user_connection(socket, s, rest, events));
     }
     let streams = rest
         .split('/')
