@@ -395,6 +395,7 @@ pub struct Engine {
     orders: BTreeMap<u64, Order>,
     by_client: HashMap<(usize, String), u64>,
     fills: Vec<Fill>,
+    open_count: Vec<usize>,
     last_price: Vec<Option<Price>>,
     maker_bps: i64,
     taker_bps: i64,
@@ -430,6 +431,7 @@ impl Engine {
             orders: BTreeMap::new(),
             by_client: HashMap::new(),
             fills: Vec::new(),
+            open_count: vec![0; n],
             last_price: vec![None; n],
             maker_bps: maker_bps as i64,
             taker_bps: taker_bps as i64,
@@ -483,6 +485,11 @@ impl Engine {
             .values()
             .filter(|o| o.account == account && o.client_id == client_id)
             .count()
+    }
+
+    /// True when any account has an open order on the symbol.
+    pub fn has_open_orders(&self, sym: usize) -> bool {
+        self.open_count.get(sym).is_some_and(|&n| n > 0)
     }
 
     /// Open orders of an account, optionally of one symbol, oldest first.
@@ -648,6 +655,7 @@ impl Engine {
         let id = order.id;
         self.by_client.insert((account, req.client_id), id);
         self.orders.insert(id, order.clone());
+        self.open_count[req.sym] += 1;
         let mut events = vec![EngineEvent::Execution {
             order,
             exec: ExecType::New,
@@ -886,6 +894,9 @@ impl Engine {
         let done = o.status == OrderStatus::Filled;
         let snapshot = o.clone();
         if done {
+            self.open_count[snapshot.sym] -= 1;
+        }
+        if done {
             // A buy that filled below its limit leaves part of the lock unused.
             self.release(id);
         }
@@ -933,6 +944,7 @@ impl Engine {
         };
         o.status = status;
         o.update_ms = now_ms;
+        self.open_count[o.sym] -= 1;
         let m = &self.markets[o.sym];
         touched.push(match o.side {
             Side::Buy => m.quote.clone(),
@@ -1179,6 +1191,7 @@ mod tests {
             2,
         )
         .unwrap();
+        assert!(e.has_open_orders(0));
         e.on_trade(0, p("3100"), q("0.7"), Side::Buy, book, 3);
         let get = |c: &str| e.order(0, 0, &OrderRef::Client(c.into())).unwrap().executed;
         assert_eq!(get("better"), q("0.5"));
@@ -1316,5 +1329,6 @@ mod tests {
         assert_eq!((o.status, o.executed), (OrderStatus::Expired, Qty::ZERO));
         assert_eq!(bal(&e, "USDT").locked, Qty::ZERO);
         assert!(e.open_orders(0, None).is_empty());
+        assert!(!e.has_open_orders(0));
     }
 }

@@ -178,27 +178,35 @@ impl Trading {
     }
 
     /// Feeds the market's prints to the engine (called by the market task under the model lock).
+    /// Book snapshots are taken only for symbols with open orders: the market task must stay
+    /// cheap, its websocket clients are waiting on it.
     pub fn on_market(&self, model: &MarketModel, events: &[MarketEvent]) {
         let mut engine = self.engine();
         let mut out = Vec::new();
+        let mut books: HashMap<usize, (Vec<Level>, Vec<Level>)> = HashMap::new();
         for e in events {
             let MarketEvent::Trade { sym, trade } = e else {
                 continue;
             };
-            let (bids, asks) = book_levels(model, *sym);
+            if !engine.has_open_orders(*sym) {
+                engine.set_last_price(*sym, trade.price);
+                continue;
+            }
+            let (bids, asks) = books
+                .entry(*sym)
+                .or_insert_with(|| book_levels(model, *sym));
             out.extend(engine.on_trade(
                 *sym,
                 trade.price,
                 trade.qty,
                 trade.taker_side,
-                BookView {
-                    bids: &bids,
-                    asks: &asks,
-                },
+                BookView { bids, asks },
                 trade.time_ms,
             ));
         }
-        self.publish(&engine, out);
+        if !out.is_empty() {
+            self.publish(&engine, out);
+        }
     }
 
     fn publish(&self, engine: &Engine, events: Vec<EngineEvent>) {
