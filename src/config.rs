@@ -266,6 +266,8 @@ struct RawConfig {
     paths: PathsConfig,
     logging: LoggingConfig,
     ui: UiConfig,
+    risk: crate::trading::risk::RiskConfig,
+    execution: crate::trading::executor::ExecutionConfig,
 }
 
 /// One followed instrument, resolved.
@@ -308,6 +310,10 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// `[ui]`.
     pub ui: UiConfig,
+    /// `[risk]`.
+    pub risk: crate::trading::risk::RiskConfig,
+    /// `[execution]`.
+    pub execution: crate::trading::executor::ExecutionConfig,
 }
 
 const KNOWN_QUOTES: [&str; 10] = [
@@ -554,6 +560,9 @@ impl Config {
         if let Err(e) = crate::tui::keys::KeyMap::with_overrides(&raw.ui.keys) {
             return Err(key_err("ui.keys", e.to_string()));
         }
+        if let Err((k, msg)) = raw.execution.validate().and(raw.risk.validate()) {
+            return Err(key_err(k, msg));
+        }
         let mut endpoints = default_endpoints();
         endpoints.extend(raw.endpoints);
 
@@ -569,6 +578,8 @@ impl Config {
             paths: raw.paths,
             logging: raw.logging,
             ui: raw.ui,
+            risk: raw.risk,
+            execution: raw.execution,
         })
     }
 

@@ -6,10 +6,13 @@
 //! what the venue reported in `poll_events`. Only an [`ApprovedOrder`] can be submitted, and
 //! only the risk manager can make one, so no code path can send an unchecked order.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::market::book::OrderBook;
 use crate::market::types::{Price, Trade};
+use crate::trading::money::Money;
 use crate::trading::order::{ClientOrderId, ExecutionEvent, OrderState};
 use crate::trading::position::Position;
 
@@ -70,6 +73,82 @@ pub enum ExecutorKind {
     Mexc,
     /// The built-in simulated exchange's trading endpoints.
     Sim,
+}
+
+/// `[execution]`: which executor runs orders, paper-fill costs, exits and the journal.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutionConfig {
+    /// Executor: "paper" (default), "binance", "mexc" or "sim".
+    pub executor: ExecutorKind,
+    /// Paper maker fee in basis points of notional (exact decimal, e.g. "7.5").
+    #[serde(deserialize_with = "crate::trading::serde_num::de_price")]
+    pub maker_fee_bps: Price,
+    /// Paper taker fee in basis points of notional (exact decimal).
+    #[serde(deserialize_with = "crate::trading::serde_num::de_price")]
+    pub taker_fee_bps: Price,
+    /// Paper orders become active this many ms after submission.
+    pub latency_ms: u64,
+    /// Paper account's starting cash in quote currency.
+    #[serde(deserialize_with = "crate::trading::serde_num::de_money")]
+    pub starting_equity: Money,
+    /// Default stop-loss distance from entry, basis points (attached when an intent has none).
+    pub stop_loss_bps: u32,
+    /// Default take-profit distance from entry, basis points (0: none).
+    pub take_profit_bps: u32,
+    /// Default trailing stop distance, basis points (0: none).
+    pub trailing_stop_bps: u32,
+    /// Journal directory, relative to `paths.data_dir` unless absolute.
+    pub journal_dir: PathBuf,
+    /// Client order id prefix (letters, digits, '-', '_'; at most 15 characters).
+    pub client_id_prefix: String,
+}
+
+impl Default for ExecutionConfig {
+    fn default() -> Self {
+        Self {
+            executor: ExecutorKind::Paper,
+            maker_fee_bps: Price::from_units(2),
+            taker_fee_bps: Price::from_units(10),
+            latency_ms: 50,
+            starting_equity: Money::from_units(10_000),
+            stop_loss_bps: 100,
+            take_profit_bps: 0,
+            trailing_stop_bps: 0,
+            journal_dir: PathBuf::from("journal"),
+            client_id_prefix: "mm".into(),
+        }
+    }
+}
+
+impl ExecutionConfig {
+    /// Checks the values serde cannot: `Err((dotted key, what is expected))`.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if let Err(e) = crate::trading::order::ClientIdGen::new(&self.client_id_prefix, 0) {
+            return Err((
+                "execution.client_id_prefix",
+                format!("expected 1 to 15 characters of a-z, A-Z, 0-9, '-', '_': {e}"),
+            ));
+        }
+        if self.stop_loss_bps == 0 || self.stop_loss_bps >= 10_000 {
+            return Err((
+                "execution.stop_loss_bps",
+                format!(
+                    "expected basis points from 1 to 9999, got {}",
+                    self.stop_loss_bps
+                ),
+            ));
+        }
+        if self.journal_dir.as_os_str().is_empty() {
+            return Err(("execution.journal_dir", "expected a directory path".into()));
+        }
+        Ok(())
+    }
+
+    /// The journal directory: `journal_dir` under `data_dir` unless it is absolute.
+    pub fn journal_path(&self, data_dir: &std::path::Path) -> PathBuf {
+        data_dir.join(&self.journal_dir)
+    }
 }
 
 /// Something that executes approved orders and reports what happened.

@@ -6,5 +6,7 @@
 pub mod executor;
 pub mod money;
 pub mod order;
+pub mod paper;
 pub mod position;
 pub mod risk;
+pub mod serde_num;

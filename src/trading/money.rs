@@ -72,6 +72,14 @@ impl Money {
         Self(if r == 0 { q } else { q + num.signum() })
     }
 
+    /// `self × bps / 10_000` for an exact decimal `bps` (e.g. 7.5), rounded up in magnitude.
+    pub fn mul_decimal_bps_ceil(self, bps: Price) -> Self {
+        let den = 10_000 * SCALE as i128;
+        let num = self.0 * bps.raw() as i128;
+        let q = num / den;
+        Self(if num % den == 0 { q } else { q + num.signum() })
+    }
+
     /// `self × bps / 10_000`, truncated toward zero (for budgets that must not be overstated).
     pub fn mul_bps_floor(self, bps: u32) -> Self {
         Self(self.0 * bps as i128 / 10_000)
@@ -170,6 +178,9 @@ mod tests {
         assert_eq!(m.mul_bps_floor(10).raw(), 1000);
         assert_eq!(Money(-1_000_001).mul_bps_ceil(10).raw(), -1001);
         assert_eq!(Money(10_000).mul_bps_ceil(10).raw(), 10);
+        let fee = Money::from_units(1000).mul_decimal_bps_ceil(Price::parse("7.5").unwrap());
+        assert_eq!(fee, Money::parse("0.75").unwrap());
+        assert_eq!(Money(1).mul_decimal_bps_ceil(Price::from_units(1)).raw(), 1);
     }
 
     #[test]

@@ -580,7 +580,7 @@ impl OrderState {
                         qty: f.qty,
                     });
                 }
-                if self.trade_ids.iter().any(|t| *t == f.trade_id) {
+                if self.trade_ids.contains(&f.trade_id) {
                     return Err(OrderError::DuplicateFill {
                         client_id: self.client_id().clone(),
                         trade_id: f.trade_id.clone(),

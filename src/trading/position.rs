@@ -144,6 +144,11 @@ impl Portfolio {
             .apply(fill.side, fill.price, fill.qty, fill.fee_quote)
     }
 
+    /// Puts back a position as it was (journal replay), replacing any held for its symbol.
+    pub fn restore(&mut self, position: Position) {
+        self.positions.insert(position.symbol.clone(), position);
+    }
+
     /// Sets the mark price of a symbol (last trade or mid).
     pub fn mark(&mut self, symbol: &str, price: Price) {
         if let Some(p) = self.marks.get_mut(symbol) {
