@@ -119,6 +119,20 @@ pub enum OrderKind {
         /// Time in force.
         tif: Tif,
     },
+    /// Market order triggered at `stop` in the position's favour.
+    TakeProfit {
+        /// Trigger price.
+        stop: Price,
+    },
+    /// Limit order triggered at `stop` in the position's favour.
+    TakeProfitLimit {
+        /// Trigger price.
+        stop: Price,
+        /// Limit price once triggered.
+        price: Price,
+        /// Time in force.
+        tif: Tif,
+    },
 }
 
 impl OrderKind {
@@ -130,6 +144,19 @@ impl OrderKind {
             Self::LimitMaker { .. } => "LIMIT_MAKER",
             Self::StopLoss { .. } => "STOP_LOSS",
             Self::StopLossLimit { .. } => "STOP_LOSS_LIMIT",
+            Self::TakeProfit { .. } => "TAKE_PROFIT",
+            Self::TakeProfitLimit { .. } => "TAKE_PROFIT_LIMIT",
+        }
+    }
+
+    /// The trigger price, when the type has one.
+    pub fn stop(&self) -> Option<Price> {
+        match *self {
+            Self::StopLoss { stop }
+            | Self::StopLossLimit { stop, .. }
+            | Self::TakeProfit { stop }
+            | Self::TakeProfitLimit { stop, .. } => Some(stop),
+            _ => None,
         }
     }
 
@@ -138,7 +165,8 @@ impl OrderKind {
         match *self {
             Self::Limit { price, .. }
             | Self::LimitMaker { price }
-            | Self::StopLossLimit { price, .. } => Some(price),
+            | Self::StopLossLimit { price, .. }
+            | Self::TakeProfitLimit { price, .. } => Some(price),
             _ => None,
         }
     }
@@ -194,13 +222,19 @@ pub fn apply_filters(inst: &Instrument, spec: &OrderSpec) -> Result<OrderSpec, F
             price: round(price),
             tif,
         },
+        // A take-profit fires in our favour: its trigger rounds away from the market.
+        OrderKind::TakeProfit { stop } => OrderKind::TakeProfit {
+            stop: inst.round_price(opposite(side), stop),
+        },
+        OrderKind::TakeProfitLimit { stop, price, tif } => OrderKind::TakeProfitLimit {
+            stop: inst.round_price(opposite(side), stop),
+            price: round(price),
+            tif,
+        },
     };
     let qty = inst.floor_qty(spec.qty);
     inst.check_qty(qty)?;
-    let reference = match kind {
-        OrderKind::StopLoss { stop } => Some(stop),
-        k => k.price(),
-    };
+    let reference = kind.price().or(kind.stop());
     if let Some(p) = reference {
         inst.check_price(p)?;
         let n = notional(p, qty);
@@ -211,7 +245,7 @@ pub fn apply_filters(inst: &Instrument, spec: &OrderSpec) -> Result<OrderSpec, F
             });
         }
     }
-    if let OrderKind::StopLossLimit { stop, .. } = kind {
+    if let Some(stop) = kind.stop() {
         inst.check_price(stop)?;
     }
     Ok(OrderSpec {
@@ -221,6 +255,13 @@ pub fn apply_filters(inst: &Instrument, spec: &OrderSpec) -> Result<OrderSpec, F
         kind,
         client_id: spec.client_id.clone(),
     })
+}
+
+fn opposite(side: Side) -> Side {
+    match side {
+        Side::Buy => Side::Sell,
+        Side::Sell => Side::Buy,
+    }
 }
 
 /// The `POST /api/v3/order` parameters of a (filtered) order, in Binance's documented order.
@@ -248,11 +289,12 @@ pub fn order_params(spec: &OrderSpec) -> Query {
             q.push("quantity", spec.qty.to_string())
                 .push("price", price.to_string());
         }
-        OrderKind::StopLoss { stop } => {
+        OrderKind::StopLoss { stop } | OrderKind::TakeProfit { stop } => {
             q.push("quantity", spec.qty.to_string())
                 .push("stopPrice", stop.to_string());
         }
-        OrderKind::StopLossLimit { stop, price, tif } => {
+        OrderKind::StopLossLimit { stop, price, tif }
+        | OrderKind::TakeProfitLimit { stop, price, tif } => {
             q.push("timeInForce", tif.as_str())
                 .push("quantity", spec.qty.to_string())
                 .push("price", price.to_string())
@@ -263,9 +305,19 @@ pub fn order_params(spec: &OrderSpec) -> Query {
     q
 }
 
+/// Which order dialect the account speaks (the signed transport is shared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// Binance spot, its testnet, and the simulator.
+    Binance,
+    /// MEXC spot v3.
+    Mexc,
+}
+
 /// A Binance-protocol spot account.
 #[derive(Debug)]
 pub struct BinanceSpot {
+    flavor: Flavor,
     rest: SignedRest,
     cfg: BinanceSpotConfig,
     instruments: RwLock<HashMap<String, Instrument>>,
@@ -274,7 +326,7 @@ pub struct BinanceSpot {
 impl BinanceSpot {
     /// A client with explicit credentials.
     pub fn new(cfg: BinanceSpotConfig, creds: Credentials) -> anyhow::Result<Self> {
-        Self::with_dialect(cfg, creds, BINANCE)
+        Self::with_flavor(cfg, creds, Flavor::Binance, BINANCE)
     }
 
     /// A client with credentials from `MMTRADER_BINANCE_API_KEY`/`_API_SECRET` or the file.
@@ -283,9 +335,10 @@ impl BinanceSpot {
         Self::new(cfg, creds)
     }
 
-    pub(crate) fn with_dialect(
+    pub(crate) fn with_flavor(
         cfg: BinanceSpotConfig,
         creds: Credentials,
+        flavor: Flavor,
         dialect: Dialect,
     ) -> anyhow::Result<Self> {
         let rest = SignedRest::new(
@@ -297,10 +350,16 @@ impl BinanceSpot {
             cfg.weight_limit_1m,
         )?;
         Ok(Self {
+            flavor,
             rest,
             cfg,
             instruments: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// The order dialect.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
     }
 
     /// The signed transport (clock offset, weight).
@@ -385,7 +444,10 @@ impl BinanceSpot {
     /// order). `Err(Unknown)` means the order's fate could not be learned: reconcile later.
     pub async fn place(&self, spec: &OrderSpec) -> Result<ExchangeOrder, ExecError> {
         let spec = self.prepare(spec)?;
-        let params = order_params(&spec);
+        let params = match self.flavor {
+            Flavor::Binance => order_params(&spec),
+            Flavor::Mexc => super::mexc_spot::order_params(&spec)?,
+        };
         let path = "/api/v3/order";
         let attempts = self.cfg.place_attempts.max(1);
         let mut last_err = None;

@@ -8,6 +8,7 @@
 //! - [`user_stream`]: the listen-key user-data stream turned into fills and acks.
 
 pub mod binance_spot;
+pub mod mexc_spot;
 pub mod rest;
 pub mod signing;
 pub mod user_stream;
