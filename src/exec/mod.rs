@@ -6,10 +6,14 @@
 //! - [`binance_spot`]: Binance spot orders (filters, client ids, retries that never double).
 //! - [`mexc_spot`]: MEXC spot v3 over the same transport.
 //! - [`user_stream`]: the listen-key user-data stream turned into fills and acks.
+//! - [`venue`]: requests ↔ wire orders, replies and reports → execution events, venue snapshots.
+//! - [`executor`]: the `trading::executor::Executor` implementation over an exchange account.
 
 pub mod binance_spot;
+pub mod executor;
 pub mod mexc_spot;
 pub mod rest;
 pub mod signing;
 pub mod user_stream;
+pub mod venue;
 pub mod wire;
