@@ -4,6 +4,7 @@
 //! [`executor::Executor`]; every step is journaled before it is acted on.
 
 pub mod executor;
+pub mod journal;
 pub mod money;
 pub mod order;
 pub mod paper;
