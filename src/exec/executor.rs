@@ -54,8 +54,12 @@ pub struct ExchangeExecutor {
     siblings: HashMap<ClientOrderId, ClientOrderId>,
     positions: BTreeMap<String, Position>,
     last_price: HashMap<String, Price>,
+    exit_hook: Option<ExitHook>,
     worker: JoinHandle<()>,
 }
+
+/// Called with each protective exit before it is sent (to journal it); `false` keeps it unsent.
+pub type ExitHook = Box<dyn FnMut(&OrderRequest) -> bool + Send>;
 
 impl std::fmt::Debug for ExchangeExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,8 +93,14 @@ impl ExchangeExecutor {
             siblings: HashMap::new(),
             positions: BTreeMap::new(),
             last_price: HashMap::new(),
+            exit_hook: None,
             worker,
         }
+    }
+
+    /// Journals protective exits: the hook sees each exit request before it is sent.
+    pub fn set_exit_hook(&mut self, hook: ExitHook) {
+        self.exit_hook = Some(hook);
     }
 
     /// The account client.
@@ -190,6 +200,12 @@ impl ExchangeExecutor {
                 reduce_only: true,
                 time_in_force: TimeInForce::Gtc,
             };
+            if let Some(hook) = self.exit_hook.as_mut()
+                && !hook(&req)
+            {
+                tracing::warn!(exit = %id, "exit not journaled; not sent");
+                continue;
+            }
             self.orders
                 .insert(id.clone(), OrderState::new(req.clone(), local_ms()));
             let _ = self.cmd.send(Cmd::Submit(req));

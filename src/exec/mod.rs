@@ -7,11 +7,13 @@
 //! - [`mexc_spot`]: MEXC spot v3 over the same transport.
 //! - [`user_stream`]: the listen-key user-data stream turned into fills and acks.
 //! - [`venue`]: requests ↔ wire orders, replies and reports → execution events, venue snapshots.
+//! - [`reconcile`]: start-up reconciliation of the order journal with the venue.
 //! - [`executor`]: the `trading::executor::Executor` implementation over an exchange account.
 
 pub mod binance_spot;
 pub mod executor;
 pub mod mexc_spot;
+pub mod reconcile;
 pub mod rest;
 pub mod signing;
 pub mod user_stream;

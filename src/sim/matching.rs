@@ -487,6 +487,15 @@ impl Engine {
             .count()
     }
 
+    /// Client ids of every order an account placed, oldest first.
+    pub fn client_ids(&self, account: usize) -> Vec<String> {
+        self.orders
+            .values()
+            .filter(|o| o.account == account)
+            .map(|o| o.client_id.clone())
+            .collect()
+    }
+
     /// True when any account has an open order on the symbol.
     pub fn has_open_orders(&self, sym: usize) -> bool {
         self.open_count.get(sym).is_some_and(|&n| n > 0)

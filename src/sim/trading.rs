@@ -157,6 +157,11 @@ impl Trading {
         self.engine().orders_with_client_id(account, client_id)
     }
 
+    /// Client ids of every order an account placed, oldest first (test helper).
+    pub fn client_ids(&self, account: usize) -> Vec<String> {
+        self.engine().client_ids(account)
+    }
+
     /// A receiver of the account's user-data events.
     pub fn subscribe(&self, account: usize) -> Option<broadcast::Receiver<Arc<str>>> {
         self.user_tx.get(account).map(broadcast::Sender::subscribe)
