@@ -554,3 +554,310 @@ async fn errors_and_clients_never_show_the_secret() {
     assert!(!shown.contains("signature="), "{shown}");
     sim.shutdown().await;
 }
+
+// ------------------------------------------------------------------ executor, journal, kill -9
+
+use mmtrader::exec::executor::ExchangeExecutor;
+use mmtrader::exec::reconcile::reconcile_startup;
+use mmtrader::market::instrument::Instrument;
+use mmtrader::trading::executor::{ExecutionConfig, Executor, Protection};
+use mmtrader::trading::journal::{Journal, JournalRecord};
+use mmtrader::trading::money::Money;
+use mmtrader::trading::order::{ClientIdGen, ExecutionEvent, OrderKind as TradeKind, OrderStatus};
+use mmtrader::trading::risk::{OrderIntent, RiskConfig, RiskContext, RiskManager};
+
+fn risk() -> RiskManager {
+    RiskManager::new(
+        RiskConfig {
+            max_orders_per_minute: 100_000,
+            ..RiskConfig::default()
+        },
+        &ExecutionConfig::default(),
+    )
+}
+
+fn ctx<'a>(inst: &'a Instrument, price: Price, position: Qty) -> RiskContext<'a> {
+    RiskContext {
+        now_ms: mmtrader::exec::rest::local_ms(),
+        instrument: inst,
+        reference_price: price,
+        equity: Money::from_units(100_000),
+        position_qty: position,
+        open_buy_qty: Qty::ZERO,
+        open_sell_qty: Qty::ZERO,
+        gross_exposure: Money::ZERO,
+        open_order_exposure: Money::ZERO,
+    }
+}
+
+fn stream_cfg(sim_ws: String) -> UserStreamConfig {
+    UserStreamConfig {
+        ws_url: sim_ws,
+        keepalive: Duration::from_secs(60),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executor_fills_an_approved_entry_and_places_its_stop() {
+    let sim = sim().await;
+    let c = Arc::new(client(&sim).await);
+    let inst = c.instrument(SYM).unwrap();
+    let mut exec = ExchangeExecutor::start("sim", c.clone(), Some(stream_cfg(sim.ws_url())));
+    let mut risk = risk();
+    let (_, ask) = top(&sim).await;
+    let now = mmtrader::exec::rest::local_ms();
+    risk.on_market(SYM, ask, now);
+    let id = mmtrader::trading::order::ClientOrderId::parse("ex-1").unwrap();
+    let mut intent = OrderIntent::new(id.clone(), SYM, Side::Buy, TradeKind::Market);
+    intent.qty = Some(q("0.02"));
+    let approved = risk.check(intent, &ctx(&inst, ask, Qty::ZERO)).unwrap();
+    let stop = approved.protection().stop_loss.expect("entries carry a stop");
+    exec.submit(approved).unwrap();
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events.extend(exec.poll_events());
+        let exit_open = exec
+            .open_orders()
+            .iter()
+            .any(|o| o.request.client_id.as_str() == "ex-1-s" && o.status == OrderStatus::Acknowledged);
+        if exit_open {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let filled: Qty = events
+        .iter()
+        .filter_map(|e| match e {
+            ExecutionEvent::Filled(f) if f.client_id == id => Some(f.qty),
+            _ => None,
+        })
+        .fold(Qty::ZERO, |a, b| a + b);
+    assert_eq!(filled, q("0.02"), "REST reply and stream report the fills once: {events:?}");
+    assert_eq!(exec.order(&id).unwrap().status, OrderStatus::Filled);
+    let pos = exec.positions();
+    assert_eq!(pos[0].qty, q("0.02"));
+    let exit = c.query(SYM, "ex-1-s").await.unwrap();
+    assert_eq!(exit.kind, "STOP_LOSS");
+    assert_eq!(exit.side, Some(Side::Sell));
+    assert_eq!(exit.orig_qty, q("0.02"));
+    assert_eq!(exit.status, Some(OrderState::New));
+    assert!(stop < ask);
+    // Cancelling through the executor reaches the venue and comes back as one event.
+    let exit_id = mmtrader::trading::order::ClientOrderId::parse("ex-1-s").unwrap();
+    exec.cancel(&exit_id).unwrap();
+    let mut cancelled = 0;
+    for _ in 0..50 {
+        cancelled += exec
+            .poll_events()
+            .iter()
+            .filter(|e| matches!(e, ExecutionEvent::Cancelled { client_id, .. } if *client_id == exit_id))
+            .count();
+        if cancelled > 0 && exec.open_orders().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cancelled, 1);
+    assert_eq!(
+        c.query(SYM, "ex-1-s").await.unwrap().status,
+        Some(OrderState::Canceled)
+    );
+    exec.shutdown();
+    sim.shutdown().await;
+}
+
+const CHILD_ENV: &str = "MMTRADER_KILL9_CHILD";
+const PREFIX: &str = "k9";
+
+/// Child process of the kill -9 test: journals and places orders through the executor until
+/// killed. Does nothing unless started by that test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child process of kill9_restart_never_loses_or_doubles_an_order"]
+async fn kill9_child() {
+    let Ok(arg) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (url, dir) = arg.split_once('|').unwrap();
+    let c = Arc::new(
+        BinanceSpot::new(
+            BinanceSpotConfig {
+                rest_url: url.into(),
+                ws_url: url.replace("http://", "ws://"),
+                timeout_ms: 3000,
+                unknown_settle_ms: 50,
+                ..BinanceSpotConfig::default()
+            },
+            Credentials {
+                api_key: DEFAULT_API_KEY.into(),
+                secret: Secret::new(DEFAULT_SECRET),
+            },
+        )
+        .unwrap(),
+    );
+    c.rest().sync_time().await.unwrap();
+    c.load_instruments().await.unwrap();
+    let inst = c.instrument(SYM).unwrap();
+    let mut journal = Journal::open(std::path::Path::new(dir), PREFIX, true).unwrap();
+    let now = mmtrader::exec::rest::local_ms();
+    reconcile_startup(&c, &mut journal, &[SYM.to_string()], now)
+        .await
+        .unwrap();
+    let mut ids = ClientIdGen::new(PREFIX, journal.state().next_seq()).unwrap();
+    let adopted: Vec<_> = journal
+        .state()
+        .orders()
+        .map(|(o, p)| (o.clone(), *p))
+        .collect();
+    let journal = Arc::new(std::sync::Mutex::new(journal));
+    let mut exec = ExchangeExecutor::start("sim", c.clone(), Some(stream_cfg(url.replace("http://", "ws://"))));
+    exec.adopt(adopted);
+    let hook_journal = journal.clone();
+    exec.set_exit_hook(Box::new(move |req| {
+        hook_journal
+            .lock()
+            .unwrap()
+            .record(JournalRecord::Intent {
+                request: req.clone(),
+                protection: Protection::default(),
+                time_ms: mmtrader::exec::rest::local_ms(),
+            })
+            .is_ok()
+    }));
+    let mut risk = risk();
+    let mut price = Price::ZERO;
+    for i in 0u64.. {
+        if i % 10 == 0 {
+            let v: serde_json::Value = reqwest::get(format!("{url}/api/v3/ticker/bookTicker?symbol={SYM}"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            price = Price::parse(v["askPrice"].as_str().unwrap()).unwrap();
+        }
+        let now = mmtrader::exec::rest::local_ms();
+        risk.on_market(SYM, price, now);
+        let id = ids.next_id();
+        let (side, kind) = match i % 3 {
+            0 => (
+                Side::Buy,
+                TradeKind::Limit {
+                    price: price - Price::parse("3").unwrap(),
+                    post_only: false,
+                },
+            ),
+            1 => (Side::Buy, TradeKind::Market),
+            _ => (Side::Sell, TradeKind::Market),
+        };
+        let mut intent = OrderIntent::new(id, SYM, side, kind);
+        intent.qty = Some(q("0.01"));
+        let position = journal.lock().unwrap().state().position_qty(SYM);
+        if let Ok(a) = risk.check(intent, &ctx(&inst, price, position)) {
+            journal
+                .lock()
+                .unwrap()
+                .record(JournalRecord::Intent {
+                    request: a.request().clone(),
+                    protection: *a.protection(),
+                    time_ms: now,
+                })
+                .unwrap();
+            exec.submit(a).unwrap();
+        }
+        if i % 5 == 4
+            && let Some(o) = exec
+                .open_orders()
+                .into_iter()
+                .find(|o| matches!(o.request.kind, TradeKind::Limit { .. }) && o.status == OrderStatus::Acknowledged)
+        {
+            journal
+                .lock()
+                .unwrap()
+                .record(JournalRecord::CancelRequest {
+                    client_id: o.request.client_id.clone(),
+                    time_ms: now,
+                })
+                .unwrap();
+            let _ = exec.cancel(&o.request.client_id);
+        }
+        for ev in exec.poll_events() {
+            journal.lock().unwrap().record(JournalRecord::Event(ev)).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_restart_never_loses_or_doubles_an_order() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut rng = seed;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for round in 0..5 {
+        let mut child = std::process::Command::new(&exe)
+            .args(["kill9_child", "--exact", "--ignored", "--nocapture"])
+            .env(CHILD_ENV, format!("{}|{}", sim.rest_url(), dir.path().display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let after = 400 + next() % 2600;
+        tokio::time::sleep(Duration::from_millis(after)).await;
+        // Command::kill sends SIGKILL: no destructor, no flush, no goodbye.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        eprintln!("kill9 seed {seed}: round {round} killed after {after} ms");
+    }
+    // Restart: reconcile the journal with the venue, as the application does at start-up.
+    let c = client(&sim).await;
+    let mut journal = Journal::open(dir.path(), PREFIX, true).unwrap();
+    let now = mmtrader::exec::rest::local_ms();
+    let summary = reconcile_startup(&c, &mut journal, &[SYM.to_string()], now)
+        .await
+        .unwrap();
+    eprintln!("kill9 seed {seed}: final reconciliation {summary:?}");
+    let state = journal.state();
+    let journaled: std::collections::BTreeSet<String> = state
+        .orders()
+        .map(|(o, _)| o.client_id().as_str().to_string())
+        .collect();
+    assert!(journaled.len() >= 10, "the children placed orders (seed {seed})");
+    // No order on the venue that the journal does not know.
+    for id in sim.trading().client_ids(0) {
+        assert!(journaled.contains(&id), "venue order {id} is not journaled (seed {seed})");
+    }
+    for (o, _) in state.orders() {
+        let id = o.client_id().as_str();
+        let n = sim.trading().orders_with_client_id(0, id);
+        assert!(n <= 1, "order {id} placed {n} times (seed {seed})");
+        if o.status != OrderStatus::Rejected {
+            assert_eq!(n, 1, "order {id} ({:?}) was lost (seed {seed})", o.status);
+        }
+        if n == 1 {
+            let vo = c.query(SYM, id).await.unwrap();
+            let venue_done = vo.status.as_ref().is_some_and(|s| !s.is_open());
+            if venue_done {
+                assert_eq!(
+                    o.filled_qty, vo.executed_qty,
+                    "fills of {id} differ between journal and venue (seed {seed})"
+                );
+                assert!(!o.status.is_open(), "{id} is closed on the venue but open in the journal (seed {seed})");
+            } else {
+                assert!(o.filled_qty <= vo.executed_qty, "seed {seed}");
+            }
+        }
+    }
+    sim.shutdown().await;
+}
