@@ -613,15 +613,17 @@ async fn executor_fills_an_approved_entry_and_places_its_stop() {
     let mut intent = OrderIntent::new(id.clone(), SYM, Side::Buy, TradeKind::Market);
     intent.qty = Some(q("0.02"));
     let approved = risk.check(intent, &ctx(&inst, ask, Qty::ZERO)).unwrap();
-    let stop = approved.protection().stop_loss.expect("entries carry a stop");
+    let stop = approved
+        .protection()
+        .stop_loss
+        .expect("entries carry a stop");
     exec.submit(approved).unwrap();
     let mut events = Vec::new();
     for _ in 0..100 {
         events.extend(exec.poll_events());
-        let exit_open = exec
-            .open_orders()
-            .iter()
-            .any(|o| o.request.client_id.as_str() == "ex-1-s" && o.status == OrderStatus::Acknowledged);
+        let exit_open = exec.open_orders().iter().any(|o| {
+            o.request.client_id.as_str() == "ex-1-s" && o.status == OrderStatus::Acknowledged
+        });
         if exit_open {
             break;
         }
@@ -634,7 +636,11 @@ async fn executor_fills_an_approved_entry_and_places_its_stop() {
             _ => None,
         })
         .fold(Qty::ZERO, |a, b| a + b);
-    assert_eq!(filled, q("0.02"), "REST reply and stream report the fills once: {events:?}");
+    assert_eq!(
+        filled,
+        q("0.02"),
+        "REST reply and stream report the fills once: {events:?}"
+    );
     assert_eq!(exec.order(&id).unwrap().status, OrderStatus::Filled);
     let pos = exec.positions();
     assert_eq!(pos[0].qty, q("0.02"));
@@ -711,7 +717,11 @@ async fn kill9_child() {
         .map(|(o, p)| (o.clone(), *p))
         .collect();
     let journal = Arc::new(std::sync::Mutex::new(journal));
-    let mut exec = ExchangeExecutor::start("sim", c.clone(), Some(stream_cfg(url.replace("http://", "ws://"))));
+    let mut exec = ExchangeExecutor::start(
+        "sim",
+        c.clone(),
+        Some(stream_cfg(url.replace("http://", "ws://"))),
+    );
     exec.adopt(adopted);
     let hook_journal = journal.clone();
     exec.set_exit_hook(Box::new(move |req| {
@@ -729,12 +739,13 @@ async fn kill9_child() {
     let mut price = Price::ZERO;
     for i in 0u64.. {
         if i % 10 == 0 {
-            let v: serde_json::Value = reqwest::get(format!("{url}/api/v3/ticker/bookTicker?symbol={SYM}"))
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v: serde_json::Value =
+                reqwest::get(format!("{url}/api/v3/ticker/bookTicker?symbol={SYM}"))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
             price = Price::parse(v["askPrice"].as_str().unwrap()).unwrap();
         }
         let now = mmtrader::exec::rest::local_ms();
@@ -767,10 +778,10 @@ async fn kill9_child() {
             exec.submit(a).unwrap();
         }
         if i % 5 == 4
-            && let Some(o) = exec
-                .open_orders()
-                .into_iter()
-                .find(|o| matches!(o.request.kind, TradeKind::Limit { .. }) && o.status == OrderStatus::Acknowledged)
+            && let Some(o) = exec.open_orders().into_iter().find(|o| {
+                matches!(o.request.kind, TradeKind::Limit { .. })
+                    && o.status == OrderStatus::Acknowledged
+            })
         {
             journal
                 .lock()
@@ -783,7 +794,11 @@ async fn kill9_child() {
             let _ = exec.cancel(&o.request.client_id);
         }
         for ev in exec.poll_events() {
-            journal.lock().unwrap().record(JournalRecord::Event(ev)).unwrap();
+            journal
+                .lock()
+                .unwrap()
+                .record(JournalRecord::Event(ev))
+                .unwrap();
         }
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
@@ -808,7 +823,10 @@ async fn kill9_restart_never_loses_or_doubles_an_order() {
     for round in 0..5 {
         let mut child = std::process::Command::new(&exe)
             .args(["kill9_child", "--exact", "--ignored", "--nocapture"])
-            .env(CHILD_ENV, format!("{}|{}", sim.rest_url(), dir.path().display()))
+            .env(
+                CHILD_ENV,
+                format!("{}|{}", sim.rest_url(), dir.path().display()),
+            )
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -827,16 +845,25 @@ async fn kill9_restart_never_loses_or_doubles_an_order() {
     let summary = reconcile_startup(&c, &mut journal, &[SYM.to_string()], now)
         .await
         .unwrap();
-    eprintln!("kill9 seed {seed}: final reconciliation {summary:?}");
+    eprintln!(
+        "kill9 seed {seed}: {} orders journaled; final reconciliation {summary:?}",
+        journal.state().orders().count()
+    );
     let state = journal.state();
     let journaled: std::collections::BTreeSet<String> = state
         .orders()
         .map(|(o, _)| o.client_id().as_str().to_string())
         .collect();
-    assert!(journaled.len() >= 10, "the children placed orders (seed {seed})");
+    assert!(
+        journaled.len() >= 10,
+        "the children placed orders (seed {seed})"
+    );
     // No order on the venue that the journal does not know.
     for id in sim.trading().client_ids(0) {
-        assert!(journaled.contains(&id), "venue order {id} is not journaled (seed {seed})");
+        assert!(
+            journaled.contains(&id),
+            "venue order {id} is not journaled (seed {seed})"
+        );
     }
     for (o, _) in state.orders() {
         let id = o.client_id().as_str();
@@ -853,11 +880,93 @@ async fn kill9_restart_never_loses_or_doubles_an_order() {
                     o.filled_qty, vo.executed_qty,
                     "fills of {id} differ between journal and venue (seed {seed})"
                 );
-                assert!(!o.status.is_open(), "{id} is closed on the venue but open in the journal (seed {seed})");
+                assert!(
+                    !o.status.is_open(),
+                    "{id} is closed on the venue but open in the journal (seed {seed})"
+                );
             } else {
                 assert!(o.filled_qty <= vo.executed_qty, "seed {seed}");
             }
         }
     }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn reconciliation_resubmits_unsent_intents_adopts_lost_events_and_cancels_strays() {
+    let sim = sim().await;
+    let c = client(&sim).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = Journal::open(dir.path(), "rc", true).unwrap();
+    let (bid, _) = top(&sim).await;
+    let id = |s: &str| mmtrader::trading::order::ClientOrderId::parse(s).unwrap();
+    let request = |cid: &str, kind| mmtrader::trading::order::OrderRequest {
+        client_id: id(cid),
+        symbol: SYM.into(),
+        side: Side::Buy,
+        kind,
+        qty: q("0.01"),
+        reduce_only: false,
+        time_in_force: mmtrader::trading::order::TimeInForce::Gtc,
+    };
+    let intent = |r| JournalRecord::Intent {
+        request: r,
+        protection: Protection::default(),
+        time_ms: 1,
+    };
+    // Killed after journaling, before sending.
+    journal
+        .record(intent(request("rc-1", TradeKind::Market)))
+        .unwrap();
+    // Killed after sending, before journaling what the venue said.
+    let far = bid - Price::parse("300").unwrap();
+    let resting = request(
+        "rc-2",
+        TradeKind::Limit {
+            price: far,
+            post_only: false,
+        },
+    );
+    journal.record(intent(resting.clone())).unwrap();
+    c.place(&mmtrader::exec::venue::spec_of(&resting))
+        .await
+        .unwrap();
+    // An open venue order nobody journaled.
+    c.place(&spec(
+        Side::Buy,
+        "0.01",
+        OrderKind::Limit {
+            price: far,
+            tif: Tif::Gtc,
+        },
+        "stray-1",
+    ))
+    .await
+    .unwrap();
+    let now = mmtrader::exec::rest::local_ms();
+    let s = reconcile_startup(&c, &mut journal, &[SYM.to_string()], now)
+        .await
+        .unwrap();
+    assert_eq!(s.resubmitted, vec![id("rc-1")]);
+    assert_eq!(s.strays_cancelled, vec![id("stray-1")]);
+    assert!(s.adopted >= 1);
+    let st = journal.state();
+    assert_eq!(st.order(&id("rc-1")).unwrap().status, OrderStatus::Filled);
+    assert_eq!(
+        st.order(&id("rc-2")).unwrap().status,
+        OrderStatus::Acknowledged
+    );
+    for cid in ["rc-1", "rc-2", "stray-1"] {
+        assert_eq!(sim.trading().orders_with_client_id(0, cid), 1, "{cid}");
+    }
+    assert_eq!(
+        c.query(SYM, "stray-1").await.unwrap().status,
+        Some(OrderState::Canceled)
+    );
+    // Everything agrees now: a second pass does nothing.
+    let s = reconcile_startup(&c, &mut journal, &[SYM.to_string()], now)
+        .await
+        .unwrap();
+    assert_eq!(s, Default::default());
     sim.shutdown().await;
 }
