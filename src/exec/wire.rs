@@ -456,8 +456,8 @@ pub struct ExecutionReport {
 /// A user-data stream event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserStreamEvent {
-    /// Order update.
-    Execution(ExecutionReport),
+    /// Order update (boxed: it is much larger than the other variants).
+    Execution(Box<ExecutionReport>),
     /// Changed balances.
     Balances(Vec<AssetBalance>),
     /// The listen key expired: the stream must be reopened.
@@ -485,7 +485,7 @@ pub fn parse_user_event(text: &str) -> Result<UserStreamEvent, WireError> {
                 s("c")
             };
             let status_text = s("X");
-            Ok(UserStreamEvent::Execution(ExecutionReport {
+            Ok(UserStreamEvent::Execution(Box::new(ExecutionReport {
                 event_ms: v.get("E").and_then(Value::as_i64).unwrap_or(0),
                 symbol: s("s"),
                 client_order_id,
@@ -512,7 +512,7 @@ pub fn parse_user_event(text: &str) -> Result<UserStreamEvent, WireError> {
                 trade_id: v.get("t").and_then(Value::as_i64).unwrap_or(-1),
                 maker: v.get("m").and_then(Value::as_bool).unwrap_or(false),
                 time_ms: v.get("T").and_then(Value::as_i64).unwrap_or(0),
-            }))
+            })))
         }
         "outboundAccountPosition" => {
             let Some(Value::Array(items)) = v.get("B") else {
