@@ -185,6 +185,8 @@ pub struct SimSection {
     pub seed: u64,
     /// Listen address (`127.0.0.1:0` = any free port).
     pub bind: String,
+    /// `[sim.trading]`: accounts, keys and fees of the trading endpoints.
+    pub trading: crate::sim::accounts::SimTradingConfig,
 }
 
 impl Default for SimSection {
@@ -192,6 +194,7 @@ impl Default for SimSection {
         Self {
             seed: 42,
             bind: "127.0.0.1:0".into(),
+            trading: crate::sim::accounts::SimTradingConfig::default(),
         }
     }
 }
@@ -268,6 +271,7 @@ struct RawConfig {
     ui: UiConfig,
     risk: crate::trading::risk::RiskConfig,
     execution: crate::trading::executor::ExecutionConfig,
+    exec: crate::exec::connect::ExecSection,
 }
 
 /// One followed instrument, resolved.
@@ -314,6 +318,8 @@ pub struct Config {
     pub risk: crate::trading::risk::RiskConfig,
     /// `[execution]`.
     pub execution: crate::trading::executor::ExecutionConfig,
+    /// `[exec]`: exchange venues of the exchange executors.
+    pub exec: crate::exec::connect::ExecSection,
 }
 
 const KNOWN_QUOTES: [&str; 10] = [
@@ -563,6 +569,12 @@ impl Config {
         if let Err((k, msg)) = raw.execution.validate().and(raw.risk.validate()) {
             return Err(key_err(k, msg));
         }
+        if let Err((k, msg)) = raw.exec.validate() {
+            return Err(key_err(k, msg));
+        }
+        if let Err(e) = raw.sim.trading.build_accounts() {
+            return Err(key_err("sim.trading.accounts", e.to_string()));
+        }
         let mut endpoints = default_endpoints();
         endpoints.extend(raw.endpoints);
 
@@ -580,6 +592,7 @@ impl Config {
             ui: raw.ui,
             risk: raw.risk,
             execution: raw.execution,
+            exec: raw.exec,
         })
     }
 

@@ -8,9 +8,11 @@
 //! - [`user_stream`]: the listen-key user-data stream turned into fills and acks.
 //! - [`venue`]: requests ↔ wire orders, replies and reports → execution events, venue snapshots.
 //! - [`reconcile`]: start-up reconciliation of the order journal with the venue.
+//! - [`connect`]: the `[exec]` settings and building the configured executor.
 //! - [`executor`]: the `trading::executor::Executor` implementation over an exchange account.
 
 pub mod binance_spot;
+pub mod connect;
 pub mod executor;
 pub mod mexc_spot;
 pub mod reconcile;
