@@ -874,18 +874,15 @@ async fn kill9_restart_never_loses_or_doubles_an_order() {
         }
         if n == 1 {
             let vo = c.query(SYM, id).await.unwrap();
-            let venue_done = vo.status.as_ref().is_some_and(|s| !s.is_open());
-            if venue_done {
+            if !o.status.is_open() {
+                // Closed in the journal: the venue can no longer change it, so fills must agree.
                 assert_eq!(
                     o.filled_qty, vo.executed_qty,
                     "fills of {id} differ between journal and venue (seed {seed})"
                 );
-                assert!(
-                    !o.status.is_open(),
-                    "{id} is closed on the venue but open in the journal (seed {seed})"
-                );
             } else {
-                assert!(o.filled_qty <= vo.executed_qty, "seed {seed}");
+                // Open at reconciliation; the market may have filled more of it since.
+                assert!(o.filled_qty <= vo.executed_qty, "{id} (seed {seed})");
             }
         }
     }

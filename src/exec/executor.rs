@@ -321,6 +321,8 @@ async fn worker(
     let mut unsure: Vec<OrderRequest> = Vec::new();
     let mut recheck = tokio::time::interval(RECHECK_EVERY);
     let mut connects = 0u64;
+    let mut closed: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut newly_closed: Vec<String> = Vec::new();
     loop {
         let stream_ev = async {
             match stream.as_mut() {
@@ -397,6 +399,25 @@ async fn worker(
                 if !unsure.is_empty() {
                     unsure = check(&client, &events, std::mem::take(&mut unsure)).await;
                 }
+                if stream.is_none() {
+                    // No user-data stream (MEXC): poll the venue for every order not known done.
+                    for (cid, t) in &tracked {
+                        if closed.contains(cid) {
+                            continue;
+                        }
+                        match order_events(&client, &t.req).await {
+                            Ok(Some(evs)) => {
+                                if is_final(&t.req, &evs) {
+                                    newly_closed.push(cid.clone());
+                                }
+                                send_all(&events, evs);
+                            }
+                            Ok(None) => {}
+                            Err(e) => tracing::warn!(client_id = %cid, "order poll failed: {e}"),
+                        }
+                    }
+                    closed.extend(newly_closed.drain(..));
+                }
             }
         }
     }
@@ -455,6 +476,21 @@ async fn check(
         }
     }
     again
+}
+
+/// True when the events end the order (a final status, or fills adding up to its quantity).
+fn is_final(req: &OrderRequest, evs: &[ExecutionEvent]) -> bool {
+    let mut filled = crate::market::types::Qty::ZERO;
+    for e in evs {
+        match e {
+            ExecutionEvent::Filled(f) => filled += f.qty,
+            ExecutionEvent::Cancelled { .. }
+            | ExecutionEvent::Expired { .. }
+            | ExecutionEvent::Rejected { .. } => return true,
+            ExecutionEvent::Acknowledged { .. } => {}
+        }
+    }
+    filled >= req.qty
 }
 
 /// Everything the venue knows about one order as events (ack, every fill, final status);
