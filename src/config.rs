@@ -194,6 +194,8 @@ pub struct SimSection {
     pub seed: u64,
     /// Listen address (`127.0.0.1:0` = any free port).
     pub bind: String,
+    /// `[sim.trading]`: accounts, keys and fees of the trading endpoints.
+    pub trading: crate::sim::accounts::SimTradingConfig,
 }
 
 impl Default for SimSection {
@@ -201,6 +203,7 @@ impl Default for SimSection {
         Self {
             seed: 42,
             bind: "127.0.0.1:0".into(),
+            trading: crate::sim::accounts::SimTradingConfig::default(),
         }
     }
 }
@@ -283,6 +286,7 @@ struct RawConfig {
     exchanges: crate::feeds::fallback::ExchangesConfig,
     collector: crate::collector::config::CollectorConfig,
     api: crate::api::config::ApiConfig,
+    exec: crate::exec::connect::ExecSection,
 }
 
 /// One followed instrument, resolved.
@@ -341,6 +345,8 @@ pub struct Config {
     pub collector: crate::collector::config::CollectorConfig,
     /// `[api]`.
     pub api: crate::api::config::ApiConfig,
+    /// `[exec]`: exchange venues of the exchange executors.
+    pub exec: crate::exec::connect::ExecSection,
 }
 
 const KNOWN_QUOTES: [&str; 10] = [
@@ -611,6 +617,12 @@ impl Config {
                 ),
             ));
         }
+        if let Err((k, msg)) = raw.exec.validate() {
+            return Err(key_err(k, msg));
+        }
+        if let Err(e) = raw.sim.trading.build_accounts() {
+            return Err(key_err("sim.trading.accounts", e.to_string()));
+        }
         let mut endpoints = default_endpoints();
         endpoints.extend(raw.endpoints);
 
@@ -634,6 +646,7 @@ impl Config {
             exchanges: raw.exchanges,
             collector: raw.collector,
             api: raw.api,
+            exec: raw.exec,
         })
     }
 

@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod collector;
 pub mod config;
+pub mod exec;
 pub mod feeds;
 pub mod logging;
 pub mod market;

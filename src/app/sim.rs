@@ -39,6 +39,7 @@ pub fn sim_config(config: &Config, bind: &str) -> Result<SimConfig, ConfigError>
         bind: addr.ip().to_string(),
         port: addr.port(),
         symbols,
+        trading: config.sim.trading.clone(),
         ..defaults
     })
 }

@@ -72,6 +72,8 @@ pub struct SimConfig {
     pub weight_limit_per_minute: u32,
     /// Outgoing messages buffered per connection before a slow client is dropped.
     pub ws_queue_capacity: usize,
+    /// Trading endpoints: accounts (keys, secrets, balances) and fees.
+    pub trading: super::accounts::SimTradingConfig,
 }
 
 impl Default for SimConfig {
@@ -99,6 +101,7 @@ impl Default for SimConfig {
             max_connection_lifetime_s: 24 * 3600,
             weight_limit_per_minute: 6000,
             ws_queue_capacity: 4096,
+            trading: super::accounts::SimTradingConfig::default(),
         }
     }
 }

@@ -7,14 +7,17 @@
 //!
 //! Wiring: `let h = sim::start(cfg).await?; /* ctrl-c */ h.shutdown().await;`.
 
+pub mod accounts;
 pub mod book;
 pub mod config;
 pub mod control;
 pub mod history;
+pub mod matching;
 pub mod model;
 pub mod protocol;
 pub mod random;
 pub mod server;
+pub mod trading;
 pub mod ws;
 
 pub use config::{SimConfig, SimSymbolConfig};

@@ -13,7 +13,7 @@ use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use thiserror::Error;
 use tokio::sync::{broadcast, watch};
@@ -23,6 +23,7 @@ use super::config::SimConfig;
 use super::history::{History, SimCandle};
 use super::model::{MarketEvent, MarketModel};
 use super::protocol::{self, KlineView, Ticker24h};
+use super::trading::{self, OrderFault, Trading};
 use super::ws;
 use crate::market::types::{Level, Price, Qty, Side, Timeframe, Trade};
 
@@ -96,6 +97,8 @@ pub struct Shared {
     weights: Mutex<Weights>,
     subscriptions: Mutex<HashMap<String, usize>>,
     lower: Vec<String>,
+    /// Accounts, orders and the matching engine (kept across restarts of one handle).
+    pub trading: Arc<Trading>,
 }
 
 impl Shared {
@@ -226,6 +229,7 @@ struct Running {
 pub struct SimHandle {
     cfg: SimConfig,
     history: Arc<History>,
+    trading: Arc<Trading>,
     addr: SocketAddr,
     running: Option<Running>,
 }
@@ -233,6 +237,9 @@ pub struct SimHandle {
 /// Starts the simulator: binds, builds the market from the last historical close, serves.
 pub async fn start(cfg: SimConfig) -> anyhow::Result<SimHandle> {
     let specs = cfg.specs().context("invalid simulator configuration")?;
+    let trading = Arc::new(
+        Trading::new(&cfg.trading, &specs).context("invalid simulator trading configuration")?,
+    );
     let history = Arc::new(History::new(cfg.seed, cfg.correlation, specs));
     let addr: SocketAddr = format!("{}:{}", cfg.bind, cfg.port)
         .parse()
@@ -240,6 +247,7 @@ pub async fn start(cfg: SimConfig) -> anyhow::Result<SimHandle> {
     let mut h = SimHandle {
         cfg,
         history,
+        trading,
         addr,
         running: None,
     };
@@ -283,6 +291,7 @@ impl SimHandle {
             weights: Mutex::new(Weights::default()),
             subscriptions: Mutex::new(HashMap::new()),
             lower,
+            trading: self.trading.clone(),
         });
         let app = router(shared.clone());
         let mut stop_srv = stop_rx.clone();
@@ -325,6 +334,21 @@ impl SimHandle {
     /// The history being served.
     pub fn history(&self) -> &Arc<History> {
         &self.history
+    }
+
+    /// Accounts, orders and trading fault injection.
+    pub fn trading(&self) -> &Arc<Trading> {
+        &self.trading
+    }
+
+    /// Skews the clock the trading endpoints (and `/api/v3/time`) use by `ms`.
+    pub fn set_clock_offset_ms(&self, ms: i64) {
+        self.trading.set_clock_offset_ms(ms);
+    }
+
+    /// Makes the next order placement fail in the given way.
+    pub fn inject_order_fault(&self, fault: OrderFault) {
+        self.trading.inject_order_fault(fault);
     }
 
     fn shared(&self) -> Result<&Arc<Shared>, SimError> {
@@ -471,6 +495,7 @@ async fn market_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     return;
                 }
             };
+            shared.trading.on_market(&m, &events);
             let tops: Vec<BookTop> = (0..n)
                 .map(|i| {
                     (
@@ -634,14 +659,14 @@ fn second_closed(shared: &Shared, watched: &HashSet<String>, sym: usize, c: &Sim
 
 /// A Binance-style error reply.
 #[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    code: i64,
-    msg: String,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: i64,
+    pub(crate) msg: String,
 }
 
 impl ApiError {
-    fn bad(code: i64, msg: impl Into<String>) -> Self {
+    pub(crate) fn bad(code: i64, msg: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             code,
@@ -649,14 +674,14 @@ impl ApiError {
         }
     }
 
-    fn mandatory(name: &str) -> Self {
+    pub(crate) fn mandatory(name: &str) -> Self {
         Self::bad(
             -1102,
             format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."),
         )
     }
 
-    fn illegal(name: &str) -> Self {
+    pub(crate) fn illegal(name: &str) -> Self {
         Self::bad(
             -1100,
             format!(
@@ -665,7 +690,7 @@ impl ApiError {
         )
     }
 
-    fn symbol() -> Self {
+    pub(crate) fn symbol() -> Self {
         Self::bad(-1121, "Invalid symbol.")
     }
 }
@@ -679,7 +704,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn json_response(status: StatusCode, body: String) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
     let mut r = (status, body).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -688,7 +713,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
     r
 }
 
-fn ok(v: Value) -> Response {
+pub(crate) fn ok(v: Value) -> Response {
     json_response(StatusCode::OK, v.to_string())
 }
 
@@ -757,6 +782,11 @@ fn weight_of(path: &str, q: &HashMap<String, String>) -> u32 {
         "/api/v3/ticker/24hr" => 80,
         "/api/v3/ticker/bookTicker" if one => 2,
         "/api/v3/ticker/bookTicker" => 4,
+        "/api/v3/openOrders" if one => 6,
+        "/api/v3/openOrders" => 80,
+        "/api/v3/account" | "/api/v3/myTrades" => 20,
+        "/api/v3/order" if q.contains_key("signature") && !q.contains_key("side") => 4,
+        "/api/v3/userDataStream" => 2,
         _ => 1,
     }
 }
@@ -833,6 +863,11 @@ async fn weight_layer(State(s): State<Arc<Shared>>, req: Request, next: Next) ->
     resp
 }
 
+/// Decodes `a=1&b=2` (percent-decoding included); `None` on bad escapes.
+pub(crate) fn query_pairs(q: &str) -> Option<HashMap<String, String>> {
+    serde_urlencoded_pairs(q)
+}
+
 /// Decodes `a=1&b=2` (percent-decoding included) without another dependency.
 fn serde_urlencoded_pairs(q: &str) -> Option<HashMap<String, String>> {
     let mut out = HashMap::new();
@@ -870,9 +905,21 @@ fn percent_decode(s: &str) -> Option<String> {
 fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
         .route("/api/v3/ping", get(|| async { ok(json!({})) }))
+        .route("/api/v3/time", get(trading::time))
         .route(
-            "/api/v3/time",
-            get(|| async { ok(json!({"serverTime": wall_ms()})) }),
+            "/api/v3/order",
+            get(trading::get_order)
+                .post(trading::post_order)
+                .delete(trading::delete_order),
+        )
+        .route("/api/v3/openOrders", get(trading::open_orders))
+        .route("/api/v3/account", get(trading::account))
+        .route("/api/v3/myTrades", get(trading::my_trades))
+        .route(
+            "/api/v3/userDataStream",
+            post(trading::create_listen_key)
+                .put(trading::keepalive_listen_key)
+                .delete(trading::close_listen_key),
         )
         .route("/api/v3/exchangeInfo", get(exchange_info))
         .route("/api/v3/depth", get(depth))

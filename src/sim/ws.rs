@@ -54,6 +54,15 @@ pub async fn raw(
     State(s): State<Arc<Shared>>,
     Path(rest): Path<String>,
 ) -> Response {
+    // A listen key opens the account's user-data stream instead of market streams.
+    if let Some(events) = s
+        .trading
+        .listen_key_account(&rest)
+        .and_then(|a| s.trading.subscribe(a))
+    {
+        return ws
+            .on_upgrade(move |socket| super::trading::user_connection(socket, s, rest, events));
+    }
     let streams = rest
         .split('/')
         .filter(|x| !x.is_empty())

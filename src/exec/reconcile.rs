@@ -1,0 +1,173 @@
+//! Start-up reconciliation of the order journal with the exchange.
+//!
+//! The venue is asked about every order the journal still has open (by client id, fills from
+//! the account's trade list) and for its open orders on the same symbols; the pure
+//! [`journal::reconcile`](crate::trading::journal::reconcile) decides what to do, and this
+//! module does it: venue events are journaled, intents the venue never saw are sent again with
+//! their journaled client id (the venue refuses a duplicate, so nothing executes twice), and
+//! open venue orders the journal does not know are cancelled.
+
+use std::collections::BTreeSet;
+
+use super::binance_spot::BinanceSpot;
+use super::rest::ExecError;
+use super::venue::{Assets, events_of_reply, exchange_symbol, fills_of_trades, spec_of, status_of};
+use crate::trading::journal::{
+    ExchangeView, Journal, JournalError, JournalRecord, ReconcileAction, VenueOrder, reconcile,
+};
+use crate::trading::order::{ClientOrderId, ExecutionEvent};
+
+/// Why reconciliation stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The venue could not be asked.
+    #[error("reconciliation: {0}")]
+    Venue(#[from] ExecError),
+    /// The journal could not be written.
+    #[error("reconciliation: {0}")]
+    Journal(#[from] JournalError),
+}
+
+/// What reconciliation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileSummary {
+    /// Venue events journaled (acks, fills, final statuses).
+    pub adopted: usize,
+    /// Intents sent again (the venue had never seen them).
+    pub resubmitted: Vec<ClientOrderId>,
+    /// Venue orders unknown to the journal, cancelled.
+    pub strays_cancelled: Vec<ClientOrderId>,
+}
+
+fn assets(client: &BinanceSpot, symbol: &str) -> Assets {
+    match client.instrument(&exchange_symbol(symbol)) {
+        Some(i) => Assets {
+            base: i.base_asset,
+            quote: i.quote_asset,
+        },
+        None => {
+            let (base, quote) = crate::config::split_symbol(symbol).unwrap_or_default();
+            Assets { base, quote }
+        }
+    }
+}
+
+/// The venue's view of the journal's open orders (plus its open orders on their symbols and
+/// on `extra_symbols`).
+pub async fn exchange_view(
+    client: &BinanceSpot,
+    journal: &Journal,
+    extra_symbols: &[String],
+) -> Result<ExchangeView, ExecError> {
+    let mut view = ExchangeView::default();
+    let mut symbols: BTreeSet<String> = extra_symbols.iter().map(|s| exchange_symbol(s)).collect();
+    let mut asked = BTreeSet::new();
+    for o in journal.state().open_orders() {
+        let req = &o.request;
+        let sym = exchange_symbol(&req.symbol);
+        symbols.insert(sym.clone());
+        asked.insert(req.client_id.as_str().to_string());
+        let Some(vo) = client.lookup(&sym, req.client_id.as_str()).await? else {
+            continue;
+        };
+        if vo.executed_qty.raw() > 0 {
+            let trades = client.my_trades(&sym, Some(&vo.order_id)).await?;
+            let a = assets(client, &req.symbol);
+            view.fills.extend(fills_of_trades(
+                &req.client_id,
+                &req.symbol,
+                req.side,
+                &a,
+                &trades,
+            ));
+        }
+        view.orders.push(VenueOrder {
+            client_id: req.client_id.clone(),
+            exchange_id: vo.order_id.clone(),
+            status: status_of(vo.status.as_ref(), vo.executed_qty),
+            filled_qty: vo.executed_qty,
+        });
+    }
+    for sym in symbols {
+        for vo in client.open_orders(Some(&sym)).await? {
+            if asked.contains(&vo.client_order_id) {
+                continue;
+            }
+            // Ids the journal cannot hold were not placed by us through it: still strays.
+            let Ok(client_id) = ClientOrderId::parse(&vo.client_order_id) else {
+                tracing::warn!(symbol = %sym, "open venue order with a foreign client id left alone");
+                continue;
+            };
+            view.orders.push(VenueOrder {
+                client_id,
+                exchange_id: vo.order_id.clone(),
+                status: status_of(vo.status.as_ref(), vo.executed_qty),
+                filled_qty: vo.executed_qty,
+            });
+        }
+    }
+    Ok(view)
+}
+
+/// Brings the journal and the venue into agreement (see the module doc); every event is
+/// journaled before anything else acts on it.
+pub async fn reconcile_startup(
+    client: &BinanceSpot,
+    journal: &mut Journal,
+    extra_symbols: &[String],
+    now_ms: i64,
+) -> Result<ReconcileSummary, ReconcileError> {
+    let view = exchange_view(client, journal, extra_symbols).await?;
+    let actions = reconcile(journal.state(), &view, now_ms);
+    let mut summary = ReconcileSummary::default();
+    for a in actions {
+        match a {
+            ReconcileAction::Adopt(ev) => {
+                journal.record(JournalRecord::Event(ev))?;
+                summary.adopted += 1;
+            }
+            ReconcileAction::Resubmit { request, .. } => {
+                let events = match client.place(&spec_of(&request)).await {
+                    Ok(o) => events_of_reply(&request, &assets(client, &request.symbol), &o),
+                    // Still unknown: leave the intent open; the next reconciliation decides.
+                    Err(e) if e.outcome_unknown() => return Err(e.into()),
+                    Err(e) => vec![ExecutionEvent::Rejected {
+                        client_id: request.client_id.clone(),
+                        reason: super::venue::reject_reason(&e),
+                        time_ms: now_ms,
+                    }],
+                };
+                for ev in events {
+                    journal.record(JournalRecord::Event(ev))?;
+                }
+                summary.resubmitted.push(request.client_id);
+            }
+            ReconcileAction::CancelStray { client_id } => {
+                // The view does not keep symbols: try each symbol reconciliation looked at.
+                let mut done = false;
+                for sym in view_symbols(journal, extra_symbols) {
+                    match client.cancel(&sym, client_id.as_str()).await {
+                        Ok(_) => {
+                            done = true;
+                            break;
+                        }
+                        Err(e) if e.code().is_some_and(|c| c == -2011 || c == -2013) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                if done {
+                    summary.strays_cancelled.push(client_id);
+                }
+            }
+        }
+    }
+    Ok(summary)
+}
+
+fn view_symbols(journal: &Journal, extra: &[String]) -> BTreeSet<String> {
+    let mut s: BTreeSet<String> = extra.iter().map(|x| exchange_symbol(x)).collect();
+    for (o, _) in journal.state().orders() {
+        s.insert(exchange_symbol(&o.request.symbol));
+    }
+    s
+}

@@ -1,0 +1,161 @@
+//! Simulated trading accounts: their API keys, secrets, starting balances and fees.
+//!
+//! The default account's key and secret are documented test values for the loopback simulator
+//! (see `config.toml`), not real credentials.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::matching::{Account, Balance};
+use crate::market::types::Qty;
+
+/// API key of the default simulated account (a documented test value).
+pub const DEFAULT_API_KEY: &str = "mmtrader-sim-key-0000000000000000";
+/// HMAC secret of the default simulated account (a documented test value).
+pub const DEFAULT_SECRET: &str = "mmtrader-sim-secret-000000000000";
+
+/// One simulated account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimAccountConfig {
+    /// Name shown in logs.
+    pub name: String,
+    /// API key clients send in `X-MBX-APIKEY`.
+    pub api_key: String,
+    /// HMAC-SHA256 secret the signatures are checked with.
+    pub secret: String,
+    /// Starting balances, asset → decimal amount text (exact, e.g. `"10000"`).
+    pub balances: BTreeMap<String, String>,
+}
+
+impl Default for SimAccountConfig {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+            api_key: DEFAULT_API_KEY.into(),
+            secret: DEFAULT_SECRET.into(),
+            balances: [("USDT", "100000"), ("ETH", "10"), ("BTC", "1")]
+                .into_iter()
+                .map(|(a, v)| (a.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+}
+
+/// `[sim.trading]`: the simulator's trading endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimTradingConfig {
+    /// Accounts that may trade (each with its own key and secret).
+    pub accounts: Vec<SimAccountConfig>,
+    /// Fee for resting (maker) fills, basis points of the asset received.
+    pub maker_fee_bps: u32,
+    /// Fee for taking (taker) fills, basis points of the asset received.
+    pub taker_fee_bps: u32,
+    /// Minutes a listenKey lives without a keepalive.
+    pub listen_key_ttl_min: u64,
+}
+
+impl Default for SimTradingConfig {
+    fn default() -> Self {
+        Self {
+            accounts: vec![SimAccountConfig::default()],
+            maker_fee_bps: 10,
+            taker_fee_bps: 10,
+            listen_key_ttl_min: 60,
+        }
+    }
+}
+
+/// A trading configuration value the simulator cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountConfigError {
+    /// Two accounts share a key, or a key/secret is empty.
+    #[error("sim.trading.accounts[{index}]: api_key and secret must be non-empty and keys unique")]
+    BadKey {
+        /// Account index.
+        index: usize,
+    },
+    /// A balance is not an exact non-negative decimal with at most 8 places.
+    #[error(
+        "sim.trading.accounts[{index}].balances.{asset}: expected a non-negative decimal string such as \"1000.5\""
+    )]
+    BadBalance {
+        /// Account index.
+        index: usize,
+        /// Asset.
+        asset: String,
+    },
+}
+
+impl SimTradingConfig {
+    /// Builds the engine's accounts; index = position in `accounts`.
+    pub fn build_accounts(&self) -> Result<Vec<Account>, AccountConfigError> {
+        let mut out = Vec::new();
+        for (index, a) in self.accounts.iter().enumerate() {
+            let dup = self.accounts[..index]
+                .iter()
+                .any(|b| b.api_key == a.api_key);
+            if a.api_key.is_empty() || a.secret.is_empty() || dup {
+                return Err(AccountConfigError::BadKey { index });
+            }
+            let mut balances = BTreeMap::new();
+            for (asset, v) in &a.balances {
+                let free = Qty::parse(v).ok().filter(|q| q.raw() >= 0).ok_or_else(|| {
+                    AccountConfigError::BadBalance {
+                        index,
+                        asset: asset.clone(),
+                    }
+                })?;
+                balances.insert(
+                    asset.clone(),
+                    Balance {
+                        free,
+                        locked: Qty::ZERO,
+                    },
+                );
+            }
+            out.push(Account {
+                name: a.name.clone(),
+                balances,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Index of the account with this API key.
+    pub fn account_of_key(&self, api_key: &str) -> Option<usize> {
+        self.accounts.iter().position(|a| a.api_key == api_key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_account_builds() {
+        let c = SimTradingConfig::default();
+        let a = c.build_accounts().unwrap();
+        assert_eq!(a[0].balances["USDT"].free, Qty::parse("100000").unwrap());
+        assert_eq!(c.account_of_key(DEFAULT_API_KEY), Some(0));
+        assert_eq!(c.account_of_key("nope"), None);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let mut c = SimTradingConfig::default();
+        c.accounts[0].balances.insert("ETH".into(), "ten".into());
+        let e = c.build_accounts().unwrap_err();
+        assert!(e.to_string().contains("balances.ETH"));
+        let mut c = SimTradingConfig::default();
+        c.accounts.push(SimAccountConfig::default());
+        assert_eq!(
+            c.build_accounts().unwrap_err(),
+            AccountConfigError::BadKey { index: 1 }
+        );
+        let c: Result<SimTradingConfig, _> = toml::from_str("maker_fee = 3");
+        assert!(c.is_err());
+    }
+}

@@ -1,0 +1,969 @@
+//! The signed Binance spot client against the simulator's trading endpoints over real loopback
+//! sockets: signatures, clock skew, filters, order types, the user-data stream, retries that
+//! never double an order, rate limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mmtrader::exec::binance_spot::{
+    BinanceSpot, BinanceSpotConfig, OrderKind, OrderSpec, OrderState, Tif,
+};
+use mmtrader::exec::rest::ExecError;
+use mmtrader::exec::signing::{Credentials, Query, Secret};
+use mmtrader::exec::user_stream::{UserEvent, UserStream, UserStreamConfig};
+use mmtrader::exec::wire::UserStreamEvent;
+use mmtrader::market::types::{Price, Qty, Side};
+use mmtrader::sim::accounts::{DEFAULT_API_KEY, DEFAULT_SECRET};
+use mmtrader::sim::trading::OrderFault;
+use mmtrader::sim::{SimConfig, SimHandle, start};
+use reqwest::Method;
+
+const SYM: &str = "ETHUSDT";
+
+fn cfg(sim: &SimHandle, timeout_ms: u64) -> BinanceSpotConfig {
+    BinanceSpotConfig {
+        rest_url: sim.rest_url(),
+        ws_url: sim.ws_url(),
+        timeout_ms,
+        unknown_settle_ms: 50,
+        ..BinanceSpotConfig::default()
+    }
+}
+
+async fn client_with(sim: &SimHandle, secret: &str, timeout_ms: u64) -> BinanceSpot {
+    let c = BinanceSpot::new(
+        cfg(sim, timeout_ms),
+        Credentials {
+            api_key: DEFAULT_API_KEY.into(),
+            secret: Secret::new(secret),
+        },
+    )
+    .unwrap();
+    c.rest().sync_time().await.unwrap();
+    assert_eq!(c.load_instruments().await.unwrap(), 2);
+    c
+}
+
+async fn client(sim: &SimHandle) -> BinanceSpot {
+    client_with(sim, DEFAULT_SECRET, 5000).await
+}
+
+async fn sim() -> SimHandle {
+    start(SimConfig::default()).await.unwrap()
+}
+
+/// Best bid and ask of ETHUSDT from the public book ticker.
+async fn top(sim: &SimHandle) -> (Price, Price) {
+    let v: serde_json::Value = reqwest::get(format!(
+        "{}/api/v3/ticker/bookTicker?symbol={SYM}",
+        sim.rest_url()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let p = |k: &str| Price::parse(v[k].as_str().unwrap()).unwrap();
+    (p("bidPrice"), p("askPrice"))
+}
+
+fn q(s: &str) -> Qty {
+    Qty::parse(s).unwrap()
+}
+
+fn spec(side: Side, qty: &str, kind: OrderKind, id: &str) -> OrderSpec {
+    OrderSpec {
+        symbol: SYM.into(),
+        side,
+        qty: q(qty),
+        kind,
+        client_id: id.into(),
+    }
+}
+
+async fn balance(c: &BinanceSpot, asset: &str) -> (Qty, Qty) {
+    let b = c.balances().await.unwrap();
+    let a = b.iter().find(|b| b.asset == asset).unwrap();
+    (a.free, a.locked)
+}
+
+/// Polls an order until `done` holds (the simulated market has to move), at most `secs`.
+async fn wait_order(
+    c: &BinanceSpot,
+    ids: &[&str],
+    secs: u64,
+    done: impl Fn(&OrderState) -> bool,
+) -> Option<String> {
+    for _ in 0..secs * 5 {
+        for id in ids {
+            let o = c.query(SYM, id).await.unwrap();
+            if o.status.as_ref().is_some_and(&done) {
+                return Some(id.to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn bad_signature_and_unknown_key_are_rejected_with_binance_codes() {
+    let sim = sim().await;
+    let wrong = client_with(&sim, "not-the-secret", 5000).await;
+    let e = wrong
+        .place(&spec(Side::Buy, "0.01", OrderKind::Market, "sig-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(-1022), "{e}");
+    let stranger = BinanceSpot::new(
+        cfg(&sim, 5000),
+        Credentials {
+            api_key: "nobody".into(),
+            secret: Secret::new(DEFAULT_SECRET),
+        },
+    )
+    .unwrap();
+    let e = stranger.balances().await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ExecError::Rejected {
+                status: 401,
+                code: -2015,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // The real secret works, and nothing from the failed attempt reached the engine.
+    let c = client(&sim).await;
+    assert_eq!(sim.trading().orders_with_client_id(0, "sig-1"), 0);
+    c.place(&spec(Side::Buy, "0.01", OrderKind::Market, "sig-1"))
+        .await
+        .unwrap();
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn clock_skew_is_corrected_after_a_timestamp_rejection() {
+    let sim = sim().await;
+    let c = client(&sim).await;
+    assert!(c.rest().clock_offset_ms().abs() < 1000);
+    for skew in [30_000i64, -30_000] {
+        sim.set_clock_offset_ms(skew);
+        // The stale offset makes the first attempt fail with -1021; one re-sync fixes it.
+        let b = c.balances().await.unwrap();
+        assert!(b.iter().any(|a| a.asset == "USDT"));
+        assert!(
+            (c.rest().clock_offset_ms() - skew).abs() < 1000,
+            "offset {} after skew {skew}",
+            c.rest().clock_offset_ms()
+        );
+    }
+    // A raw request with a timestamp outside recvWindow gets Binance's error.
+    sim.set_clock_offset_ms(0);
+    let stale = Query::new().with("recvWindow", "5000").with(
+        "timestamp",
+        (mmtrader::exec::rest::local_ms() - 60_000).to_string(),
+    );
+    let mut q = stale.signed(&Secret::new(DEFAULT_SECRET));
+    q.insert(0, '?');
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v3/account{q}", sim.rest_url()))
+        .header("X-MBX-APIKEY", DEFAULT_API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["code"], -1021);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn filters_are_applied_locally_and_enforced_by_the_exchange() {
+    let sim = sim().await;
+    let c = client(&sim).await;
+    let (bid, _) = top(&sim).await;
+    // Below the minimum notional: refused before sending.
+    let e = c
+        .place(&spec(
+            Side::Buy,
+            "0.001",
+            OrderKind::Limit {
+                price: bid,
+                tif: Tif::Gtc,
+            },
+            "f-1",
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ExecError::Filter(_)), "{e}");
+    assert_eq!(sim.trading().orders_with_client_id(0, "f-1"), 0);
+    // Off-tick price and off-step quantity are rounded (buy: price down) and accepted.
+    let far = bid - Price::parse("100").unwrap();
+    let o = c
+        .place(&spec(
+            Side::Buy,
+            "0.012345",
+            OrderKind::Limit {
+                price: far + Price::parse("0.004").unwrap(),
+                tif: Tif::Gtc,
+            },
+            "f-2",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(o.price, far);
+    assert_eq!(o.orig_qty, q("0.0123"));
+    assert_eq!(o.status, Some(OrderState::New));
+    // The exchange itself enforces the filters on a raw request (-1013).
+    for (params, filter) in [
+        ("price=2000.001&quantity=0.01", "PRICE_FILTER"),
+        ("price=2000&quantity=0.000011", "LOT_SIZE"),
+        ("price=2000&quantity=0.001", "NOTIONAL"),
+    ] {
+        let mut raw = Query::new()
+            .with("symbol", SYM)
+            .with("side", "BUY")
+            .with("type", "LIMIT")
+            .with("timeInForce", "GTC");
+        for kv in params.split('&') {
+            let (k, v) = kv.split_once('=').unwrap();
+            raw.push(k, v);
+        }
+        let e = c
+            .rest()
+            .signed(Method::POST, "/api/v3/order", &raw, 1)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(-1013), "{e}");
+        assert!(e.to_string().contains(filter), "{e}");
+    }
+    // A duplicate client id of an open order is rejected, and resolves to the existing order.
+    let again = c
+        .place(&spec(
+            Side::Buy,
+            "0.0123",
+            OrderKind::Limit {
+                price: far,
+                tif: Tif::Gtc,
+            },
+            "f-2",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(again.order_id, o.order_id);
+    assert_eq!(sim.trading().orders_with_client_id(0, "f-2"), 1);
+    let canceled = c.cancel(SYM, "f-2").await.unwrap();
+    assert_eq!(canceled.status, Some(OrderState::Canceled));
+    assert_eq!(canceled.client_order_id, "f-2");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn market_orders_walk_the_book_and_settle_balances() {
+    let sim = sim().await;
+    let c = client(&sim).await;
+    let (eth0, _) = balance(&c, "ETH").await;
+    let (usdt0, _) = balance(&c, "USDT").await;
+    let o = c
+        .place(&spec(Side::Buy, "0.5", OrderKind::Market, "m-1"))
+        .await
+        .unwrap();
+    assert_eq!(o.status, Some(OrderState::Filled));
+    assert_eq!(o.executed_qty, q("0.5"));
+    assert!(!o.fills.is_empty());
+    let fee: Qty = o.fills.iter().fold(Qty::ZERO, |a, f| a + f.commission);
+    assert_eq!(fee, q("0.0005"), "10 bps of the base received");
+    let (eth1, _) = balance(&c, "ETH").await;
+    let (usdt1, _) = balance(&c, "USDT").await;
+    assert_eq!(eth1, eth0 + q("0.5") - fee);
+    assert_eq!(usdt1, usdt0 - o.cum_quote);
+    let trades = c.my_trades(SYM, Some(&o.order_id)).await.unwrap();
+    assert_eq!(trades.len(), o.fills.len());
+    assert!(trades.iter().all(|t| t.is_buyer && !t.is_maker));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn limit_orders_rest_and_fill_when_the_market_trades_through() {
+    let sim = sim().await;
+    let c = client(&sim).await;
+    let (bid, ask) = top(&sim).await;
+    // A few ticks off the touch, so the book cannot cross them between quote and placement.
+    let off = Price::parse("0.05").unwrap();
+    let (bid, ask) = (bid - off, ask + off);
+    let limit = |price| OrderKind::Limit {
+        price,
+        tif: Tif::Gtc,
+    };
+    let b = c
+        .place(&spec(Side::Buy, "0.01", limit(bid), "l-buy"))
+        .await
+        .unwrap();
+    let s = c
+        .place(&spec(Side::Sell, "0.01", limit(ask), "l-sell"))
+        .await
+        .unwrap();
+    assert_eq!(b.status, Some(OrderState::New));
+    assert_eq!(s.status, Some(OrderState::New));
+    assert_eq!(c.open_orders(Some(SYM)).await.unwrap().len(), 2);
+    let (_, locked) = balance(&c, "ETH").await;
+    assert_eq!(locked, q("0.01"));
+    // Either side of the touch is traded through as the simulated market moves.
+    let filled = wait_order(&c, &["l-buy", "l-sell"], 90, |s| {
+        matches!(s, OrderState::Filled | OrderState::PartiallyFilled)
+    })
+    .await
+    .expect("a resting order at the touch fills within 90 s");
+    let o = c.query(SYM, &filled).await.unwrap();
+    let trades = c.my_trades(SYM, Some(&o.order_id)).await.unwrap();
+    assert!(
+        trades.iter().all(|t| t.is_maker),
+        "resting fills are maker fills"
+    );
+    let expected = if filled == "l-buy" { bid } else { ask };
+    assert!(trades.iter().all(|t| t.price == expected));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn stop_orders_trigger_on_the_last_price() {
+    let sim = sim().await;
+    let c = client(&sim).await;
+    let (bid, ask) = top(&sim).await;
+    // A stop that would trigger at once is refused by the exchange.
+    let e = c
+        .place(&spec(
+            Side::Sell,
+            "0.01",
+            OrderKind::StopLoss {
+                stop: ask + Price::parse("50").unwrap(),
+            },
+            "s-bad",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(-2010), "{e}");
+    assert!(e.to_string().contains("trigger immediately"), "{e}");
+    // Stops a few ticks either side of the touch; the market may already have moved past one
+    // (then the exchange says it would trigger at once) so those are moved further out.
+    let mut gap = Price::parse("0.03").unwrap();
+    loop {
+        let r = c
+            .place(&spec(
+                Side::Sell,
+                "0.01",
+                OrderKind::StopLoss { stop: bid - gap },
+                "s-sell",
+            ))
+            .await;
+        match r {
+            Ok(_) => break,
+            Err(e) if e.code() == Some(-2010) => gap += Price::parse("0.5").unwrap(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let mut gap = Price::parse("0.03").unwrap();
+    loop {
+        let r = c
+            .place(&spec(
+                Side::Buy,
+                "0.01",
+                OrderKind::StopLossLimit {
+                    stop: ask + gap,
+                    price: ask + gap + Price::parse("5").unwrap(),
+                    tif: Tif::Gtc,
+                },
+                "s-buy",
+            ))
+            .await;
+        match r {
+            Ok(_) => break,
+            Err(e) if e.code() == Some(-2010) => gap += Price::parse("0.5").unwrap(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let fired = wait_order(&c, &["s-sell", "s-buy"], 90, |s| {
+        matches!(s, OrderState::Filled | OrderState::PartiallyFilled)
+    })
+    .await
+    .expect("one of two stops around the touch triggers within 90 s");
+    let o = c.query(SYM, &fired).await.unwrap();
+    assert!(o.executed_qty > Qty::ZERO);
+    sim.shutdown().await;
+}
+
+async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<UserEvent>) -> UserEvent {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("user event within 10 s")
+        .expect("stream open")
+}
+
+#[tokio::test]
+async fn user_data_stream_delivers_acks_fills_and_balances() {
+    let sim = sim().await;
+    let c = Arc::new(client(&sim).await);
+    let mut us = UserStream::spawn(
+        c.clone(),
+        UserStreamConfig {
+            ws_url: sim.ws_url(),
+            keepalive: Duration::from_millis(300),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(500),
+        },
+    );
+    assert_eq!(next(&mut us.events).await, UserEvent::Connected);
+    let o = c
+        .place(&spec(Side::Sell, "0.2", OrderKind::Market, "u-1"))
+        .await
+        .unwrap();
+    let (mut new, mut fills, mut balances) = (false, Qty::ZERO, false);
+    while !(new && fills == q("0.2") && balances) {
+        match next(&mut us.events).await {
+            UserEvent::Event(UserStreamEvent::Execution(r)) => {
+                assert_eq!(r.client_order_id, "u-1");
+                assert_eq!(r.order_id, o.order_id);
+                match r.exec_type.as_str() {
+                    "NEW" => new = true,
+                    "TRADE" => {
+                        assert!(r.trade_id > 0);
+                        assert_eq!(r.commission_asset.as_deref(), Some("USDT"));
+                        fills += r.last_qty;
+                    }
+                    other => panic!("unexpected execution type {other}"),
+                }
+            }
+            UserEvent::Event(UserStreamEvent::Balances(b)) => {
+                balances |= b.iter().any(|a| a.asset == "ETH");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // A dropped connection is re-established with a fresh session.
+    sim.disconnect_all().unwrap();
+    loop {
+        match next(&mut us.events).await {
+            UserEvent::Connected => break,
+            UserEvent::Disconnected(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    c.place(&spec(Side::Buy, "0.01", OrderKind::Market, "u-2"))
+        .await
+        .unwrap();
+    loop {
+        if let UserEvent::Event(UserStreamEvent::Execution(r)) = next(&mut us.events).await
+            && r.client_order_id == "u-2"
+            && r.exec_type == "TRADE"
+        {
+            break;
+        }
+    }
+    us.shutdown().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn retries_after_injected_faults_never_double_an_order() {
+    let sim = sim().await;
+    let c = client_with(&sim, DEFAULT_SECRET, 1000).await;
+    // 1: the response is lost after the engine took the order (client timeout).
+    sim.inject_order_fault(OrderFault::SlowResponse(Duration::from_secs(3)));
+    let o = c
+        .place(&spec(Side::Buy, "0.05", OrderKind::Market, "r-1"))
+        .await
+        .unwrap();
+    assert_eq!(o.status, Some(OrderState::Filled));
+    assert_eq!(sim.trading().orders_with_client_id(0, "r-1"), 1);
+    // 2: 5xx with "execution status unknown" after the engine took it.
+    sim.inject_order_fault(OrderFault::UnknownAfterEngine);
+    let (bid, _) = top(&sim).await;
+    let o = c
+        .place(&spec(
+            Side::Buy,
+            "0.01",
+            OrderKind::Limit {
+                price: bid - Price::parse("200").unwrap(),
+                tif: Tif::Gtc,
+            },
+            "r-2",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(o.status, Some(OrderState::New));
+    assert_eq!(sim.trading().orders_with_client_id(0, "r-2"), 1);
+    // 3: 5xx before the engine saw it: the lookup finds nothing and the order is resent once.
+    sim.inject_order_fault(OrderFault::UnavailableBeforeEngine);
+    let o = c
+        .place(&spec(Side::Sell, "0.05", OrderKind::Market, "r-3"))
+        .await
+        .unwrap();
+    assert_eq!(o.status, Some(OrderState::Filled));
+    assert_eq!(sim.trading().orders_with_client_id(0, "r-3"), 1);
+    let trades = c.my_trades(SYM, None).await.unwrap();
+    let r1 = c.query(SYM, "r-1").await.unwrap();
+    let r1_qty = trades
+        .iter()
+        .filter(|t| t.order_id == r1.order_id)
+        .fold(Qty::ZERO, |a, t| a + t.qty);
+    assert_eq!(r1_qty, q("0.05"), "filled once, not twice");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_weight_limit_answers_429_and_the_client_backs_off() {
+    let sim = start(SimConfig {
+        weight_limit_per_minute: 60,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let c = client(&sim).await;
+    let mut saw = None;
+    for _ in 0..10 {
+        match c.balances().await {
+            Ok(_) => {}
+            Err(e) => {
+                saw = Some(e);
+                break;
+            }
+        }
+    }
+    let e = saw.expect("the sim's 60/min weight limit is hit by 10 account calls");
+    assert!(matches!(e, ExecError::RateLimited { .. }), "{e}");
+    // While the back-off is in force the client refuses locally instead of earning a ban.
+    let e = c.balances().await.unwrap_err();
+    assert!(matches!(e, ExecError::Suspended { .. }), "{e}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn errors_and_clients_never_show_the_secret() {
+    let sim = sim().await;
+    let secret = "a-very-distinctive-secret-9876";
+    let c = client_with(&sim, secret, 5000).await;
+    let e = c
+        .place(&spec(Side::Buy, "0.01", OrderKind::Market, "x-1"))
+        .await
+        .unwrap_err();
+    let shown = format!("{e:?} {e} {c:?}");
+    assert!(!shown.contains(secret), "{shown}");
+    assert!(!shown.contains("signature="), "{shown}");
+    sim.shutdown().await;
+}
+
+// ------------------------------------------------------------------ executor, journal, kill -9
+
+use mmtrader::exec::executor::ExchangeExecutor;
+use mmtrader::exec::reconcile::reconcile_startup;
+use mmtrader::market::instrument::Instrument;
+use mmtrader::trading::executor::{ExecutionConfig, Executor, Protection};
+use mmtrader::trading::journal::{Journal, JournalRecord};
+use mmtrader::trading::money::Money;
+use mmtrader::trading::order::{ClientIdGen, ExecutionEvent, OrderKind as TradeKind, OrderStatus};
+use mmtrader::trading::risk::{OrderIntent, RiskConfig, RiskContext, RiskManager};
+
+fn risk() -> RiskManager {
+    RiskManager::new(
+        RiskConfig {
+            max_orders_per_minute: 100_000,
+            ..RiskConfig::default()
+        },
+        &ExecutionConfig::default(),
+    )
+}
+
+fn ctx<'a>(inst: &'a Instrument, price: Price, position: Qty) -> RiskContext<'a> {
+    RiskContext {
+        now_ms: mmtrader::exec::rest::local_ms(),
+        instrument: inst,
+        reference_price: price,
+        equity: Money::from_units(100_000),
+        position_qty: position,
+        open_buy_qty: Qty::ZERO,
+        open_sell_qty: Qty::ZERO,
+        gross_exposure: Money::ZERO,
+        open_order_exposure: Money::ZERO,
+    }
+}
+
+fn stream_cfg(sim_ws: String) -> UserStreamConfig {
+    UserStreamConfig {
+        ws_url: sim_ws,
+        keepalive: Duration::from_secs(60),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executor_fills_an_approved_entry_and_places_its_stop() {
+    let sim = sim().await;
+    let c = Arc::new(client(&sim).await);
+    let inst = c.instrument(SYM).unwrap();
+    let mut exec = ExchangeExecutor::start("sim", c.clone(), Some(stream_cfg(sim.ws_url())));
+    let mut risk = risk();
+    let (_, ask) = top(&sim).await;
+    let now = mmtrader::exec::rest::local_ms();
+    risk.on_market(SYM, ask, now);
+    let id = mmtrader::trading::order::ClientOrderId::parse("ex-1").unwrap();
+    let mut intent = OrderIntent::new(id.clone(), SYM, Side::Buy, TradeKind::Market);
+    intent.qty = Some(q("0.02"));
+    let approved = risk.check(intent, &ctx(&inst, ask, Qty::ZERO)).unwrap();
+    let stop = approved
+        .protection()
+        .stop_loss
+        .expect("entries carry a stop");
+    exec.submit(approved).unwrap();
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events.extend(exec.poll_events());
+        let exit_open = exec.open_orders().iter().any(|o| {
+            o.request.client_id.as_str() == "ex-1-s" && o.status == OrderStatus::Acknowledged
+        });
+        if exit_open {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let filled: Qty = events
+        .iter()
+        .filter_map(|e| match e {
+            ExecutionEvent::Filled(f) if f.client_id == id => Some(f.qty),
+            _ => None,
+        })
+        .fold(Qty::ZERO, |a, b| a + b);
+    assert_eq!(
+        filled,
+        q("0.02"),
+        "REST reply and stream report the fills once: {events:?}"
+    );
+    assert_eq!(exec.order(&id).unwrap().status, OrderStatus::Filled);
+    let pos = exec.positions();
+    assert_eq!(pos[0].qty, q("0.02"));
+    let exit = c.query(SYM, "ex-1-s").await.unwrap();
+    assert_eq!(exit.kind, "STOP_LOSS");
+    assert_eq!(exit.side, Some(Side::Sell));
+    assert_eq!(exit.orig_qty, q("0.02"));
+    assert_eq!(exit.status, Some(OrderState::New));
+    assert!(stop < ask);
+    // Cancelling through the executor reaches the venue and comes back as one event.
+    let exit_id = mmtrader::trading::order::ClientOrderId::parse("ex-1-s").unwrap();
+    exec.cancel(&exit_id).unwrap();
+    let mut cancelled = 0;
+    for _ in 0..50 {
+        cancelled += exec
+            .poll_events()
+            .iter()
+            .filter(|e| matches!(e, ExecutionEvent::Cancelled { client_id, .. } if *client_id == exit_id))
+            .count();
+        if cancelled > 0 && exec.open_orders().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cancelled, 1);
+    assert_eq!(
+        c.query(SYM, "ex-1-s").await.unwrap().status,
+        Some(OrderState::Canceled)
+    );
+    exec.shutdown();
+    sim.shutdown().await;
+}
+
+const CHILD_ENV: &str = "MMTRADER_KILL9_CHILD";
+const PREFIX: &str = "k9";
+
+/// Child process of the kill -9 test: journals and places orders through the executor until
+/// killed. Does nothing unless started by that test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child process of kill9_restart_never_loses_or_doubles_an_order"]
+async fn kill9_child() {
+    let Ok(arg) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (url, dir) = arg.split_once('|').unwrap();
+    let c = Arc::new(
+        BinanceSpot::new(
+            BinanceSpotConfig {
+                rest_url: url.into(),
+                ws_url: url.replace("http://", "ws://"),
+                timeout_ms: 3000,
+                unknown_settle_ms: 50,
+                ..BinanceSpotConfig::default()
+            },
+            Credentials {
+                api_key: DEFAULT_API_KEY.into(),
+                secret: Secret::new(DEFAULT_SECRET),
+            },
+        )
+        .unwrap(),
+    );
+    c.rest().sync_time().await.unwrap();
+    c.load_instruments().await.unwrap();
+    let inst = c.instrument(SYM).unwrap();
+    let mut journal = Journal::open(std::path::Path::new(dir), PREFIX, true).unwrap();
+    let now = mmtrader::exec::rest::local_ms();
+    reconcile_startup(&c, &mut journal, &[SYM.to_string()], now)
+        .await
+        .unwrap();
+    let mut ids = ClientIdGen::new(PREFIX, journal.state().next_seq()).unwrap();
+    let adopted: Vec<_> = journal
+        .state()
+        .orders()
+        .map(|(o, p)| (o.clone(), *p))
+        .collect();
+    let journal = Arc::new(std::sync::Mutex::new(journal));
+    let mut exec = ExchangeExecutor::start(
+        "sim",
+        c.clone(),
+        Some(stream_cfg(url.replace("http://", "ws://"))),
+    );
+    exec.adopt(adopted);
+    let hook_journal = journal.clone();
+    exec.set_exit_hook(Box::new(move |req| {
+        hook_journal
+            .lock()
+            .unwrap()
+            .record(JournalRecord::Intent {
+                request: req.clone(),
+                protection: Protection::default(),
+                time_ms: mmtrader::exec::rest::local_ms(),
+            })
+            .is_ok()
+    }));
+    let mut risk = risk();
+    let mut price = Price::ZERO;
+    for i in 0u64.. {
+        if i % 10 == 0 {
+            let v: serde_json::Value =
+                reqwest::get(format!("{url}/api/v3/ticker/bookTicker?symbol={SYM}"))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+            price = Price::parse(v["askPrice"].as_str().unwrap()).unwrap();
+        }
+        let now = mmtrader::exec::rest::local_ms();
+        risk.on_market(SYM, price, now);
+        let id = ids.next_id();
+        let (side, kind) = match i % 3 {
+            0 => (
+                Side::Buy,
+                TradeKind::Limit {
+                    price: price - Price::parse("3").unwrap(),
+                    post_only: false,
+                },
+            ),
+            1 => (Side::Buy, TradeKind::Market),
+            _ => (Side::Sell, TradeKind::Market),
+        };
+        let mut intent = OrderIntent::new(id, SYM, side, kind);
+        intent.qty = Some(q("0.01"));
+        let position = journal.lock().unwrap().state().position_qty(SYM);
+        if let Ok(a) = risk.check(intent, &ctx(&inst, price, position)) {
+            journal
+                .lock()
+                .unwrap()
+                .record(JournalRecord::Intent {
+                    request: a.request().clone(),
+                    protection: *a.protection(),
+                    time_ms: now,
+                })
+                .unwrap();
+            exec.submit(a).unwrap();
+        }
+        if i % 5 == 4
+            && let Some(o) = exec.open_orders().into_iter().find(|o| {
+                matches!(o.request.kind, TradeKind::Limit { .. })
+                    && o.status == OrderStatus::Acknowledged
+            })
+        {
+            journal
+                .lock()
+                .unwrap()
+                .record(JournalRecord::CancelRequest {
+                    client_id: o.request.client_id.clone(),
+                    time_ms: now,
+                })
+                .unwrap();
+            let _ = exec.cancel(&o.request.client_id);
+        }
+        for ev in exec.poll_events() {
+            journal
+                .lock()
+                .unwrap()
+                .record(JournalRecord::Event(ev))
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_restart_never_loses_or_doubles_an_order() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut rng = seed;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for round in 0..5 {
+        let mut child = std::process::Command::new(&exe)
+            .args(["kill9_child", "--exact", "--ignored", "--nocapture"])
+            .env(
+                CHILD_ENV,
+                format!("{}|{}", sim.rest_url(), dir.path().display()),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let after = 400 + next() % 2600;
+        tokio::time::sleep(Duration::from_millis(after)).await;
+        // Command::kill sends SIGKILL: no destructor, no flush, no goodbye.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        eprintln!("kill9 seed {seed}: round {round} killed after {after} ms");
+    }
+    // Restart: reconcile the journal with the venue, as the application does at start-up.
+    let c = client(&sim).await;
+    let mut journal = Journal::open(dir.path(), PREFIX, true).unwrap();
+    let now = mmtrader::exec::rest::local_ms();
+    let summary = reconcile_startup(&c, &mut journal, &[SYM.to_string()], now)
+        .await
+        .unwrap();
+    eprintln!(
+        "kill9 seed {seed}: {} orders journaled; final reconciliation {summary:?}",
+        journal.state().orders().count()
+    );
+    let state = journal.state();
+    let journaled: std::collections::BTreeSet<String> = state
+        .orders()
+        .map(|(o, _)| o.client_id().as_str().to_string())
+        .collect();
+    assert!(
+        journaled.len() >= 10,
+        "the children placed orders (seed {seed})"
+    );
+    // No order on the venue that the journal does not know.
+    for id in sim.trading().client_ids(0) {
+        assert!(
+            journaled.contains(&id),
+            "venue order {id} is not journaled (seed {seed})"
+        );
+    }
+    for (o, _) in state.orders() {
+        let id = o.client_id().as_str();
+        let n = sim.trading().orders_with_client_id(0, id);
+        assert!(n <= 1, "order {id} placed {n} times (seed {seed})");
+        if o.status != OrderStatus::Rejected {
+            assert_eq!(n, 1, "order {id} ({:?}) was lost (seed {seed})", o.status);
+        }
+        if n == 1 {
+            let vo = c.query(SYM, id).await.unwrap();
+            if !o.status.is_open() {
+                // Closed in the journal: the venue can no longer change it, so fills must agree.
+                assert_eq!(
+                    o.filled_qty, vo.executed_qty,
+                    "fills of {id} differ between journal and venue (seed {seed})"
+                );
+            } else {
+                // Open at reconciliation; the market may have filled more of it since.
+                assert!(o.filled_qty <= vo.executed_qty, "{id} (seed {seed})");
+            }
+        }
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn reconciliation_resubmits_unsent_intents_adopts_lost_events_and_cancels_strays() {
+    let sim = sim().await;
+    let c = client(&sim).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = Journal::open(dir.path(), "rc", true).unwrap();
+    let (bid, _) = top(&sim).await;
+    let id = |s: &str| mmtrader::trading::order::ClientOrderId::parse(s).unwrap();
+    let request = |cid: &str, kind| mmtrader::trading::order::OrderRequest {
+        client_id: id(cid),
+        symbol: SYM.into(),
+        side: Side::Buy,
+        kind,
+        qty: q("0.01"),
+        reduce_only: false,
+        time_in_force: mmtrader::trading::order::TimeInForce::Gtc,
+    };
+    let intent = |r| JournalRecord::Intent {
+        request: r,
+        protection: Protection::default(),
+        time_ms: 1,
+    };
+    // Killed after journaling, before sending.
+    journal
+        .record(intent(request("rc-1", TradeKind::Market)))
+        .unwrap();
+    // Killed after sending, before journaling what the venue said.
+    let far = bid - Price::parse("300").unwrap();
+    let resting = request(
+        "rc-2",
+        TradeKind::Limit {
+            price: far,
+            post_only: false,
+        },
+    );
+    journal.record(intent(resting.clone())).unwrap();
+    c.place(&mmtrader::exec::venue::spec_of(&resting))
+        .await
+        .unwrap();
+    // An open venue order nobody journaled.
+    c.place(&spec(
+        Side::Buy,
+        "0.01",
+        OrderKind::Limit {
+            price: far,
+            tif: Tif::Gtc,
+        },
+        "stray-1",
+    ))
+    .await
+    .unwrap();
+    let now = mmtrader::exec::rest::local_ms();
+    let s = reconcile_startup(&c, &mut journal, &[SYM.to_string()], now)
+        .await
+        .unwrap();
+    assert_eq!(s.resubmitted, vec![id("rc-1")]);
+    assert_eq!(s.strays_cancelled, vec![id("stray-1")]);
+    assert!(s.adopted >= 1);
+    let st = journal.state();
+    assert_eq!(st.order(&id("rc-1")).unwrap().status, OrderStatus::Filled);
+    assert_eq!(
+        st.order(&id("rc-2")).unwrap().status,
+        OrderStatus::Acknowledged
+    );
+    for cid in ["rc-1", "rc-2", "stray-1"] {
+        assert_eq!(sim.trading().orders_with_client_id(0, cid), 1, "{cid}");
+    }
+    assert_eq!(
+        c.query(SYM, "stray-1").await.unwrap().status,
+        Some(OrderState::Canceled)
+    );
+    // Everything agrees now: a second pass does nothing.
+    let s = reconcile_startup(&c, &mut journal, &[SYM.to_string()], now)
+        .await
+        .unwrap();
+    assert_eq!(s, Default::default());
+    sim.shutdown().await;
+}
