@@ -11,7 +11,7 @@ use mmtrader::market::types::{Candle, Price, Qty};
 use mmtrader::models::cnn::CnnConfig;
 use mmtrader::models::input::InputShape;
 use mmtrader::models::runtime::InferenceCore;
-use mmtrader::orchestrator::backtest::{self, BacktestSpec};
+use mmtrader::orchestrator::backtest::{self, BacktestSpec, TradingSetup};
 use mmtrader::orchestrator::config::OrchestratorConfig;
 use mmtrader::orchestrator::expert::{Expert, PivotMomentumConfig, PivotMomentumExpert};
 use mmtrader::orchestrator::models::model_experts;
@@ -86,7 +86,15 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("1h_of_1s_decisions_cnn_dqn_rule_batched", |b| {
         b.iter(|| {
-            let r = backtest::run(spec, &cfg, experts(), None, &mut |_, _| {}).expect("runs");
+            let r = backtest::run(
+                spec,
+                &cfg,
+                &TradingSetup::default(),
+                experts(),
+                None,
+                &mut |_, _| {},
+            )
+            .expect("runs");
             assert_eq!(r.decisions.len(), STEPS);
             black_box(r.final_equity)
         })

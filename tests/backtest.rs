@@ -3,7 +3,7 @@
 
 use mmtrader::analysis::analyze::{detect_interval, read_candles};
 use mmtrader::market::types::{Candle, Price};
-use mmtrader::orchestrator::backtest::{self, BacktestResult, BacktestSpec};
+use mmtrader::orchestrator::backtest::{self, BacktestResult, BacktestSpec, TradingSetup};
 use mmtrader::orchestrator::config::OrchestratorConfig;
 use mmtrader::orchestrator::expert::{Expert, PivotMomentumConfig, PivotMomentumExpert};
 
@@ -47,7 +47,15 @@ fn run(candles: &[Candle], batch: usize) -> BacktestResult {
         from_ms: candles[300].open_time_ms + interval,
         to_ms: i64::MAX,
     };
-    backtest::run(spec, &cfg(batch), experts(), None, &mut |_, _| {}).unwrap()
+    backtest::run(
+        spec,
+        &cfg(batch),
+        &TradingSetup::default(),
+        experts(),
+        None,
+        &mut |_, _| {},
+    )
+    .unwrap()
 }
 
 #[test]
@@ -125,9 +133,16 @@ fn walk_forward_rolls_train_then_test_windows() {
         to_ms: c[1_999].open_time_ms + interval,
     };
     let hour = 3_600_000;
-    let folds =
-        backtest::walk_forward(spec, &cfg(64), &experts, 6 * hour, 3 * hour, &mut |_, _| {})
-            .unwrap();
+    let folds = backtest::walk_forward(
+        spec,
+        &cfg(64),
+        &TradingSetup::default(),
+        &experts,
+        6 * hour,
+        3 * hour,
+        &mut |_, _| {},
+    )
+    .unwrap();
     assert!(folds.len() >= 3, "{}", folds.len());
     for w in folds.windows(2) {
         assert_eq!(w[1].train.0, w[0].train.0 + 3 * hour);
@@ -139,7 +154,51 @@ fn walk_forward_rolls_train_then_test_windows() {
         assert!(f.test_result.first_ms > f.test.0 && f.test_result.last_ms <= f.test.1);
     }
     assert!(matches!(
-        backtest::walk_forward(spec, &cfg(1), &experts, 0, hour, &mut |_, _| {}),
+        backtest::walk_forward(
+            spec,
+            &cfg(1),
+            &TradingSetup::default(),
+            &experts,
+            0,
+            hour,
+            &mut |_, _| {}
+        ),
         Err(backtest::BacktestError::Windows { .. })
     ));
+}
+
+#[test]
+fn orders_pass_the_live_risk_manager() {
+    use mmtrader::trading::money::Money;
+    use mmtrader::trading::risk::RiskConfig;
+    let c = candles(1_500);
+    let interval = detect_interval(&c);
+    let spec = BacktestSpec {
+        symbol: "BTCUSDT",
+        candles: &c,
+        interval_ms: interval,
+        from_ms: c[300].open_time_ms + interval,
+        to_ms: i64::MAX,
+    };
+    let tight = TradingSetup {
+        risk: RiskConfig {
+            // One quote unit of BTC at most.
+            max_position_notional: Money::from_units(1),
+            ..RiskConfig::default()
+        },
+        ..TradingSetup::default()
+    };
+    let r = backtest::run(spec, &cfg(64), &tight, experts(), None, &mut |_, _| {}).unwrap();
+    assert!(!r.trades.is_empty());
+    for t in &r.trades {
+        let held = t.position.to_f64().abs() * t.price.to_f64();
+        // The limit is checked at the close; the fill pays the 2 bps slippage on top.
+        assert!(held <= 1.0003, "{t:?}");
+    }
+    let normal = run(&c, 64);
+    assert_eq!(normal.refusals, 0, "{:?}", normal.refusal_reasons);
+    // Entries are sized by the risk manager from the stop distance, not all-in.
+    let first = &normal.trades[0];
+    let notional = first.price.to_f64() * first.qty.to_f64();
+    assert!(notional < 0.9 * 10_000.0, "{notional}");
 }

@@ -10,7 +10,7 @@ use crate::analysis::analyze::{detect_interval, parse_time, read_candles};
 use crate::cli::{EXIT_OK, Failure};
 use crate::config::Config;
 use crate::market::types::Candle;
-use crate::orchestrator::backtest::{self, BacktestSpec, Fold};
+use crate::orchestrator::backtest::{self, BacktestSpec, Fold, TradingSetup};
 use crate::orchestrator::expert::{Expert, PivotMomentumConfig, PivotMomentumExpert};
 use crate::orchestrator::report;
 
@@ -123,13 +123,17 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
         to_ms: to,
     };
     let cfg = &config.orchestrator;
+    let setup = TradingSetup {
+        risk: config.risk.clone(),
+        execution: config.execution.clone(),
+    };
     let bar = ProgressBar::new(candles.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} steps ({eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message("backtest");
-    let result = backtest::run(spec, cfg, experts(), None, &mut |done, total| {
+    let result = backtest::run(spec, cfg, &setup, experts(), None, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })
@@ -153,11 +157,12 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
             };
             let bar = ProgressBar::new(1);
             bar.set_message("walk-forward folds");
-            let folds = backtest::walk_forward(wf_spec, cfg, &experts, train, test, &mut |d, t| {
-                bar.set_length(t as u64);
-                bar.set_position(d as u64);
-            })
-            .map_err(|e| Failure::input(anyhow::anyhow!("{e}")))?;
+            let folds =
+                backtest::walk_forward(wf_spec, cfg, &setup, &experts, train, test, &mut |d, t| {
+                    bar.set_length(t as u64);
+                    bar.set_position(d as u64);
+                })
+                .map_err(|e| Failure::input(anyhow::anyhow!("{e}")))?;
             bar.finish_and_clear();
             folds
         }
@@ -186,6 +191,13 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
     }
     write(&args.out.join("trades.csv"), csv.as_bytes())?;
     println!("{}", report::summary(&result));
+    if result.refusals > 0 {
+        println!(
+            "risk manager refused {} intents, e.g. {}",
+            result.refusals,
+            result.refusal_reasons.first().map_or("", String::as_str)
+        );
+    }
     for f in &folds {
         println!(
             "fold test {}..{}: thresholds {:.2}, return {:.2}% (buy-and-hold {:.2}%), Sharpe {:.2}",

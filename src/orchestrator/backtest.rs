@@ -3,14 +3,22 @@
 //! slippage into exact position accounting. Pure logic: no I/O (the command reads the files
 //! and writes the reports).
 //!
-//! **Timing.** A decision is made at the close of candle `t` from an input built at that close
-//! (only candles closed by then, see `analysis::input`), and executed at that close's price
-//! moved against the order by the slippage, paying the taker fee. Nothing later than `t` is
-//! read before the decision at `t`, so changing the future leaves past decisions unchanged.
+//! **Same trading path as live.** Every order is an intent checked by the live
+//! [`RiskManager`] (sizing from the stop distance, position/leverage/rate limits, drawdown and
+//! daily-loss halts, a stop-loss attached to each entry) and executed by the live
+//! [`PaperExecutor`] (fees, latency, protective exits).
 //!
-//! **Orders.** BUY targets a long of `position_fraction` of equity (closing a short first);
-//! SELL closes a long and, with `allow_short`, opens a short of the same size; HOLD keeps the
-//! position. Round trips run from flat to flat (a flip closes one and opens the next).
+//! **Timing.** A decision is made at the close of candle `t` from an input built at that close
+//! (only candles closed by then, see `analysis::input`). At each close the paper executor sees
+//! a book around the close (best bid/ask the slippage away, deep) and a trade at the close;
+//! an order submitted at `t` becomes active after the executor's latency and fills against
+//! that book, paying the taker fee. Nothing later than `t` is read before the decision at `t`,
+//! so changing the future leaves past decisions unchanged.
+//!
+//! **Orders.** BUY enters long (closing a short first), sized by the risk manager; SELL
+//! closes a long (reduce-only) and, with `allow_short`, enters short; HOLD keeps the position.
+//! Round trips run from flat to flat (a flip closes one and opens the next). The buy-and-hold
+//! benchmark buys `position_fraction` of the starting equity at the first close.
 //!
 //! **Batching.** When no expert reads earlier outputs, inputs are built `batch` candles ahead
 //! and inferred together; decisions do not depend on the account, so this gives the same
@@ -29,10 +37,15 @@ use super::history::{HistoryError, HistoryFeed};
 use super::metrics::{Metrics, metrics, periods_per_year};
 use crate::analysis::input::{BaseDataInput, InputConfig};
 use crate::analysis::model_output::Action;
-use crate::market::types::{Candle, Price, Qty, SCALE, Side, Symbol};
+use crate::market::book::OrderBook;
+use crate::market::instrument::{Instrument, InstrumentStatus};
+use crate::market::types::{Candle, Level, Price, Qty, SCALE, Side, Symbol, Trade};
+use crate::trading::executor::{ExecutionConfig, Executor, MarketEvent};
 use crate::trading::money::Money;
-use crate::trading::order::{ClientIdGen, Fill};
+use crate::trading::order::{ClientIdGen, ClientOrderId, ExecutionEvent, Fill, OrderKind};
+use crate::trading::paper::{PaperConfig, PaperExecutor};
 use crate::trading::position::Portfolio;
+use crate::trading::risk::{OrderIntent, RiskConfig, RiskContext, RiskManager};
 
 /// Why a backtest could not run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -85,6 +98,15 @@ pub struct BacktestSpec<'a> {
     pub from_ms: i64,
     /// Last decision at the last candle close at or before this.
     pub to_ms: i64,
+}
+
+/// The live trading rules a backtest trades under (`[risk]` and `[execution]`).
+#[derive(Debug, Clone, Default)]
+pub struct TradingSetup {
+    /// Risk limits.
+    pub risk: RiskConfig,
+    /// Paper fees, latency, starting equity, default exits.
+    pub execution: ExecutionConfig,
 }
 
 /// One executed fill.
@@ -161,12 +183,17 @@ pub struct BacktestResult {
     pub accuracy: BTreeMap<String, f64>,
     /// Expert outputs missing (failed) over the run.
     pub skipped_outputs: u64,
+    /// Intents the risk manager refused, with the first few reasons.
+    pub refusals: u64,
+    /// The first refusal reasons (at most 20).
+    pub refusal_reasons: Vec<String>,
 }
 
-/// Fills at a reference price with slippage and taker fee, into a portfolio.
+/// Fills at a reference price with slippage and taker fee, into a portfolio (the buy-and-hold
+/// benchmark).
 struct Broker {
     symbol: Symbol,
-    fee_bps: u32,
+    fee_bps: Price,
     slippage_bps: u32,
     seq: u64,
     ids: ClientIdGen,
@@ -178,7 +205,7 @@ impl Broker {
         symbol: &str,
         prefix: &str,
         equity: Money,
-        fee_bps: u32,
+        fee_bps: Price,
         slippage_bps: u32,
     ) -> Result<Self, BacktestError> {
         Ok(Self {
@@ -214,7 +241,10 @@ impl Broker {
     fn fill(&mut self, side: Side, qty: Qty, reference: Price, time_ms: i64) -> Fill {
         self.seq += 1;
         let price = self.price(side, reference);
-        let fee_quote = Money::notional(price, qty).mul_bps_ceil(self.fee_bps);
+        // Exact fee: notional × bps / 10 000, rounded up to 1e-8.
+        let num = Money::notional(price, qty).raw() * self.fee_bps.raw() as i128;
+        let den = 10_000 * SCALE as i128;
+        let fee_quote = Money((num + den - 1).div_euclid(den));
         let fill = Fill {
             client_id: self.ids.next_id(),
             symbol: self.symbol.clone(),
@@ -233,11 +263,162 @@ impl Broker {
     }
 }
 
+/// The live trading path at candle resolution: risk manager + paper executor.
+struct Desk {
+    symbol: Symbol,
+    risk: RiskManager,
+    paper: PaperExecutor,
+    instrument: Instrument,
+    ids: ClientIdGen,
+    slippage_bps: u32,
+    latency_ms: i64,
+    book: OrderBook,
+    seq: u64,
+    reasons: BTreeMap<ClientOrderId, String>,
+    refusals: u64,
+    refusal_reasons: Vec<String>,
+}
+
+impl Desk {
+    fn new(symbol: &str, setup: &TradingSetup, slippage_bps: u32) -> Result<Self, BacktestError> {
+        let mut paper_cfg = PaperConfig::from_execution(&setup.execution, "QUOTE");
+        paper_cfg.exit_prefix = "btx".into();
+        Ok(Self {
+            symbol: symbol.into(),
+            risk: RiskManager::new(setup.risk.clone(), &setup.execution),
+            paper: PaperExecutor::new(paper_cfg),
+            instrument: Instrument {
+                symbol: symbol.into(),
+                base_asset: "BASE".into(),
+                quote_asset: "QUOTE".into(),
+                tick_size: Price(1),
+                step_size: Qty(1),
+                min_qty: Qty(1),
+                max_qty: Qty::ZERO,
+                min_notional: Price::ZERO,
+                status: InstrumentStatus::Trading,
+            },
+            ids: ClientIdGen::new("bt", 1).map_err(|e| BacktestError::ClientId(e.to_string()))?,
+            slippage_bps,
+            latency_ms: setup.execution.latency_ms.min(60_000) as i64,
+            book: OrderBook::new(),
+            seq: 0,
+            reasons: BTreeMap::new(),
+            refusals: 0,
+            refusal_reasons: Vec::new(),
+        })
+    }
+
+    /// The market at candle close `t`: a deep book the slippage around the close, a trade at
+    /// the close (stops trigger on it), and the account's equity for the risk limits.
+    fn market(&mut self, close: Price, t: i64) {
+        self.seq += 1;
+        let bps = i128::from(self.slippage_bps);
+        let raw = close.raw() as i128;
+        let bid = Price((raw * (10_000 - bps).max(1) / 10_000) as i64);
+        let ask = Price(((raw * (10_000 + bps) + 9_999) / 10_000) as i64);
+        let deep = Qty::from_units(1_000_000_000);
+        self.book.apply_snapshot(
+            &[Level {
+                price: bid,
+                qty: deep,
+            }],
+            &[Level {
+                price: ask,
+                qty: deep,
+            }],
+            self.seq,
+        );
+        self.paper.on_time(t);
+        self.paper.on_market(
+            MarketEvent::Book {
+                symbol: &self.symbol,
+                book: &self.book,
+            },
+            t,
+        );
+        let trade = Trade {
+            symbol: self.symbol.clone(),
+            id: self.seq,
+            time_ms: t,
+            price: close,
+            qty: Qty(1),
+            taker_side: Side::Buy,
+        };
+        self.paper.on_market(MarketEvent::Trade(&trade), t);
+        self.risk.on_market(&self.symbol, close, t);
+        self.risk.on_equity(self.paper.equity(), t);
+    }
+
+    /// Sends an intent through the risk manager to the paper executor; fills after latency.
+    fn order(
+        &mut self,
+        side: Side,
+        qty: Option<Qty>,
+        reduce_only: bool,
+        close: Price,
+        t: i64,
+        reason: &str,
+    ) {
+        let id = self.ids.next_id();
+        let intent = OrderIntent {
+            qty,
+            reduce_only,
+            ..OrderIntent::new(id.clone(), &self.symbol, side, OrderKind::Market)
+        };
+        let portfolio = self.paper.portfolio();
+        let ctx = RiskContext {
+            now_ms: t,
+            instrument: &self.instrument,
+            reference_price: close,
+            equity: self.paper.equity(),
+            position_qty: portfolio.qty(&self.symbol),
+            open_buy_qty: Qty::ZERO,
+            open_sell_qty: Qty::ZERO,
+            gross_exposure: portfolio.gross_exposure(),
+            open_order_exposure: Money::ZERO,
+        };
+        let refused = match self.risk.check(intent, &ctx) {
+            Ok(approved) => self.paper.submit(approved).err().map(|e| e.to_string()),
+            Err(r) => Some(r.to_string()),
+        };
+        if let Some(why) = refused {
+            self.refusals += 1;
+            if self.refusal_reasons.len() < 20 {
+                self.refusal_reasons.push(format!("{t}: {why}"));
+            }
+            return;
+        }
+        self.reasons.insert(id, reason.to_string());
+        let at = t + self.latency_ms;
+        self.paper.on_time(at);
+        self.paper.on_market(
+            MarketEvent::Book {
+                symbol: &self.symbol,
+                book: &self.book,
+            },
+            at,
+        );
+    }
+
+    fn fills(&mut self) -> Vec<Fill> {
+        self.paper
+            .poll_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                ExecutionEvent::Filled(f) => Some(f),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// Runs one backtest over `spec` with `experts` under `cfg` (thresholds from `thresholds`,
 /// or the configured ones). `progress(done, total)` is called as steps complete.
 pub fn run(
     spec: BacktestSpec<'_>,
     cfg: &OrchestratorConfig,
+    setup: &TradingSetup,
     experts: Vec<Box<dyn Expert>>,
     thresholds: Option<Thresholds>,
     progress: &mut dyn FnMut(usize, usize),
@@ -266,9 +447,16 @@ pub fn run(
             .map_err(|source| BacktestError::Candle { index, source })?;
     }
     let b = &cfg.backtest;
-    let equity0 = Money::from_units(b.starting_equity as i64);
-    let mut broker = Broker::new(spec.symbol, "bt", equity0, b.fee_bps, b.slippage_bps)?;
-    let mut hold = Broker::new(spec.symbol, "bh", equity0, b.fee_bps, b.slippage_bps)?;
+    let equity0 = setup.execution.starting_equity;
+    let mut desk = Desk::new(spec.symbol, setup, b.slippage_bps)?;
+    // The benchmark buys once at the first close, with the same slippage and taker fee.
+    let mut hold = Broker::new(
+        spec.symbol,
+        "bh",
+        equity0,
+        setup.execution.taker_fee_bps,
+        b.slippage_bps,
+    )?;
     let batch = if engine.coordinator().needs_sequential_steps() {
         1
     } else {
@@ -304,7 +492,6 @@ pub fn run(
         for (c, r) in spec.candles[i..upto].iter().zip(reports) {
             let t = close_of(c);
             let d = &r.decision;
-            broker.portfolio.mark(spec.symbol, c.close);
             hold.portfolio.mark(spec.symbol, c.close);
             if hold.seq == 0 {
                 let budget = equity0.mul_bps_floor((b.position_fraction * 10_000.0) as u32);
@@ -313,58 +500,73 @@ pub fn run(
                     hold.fill(Side::Buy, q, c.close, t);
                 }
             }
-            let pos = broker.portfolio.qty(spec.symbol);
-            let equity_now = broker.portfolio.equity();
-            let budget = equity_now.mul_bps_floor((b.position_fraction * 10_000.0) as u32);
-            let order: Option<(Side, Qty)> = match d.action {
-                Action::Buy if pos.raw() <= 0 => {
-                    let q = Broker::qty_for(budget, broker.price(Side::Buy, c.close));
-                    Some((Side::Buy, Qty(q.raw() + pos.raw().abs())))
+            desk.market(c.close, t);
+            let pos = desk.paper.portfolio().qty(spec.symbol);
+            match d.action {
+                Action::Buy if pos.raw() < 0 => {
+                    desk.order(
+                        Side::Buy,
+                        Some(Qty(-pos.raw())),
+                        true,
+                        c.close,
+                        t,
+                        &d.reason,
+                    );
+                    desk.order(Side::Buy, None, false, c.close, t, &d.reason);
+                }
+                Action::Buy if pos.raw() == 0 => {
+                    desk.order(Side::Buy, None, false, c.close, t, &d.reason);
                 }
                 Action::Sell if pos.raw() > 0 => {
-                    let extra = if b.allow_short {
-                        Broker::qty_for(budget, broker.price(Side::Sell, c.close)).raw()
-                    } else {
-                        0
-                    };
-                    Some((Side::Sell, Qty(pos.raw() + extra)))
+                    desk.order(Side::Sell, Some(pos), true, c.close, t, &d.reason);
+                    if b.allow_short {
+                        desk.order(Side::Sell, None, false, c.close, t, &d.reason);
+                    }
                 }
-                Action::Sell if pos.raw() == 0 && b.allow_short => Some((
-                    Side::Sell,
-                    Broker::qty_for(budget, broker.price(Side::Sell, c.close)),
-                )),
-                _ => None,
-            };
-            if let Some((side, qty)) = order.filter(|(_, q)| q.raw() > 0) {
-                let before = broker.portfolio.realized_net();
-                if pos.is_zero() {
-                    trip_start = Some(before);
+                Action::Sell if pos.raw() == 0 && b.allow_short => {
+                    desk.order(Side::Sell, None, false, c.close, t, &d.reason);
                 }
-                let fill = broker.fill(side, qty, c.close, t);
-                let after = broker.portfolio.qty(spec.symbol);
-                let realized = broker.portfolio.realized_net();
-                let closed = !pos.is_zero()
-                    && (after.is_zero() || after.raw().signum() != pos.raw().signum());
+                _ => {}
+            }
+            for fill in desk.fills() {
+                let after = desk.paper.portfolio().qty(spec.symbol);
+                let realized = desk.paper.portfolio().realized_net();
+                let before = match fill.side {
+                    Side::Buy => after.raw() - fill.qty.raw(),
+                    Side::Sell => after.raw() + fill.qty.raw(),
+                };
+                if before == 0 {
+                    trip_start = Some(realized + fill.fee_quote);
+                }
+                let closed =
+                    before != 0 && (after.is_zero() || after.raw().signum() != before.signum());
                 if closed && let Some(start) = trip_start.take() {
                     trips.push((realized - start).to_f64());
                     if !after.is_zero() {
                         trip_start = Some(realized);
                     }
                 }
+                let reason = desk
+                    .reasons
+                    .get(&fill.client_id)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        "protective exit (stop-loss / take-profit / trailing)".into()
+                    });
                 trades.push(TradeRecord {
-                    time_ms: t,
-                    side,
+                    time_ms: fill.time_ms,
+                    side: fill.side,
                     price: fill.price,
-                    qty,
+                    qty: fill.qty,
                     fee: fill.fee_quote,
                     position: after,
-                    reason: d.reason.clone(),
+                    reason,
                 });
             }
-            if !broker.portfolio.qty(spec.symbol).is_zero() {
+            if !desk.paper.portfolio().qty(spec.symbol).is_zero() {
                 exposed += 1;
             }
-            equity.push((t, broker.portfolio.equity().to_f64()));
+            equity.push((t, desk.paper.equity().to_f64()));
             benchmark.push((t, hold.portfolio.equity().to_f64()));
             decisions.push(DecisionRecord::from(d));
             done += 1;
@@ -405,7 +607,7 @@ pub fn run(
         first_ms: equity.first().map_or(0, |e| e.0),
         last_ms: equity.last().map_or(0, |e| e.0),
         thresholds: th,
-        final_equity: broker.portfolio.equity(),
+        final_equity: desk.paper.equity(),
         equity,
         benchmark,
         trades,
@@ -414,6 +616,8 @@ pub fn run(
         benchmark_metrics: bm,
         accuracy,
         skipped_outputs: engine.snapshot(false).skipped,
+        refusals: desk.refusals,
+        refusal_reasons: desk.refusal_reasons,
     })
 }
 
@@ -441,6 +645,7 @@ pub const THRESHOLD_GRID: [f64; 5] = [0.35, 0.45, 0.55, 0.65, 0.75];
 pub fn walk_forward(
     spec: BacktestSpec<'_>,
     cfg: &OrchestratorConfig,
+    setup: &TradingSetup,
     experts: &dyn Fn() -> Vec<Box<dyn Expert>>,
     train_ms: i64,
     test_ms: i64,
@@ -468,6 +673,7 @@ pub fn walk_forward(
                     ..spec
                 },
                 cfg,
+                setup,
                 experts(),
                 Some(th),
                 &mut |_, _| {},
@@ -492,6 +698,7 @@ pub fn walk_forward(
                 ..spec
             },
             cfg,
+            setup,
             experts(),
             Some(chosen),
             &mut |_, _| {},

@@ -75,17 +75,13 @@ impl Default for GatingConfig {
     }
 }
 
-/// `[orchestrator.backtest]`: costs and sizing of backtests.
+/// `[orchestrator.backtest]`: what backtests add to the live `[risk]` and `[execution]` rules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BacktestConfig {
-    /// Starting cash, whole quote units.
-    pub starting_equity: u64,
-    /// Taker fee per fill, basis points of notional.
-    pub fee_bps: u32,
-    /// Slippage per fill against the decision price, basis points.
+    /// Half-spread of the paper book around each candle close, basis points (slippage).
     pub slippage_bps: u32,
-    /// Fraction of equity put into a position when entering (0..=1).
+    /// Fraction of the starting equity the buy-and-hold benchmark invests, (0, 1].
     pub position_fraction: f64,
     /// SELL opens a short (true) or only closes a long (false).
     pub allow_short: bool,
@@ -96,8 +92,6 @@ pub struct BacktestConfig {
 impl Default for BacktestConfig {
     fn default() -> Self {
         Self {
-            starting_equity: 10_000,
-            fee_bps: 10,
             slippage_bps: 2,
             position_fraction: 0.95,
             allow_short: false,
@@ -200,15 +194,6 @@ impl OrchestratorConfig {
             return Err((
                 "orchestrator.backtest.position_fraction".into(),
                 format!("expected a number in (0, 1], got {}", b.position_fraction),
-            ));
-        }
-        if b.starting_equity == 0 || b.starting_equity > 1_000_000_000_000 {
-            return Err((
-                "orchestrator.backtest.starting_equity".into(),
-                format!(
-                    "expected a whole number in 1..=1e12, got {}",
-                    b.starting_equity
-                ),
             ));
         }
         let g = &self.gating;

@@ -361,3 +361,65 @@ impl<E: Expert> Expert for Delayed<E> {
         self.inner.infer(input, upstream)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::input::InputConfig;
+    use crate::analysis::model_output::ModelOutputStore;
+    use crate::market::types::Qty;
+    use crate::orchestrator::history::HistoryFeed;
+
+    /// The input after `n` 1 m candles whose close moves by `step` each minute (with a
+    /// small zig-zag so there are pivots and a variance).
+    fn trending(n: usize, step: f64) -> BaseDataInput {
+        let mut feed = HistoryFeed::new("ETHUSDT", 60_000, InputConfig::default()).unwrap();
+        let mut t = 0;
+        let mut prev = 2_000.0;
+        for i in 0..n {
+            let close = 2_000.0 + step * i as f64 + if i % 4 < 2 { 0.3 } else { -0.3 };
+            let (o, c) = (Price::from_f64_round(prev), Price::from_f64_round(close));
+            t = feed
+                .push(&Candle {
+                    open_time_ms: i as i64 * 60_000,
+                    open: o,
+                    high: o.max(c) + Price::from_units(1),
+                    low: o.min(c) - Price::from_units(1),
+                    close: c,
+                    volume: Qty::from_units(3),
+                    trades: 5,
+                })
+                .unwrap();
+            prev = close;
+        }
+        feed.input(&ModelOutputStore::default(), t)
+    }
+
+    #[test]
+    fn follows_the_trend_and_says_why_it_cannot() {
+        let mut e = PivotMomentumExpert::new(PivotMomentumConfig::default());
+        let up = e.infer(&trending(120, 2.0), &Upstream::new()).unwrap();
+        // Momentum saturates; the zig-zag's MACD histogram disagrees a little.
+        assert!(up.predictions.direction_vector > 0.3, "{up:?}");
+        assert!(up.predictions.probabilities.buy > up.predictions.probabilities.sell);
+        assert_eq!(up.metadata["series"], "1m");
+        let down = e.infer(&trending(120, -2.0), &Upstream::new()).unwrap();
+        assert!(down.predictions.direction_vector < -0.3, "{down:?}");
+        let p = down.predictions.probabilities;
+        assert!(p.sell > p.buy && p.buy == 0.0);
+        assert!((p.buy + p.sell + p.hold - 1.0).abs() < 1e-12);
+        // Same input, same output.
+        assert_eq!(
+            down,
+            e.infer(&trending(120, -2.0), &Upstream::new()).unwrap()
+        );
+        assert_eq!(
+            e.infer(&trending(10, 1.0), &Upstream::new()),
+            Err(ExpertError::InsufficientData {
+                series: "ohlcv_1m".into(),
+                need: 30,
+                got: 10
+            })
+        );
+    }
+}

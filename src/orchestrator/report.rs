@@ -196,6 +196,17 @@ pub fn html(title: &str, r: &BacktestResult, png: &[u8], folds: &[Fold]) -> Stri
         fe = r.final_equity,
         sk = r.skipped_outputs,
     );
+    if r.refusals > 0 {
+        let _ = writeln!(
+            out,
+            "<p>The risk manager refused {} intents; first reasons:</p><ul>{}</ul>",
+            r.refusals,
+            r.refusal_reasons
+                .iter()
+                .map(|x| format!("<li>{}</li>", esc(x)))
+                .collect::<String>()
+        );
+    }
     out.push_str("<table><tr><th></th><th>Strategy</th><th>Buy and hold</th></tr>");
     metrics_rows(&mut out, &r.metrics, &r.benchmark_metrics);
     out.push_str("</table>");
