@@ -846,12 +846,12 @@ mod tests {
     #[test]
     fn ui_section_sets_theme_and_validates_keys() {
         assert_eq!(Config::default().ui, UiConfig::default());
-        let (_d, p) = write("[ui]\ntheme = \"light\"\n[ui.keys]\nquit = [\"x\", \"esc\"]\n");
+        let (_d, p) = write("[ui]\ntheme = \"light\"\n[ui.keys]\nquit = [\"x\", \"home\"]\n");
         let cfg = Config::load_with_env(Some(&p), &[]).unwrap();
         assert_eq!(cfg.ui.theme, "light");
         assert_eq!(
             cfg.ui.keys["quit"],
-            vec!["x".to_string(), "esc".to_string()]
+            vec!["x".to_string(), "home".to_string()]
         );
         for (text, needle) in [
             ("[ui.keys]\nquit = [\"f\"]\n", "bound to both"),
