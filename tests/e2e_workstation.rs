@@ -46,7 +46,8 @@ fn workstation_shows_live_data_and_obeys_keys() {
     let s = app.wait_for("candles backfilled", LONG, |s| {
         s.contains("Candles ETH/USDT 1m · 300 kept")
     });
-    assert!(s.contains("CNN predictions: not running"), "{s}");
+    // The CNN runs from the start (fresh weights or the best checkpoint).
+    assert!(!s.contains("CNN predictions: not running"), "{s}");
     assert!(
         s.chars().any(|c| "█▀▄╽╿".contains(c)),
         "no candles drawn:\n{s}"
@@ -152,6 +153,12 @@ fn workstation_shows_live_data_and_obeys_keys() {
         ]
         .iter()
         .all(|t| s.contains(t))
+    });
+    // The CNN's predicted pivots on the 1 m chart, and both models in the models pane with
+    // their checkpoints (fresh weights in a new data directory).
+    app.send(b"2");
+    app.wait_for("CNN predictions and model rows", LONG, |s| {
+        s.contains("CNN next L") && s.contains("checkpoints: ") && s.contains("fresh weights")
     });
     app.resize(80, 24);
     app.wait_for("80x24 again", LONG, |s| {

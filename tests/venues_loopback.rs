@@ -127,7 +127,12 @@ impl Run {
 }
 
 /// Runs the venue's runner against the scripts until `done` holds (or a generous deadline).
-async fn run(venue: &str, scripts: Vec<Script>, done: impl Fn(&Run) -> bool) -> (Run, usize) {
+/// Runs the connector until `done(run, messages the server received)` or a minute passed.
+async fn run(
+    venue: &str,
+    scripts: Vec<Script>,
+    done: impl Fn(&Run, usize) -> bool,
+) -> (Run, usize) {
     let (url, received) = serve(scripts).await;
     let proto =
         mmtrader::feeds::protocol_for(mmtrader::feeds::normalized::Venue::parse(venue).unwrap())
@@ -153,7 +158,7 @@ async fn run(venue: &str, scripts: Vec<Script>, done: impl Fn(&Run) -> bool) -> 
         books: Vec::new(),
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !done(&r) && tokio::time::Instant::now() < deadline {
+    while !done(&r, received.load(Ordering::SeqCst)) && tokio::time::Instant::now() < deadline {
         if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
             if let RunnerEvent::Book { instrument, .. } = &ev
                 && !r.books.contains(instrument)
@@ -182,8 +187,13 @@ async fn reconnect_and_resync(venue: &str, file: &str, books: usize) {
         frames: frames.clone(),
         close_after: Some(frames.len() / 2),
     };
-    let (r, received) = run(venue, vec![half, full(&frames)], |r| {
-        r.connects() >= 2 && r.books.len() >= books && r.events.len() > frames.len()
+    // The second connection's subscription may reach the server after the client has seen
+    // enough events, so wait for it too.
+    let (r, received) = run(venue, vec![half, full(&frames)], |r, received| {
+        r.connects() >= 2
+            && r.books.len() >= books
+            && r.events.len() > frames.len()
+            && received >= 2
     })
     .await;
     assert!(r.connects() >= 2, "{venue}: reconnected");
@@ -208,7 +218,10 @@ async fn kraken_reconnects_and_detects_a_gap_by_checksum() {
     let i = all.iter().position(|l| l.contains(",\"c\":\"")).unwrap();
     all.remove(i);
     let frames = frames_of(&all);
-    let (r, received) = run("kraken", vec![full(&frames)], |r| !r.integrity().is_empty()).await;
+    let (r, received) = run("kraken", vec![full(&frames)], |r, received| {
+        !r.integrity().is_empty() && received >= 4
+    })
+    .await;
     assert!(
         matches!(r.integrity()[0], IntegrityError::Checksum { .. }),
         "{:?}",
@@ -234,7 +247,7 @@ async fn bitfinex_reconnects_and_detects_a_gap_by_sequence() {
         frames: frames.clone(),
         close_after: None,
     };
-    let (r, _) = run("bitfinex", vec![script, full(&frames)], |r| {
+    let (r, _) = run("bitfinex", vec![script, full(&frames)], |r, _| {
         r.connects() >= 2
     })
     .await;
