@@ -92,7 +92,7 @@ pub fn run(config: Config) -> Result<i32, Failure> {
 
 /// Starts the model runtime (best checkpoints, or fresh weights that learn online); the desk
 /// runs without the models, and says so, when it cannot start.
-fn start_models(config: &Config) -> Option<Arc<LiveModels>> {
+pub fn start_models(config: &Config) -> Option<Arc<LiveModels>> {
     let m = &config.models;
     let device = match crate::models::device::device_from_config(&m.device) {
         Ok(d) => d,

@@ -348,7 +348,7 @@ fn render_full(frame: &mut Frame, body: Rect, input: Inputs<'_>, ui: &UiState, t
     let [strip, system, models, positions, logs] = Layout::vertical([
         Constraint::Length(panes::market::strip_height(snap.symbols.len())),
         Constraint::Length(panes::system::wanted_height(snap)),
-        Constraint::Length(9),
+        Constraint::Length(11),
         Constraint::Length(8),
         Constraint::Min(4),
     ])
