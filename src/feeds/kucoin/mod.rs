@@ -114,7 +114,7 @@ fn changes(rows: &[Vec<&RawValue>]) -> Result<Vec<Level>, VenueError> {
         let [p, q, ..] = r.as_slice() else {
             return Err(VenueError::Field("change [price, size, sequence]"));
         };
-        // Price "0" marks a sequence-only placeholder, not a level.
+        // Price "0" marks a sequence-only entry (KuCoin advances the sequence without a book change), not a level.
         if text_of(p) == "0" {
             continue;
         }
