@@ -67,8 +67,14 @@ fn dqn_runs_on_the_same_steps_cnn_and_batches_match() {
     let batched = coordinator(false).step_batch(&inputs);
     for (a, b) in single.iter().zip(&batched) {
         for (x, y) in a.outputs.iter().zip(&b.outputs) {
-            assert_eq!(x.predictions.action, y.predictions.action);
             let (p, q) = (x.predictions.probabilities, y.predictions.probabilities);
+            // Fresh weights give near-equal probabilities, where batched and single kernels may
+            // round an argmax either way; a different action is only right on such a tie.
+            let (a, b) = (x.predictions.action, y.predictions.action);
+            assert!(
+                a == b || (p.of(a) - p.of(b)).abs() < 1e-5,
+                "{a:?} vs {b:?}: {p:?} vs {q:?}"
+            );
             for (u, v) in p.as_array().iter().zip(q.as_array()) {
                 assert!((u - v).abs() < 1e-5, "{p:?} vs {q:?}");
             }

@@ -47,6 +47,15 @@ impl ActionValues {
     pub fn as_array(&self) -> [f64; 3] {
         [self.buy, self.sell, self.hold]
     }
+
+    /// The value for one action.
+    pub fn of(&self, action: Action) -> f64 {
+        match action {
+            Action::Buy => self.buy,
+            Action::Sell => self.sell,
+            Action::Hold => self.hold,
+        }
+    }
 }
 
 /// Which extreme a predicted pivot is.

@@ -1064,7 +1064,12 @@ mod tests {
             let b = b.unwrap();
             for (x, y) in one.iter().zip(&b) {
                 let (px, py) = (&x.predictions, &y.predictions);
-                assert_eq!(px.action, py.action);
+                // A differing argmax is only right on a tie that rounding can tip either way.
+                let (pa, pb) = (
+                    px.probabilities.of(px.action),
+                    px.probabilities.of(py.action),
+                );
+                assert!(px.action == py.action || (pa - pb).abs() < 1e-5);
                 assert!((x.confidence - y.confidence).abs() < 1e-5);
                 for (u, v) in px
                     .probabilities
