@@ -1,7 +1,8 @@
 //! The processes behind the screen besides the feed: the orchestrator (inference and
-//! decisions, on its own threads) and the trading loop (risk manager, paper executor and
-//! journal, on its own thread). The screen talks to them through [`DeskCommand`]s and reads
-//! their published state; nothing here runs on the async reactor or blocks the render path.
+//! decisions, on its own threads) and the trading loop (risk manager, executor and journal,
+//! on its own thread; paper until the user goes live, see [`super::trading`]). The screen
+//! talks to them through [`DeskCommand`]s and reads their published state; nothing here runs
+//! on the async reactor or blocks the render path (going live connects on the runtime).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tokio::sync::watch;
 
 use super::desk_models::LiveModels;
 use super::pipeline::InputTap;
-use super::trading::TradingSession;
+use super::trading::{GoLiveError, LiveHandover, LiveTarget, TradingSession, connect_live};
 use crate::analysis::input::InputConfig;
 use crate::analysis::model_output::PredictedPivot;
 use crate::config::Config;
@@ -36,6 +37,8 @@ enum TradingCommand {
     SetRunning(bool),
     Flatten,
     KillSwitch,
+    GoLive(Box<Result<LiveTarget, GoLiveError>>),
+    LiveReady(Box<Result<LiveHandover, GoLiveError>>),
     Shutdown,
 }
 
@@ -47,6 +50,8 @@ pub struct DeskProcesses {
     trading_view: Arc<ArcSwapOption<TradingView>>,
     trading_running: Arc<AtomicBool>,
     trading_thread: Option<JoinHandle<()>>,
+    config: Config,
+    sim_urls: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for DeskProcesses {
@@ -93,11 +98,24 @@ impl DeskProcesses {
         let trading_running = Arc::new(AtomicBool::new(false));
         let view = Arc::clone(&trading_view);
         let running = Arc::clone(&trading_running);
+        // Going live connects on the runtime the desk was started from.
+        let live = LiveLink {
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            commands: trading_tx.clone(),
+        };
         let trading_thread =
             std::thread::Builder::new()
                 .name("trading".into())
                 .spawn(move || {
-                    trading_loop(session, &decisions, &trading_rx, snapshots, &view, &running)
+                    trading_loop(
+                        session,
+                        &decisions,
+                        &trading_rx,
+                        snapshots,
+                        &view,
+                        &running,
+                        &live,
+                    )
                 })?;
         Ok((
             Self {
@@ -107,9 +125,17 @@ impl DeskProcesses {
                 trading_view,
                 trading_running,
                 trading_thread: Some(trading_thread),
+                config: cfg.clone(),
+                sim_urls: None,
             },
             tap,
         ))
+    }
+
+    /// The running simulator's REST and websocket URLs: with `[execution] executor = "paper"`
+    /// going live trades on its signed endpoints.
+    pub fn set_sim_endpoints(&mut self, rest: String, ws: String) {
+        self.sim_urls = Some((rest, ws));
     }
 
     /// Carries out a command from the screen (the feed's own toggle is the caller's).
@@ -150,10 +176,12 @@ impl DeskProcesses {
             DeskCommand::KillSwitch => {
                 let _ = self.trading_tx.send(TradingCommand::KillSwitch);
             }
-            DeskCommand::GoLive => tracing::warn!(
-                "live trading is not enabled: set [execution] executor = \"binance\" and the \
-                 API key variables, then restart"
-            ),
+            DeskCommand::GoLive => {
+                let target = LiveTarget::resolve(&self.config, self.sim_urls.clone());
+                let _ = self
+                    .trading_tx
+                    .send(TradingCommand::GoLive(Box::new(target)));
+            }
         }
     }
 
@@ -240,6 +268,54 @@ impl DeskProcesses {
     }
 }
 
+/// How the trading thread connects a live executor without blocking: on the runtime, with
+/// the outcome coming back as a command.
+struct LiveLink {
+    runtime: Option<tokio::runtime::Handle>,
+    commands: Sender<TradingCommand>,
+}
+
+impl LiveLink {
+    /// Starts connecting `target` unless the session cannot go live; `false` when nothing
+    /// was started (the reason is logged).
+    fn start(&self, session: &TradingSession, target: LiveTarget) -> bool {
+        match session.check_can_go_live(now_ms()) {
+            Ok(()) => {}
+            Err(GoLiveError::AlreadyLive(name)) => {
+                tracing::info!("already live on {name}");
+                return false;
+            }
+            Err(e) => {
+                tracing::error!("going live refused, staying on paper: {e}");
+                return false;
+            }
+        }
+        let Some(runtime) = self.runtime.clone() else {
+            tracing::error!("going live needs the async runtime, which is not running");
+            return false;
+        };
+        let journal = match session.open_live_journal(target.name()) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!("going live failed, staying on paper: {e}");
+                return false;
+            }
+        };
+        let symbols = session.symbols().to_vec();
+        let tx = self.commands.clone();
+        tracing::warn!(
+            "going live on {}: connecting and reconciling (paper trading continues meanwhile)",
+            target.name()
+        );
+        runtime.spawn(async move {
+            let outcome = connect_live(&target, journal, &symbols).await;
+            // A trading thread gone by now drops the executor, which stops its worker.
+            let _ = tx.send(TradingCommand::LiveReady(Box::new(outcome)));
+        });
+        true
+    }
+}
+
 fn trading_loop(
     mut session: TradingSession,
     decisions: &Receiver<Decision>,
@@ -247,8 +323,10 @@ fn trading_loop(
     mut snapshots: watch::Receiver<Arc<MarketSnapshot>>,
     view: &ArcSwapOption<TradingView>,
     running: &AtomicBool,
+    live: &LiveLink,
 ) {
     let mut last_publish = Instant::now() - TRADING_PUBLISH_EVERY;
+    let mut connecting = false;
     loop {
         while let Ok(cmd) = commands.try_recv() {
             let now = now_ms();
@@ -261,6 +339,18 @@ fn trading_loop(
                 TradingCommand::KillSwitch => {
                     tracing::warn!("kill switch");
                     session.kill_switch(now);
+                }
+                TradingCommand::GoLive(target) => match *target {
+                    Err(e) => tracing::error!("going live refused, staying on paper: {e}"),
+                    Ok(_) if connecting => tracing::info!("already connecting the live executor"),
+                    Ok(target) => connecting = live.start(&session, target),
+                },
+                TradingCommand::LiveReady(outcome) => {
+                    connecting = false;
+                    match (*outcome).and_then(|h| session.go_live(h, now)) {
+                        Ok(()) => {}
+                        Err(e) => tracing::error!("going live failed, staying on paper: {e}"),
+                    }
                 }
                 TradingCommand::Shutdown => return,
             }

@@ -1,29 +1,44 @@
 //! The trading process behind the screen: the orchestrator's decisions become intents, the
-//! risk manager sizes, checks and protects them, and the paper executor fills them against
-//! the live book. Every approved order is journaled before it is sent and every execution
-//! report before the account acts on it, so a restart resumes the same positions and ids.
+//! risk manager sizes, checks and protects them, and the executor in force runs them: the
+//! paper executor (fills against the live book) until the user goes live, then an exchange
+//! executor. Every approved order is journaled before it is sent and every execution report
+//! before the account acts on it, so a restart resumes the same positions and ids.
+//!
+//! **Going live.** The desk must be flat on paper (no position, no working order) and not
+//! halted: paper positions are never carried over to a real account, and nothing is closed
+//! on the trader's behalf. The live executor keeps its own journal (`<journal_dir>/live-<name>`)
+//! so paper history can never be sent to a venue; it is reconciled with the account before it
+//! takes over (see [`crate::exec::reconcile::reconcile_for_live`]), and the live account
+//! starts from the venue's quote balance plus the journal's live positions. The risk manager
+//! starts afresh on the live equity (paper drawdown says nothing about the real account).
+//! Whether orders are being sent (`running`) is kept across the switch.
 //!
 //! **Policy (spot, long only).** BUY opens a long from flat, sized by the risk manager from
 //! the stop distance; SELL closes a long with a reduce-only market order; HOLD does nothing.
 //! A symbol with a working entry or exit gets no new order until that one is done.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::analysis::model_output::Action;
-use crate::config::Config;
+use crate::config::{Config, DataSource};
+use crate::exec::connect::{ExecSection, executor_name, start_executor};
+use crate::exec::executor::ExchangeExecutor;
+use crate::exec::reconcile::{LiveCheck, ReconcileError, reconcile_for_live};
+use crate::exec::venue::exchange_symbol;
 use crate::market::book::OrderBook;
 use crate::market::instrument::Instrument;
 use crate::market::snapshot::{MarketSnapshot, SymbolView};
 use crate::market::types::{Price, Qty, Side};
 use crate::orchestrator::decision::Decision;
-use crate::trading::executor::{Executor, MarketEvent};
+use crate::trading::executor::{ExecutionConfig, Executor, ExecutorKind, MarketEvent};
 use crate::trading::journal::{Journal, JournalError, JournalRecord};
 use crate::trading::money::Money;
-use crate::trading::order::{ClientIdGen, OrderKind, OrderStatus};
+use crate::trading::order::{ClientIdGen, ExecutionEvent, OrderKind, OrderRequest, OrderStatus};
 use crate::trading::paper::{PaperConfig, PaperExecutor};
-use crate::trading::risk::{OrderIntent, RiskAction, RiskContext, RiskManager};
+use crate::trading::position::Portfolio;
+use crate::trading::risk::{OrderIntent, RiskAction, RiskConfig, RiskContext, RiskManager};
 use crate::tui::desk::{LimitUsage, OrderRow, PositionRow, TradingView};
 
 /// Why the trading session could not start.
@@ -37,6 +52,153 @@ pub enum TradingError {
     Prefix(String),
 }
 
+/// Why the desk stays on paper after the user asked to go live. Messages never carry
+/// credentials: they name what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum GoLiveError {
+    /// `[execution] executor` is paper and the data do not come from the simulator.
+    #[error(
+        "no live executor configured: set [execution] executor = \"binance\" or \"mexc\" \
+         (keys from the environment or a 0600 credentials file)"
+    )]
+    NotConfigured,
+    /// The paper account holds positions or working orders.
+    #[error(
+        "the paper account is not flat ({0}): flatten it first; paper positions are not carried over"
+    )]
+    NotFlat(String),
+    /// Trading is halted.
+    #[error("trading is halted ({0}): resolve the halt first")]
+    Halted(String),
+    /// A live executor is already in force.
+    #[error("already live on {0}")]
+    AlreadyLive(String),
+    /// The live journal could not be opened or written.
+    #[error("live order journal: {0}")]
+    Journal(#[from] JournalError),
+    /// The executor could not be built or the venue not reached (keys, URL, exchangeInfo).
+    #[error("cannot connect the {name} executor: {reason}")]
+    Connect {
+        /// Executor name.
+        name: &'static str,
+        /// What failed.
+        reason: String,
+    },
+    /// The journal and the account disagree, or the venue could not be asked.
+    #[error("{0}")]
+    Reconcile(#[from] ReconcileError),
+    /// The configured client id prefix is not valid.
+    #[error("execution.client_id_prefix: {0}")]
+    Prefix(String),
+}
+
+/// What going live connects to: the configured exchange executor, or the simulator's signed
+/// trading endpoints when the executor is paper and the data come from the simulator (so the
+/// demo path is the live path).
+#[derive(Debug, Clone)]
+pub struct LiveTarget {
+    /// The executor to start.
+    pub kind: ExecutorKind,
+    /// `[exec]` venue settings.
+    pub section: ExecSection,
+    /// The simulator's REST and websocket base URLs, when it runs.
+    pub sim: Option<(String, String)>,
+}
+
+impl LiveTarget {
+    /// The target `cfg` names; `sim` gives the running simulator's (REST, websocket) URLs.
+    pub fn resolve(cfg: &Config, sim: Option<(String, String)>) -> Result<Self, GoLiveError> {
+        let kind = match cfg.execution.executor {
+            ExecutorKind::Paper if cfg.data.source == DataSource::Sim && sim.is_some() => {
+                ExecutorKind::Sim
+            }
+            ExecutorKind::Paper => return Err(GoLiveError::NotConfigured),
+            other => other,
+        };
+        Ok(Self {
+            kind,
+            section: cfg.exec.clone(),
+            sim,
+        })
+    }
+
+    /// The executor's name (`sim`, `binance`, `binance-testnet`, `mexc`).
+    pub fn name(&self) -> &'static str {
+        executor_name(self.kind, &self.section)
+    }
+}
+
+/// A connected, reconciled live executor with its journal, ready to take over.
+pub struct LiveHandover {
+    name: &'static str,
+    exec: ExchangeExecutor,
+    journal: Journal,
+    check: LiveCheck,
+}
+
+impl std::fmt::Debug for LiveHandover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveHandover")
+            .field("name", &self.name)
+            .field("check", &self.check)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveHandover {
+    /// The executor's name.
+    pub fn name(&self) -> &str {
+        self.name
+    }
+
+    /// What reconciliation did and the account's balances.
+    pub fn check(&self) -> &LiveCheck {
+        &self.check
+    }
+
+    /// Stops the executor without using it (the desk stayed on paper).
+    pub fn abandon(self) {
+        self.exec.shutdown();
+    }
+}
+
+/// Connects the executor of `target` (on the current tokio runtime), reconciles `journal`
+/// (the live journal, see [`TradingSession::open_live_journal`]) with its account on
+/// `symbols`, and hands both back for [`TradingSession::go_live`].
+pub async fn connect_live(
+    target: &LiveTarget,
+    mut journal: Journal,
+    symbols: &[String],
+) -> Result<LiveHandover, GoLiveError> {
+    let name = target.name();
+    let sim = target.sim.as_ref().map(|(r, w)| (r.as_str(), w.as_str()));
+    let exec = start_executor(target.kind, &target.section, sim)
+        .await
+        .map_err(|e| GoLiveError::Connect {
+            name,
+            reason: format!("{e:#}"),
+        })?;
+    match reconcile_for_live(
+        exec.client(),
+        &mut journal,
+        symbols,
+        crate::logging::now_ms(),
+    )
+    .await
+    {
+        Ok(check) => Ok(LiveHandover {
+            name,
+            exec,
+            journal,
+            check,
+        }),
+        Err(e) => {
+            exec.shutdown();
+            Err(e.into())
+        }
+    }
+}
+
 /// What happened to one decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecisionOutcome {
@@ -48,12 +210,20 @@ pub enum DecisionOutcome {
     Sent(String),
 }
 
-/// Decisions → risk → paper executor, with the journal in front.
+/// Decisions → risk → executor (paper, or live once the user goes live), journal in front.
 pub struct TradingSession {
     risk: RiskManager,
-    paper: PaperExecutor,
+    risk_cfg: RiskConfig,
+    exec_cfg: ExecutionConfig,
+    exec: Box<dyn Executor + Send>,
+    executor_label: String,
+    live: bool,
+    portfolio: Portfolio,
     journal: Arc<Mutex<Journal>>,
+    journal_dir: PathBuf,
     ids: ClientIdGen,
+    quote: String,
+    symbols: Vec<String>,
     instruments: HashMap<String, Instrument>,
     books: HashMap<String, OrderBook>,
     last_trade_ids: HashMap<String, u64>,
@@ -68,6 +238,7 @@ pub struct TradingSession {
 impl std::fmt::Debug for TradingSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TradingSession")
+            .field("executor", &self.executor_label)
             .field("running", &self.running)
             .field("sent", &self.sent)
             .field("refused", &self.refused)
@@ -75,9 +246,26 @@ impl std::fmt::Debug for TradingSession {
     }
 }
 
+/// Journals each protective exit an executor places by itself before it is placed.
+fn exit_hook(journal: &Arc<Mutex<Journal>>) -> Box<dyn FnMut(&OrderRequest) -> bool + Send> {
+    let journal = Arc::clone(journal);
+    Box::new(move |request| {
+        let Ok(mut j) = journal.lock() else {
+            return false;
+        };
+        j.record(JournalRecord::Intent {
+            request: request.clone(),
+            protection: Default::default(),
+            time_ms: crate::logging::now_ms(),
+        })
+        .map_err(|e| tracing::error!(error = %e, "journal write failed; exit not placed"))
+        .is_ok()
+    })
+}
+
 impl TradingSession {
     /// Opens the journal under `journal_dir`, restores positions and ids from it, and starts
-    /// stopped (trading begins on the user's command).
+    /// stopped on the paper executor (trading begins on the user's command).
     pub fn open(cfg: &Config, journal_dir: &Path) -> Result<Self, TradingError> {
         let exec = &cfg.execution;
         let journal = Journal::open(journal_dir, &exec.client_id_prefix, true)?;
@@ -90,28 +278,26 @@ impl TradingSession {
             .map(|s| s.quote.clone())
             .unwrap_or_else(|| "USDT".into());
         let mut paper = PaperExecutor::new(PaperConfig::from_execution(exec, &quote));
+        let mut portfolio = Portfolio::new(exec.starting_equity, 4096);
         for p in state.positions() {
+            portfolio.restore(p.clone());
             paper.restore_position(p);
         }
         let journal = Arc::new(Mutex::new(journal));
-        let hook_journal = Arc::clone(&journal);
-        paper.set_exit_hook(Box::new(move |request| {
-            let Ok(mut j) = hook_journal.lock() else {
-                return false;
-            };
-            j.record(JournalRecord::Intent {
-                request: request.clone(),
-                protection: Default::default(),
-                time_ms: crate::logging::now_ms(),
-            })
-            .map_err(|e| tracing::error!(error = %e, "journal write failed; exit not placed"))
-            .is_ok()
-        }));
+        paper.set_exit_hook(exit_hook(&journal));
         Ok(Self {
             risk: RiskManager::new(cfg.risk.clone(), exec),
-            paper,
+            risk_cfg: cfg.risk.clone(),
+            exec_cfg: exec.clone(),
+            exec: Box::new(paper),
+            executor_label: "paper".into(),
+            live: false,
+            portfolio,
             journal,
+            journal_dir: journal_dir.to_path_buf(),
             ids,
+            quote,
+            symbols: cfg.symbols.iter().map(|s| s.exchange.clone()).collect(),
             instruments: HashMap::new(),
             books: HashMap::new(),
             last_trade_ids: HashMap::new(),
@@ -134,6 +320,133 @@ impl TradingSession {
         self.running = on;
     }
 
+    /// The executor in force as the screen names it: `paper`, `live: sim`, `live: binance`.
+    pub fn executor_label(&self) -> &str {
+        &self.executor_label
+    }
+
+    /// Whether a live executor is in force.
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+
+    /// Whether the desk may go live now: not live already, not halted, flat on paper.
+    pub fn check_can_go_live(&self, now: i64) -> Result<(), GoLiveError> {
+        if self.live {
+            return Err(GoLiveError::AlreadyLive(self.executor_label.clone()));
+        }
+        if let Some(h) = self.risk.status(now).halt {
+            return Err(GoLiveError::Halted(h.reason.to_string()));
+        }
+        let open: Vec<String> = self
+            .portfolio
+            .positions()
+            .filter(|p| !p.is_flat())
+            .map(|p| format!("{} {}", p.qty, p.symbol))
+            .chain(
+                self.exec
+                    .open_orders()
+                    .iter()
+                    .map(|o| format!("order {}", o.request.client_id)),
+            )
+            .collect();
+        if open.is_empty() {
+            Ok(())
+        } else {
+            Err(GoLiveError::NotFlat(open.join(", ")))
+        }
+    }
+
+    /// The configured symbols (exchange form), which going live reconciles.
+    pub fn symbols(&self) -> &[String] {
+        &self.symbols
+    }
+
+    /// Opens the journal the `name` executor keeps beside the paper one.
+    pub fn open_live_journal(&self, name: &str) -> Result<Journal, GoLiveError> {
+        let dir = self.journal_dir.join(format!("live-{name}"));
+        Ok(Journal::open(&dir, &self.exec_cfg.client_id_prefix, true)?)
+    }
+
+    /// Hands orders over to a connected live executor (checked again: the desk may have
+    /// traded on paper while it connected). On refusal the executor is shut down and the
+    /// desk stays on paper.
+    pub fn go_live(&mut self, handover: LiveHandover, now: i64) -> Result<(), GoLiveError> {
+        if let Err(e) = self.check_can_go_live(now) {
+            handover.abandon();
+            return Err(e);
+        }
+        let LiveHandover {
+            name,
+            mut exec,
+            journal,
+            check,
+        } = handover;
+        let state = journal.state();
+        let ids = match ClientIdGen::new(&self.exec_cfg.client_id_prefix, state.next_seq()) {
+            Ok(ids) => ids,
+            Err(e) => {
+                exec.shutdown();
+                return Err(GoLiveError::Prefix(e.to_string()));
+            }
+        };
+        let quote_held = check
+            .balances
+            .iter()
+            .filter(|b| b.asset == self.quote)
+            .fold(Money::ZERO, |acc, b| {
+                acc + Money::notional(Price::from_units(1), b.free + b.locked)
+            });
+        // Equity is the quote cash plus the journal's live positions at their marks.
+        let positions = state.positions();
+        let held_cost: Money = positions
+            .iter()
+            .filter_map(|p| p.avg_entry().map(|e| Money::notional(e, p.qty)))
+            .sum();
+        let realized: Money = positions.iter().map(|p| p.realized_net()).sum();
+        let mut portfolio = Portfolio::new(quote_held + held_cost - realized, 4096);
+        for p in positions {
+            portfolio.restore(p);
+        }
+        // The venue's own rules replace the feed's for every symbol it trades.
+        for symbol in &self.symbols {
+            if let Some(inst) = exec.client().instrument(&exchange_symbol(symbol)) {
+                self.instruments.insert(symbol.clone(), inst);
+            }
+        }
+        exec.adopt(
+            state
+                .orders()
+                .filter(|(o, _)| o.status.is_open())
+                .map(|(o, p)| (o.clone(), *p)),
+        );
+        let journal = Arc::new(Mutex::new(journal));
+        exec.set_exit_hook(exit_hook(&journal));
+        for (symbol, book) in &self.books {
+            if let (Some(b), Some(a)) = (book.best_bid(), book.best_ask()) {
+                portfolio.mark(symbol, Price((b.price.raw() + a.price.raw()) / 2));
+            }
+        }
+        let s = &check.summary;
+        tracing::warn!(
+            executor = name,
+            adopted = s.adopted,
+            resubmitted = ?s.resubmitted,
+            strays_cancelled = ?s.strays_cancelled,
+            "LIVE: orders now go to {name}; the paper account is left behind (paper positions \
+             are not carried over)"
+        );
+        self.exec = Box::new(exec);
+        self.journal = journal;
+        self.ids = ids;
+        self.portfolio = portfolio;
+        self.risk = RiskManager::new(self.risk_cfg.clone(), &self.exec_cfg);
+        self.executor_label = format!("live: {name}");
+        self.live = true;
+        self.pump();
+        Ok(())
+    }
+
     /// The instrument rules orders are rounded and checked against (from exchangeInfo).
     pub fn set_instrument(&mut self, instrument: Instrument) {
         self.instruments
@@ -153,9 +466,9 @@ impl TradingSession {
             self.feed_symbol(view, now);
         }
         self.risk.on_time(now);
-        self.risk.on_equity(self.paper.equity(), now);
+        self.risk.on_equity(self.portfolio.equity(), now);
         self.apply_risk_actions(now);
-        self.paper.on_time(now);
+        self.exec.on_time(now);
         self.pump();
     }
 
@@ -164,14 +477,17 @@ impl TradingSession {
         if !view.bids.is_empty() && !view.asks.is_empty() {
             let book = self.books.entry(symbol.to_string()).or_default();
             book.apply_snapshot(&view.bids, &view.asks, now.max(0) as u64);
-            self.paper
-                .on_market(MarketEvent::Book { symbol, book }, now);
+            if let (Some(b), Some(a)) = (book.best_bid(), book.best_ask()) {
+                self.portfolio
+                    .mark(symbol, Price((b.price.raw() + a.price.raw()) / 2));
+            }
+            self.exec.on_market(MarketEvent::Book { symbol, book }, now);
         }
         if let Some(t) = &view.last_trade
             && self.last_trade_ids.get(symbol) != Some(&t.id)
         {
             self.last_trade_ids.insert(symbol.to_string(), t.id);
-            self.paper.on_market(MarketEvent::Trade(t), now);
+            self.exec.on_market(MarketEvent::Trade(t), now);
             self.risk.on_market(symbol, t.price, t.time_ms);
         }
     }
@@ -192,12 +508,12 @@ impl TradingSession {
     }
 
     fn cancel_all(&mut self, now: i64) {
-        for o in self.paper.open_orders() {
+        for o in self.exec.open_orders() {
             let id = o.request.client_id.clone();
             if self.journal_record(JournalRecord::CancelRequest {
                 client_id: id.clone(),
                 time_ms: now,
-            }) && let Err(e) = self.paper.cancel(&id)
+            }) && let Err(e) = self.exec.cancel(&id)
             {
                 tracing::warn!(error = %e, "cancel failed");
             }
@@ -207,7 +523,7 @@ impl TradingSession {
 
     /// Closes every position at market (reduce-only orders the risk manager never refuses).
     pub fn flatten(&mut self, now: i64) {
-        let positions = self.paper.positions();
+        let positions: Vec<_> = self.portfolio.positions().cloned().collect();
         for order in self.risk.flatten_orders(&positions, &mut self.ids, now) {
             let (request, protection) = (order.request().clone(), *order.protection());
             if !self.journal_record(JournalRecord::Intent {
@@ -217,7 +533,7 @@ impl TradingSession {
             }) {
                 continue;
             }
-            if let Err(e) = self.paper.submit(order) {
+            if let Err(e) = self.exec.submit(order) {
                 tracing::error!(error = %e, "flatten order not accepted");
             }
         }
@@ -244,14 +560,14 @@ impl TradingSession {
             Action::Sell => Side::Sell,
         };
         if self
-            .paper
+            .exec
             .open_orders()
             .iter()
             .any(|o| o.request.symbol == symbol && !o.request.reduce_only)
         {
             return DecisionOutcome::Ignored("an order is already working");
         }
-        let position = self.paper.portfolio().qty(symbol);
+        let position = self.portfolio.qty(symbol);
         let mut intent = OrderIntent::new(self.ids.next_id(), symbol, side, OrderKind::Market);
         match side {
             Side::Buy if position.raw() > 0 => return DecisionOutcome::Ignored("already long"),
@@ -264,24 +580,38 @@ impl TradingSession {
                 intent.reduce_only = true;
             }
         }
-        let Some(instrument) = self.instruments.get(symbol) else {
+        self.place(intent, d.price, d.time_ms, &d.reason)
+    }
+
+    /// A fresh client id for an intent placed through [`Self::place`].
+    pub fn next_client_id(&mut self) -> crate::trading::order::ClientOrderId {
+        self.ids.next_id()
+    }
+
+    /// Sends one intent through the risk manager and the journal to the executor in force
+    /// (`reference` prices the risk checks; the executor's last price when None).
+    pub fn place(
+        &mut self,
+        intent: OrderIntent,
+        reference: Option<Price>,
+        time_ms: i64,
+        reason: &str,
+    ) -> DecisionOutcome {
+        if !self.running {
+            return DecisionOutcome::Ignored("trading stopped");
+        }
+        let symbol = intent.symbol.clone();
+        let Some(instrument) = self.instruments.get(&symbol) else {
             return DecisionOutcome::Ignored("no instrument rules yet");
         };
-        let Some(reference) = d
-            .price
-            .or_else(|| self.paper.last_price(symbol))
+        let Some(reference) = reference
+            .or_else(|| self.exec.last_price(&symbol))
             .filter(|p| p.raw() > 0)
         else {
             return DecisionOutcome::Ignored("no price yet");
         };
-        let open = self.paper.open_orders();
-        let ctx = RiskContext::from_account(
-            d.time_ms,
-            instrument,
-            reference,
-            self.paper.portfolio(),
-            &open,
-        );
+        let open = self.exec.open_orders();
+        let ctx = RiskContext::from_account(time_ms, instrument, reference, &self.portfolio, &open);
         match self.risk.check(intent, &ctx) {
             Err(refusal) => {
                 self.refused += 1;
@@ -295,11 +625,11 @@ impl TradingSession {
                 if !self.journal_record(JournalRecord::Intent {
                     request: request.clone(),
                     protection: *approved.protection(),
-                    time_ms: d.time_ms,
+                    time_ms,
                 }) {
                     return DecisionOutcome::Refused("journal unavailable".into());
                 }
-                if let Err(e) = self.paper.submit(approved) {
+                if let Err(e) = self.exec.submit(approved) {
                     tracing::error!(error = %e, "executor refused an approved order");
                     return DecisionOutcome::Refused(e.to_string());
                 }
@@ -309,7 +639,8 @@ impl TradingSession {
                     side = ?request.side,
                     qty = %request.qty,
                     id = %request.client_id,
-                    reason = %d.reason,
+                    executor = %self.executor_label,
+                    %reason,
                     "order sent"
                 );
                 self.pump();
@@ -318,13 +649,16 @@ impl TradingSession {
         }
     }
 
-    /// Journals every execution report before the account view moves on.
-    fn pump(&mut self) {
-        for ev in self.paper.poll_events() {
-            if matches!(ev, crate::trading::order::ExecutionEvent::Filled(_)) {
-                self.fills += 1;
+    /// Journals every execution report before the account moves on.
+    pub fn pump(&mut self) {
+        for ev in self.exec.poll_events() {
+            if !self.journal_record(JournalRecord::Event(ev.clone())) {
+                continue;
             }
-            self.journal_record(JournalRecord::Event(ev));
+            if let ExecutionEvent::Filled(f) = &ev {
+                self.fills += 1;
+                self.portfolio.apply_fill(f);
+            }
         }
     }
 
@@ -341,9 +675,14 @@ impl TradingSession {
         }
     }
 
+    /// Runs `f` on the journal in force (paper or live).
+    pub fn with_journal<T>(&self, f: impl FnOnce(&Journal) -> T) -> Option<T> {
+        self.journal.lock().ok().map(|j| f(&j))
+    }
+
     /// The screen's view of the account, risk usage and halt.
     pub fn view(&self, now: i64) -> TradingView {
-        let portfolio = self.paper.portfolio();
+        let portfolio = &self.portfolio;
         let positions: Vec<PositionRow> = portfolio
             .positions()
             .filter(|p| !p.is_flat())
@@ -364,7 +703,7 @@ impl TradingSession {
             })
             .collect();
         let orders: Vec<OrderRow> = self
-            .paper
+            .exec
             .open_orders()
             .iter()
             .filter(|o| !matches!(o.status, OrderStatus::Filled | OrderStatus::Cancelled))
@@ -432,7 +771,7 @@ impl TradingSession {
             });
         }
         TradingView {
-            mode: "paper".into(),
+            mode: self.executor_label.clone(),
             running: self.running,
             positions,
             orders,
@@ -457,12 +796,12 @@ impl TradingSession {
 
     /// The account's equity now.
     pub fn equity(&self) -> Money {
-        self.paper.equity()
+        self.portfolio.equity()
     }
 
-    /// The executor's positions (signed quantities).
+    /// The account's position in `symbol` (signed quantity).
     pub fn position_qty(&self, symbol: &str) -> Qty {
-        self.paper.portfolio().qty(symbol)
+        self.portfolio.qty(symbol)
     }
 }
 
@@ -536,7 +875,7 @@ mod tests {
         let t0 = fixture::NOW_MS;
         let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
         s.on_snapshot(&market(t0));
-        let mid = s.paper.last_price("ETHUSDT").unwrap();
+        let mid = s.exec.last_price("ETHUSDT").unwrap();
         // Stopped: nothing is sent.
         assert_eq!(
             s.on_decision(&decision(Action::Buy, t0, mid)),
@@ -594,7 +933,7 @@ mod tests {
         let t0 = fixture::NOW_MS;
         let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
         s.on_snapshot(&market(t0));
-        let mid = s.paper.last_price("ETHUSDT").unwrap();
+        let mid = s.exec.last_price("ETHUSDT").unwrap();
         s.set_running(true);
         s.kill_switch(t0);
         assert!(!s.is_running());

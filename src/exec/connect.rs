@@ -65,6 +65,17 @@ impl ExecSection {
     }
 }
 
+/// The name the executor of `kind` goes by in logs, on screen and in its journal directory.
+pub fn executor_name(kind: ExecutorKind, section: &ExecSection) -> &'static str {
+    match kind {
+        ExecutorKind::Paper => "paper",
+        ExecutorKind::Binance if section.testnet => "binance-testnet",
+        ExecutorKind::Binance => "binance",
+        ExecutorKind::Mexc => "mexc",
+        ExecutorKind::Sim => "sim",
+    }
+}
+
 /// Builds, syncs (server time, exchangeInfo filters) and starts the executor of `kind`.
 /// `sim` gives the simulator's REST and websocket URLs for [`ExecutorKind::Sim`]; it trades
 /// with the simulator's documented default account.
@@ -73,14 +84,14 @@ pub async fn start_executor(
     section: &ExecSection,
     sim: Option<(&str, &str)>,
 ) -> anyhow::Result<ExchangeExecutor> {
-    let (name, client) = match kind {
+    let name = executor_name(kind, section);
+    let client = match kind {
         ExecutorKind::Paper => anyhow::bail!("the paper executor is not an exchange executor"),
-        ExecutorKind::Binance if section.testnet => (
-            "binance-testnet",
-            BinanceSpot::from_env(section.binance_testnet.clone())?,
-        ),
-        ExecutorKind::Binance => ("binance", BinanceSpot::from_env(section.binance.clone())?),
-        ExecutorKind::Mexc => ("mexc", super::mexc_spot::from_env(section.mexc.clone())?),
+        ExecutorKind::Binance if section.testnet => {
+            BinanceSpot::from_env(section.binance_testnet.clone())?
+        }
+        ExecutorKind::Binance => BinanceSpot::from_env(section.binance.clone())?,
+        ExecutorKind::Mexc => super::mexc_spot::from_env(section.mexc.clone())?,
         ExecutorKind::Sim => {
             let (rest, ws) =
                 sim.ok_or_else(|| anyhow::anyhow!("the sim executor needs a running simulator"))?;
@@ -93,7 +104,7 @@ pub async fn start_executor(
                 api_key: crate::sim::accounts::DEFAULT_API_KEY.into(),
                 secret: Secret::new(crate::sim::accounts::DEFAULT_SECRET),
             };
-            ("sim", BinanceSpot::new(cfg, creds)?)
+            BinanceSpot::new(cfg, creds)?
         }
     };
     client.rest().sync_time().await?;

@@ -5,13 +5,16 @@
 //! [`journal::reconcile`](crate::trading::journal::reconcile) decides what to do, and this
 //! module does it: venue events are journaled, intents the venue never saw are sent again with
 //! their journaled client id (the venue refuses a duplicate, so nothing executes twice), and
-//! open venue orders the journal does not know are cancelled.
+//! open venue orders the journal does not know are cancelled. Before a running desk goes live,
+//! [`reconcile_for_live`] refuses instead of cancelling what the journal does not know.
 
 use std::collections::BTreeSet;
 
 use super::binance_spot::BinanceSpot;
 use super::rest::ExecError;
 use super::venue::{Assets, events_of_reply, exchange_symbol, fills_of_trades, spec_of, status_of};
+use super::wire::AssetBalance;
+use crate::market::types::Qty;
 use crate::trading::journal::{
     ExchangeView, Journal, JournalError, JournalRecord, ReconcileAction, VenueOrder, reconcile,
 };
@@ -26,6 +29,10 @@ pub enum ReconcileError {
     /// The journal could not be written.
     #[error("reconciliation: {0}")]
     Journal(#[from] JournalError),
+    /// The venue and the journal disagree in a way only the trader can settle; nothing was
+    /// changed on either side.
+    #[error("reconciliation mismatch: {0}")]
+    Mismatch(String),
 }
 
 /// What reconciliation did.
@@ -119,6 +126,86 @@ pub async fn reconcile_startup(
 ) -> Result<ReconcileSummary, ReconcileError> {
     let view = exchange_view(client, journal, extra_symbols).await?;
     let actions = reconcile(journal.state(), &view, now_ms);
+    apply_actions(client, journal, extra_symbols, actions, now_ms).await
+}
+
+/// What a go-live check found: the reconciliation done and the account's balances.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveCheck {
+    /// What reconciliation did.
+    pub summary: ReconcileSummary,
+    /// The account's balances after reconciliation.
+    pub balances: Vec<AssetBalance>,
+}
+
+/// Reconciliation before switching a running desk to this venue. Unlike
+/// [`reconcile_startup`] it cancels nothing the journal does not know: open venue orders
+/// with ids the journal never placed, or journal positions the account's balances cannot
+/// cover, are a [`ReconcileError::Mismatch`] and leave both sides untouched (the trader
+/// settles them). Otherwise venue events are journaled, unsent intents sent again and cancels
+/// the journal requested carried out, as at start-up.
+pub async fn reconcile_for_live(
+    client: &BinanceSpot,
+    journal: &mut Journal,
+    symbols: &[String],
+    now_ms: i64,
+) -> Result<LiveCheck, ReconcileError> {
+    let view = exchange_view(client, journal, symbols).await?;
+    let actions = reconcile(journal.state(), &view, now_ms);
+    let strays: Vec<&str> = actions
+        .iter()
+        .filter_map(|a| match a {
+            ReconcileAction::CancelStray { client_id }
+                if journal.state().order(client_id).is_none() =>
+            {
+                Some(client_id.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    if !strays.is_empty() {
+        return Err(ReconcileError::Mismatch(format!(
+            "the venue has {} open order(s) this journal never placed ({}); cancel or adopt \
+             them on the exchange first",
+            strays.len(),
+            strays.join(", ")
+        )));
+    }
+    let balances = client.balances().await?;
+    let held = |symbol: &str| {
+        let base = assets(client, symbol).base;
+        balances
+            .iter()
+            .filter(|b| b.asset == base)
+            .fold(Qty::ZERO, |acc, b| acc + b.free + b.locked)
+    };
+    for p in journal.state().positions() {
+        if p.qty.raw() < 0 {
+            return Err(ReconcileError::Mismatch(format!(
+                "the journal holds a short {} {} that a spot account cannot",
+                p.qty, p.symbol
+            )));
+        }
+        let have = held(&p.symbol);
+        if p.qty > have {
+            return Err(ReconcileError::Mismatch(format!(
+                "the journal holds {} {} but the account only {}",
+                p.qty, p.symbol, have
+            )));
+        }
+    }
+    let summary = apply_actions(client, journal, symbols, actions, now_ms).await?;
+    let balances = client.balances().await?;
+    Ok(LiveCheck { summary, balances })
+}
+
+async fn apply_actions(
+    client: &BinanceSpot,
+    journal: &mut Journal,
+    extra_symbols: &[String],
+    actions: Vec<ReconcileAction>,
+    now_ms: i64,
+) -> Result<ReconcileSummary, ReconcileError> {
     let mut summary = ReconcileSummary::default();
     for a in actions {
         match a {

@@ -192,7 +192,7 @@ pub struct LimitUsage {
 /// State published by the trading process.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TradingView {
-    /// `paper` or `live`.
+    /// The executor in force: `paper`, or `live: <venue>` (`live: sim`, `live: binance`).
     pub mode: String,
     /// Orders are being sent.
     pub running: bool,

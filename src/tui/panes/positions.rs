@@ -43,7 +43,7 @@ pub fn render(
                 Span::styled(
                     format!("{} ", t.mode.to_uppercase()),
                     Style::default()
-                        .fg(if t.mode == "live" {
+                        .fg(if t.mode.starts_with("live") {
                             theme.warning
                         } else {
                             theme.accent

@@ -120,6 +120,16 @@ pub fn render(
         theme,
     ));
     lines.push(Line::from(procs));
+    if let Some(t) = &desk.trading {
+        let live = t.mode.starts_with("live");
+        lines.push(Line::from(vec![
+            Span::styled("executor ", Style::default().fg(theme.muted)),
+            Span::styled(
+                t.mode.clone(),
+                Style::default().fg(if live { theme.warning } else { theme.ok }),
+            ),
+        ]));
+    }
     let mem = desk
         .rss_bytes
         .map(human_bytes)

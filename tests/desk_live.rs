@@ -1,0 +1,278 @@
+//! Going live from the desk's trading session against the real simulator on loopback: the
+//! sim's signed endpoints become the executor, decisions become signed orders whose acks and
+//! fills are journaled, the kill switch cancels working orders on the venue, and a go-live
+//! that cannot connect or reconcile leaves paper trading running without leaking a secret.
+
+use std::time::{Duration, Instant};
+
+use mmtrader::analysis::model_output::{Action, ActionValues};
+use mmtrader::app::trading::{
+    DecisionOutcome, GoLiveError, LiveTarget, TradingSession, connect_live,
+};
+use mmtrader::config::{Config, DataSource};
+use mmtrader::exec::binance_spot::{
+    BinanceSpot, BinanceSpotConfig, OrderKind, OrderSpec, OrderState,
+};
+use mmtrader::exec::connect::ExecSection;
+use mmtrader::exec::signing::{Credentials, Secret};
+use mmtrader::logging::now_ms;
+use mmtrader::market::types::{Price, Side};
+use mmtrader::orchestrator::decision::{Decision, Thresholds};
+use mmtrader::sim::accounts::{DEFAULT_API_KEY, DEFAULT_SECRET};
+use mmtrader::sim::{SimConfig, SimHandle, start};
+use mmtrader::trading::executor::ExecutorKind;
+use mmtrader::trading::order::{ClientOrderId, OrderStatus};
+use mmtrader::trading::risk::OrderIntent;
+
+const SYM: &str = "ETHUSDT";
+
+fn sim_target(sim: &SimHandle) -> LiveTarget {
+    LiveTarget {
+        kind: ExecutorKind::Sim,
+        section: ExecSection::default(),
+        sim: Some((sim.rest_url(), sim.ws_url())),
+    }
+}
+
+/// A client of the sim's default account that the test uses to look at the venue itself.
+async fn observer(sim: &SimHandle) -> BinanceSpot {
+    let c = BinanceSpot::new(
+        BinanceSpotConfig {
+            rest_url: sim.rest_url(),
+            ws_url: sim.ws_url(),
+            ..BinanceSpotConfig::default()
+        },
+        Credentials {
+            api_key: DEFAULT_API_KEY.into(),
+            secret: Secret::new(DEFAULT_SECRET),
+        },
+    )
+    .unwrap();
+    c.rest().sync_time().await.unwrap();
+    c.load_instruments().await.unwrap();
+    c
+}
+
+async fn mid(sim: &SimHandle) -> Price {
+    let v: serde_json::Value = reqwest::get(format!(
+        "{}/api/v3/ticker/bookTicker?symbol={SYM}",
+        sim.rest_url()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let p = |k: &str| Price::parse(v[k].as_str().unwrap()).unwrap();
+    Price((p("bidPrice").raw() + p("askPrice").raw()) / 2)
+}
+
+fn decision(action: Action, price: Price) -> Decision {
+    Decision {
+        symbol: SYM.into(),
+        time_ms: now_ms(),
+        action,
+        confidence: 0.9,
+        combined: ActionValues {
+            buy: 0.9,
+            sell: 0.05,
+            hold: 0.05,
+        },
+        price: Some(price),
+        thresholds: Thresholds {
+            buy: 0.55,
+            sell: 0.55,
+        },
+        votes: Vec::new(),
+        skipped: Vec::new(),
+        reason: "test".into(),
+    }
+}
+
+/// Pumps the session's executor until `done` holds or 15 s pass.
+async fn pump_until(s: &mut TradingSession, what: &str, done: impl Fn(&TradingSession) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        s.pump();
+        if done(s) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn status(s: &TradingSession, id: &str) -> Option<OrderStatus> {
+    let id = ClientOrderId::parse(id).unwrap();
+    s.with_journal(|j| j.state().order(&id).map(|o| o.status))
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn going_live_on_the_sim_sends_signed_orders_journals_fills_and_the_kill_switch_cancels() {
+    let sim = start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.data.source = DataSource::Sim;
+    let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
+    assert_eq!(s.executor_label(), "paper");
+
+    // Paper executor + simulator data: going live means the simulator's signed endpoints.
+    let target = LiveTarget::resolve(&cfg, Some((sim.rest_url(), sim.ws_url()))).unwrap();
+    assert_eq!(target.kind, ExecutorKind::Sim);
+    let journal = s.open_live_journal(target.name()).unwrap();
+    let handover = connect_live(&target, journal, s.symbols()).await.unwrap();
+    s.go_live(handover, now_ms()).unwrap();
+    assert_eq!(s.executor_label(), "live: sim");
+    assert_eq!(s.view(now_ms()).mode, "live: sim");
+    assert!(
+        dir.path().join("live-sim").is_dir(),
+        "live orders keep their own journal"
+    );
+    // Idempotent: a second go-live is refused as already live and changes nothing.
+    assert!(matches!(
+        s.check_can_go_live(now_ms()),
+        Err(GoLiveError::AlreadyLive(_))
+    ));
+
+    // A BUY decision becomes a signed market order; ack and fill come back and are journaled.
+    s.set_running(true);
+    let price = mid(&sim).await;
+    let DecisionOutcome::Sent(entry) = s.on_decision(&decision(Action::Buy, price)) else {
+        panic!("the buy was not sent");
+    };
+    pump_until(&mut s, "the entry fill", |s| s.position_qty(SYM).raw() > 0).await;
+    assert_eq!(status(&s, &entry), Some(OrderStatus::Filled));
+    let venue = observer(&sim).await;
+    let on_venue = venue.query(SYM, &entry).await.unwrap();
+    assert!(on_venue.executed_qty.raw() > 0, "the venue executed it");
+    // The entry's stop-loss is placed on the venue and journaled before it was sent.
+    let stop = format!("{entry}-s");
+    pump_until(&mut s, "the stop-loss ack", |s| {
+        status(s, &stop) == Some(OrderStatus::Acknowledged)
+    })
+    .await;
+
+    // A working limit order far above the market (a reduce-only take-profit by hand).
+    let mut intent = OrderIntent::new(
+        s.next_client_id(),
+        SYM,
+        Side::Sell,
+        mmtrader::trading::order::OrderKind::Limit {
+            price: Price(price.raw() / 100 * 150),
+            post_only: false,
+        },
+    );
+    intent.qty = Some(s.position_qty(SYM));
+    intent.reduce_only = true;
+    let DecisionOutcome::Sent(limit) = s.place(intent, Some(price), now_ms(), "test") else {
+        panic!("the limit order was not sent");
+    };
+    pump_until(&mut s, "the limit ack", |s| {
+        status(s, &limit) == Some(OrderStatus::Acknowledged)
+    })
+    .await;
+    assert!(s.view(now_ms()).orders.len() >= 2);
+
+    // Kill switch: stops sending and cancels every working order on the venue.
+    s.kill_switch(now_ms());
+    assert!(!s.is_running());
+    pump_until(&mut s, "the cancels", |s| {
+        status(s, &limit) == Some(OrderStatus::Cancelled)
+            && status(s, &stop) == Some(OrderStatus::Cancelled)
+    })
+    .await;
+    let open = venue.open_orders(Some(SYM)).await.unwrap();
+    assert!(
+        open.iter()
+            .all(|o| o.client_order_id != limit && o.client_order_id != stop),
+        "still open on the venue: {open:?}"
+    );
+    // Stopped: decisions no longer become orders.
+    assert_eq!(
+        s.on_decision(&decision(Action::Buy, price)),
+        DecisionOutcome::Ignored("trading stopped")
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_go_live_leaves_paper_trading_running_and_names_no_secret() {
+    let sim = start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::default();
+    let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
+    s.set_running(true);
+
+    // Nothing listens on this port.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let target = LiveTarget {
+        kind: ExecutorKind::Sim,
+        section: ExecSection::default(),
+        sim: Some((
+            format!("http://127.0.0.1:{port}"),
+            format!("ws://127.0.0.1:{port}"),
+        )),
+    };
+    let journal = s.open_live_journal(target.name()).unwrap();
+    let err = connect_live(&target, journal, s.symbols())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, GoLiveError::Connect { .. }), "{text}");
+    assert!(text.contains("sim"), "{text}");
+    assert!(
+        !text.contains(DEFAULT_SECRET) && !text.contains(DEFAULT_API_KEY),
+        "{text}"
+    );
+    assert_eq!(s.executor_label(), "paper");
+
+    // A venue order the live journal never placed is a reconcile mismatch: refused, untouched.
+    let venue = observer(&sim).await;
+    let price = mid(&sim).await;
+    venue
+        .place(&OrderSpec {
+            symbol: SYM.into(),
+            side: Side::Buy,
+            qty: mmtrader::market::types::Qty::parse("0.01").unwrap(),
+            kind: OrderKind::Limit {
+                price: Price(price.raw() / 100 * 80),
+                tif: mmtrader::exec::binance_spot::Tif::Gtc,
+            },
+            client_id: "manual-order-1".into(),
+        })
+        .await
+        .unwrap();
+    let journal = s.open_live_journal("sim").unwrap();
+    let err = connect_live(&sim_target(&sim), journal, s.symbols())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("mismatch") && text.contains("manual-order-1"),
+        "{text}"
+    );
+    assert!(!text.contains(DEFAULT_SECRET), "{text}");
+    let still = venue.query(SYM, "manual-order-1").await.unwrap();
+    assert!(
+        still.status == Some(OrderState::New),
+        "the stranger's order was left alone: {still:?}"
+    );
+
+    // Paper trading carries on: a decision still fills on paper once a book is known.
+    assert_eq!(s.executor_label(), "paper");
+    assert!(s.is_running());
+    assert!(!s.is_live());
+
+    // A paper executor with live data from an exchange has no live target.
+    let mut cfg = Config::default();
+    cfg.data.source = DataSource::Binance;
+    assert!(matches!(
+        LiveTarget::resolve(&cfg, None),
+        Err(GoLiveError::NotConfigured)
+    ));
+    sim.shutdown().await;
+}
