@@ -926,6 +926,65 @@ mod tests {
     }
 
     #[test]
+    fn going_live_needs_a_flat_unhalted_paper_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.execution.latency_ms = 0;
+        let t0 = fixture::NOW_MS;
+        let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
+        assert_eq!(s.executor_label(), "paper");
+        assert_eq!(s.view(t0).mode, "paper");
+        assert!(s.check_can_go_live(t0).is_ok());
+        s.on_snapshot(&market(t0));
+        let mid = s.exec.last_price("ETHUSDT").unwrap();
+        s.set_running(true);
+        assert!(matches!(
+            s.on_decision(&decision(Action::Buy, t0, mid)),
+            DecisionOutcome::Sent(_)
+        ));
+        s.on_snapshot(&market(t0 + 1_000));
+        // Paper positions are never carried over: the trader flattens first.
+        match s.check_can_go_live(t0 + 1_000) {
+            Err(GoLiveError::NotFlat(what)) => assert!(what.contains("ETHUSDT"), "{what}"),
+            other => panic!("a long paper account must not go live: {other:?}"),
+        }
+        s.kill_switch(t0 + 1_000);
+        assert!(matches!(
+            s.check_can_go_live(t0 + 1_000),
+            Err(GoLiveError::Halted(_))
+        ));
+        // The live journal lives beside the paper one, never in it.
+        let live = s.open_live_journal("sim").unwrap();
+        assert!(live.state().open_orders().is_empty());
+        assert!(dir.path().join("live-sim").is_dir());
+    }
+
+    #[test]
+    fn the_live_target_follows_the_configured_executor() {
+        let mut cfg = Config::default();
+        cfg.data.source = DataSource::Sim;
+        let sim = Some((
+            "http://127.0.0.1:1".to_string(),
+            "ws://127.0.0.1:1".to_string(),
+        ));
+        let t = LiveTarget::resolve(&cfg, sim.clone()).unwrap();
+        assert_eq!((t.kind, t.name()), (ExecutorKind::Sim, "sim"));
+        // Without a running simulator, paper has nothing live to become.
+        assert!(matches!(
+            LiveTarget::resolve(&cfg, None),
+            Err(GoLiveError::NotConfigured)
+        ));
+        cfg.execution.executor = ExecutorKind::Binance;
+        let t = LiveTarget::resolve(&cfg, sim).unwrap();
+        assert_eq!((t.kind, t.name()), (ExecutorKind::Binance, "binance"));
+        cfg.exec.testnet = true;
+        assert_eq!(
+            LiveTarget::resolve(&cfg, None).unwrap().name(),
+            "binance-testnet"
+        );
+    }
+
+    #[test]
     fn the_kill_switch_halts_and_refusals_carry_reasons() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = Config::default();

@@ -63,7 +63,7 @@ pub fn run(config: Config) -> Result<i32, Failure> {
         let (mut feed, rx) = FeedProcess::new(config.clone(), endpoints);
         let journal_dir = config.paths.data_dir.join(&config.execution.journal_dir);
         let models = start_models(&config);
-        let (desk, tap) = DeskProcesses::start(
+        let (mut desk, tap) = DeskProcesses::start(
             &config,
             baseline_experts(),
             models,
@@ -71,6 +71,9 @@ pub fn run(config: Config) -> Result<i32, Failure> {
             &journal_dir,
         )
         .map_err(Failure::runtime)?;
+        if let Some(sim) = &sim {
+            desk.set_sim_endpoints(sim.rest_url(), sim.ws_url());
+        }
         feed.set_input_tap(tap);
         feed.start().map_err(Failure::runtime)?;
         watch_signals(quit.clone());
