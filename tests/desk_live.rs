@@ -146,6 +146,10 @@ async fn going_live_on_the_sim_sends_signed_orders_journals_fills_and_the_kill_s
     let venue = observer(&sim).await;
     let on_venue = venue.query(SYM, &entry).await.unwrap();
     assert!(on_venue.executed_qty.raw() > 0, "the venue executed it");
+    // The REST reply and the user-data stream report the same fills: counted once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.pump();
+    assert_eq!(s.position_qty(SYM), on_venue.executed_qty);
     // The entry's stop-loss is placed on the venue and journaled before it was sent.
     let stop = format!("{entry}-s");
     pump_until(&mut s, "the stop-loss ack", |s| {
