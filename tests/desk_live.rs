@@ -280,3 +280,57 @@ async fn a_failed_go_live_leaves_paper_trading_running_and_names_no_secret() {
     ));
     sim.shutdown().await;
 }
+
+/// Waits until the desk's trading view names `want` as the executor, at most 15 s.
+async fn wait_for(desk: &mmtrader::app::desk::DeskProcesses, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mode = || desk.trading_view().map(|v| v.mode);
+    while Instant::now() < deadline {
+        if mode().as_deref() == Some(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the desk never showed {want}: {:?}", mode());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_desk_goes_live_on_the_confirmed_command_and_says_so() {
+    use mmtrader::app::desk::{DeskProcesses, baseline_experts};
+    use mmtrader::market::snapshot::MarketSnapshot;
+    use mmtrader::tui::desk::DeskCommand;
+    use std::sync::Arc;
+
+    let sim = start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.data.source = DataSource::Sim;
+    let empty = MarketSnapshot {
+        time_ms: now_ms(),
+        source: "test".into(),
+        feed_running: false,
+        links: Vec::new(),
+        symbols: Vec::new(),
+    };
+    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(empty));
+    let (mut desk, _tap) =
+        DeskProcesses::start(&cfg, baseline_experts(), None, rx, dir.path()).unwrap();
+    let mode = |desk: &DeskProcesses| desk.trading_view().map(|v| v.mode);
+    wait_for(&desk, "paper").await;
+    // Without the simulator's URLs there is nothing live to become: the desk stays on paper.
+    desk.command(&DeskCommand::GoLive);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(mode(&desk).as_deref(), Some("paper"));
+
+    desk.set_sim_endpoints(sim.rest_url(), sim.ws_url());
+    desk.command(&DeskCommand::GoLive);
+    wait_for(&desk, "live: sim").await;
+    // Again: idempotent.
+    desk.command(&DeskCommand::GoLive);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(mode(&desk).as_deref(), Some("live: sim"));
+    tokio::task::spawn_blocking(move || desk.shutdown())
+        .await
+        .unwrap();
+    sim.shutdown().await;
+}
