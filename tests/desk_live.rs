@@ -334,3 +334,65 @@ async fn the_desk_goes_live_on_the_confirmed_command_and_says_so() {
         .unwrap();
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_journal_holding_more_than_the_account_is_a_mismatch() {
+    use mmtrader::market::types::Qty;
+    use mmtrader::trading::journal::JournalRecord;
+    use mmtrader::trading::money::Money;
+    use mmtrader::trading::order::{ExecutionEvent, Fill, OrderRequest, TimeInForce};
+
+    let sim = start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = TradingSession::open(&Config::default(), dir.path()).unwrap();
+    // The live journal says we bought far more ETH than the sim's default account holds.
+    let mut journal = s.open_live_journal("sim").unwrap();
+    let id = ClientOrderId::parse("mm-1").unwrap();
+    let qty = Qty::from_units(1_000);
+    let price = Price::from_units(2_000);
+    let t = now_ms();
+    for r in [
+        JournalRecord::Intent {
+            request: OrderRequest {
+                client_id: id.clone(),
+                symbol: SYM.into(),
+                side: Side::Buy,
+                kind: mmtrader::trading::order::OrderKind::Market,
+                qty,
+                reduce_only: false,
+                time_in_force: TimeInForce::Gtc,
+            },
+            protection: Default::default(),
+            time_ms: t,
+        },
+        JournalRecord::Event(ExecutionEvent::Acknowledged {
+            client_id: id.clone(),
+            exchange_id: "1".into(),
+            time_ms: t,
+        }),
+        JournalRecord::Event(ExecutionEvent::Filled(Fill {
+            client_id: id.clone(),
+            symbol: SYM.into(),
+            side: Side::Buy,
+            price,
+            qty,
+            fee: Qty::ZERO,
+            fee_asset: "USDT".into(),
+            fee_quote: Money::ZERO,
+            is_maker: false,
+            time_ms: t,
+            trade_id: "1".into(),
+        })),
+    ] {
+        journal.record(r).unwrap();
+    }
+    assert_eq!(journal.state().position_qty(SYM), qty);
+    let err = connect_live(&sim_target(&sim), journal, s.symbols())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, GoLiveError::Reconcile(_)), "{text}");
+    assert!(text.contains("mismatch") && text.contains(SYM), "{text}");
+    assert_eq!(s.executor_label(), "paper");
+    sim.shutdown().await;
+}
