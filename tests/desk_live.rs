@@ -322,9 +322,22 @@ async fn the_desk_goes_live_on_the_confirmed_command_and_says_so() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(mode(&desk).as_deref(), Some("paper"));
 
+    // A live journal of an earlier simulator run is set aside (kept), never reconciled
+    // against this run's fresh account.
+    let earlier = dir.path().join("live-sim");
+    std::fs::create_dir_all(&earlier).unwrap();
+    std::fs::write(earlier.join("marker"), b"earlier run").unwrap();
     desk.set_sim_endpoints(sim.rest_url(), sim.ws_url());
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("marker").exists())
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_ne!(aside[0], earlier);
     desk.command(&DeskCommand::GoLive);
     wait_for(&desk, "live: sim").await;
+    assert!(earlier.is_dir() && !earlier.join("marker").exists());
     // Again: idempotent.
     desk.command(&DeskCommand::GoLive);
     tokio::time::sleep(Duration::from_millis(600)).await;

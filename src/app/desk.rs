@@ -4,7 +4,7 @@
 //! talks to them through [`DeskCommand`]s and reads their published state; nothing here runs
 //! on the async reactor or blocks the render path (going live connects on the runtime).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -16,16 +16,20 @@ use tokio::sync::watch;
 
 use super::desk_models::LiveModels;
 use super::pipeline::InputTap;
-use super::trading::{GoLiveError, LiveHandover, LiveTarget, TradingSession, connect_live};
+use super::trading::{
+    GoLiveError, LiveHandover, LiveTarget, TradingSession, connect_live, live_journal_dir,
+};
 use crate::analysis::input::InputConfig;
 use crate::analysis::model_output::PredictedPivot;
 use crate::config::Config;
+use crate::exec::connect::executor_name;
 use crate::logging::now_ms;
 use crate::market::snapshot::MarketSnapshot;
 use crate::orchestrator::decision::Decision;
 use crate::orchestrator::engine::OrchestratorSnapshot;
 use crate::orchestrator::expert::{Expert, PivotMomentumConfig, PivotMomentumExpert};
 use crate::orchestrator::runtime::Orchestrator;
+use crate::trading::executor::ExecutorKind;
 use crate::tui::desk::{
     DecisionView, DeskCommand, ExpertRow, ModelsView, Process, TradingView, Tunable,
 };
@@ -52,6 +56,7 @@ pub struct DeskProcesses {
     trading_thread: Option<JoinHandle<()>>,
     config: Config,
     sim_urls: Option<(String, String)>,
+    journal_dir: PathBuf,
 }
 
 impl std::fmt::Debug for DeskProcesses {
@@ -127,6 +132,7 @@ impl DeskProcesses {
                 trading_thread: Some(trading_thread),
                 config: cfg.clone(),
                 sim_urls: None,
+                journal_dir: journal_dir.to_path_buf(),
             },
             tap,
         ))
@@ -135,6 +141,26 @@ impl DeskProcesses {
     /// The running simulator's REST and websocket URLs: with `[execution] executor = "paper"`
     /// going live trades on its signed endpoints.
     pub fn set_sim_endpoints(&mut self, rest: String, ws: String) {
+        // The embedded simulator opens a fresh account every run: a live journal from an
+        // earlier run names orders and positions this account never had. It is kept, renamed
+        // aside, and never reconciled against the new account.
+        let dir = live_journal_dir(
+            &self.journal_dir,
+            executor_name(ExecutorKind::Sim, &self.config.exec),
+        );
+        if dir.exists() {
+            let aside = dir.with_extension(now_ms().to_string());
+            match std::fs::rename(&dir, &aside) {
+                Ok(()) => tracing::info!(
+                    "earlier simulator session's live journal kept as {}",
+                    aside.display()
+                ),
+                Err(e) => tracing::warn!(
+                    "cannot set aside the earlier simulator journal {}: {e}",
+                    dir.display()
+                ),
+            }
+        }
         self.sim_urls = Some((rest, ws));
     }
 

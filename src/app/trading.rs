@@ -128,6 +128,11 @@ impl LiveTarget {
     }
 }
 
+/// Where the `name` executor's live journal lives under the desk's journal directory.
+pub fn live_journal_dir(journal_dir: &Path, name: &str) -> PathBuf {
+    journal_dir.join(format!("live-{name}"))
+}
+
 /// A connected, reconciled live executor with its journal, ready to take over.
 pub struct LiveHandover {
     name: &'static str,
@@ -364,7 +369,7 @@ impl TradingSession {
 
     /// Opens the journal the `name` executor keeps beside the paper one.
     pub fn open_live_journal(&self, name: &str) -> Result<Journal, GoLiveError> {
-        let dir = self.journal_dir.join(format!("live-{name}"));
+        let dir = live_journal_dir(&self.journal_dir, name);
         Ok(Journal::open(&dir, &self.exec_cfg.client_id_prefix, true)?)
     }
 
