@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -146,6 +146,10 @@ impl Trading {
         self.engine.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn listen_keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, ListenKey>> {
+        self.listen_keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Number of open orders of an account (for tests and the console).
     pub fn open_order_count(&self, account: usize) -> usize {
         self.engine().open_orders(account, None).len()
@@ -170,9 +174,7 @@ impl Trading {
     /// The account owning a live listen key.
     pub fn listen_key_account(&self, key: &str) -> Option<usize> {
         let now = wall_ms();
-        self.listen_keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.listen_keys()
             .get(key)
             .filter(|k| k.expires_ms > now)
             .map(|k| k.account)
@@ -298,10 +300,60 @@ fn book_levels(model: &MarketModel, sym: usize) -> (Vec<Level>, Vec<Level>) {
 // ---------------------------------------------------------------------------------------------
 // Request authentication
 
-/// A request's parameters (query wins over body) and the authenticated account.
-struct Signed {
+/// A signed request's parameters (query wins over body) and the authenticated account; as an
+/// extractor it answers Binance's error JSON when authentication fails.
+pub(crate) struct Signed {
     account: usize,
     params: HashMap<String, String>,
+}
+
+/// The raw query and body of a request, as a signature covers them. Binance reads no body on
+/// GET, so neither do we.
+async fn query_and_body(
+    req: Request,
+    s: &Arc<Shared>,
+) -> Result<(HeaderMap, Option<String>, String), Response> {
+    let headers = req.headers().clone();
+    let query = req.uri().query().map(str::to_owned);
+    let body = if req.method() == Method::GET {
+        String::new()
+    } else {
+        String::from_request(req, s)
+            .await
+            .map_err(IntoResponse::into_response)?
+    };
+    Ok((headers, query, body))
+}
+
+impl FromRequest<Arc<Shared>> for Signed {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, s: &Arc<Shared>) -> Result<Self, Response> {
+        let (headers, query, body) = query_and_body(req, s).await?;
+        authenticate(&s.trading, &headers, query.as_deref(), &body)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
+/// A listen-key request (`PUT`/`DELETE /api/v3/userDataStream`): the account of the API key
+/// and the `listenKey` parameter.
+pub(crate) struct ListenKeyRequest {
+    account: usize,
+    key: String,
+}
+
+impl FromRequest<Arc<Shared>> for ListenKeyRequest {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, s: &Arc<Shared>) -> Result<Self, Response> {
+        let (headers, query, body) = query_and_body(req, s).await?;
+        let parse = || {
+            let account = api_key_account(&s.trading, &headers)?;
+            let key = listen_key_param(query.as_deref(), &body)?;
+            Ok::<_, ApiError>(Self { account, key })
+        };
+        parse().map_err(IntoResponse::into_response)
+    }
 }
 
 fn rejected(code: i64, msg: &str) -> ApiError {
@@ -389,6 +441,10 @@ fn authenticate(
     Ok(Signed { account, params })
 }
 
+fn unknown_listen_key() -> ApiError {
+    rejected(-1125, "This listenKey does not exist.")
+}
+
 fn reject(r: Reject) -> ApiError {
     rejected(r.code(), &r.to_string())
 }
@@ -461,12 +517,9 @@ pub async fn time(State(s): State<Arc<Shared>>) -> Response {
 /// `POST /api/v3/order`.
 pub(crate) async fn post_order(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: String,
+    Signed { account, params }: Signed,
 ) -> Result<Response, ApiError> {
     let t = &s.trading;
-    let Signed { account, params } = authenticate(t, &headers, q.as_deref(), &body)?;
     let fault = t
         .faults
         .lock()
@@ -596,10 +649,8 @@ pub(crate) async fn post_order(
 /// `GET /api/v3/order`.
 pub(crate) async fn get_order(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    Signed { account, params }: Signed,
 ) -> Result<Response, ApiError> {
-    let Signed { account, params } = authenticate(&s.trading, &headers, q.as_deref(), "")?;
     let sym = sym_of(&s, &params)?;
     let r = order_ref(&params)?;
     let engine = s.trading.engine();
@@ -612,12 +663,9 @@ pub(crate) async fn get_order(
 /// `DELETE /api/v3/order`.
 pub(crate) async fn delete_order(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: String,
+    Signed { account, params }: Signed,
 ) -> Result<Response, ApiError> {
     let t = &s.trading;
-    let Signed { account, params } = authenticate(t, &headers, q.as_deref(), &body)?;
     let sym = sym_of(&s, &params)?;
     let r = order_ref(&params)?;
     let mut engine = t.engine();
@@ -639,10 +687,8 @@ pub(crate) async fn delete_order(
 /// `GET /api/v3/openOrders`.
 pub(crate) async fn open_orders(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    Signed { account, params }: Signed,
 ) -> Result<Response, ApiError> {
-    let Signed { account, params } = authenticate(&s.trading, &headers, q.as_deref(), "")?;
     let sym = if params.contains_key("symbol") {
         Some(sym_of(&s, &params)?)
     } else {
@@ -660,10 +706,8 @@ pub(crate) async fn open_orders(
 /// `GET /api/v3/account`.
 pub(crate) async fn account(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    Signed { account, params }: Signed,
 ) -> Result<Response, ApiError> {
-    let Signed { account, params } = authenticate(&s.trading, &headers, q.as_deref(), "")?;
     let omit_zero = params.get("omitZeroBalances").is_some_and(|v| v == "true");
     let engine = s.trading.engine();
     let (maker, taker) = engine.fees_bps();
@@ -690,10 +734,8 @@ pub(crate) async fn account(
 /// `GET /api/v3/myTrades`.
 pub(crate) async fn my_trades(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    Signed { account, params }: Signed,
 ) -> Result<Response, ApiError> {
-    let Signed { account, params } = authenticate(&s.trading, &headers, q.as_deref(), "")?;
     let sym = sym_of(&s, &params)?;
     let parse_id = |name: &'static str| -> Result<Option<u64>, ApiError> {
         params
@@ -736,7 +778,7 @@ pub(crate) async fn create_listen_key(
     let t = &s.trading;
     let account = api_key_account(t, &headers)?;
     let now = wall_ms();
-    let mut keys = t.listen_keys.lock().unwrap_or_else(|e| e.into_inner());
+    let mut keys = t.listen_keys();
     let existing = keys
         .iter()
         .find(|(_, k)| k.account == account && k.expires_ms > now)
@@ -765,41 +807,31 @@ pub(crate) async fn create_listen_key(
 /// `PUT /api/v3/userDataStream`: keepalive.
 pub(crate) async fn keepalive_listen_key(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: String,
+    ListenKeyRequest { account, key }: ListenKeyRequest,
 ) -> Result<Response, ApiError> {
     let t = &s.trading;
-    let account = api_key_account(t, &headers)?;
-    let key = listen_key_param(q.as_deref(), &body)?;
     let now = wall_ms();
-    let mut keys = t.listen_keys.lock().unwrap_or_else(|e| e.into_inner());
-    match keys.get_mut(&key) {
+    match t.listen_keys().get_mut(&key) {
         Some(k) if k.account == account && k.expires_ms > now => {
             k.expires_ms = now + t.ttl_ms();
             Ok(ok(json!({})))
         }
-        _ => Err(rejected(-1125, "This listenKey does not exist.")),
+        _ => Err(unknown_listen_key()),
     }
 }
 
 /// `DELETE /api/v3/userDataStream`.
 pub(crate) async fn close_listen_key(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: String,
+    ListenKeyRequest { account, key }: ListenKeyRequest,
 ) -> Result<Response, ApiError> {
-    let t = &s.trading;
-    let account = api_key_account(t, &headers)?;
-    let key = listen_key_param(q.as_deref(), &body)?;
-    let mut keys = t.listen_keys.lock().unwrap_or_else(|e| e.into_inner());
+    let mut keys = s.trading.listen_keys();
     match keys.get(&key) {
         Some(k) if k.account == account => {
             keys.remove(&key);
             Ok(ok(json!({})))
         }
-        _ => Err(rejected(-1125, "This listenKey does not exist.")),
+        _ => Err(unknown_listen_key()),
     }
 }
 
