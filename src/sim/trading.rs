@@ -910,6 +910,113 @@ mod tests {
         assert_eq!(split_signature("a=1"), ("a=1".to_string(), None));
     }
 
+    /// Sends `body` to `path` of a running simulator; answers (status, body text).
+    async fn call(
+        sim: &crate::sim::SimHandle,
+        method: reqwest::Method,
+        path_and_query: &str,
+        api_key: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, String) {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path_and_query}", sim.rest_url()))
+            .body(body);
+        if let Some(k) = api_key {
+            req = req.header("X-MBX-APIKEY", k);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    fn signed_params(extra: &[(&str, &str)]) -> String {
+        let mut q = crate::exec::signing::Query::new();
+        for (k, v) in extra {
+            q.push(k, v);
+        }
+        q.push("recvWindow", "5000");
+        q.push("timestamp", wall_ms().to_string());
+        q.signed(&Secret::new(crate::sim::accounts::DEFAULT_SECRET))
+    }
+
+    #[tokio::test]
+    async fn extractors_answer_as_binance_does() {
+        use crate::sim::accounts::DEFAULT_API_KEY;
+        use reqwest::Method;
+        let sim = crate::sim::start(crate::sim::SimConfig::default())
+            .await
+            .unwrap();
+        let key = Some(DEFAULT_API_KEY);
+        // No API key: Binance's -2014 JSON before anything else is looked at.
+        let (st, body) = call(&sim, Method::GET, "/api/v3/account", None, "").await;
+        assert_eq!(st, 400);
+        assert_eq!(body, r#"{"code":-2014,"msg":"API-key format invalid."}"#);
+        // GET signs the query only: a body is not read.
+        let q = format!("/api/v3/openOrders?{}", signed_params(&[]));
+        let (st, body) = call(&sim, Method::GET, &q, key, "junk=1&signature=00").await;
+        assert_eq!((st, body.as_str()), (200, "[]"));
+        // POST may sign its body.
+        let order = signed_params(&[
+            ("symbol", "ETHUSDT"),
+            ("side", "BUY"),
+            ("type", "MARKET"),
+            ("quantity", "0.01"),
+            ("newClientOrderId", "body-signed"),
+        ]);
+        let (st, body) = call(&sim, Method::POST, "/api/v3/order", key, order).await;
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(sim.trading().orders_with_client_id(0, "body-signed"), 1);
+        // An unsigned POST names the missing signature.
+        let (st, body) = call(&sim, Method::POST, "/api/v3/order", key, "symbol=ETHUSDT").await;
+        assert_eq!(st, 400);
+        assert!(
+            body.contains("\"code\":-1102") && body.contains("'signature'"),
+            "{body}"
+        );
+        // A body that is not UTF-8 is refused before authentication, by the body extractor.
+        let (st, body) = call(&sim, Method::POST, "/api/v3/order", key, vec![0xff, 0xfe]).await;
+        assert_eq!(st, 400);
+        assert!(!body.contains("\"code\""), "{body}");
+        // Listen keys: the API key, then the key parameter, then the key itself.
+        let (st, body) = call(&sim, Method::PUT, "/api/v3/userDataStream", None, "").await;
+        assert_eq!((st, body.contains("-2014")), (400, true), "{body}");
+        let (st, body) = call(&sim, Method::PUT, "/api/v3/userDataStream", key, "").await;
+        assert_eq!(st, 400);
+        assert!(body.contains("'listenKey'"), "{body}");
+        for method in [Method::PUT, Method::DELETE] {
+            let (st, body) = call(
+                &sim,
+                method,
+                "/api/v3/userDataStream",
+                key,
+                "listenKey=nope",
+            )
+            .await;
+            assert_eq!(st, 400);
+            assert_eq!(
+                body,
+                r#"{"code":-1125,"msg":"This listenKey does not exist."}"#
+            );
+        }
+        let (st, body) = call(&sim, Method::POST, "/api/v3/userDataStream", key, "").await;
+        assert_eq!(st, 200);
+        let lk: Value = serde_json::from_str(&body).unwrap();
+        let lk = format!("listenKey={}", lk["listenKey"].as_str().unwrap());
+        let (st, body) = call(&sim, Method::PUT, "/api/v3/userDataStream", key, lk.clone()).await;
+        assert_eq!((st, body.as_str()), (200, "{}"));
+        let (st, _) = call(
+            &sim,
+            Method::DELETE,
+            "/api/v3/userDataStream",
+            key,
+            lk.clone(),
+        )
+        .await;
+        assert_eq!(st, 200);
+        let (st, _) = call(&sim, Method::PUT, "/api/v3/userDataStream", key, lk).await;
+        assert_eq!(st, 400);
+        sim.shutdown().await;
+    }
+
     #[test]
     fn client_ids_follow_binance_charset() {
         assert!(valid_client_id("mm-1a2b_C"));
