@@ -15,6 +15,7 @@ pub mod feeds;
 pub mod logging;
 pub mod market;
 pub mod models;
+pub mod net;
 pub mod orchestrator;
 pub mod sim;
 pub mod storage;

@@ -2,14 +2,18 @@
 //!
 //! It owns what every signed call needs: the server-clock offset (from `GET /api/v3/time`,
 //! re-synced and retried once when the exchange says the timestamp is outside recvWindow),
-//! the request-weight budget (`X-MBX-USED-WEIGHT-1M`, 429/418 with `Retry-After`, as in
-//! `feeds::rest`), and errors that never carry the signed query or the secret.
+//! the request-weight budget (the [`WeightLimiter`] shared with `feeds::rest`), and errors that
+//! never carry the signed query or the secret.
 
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
+
+use crate::net::rate_limit::{
+    Reply, SendError, Suspended, Throttle, WeightLimiter, http_client, transport_causes,
+};
 
 use super::signing::{Credentials, Query};
 use super::wire::{WireError, parse_error};
@@ -143,16 +147,6 @@ impl ExecError {
     }
 }
 
-#[derive(Debug, Default)]
-struct Budget {
-    used_1m: u32,
-    window_started: Option<Instant>,
-    suspended_until: Option<Instant>,
-}
-
-/// Fraction of the weight limit spent before the client waits for the next window.
-const WEIGHT_HEADROOM: f64 = 0.9;
-
 /// Signed REST transport for one exchange account.
 pub struct SignedRest {
     http: reqwest::Client,
@@ -160,9 +154,8 @@ pub struct SignedRest {
     creds: Credentials,
     dialect: Dialect,
     recv_window_ms: u64,
-    weight_limit_1m: u32,
     offset_ms: AtomicI64,
-    budget: Mutex<Budget>,
+    limiter: Arc<WeightLimiter>,
 }
 
 impl std::fmt::Debug for SignedRest {
@@ -193,13 +186,8 @@ fn classify_transport(dialect: &Dialect, path: &str, e: &reqwest::Error) -> Exec
     } else {
         "transport error".to_string()
     };
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !t.contains("signature=") {
-            reason = format!("{reason}: {t}");
-        }
-        src = s.source();
+    for cause in transport_causes(e) {
+        reason = format!("{reason}: {cause}");
     }
     if e.is_connect() {
         ExecError::Connect {
@@ -226,20 +214,27 @@ impl SignedRest {
         recv_window_ms: u64,
         weight_limit_1m: u32,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .user_agent(concat!("mmtrader/", env!("CARGO_PKG_VERSION")))
-            .build()?;
         Ok(Self {
-            http,
+            http: http_client(timeout)?,
             base: base.trim_end_matches('/').to_string(),
             creds,
+            limiter: Arc::new(WeightLimiter::new(dialect.name, weight_limit_1m)),
             dialect,
             recv_window_ms: recv_window_ms.clamp(1, 60_000),
-            weight_limit_1m: weight_limit_1m.max(1),
             offset_ms: AtomicI64::new(0),
-            budget: Mutex::new(Budget::default()),
         })
+    }
+
+    /// The same transport counting against `limiter` (the IP's budget shared with other
+    /// clients, e.g. the market-data client of the same host) instead of its own.
+    pub fn with_limiter(mut self, limiter: Arc<WeightLimiter>) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// The weight budget this transport counts against.
+    pub fn limiter(&self) -> &Arc<WeightLimiter> {
+        &self.limiter
     }
 
     /// The exchange dialect.
@@ -259,14 +254,14 @@ impl SignedRest {
 
     /// Weight used in the current minute, as last reported.
     pub fn used_weight(&self) -> u32 {
-        self.budget.lock().map(|b| b.used_1m).unwrap_or(0)
+        self.limiter.used_weight()
     }
 
     /// Measures the server clock (`GET /api/v3/time`) and stores the offset (midpoint of the
     /// round trip).
     pub async fn sync_time(&self) -> Result<i64, ExecError> {
         let before = local_ms();
-        let body = self.send(Method::GET, "/api/v3/time", "", None, 1).await?;
+        let body = self.send(Method::GET, "/api/v3/time", "", false, 1).await?;
         let after = local_ms();
         #[derive(serde::Deserialize)]
         struct T {
@@ -304,16 +299,7 @@ impl SignedRest {
                 (local_ms() + self.clock_offset_ms()).to_string(),
             );
             let signed = q.signed(&self.creds.secret);
-            match self
-                .send(
-                    method.clone(),
-                    path,
-                    &signed,
-                    Some(&self.creds.api_key),
-                    weight,
-                )
-                .await
-            {
+            match self.send(method.clone(), path, &signed, true, weight).await {
                 Err(e)
                     if !resynced
                         && e.code()
@@ -340,80 +326,44 @@ impl SignedRest {
         params: &Query,
         weight: u32,
     ) -> Result<String, ExecError> {
-        self.send(
-            method,
-            path,
-            params.as_str(),
-            Some(&self.creds.api_key),
-            weight,
-        )
-        .await
+        self.send(method, path, params.as_str(), true, weight).await
     }
 
+    /// Sends one request (with the API key header when `keyed`) within the weight budget.
     async fn send(
         &self,
         method: Method,
         path: &str,
         query: &str,
-        api_key: Option<&str>,
+        keyed: bool,
         weight: u32,
     ) -> Result<String, ExecError> {
-        self.wait_for_budget(weight).await?;
+        let exchange = self.dialect.name;
         let url = if query.is_empty() {
             format!("{}{}", self.base, path)
         } else {
             format!("{}{}?{}", self.base, path, query)
         };
         let mut req = self.http.request(method, &url);
-        if let Some(k) = api_key {
-            req = req.header(self.dialect.key_header, k);
+        if keyed {
+            req = req.header(self.dialect.key_header, &self.creds.api_key);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| classify_transport(&self.dialect, path, &e))?;
-        let status = resp.status().as_u16();
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let used = header("x-mbx-used-weight-1m").and_then(|v| v.parse::<u32>().ok());
-        let retry_after = header("retry-after")
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs);
-        {
-            let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(u) = used {
-                b.used_1m = u;
+        match self.limiter.send(req, weight).await {
+            Ok(Reply::Success(body)) => Ok(body),
+            Ok(Reply::Throttled(Throttle::RateLimited(retry_after))) => {
+                Err(ExecError::RateLimited {
+                    exchange,
+                    path: path.to_string(),
+                    retry_after,
+                })
             }
-            if status == 429 || status == 418 {
-                let wait = retry_after.unwrap_or(Duration::from_secs(if status == 418 {
-                    120
-                } else {
-                    60
-                }));
-                b.suspended_until = Some(Instant::now() + wait);
-            }
-        }
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| classify_transport(&self.dialect, path, &e))?;
-        let exchange = self.dialect.name;
-        match status {
-            200..=299 => Ok(body),
-            429 => Err(ExecError::RateLimited {
+            Ok(Reply::Throttled(Throttle::Banned(retry_after)))
+            | Err(SendError::Suspended(Suspended(retry_after))) => Err(ExecError::Suspended {
                 exchange,
-                path: path.to_string(),
-                retry_after: retry_after.unwrap_or(Duration::from_secs(60)),
+                retry_after,
             }),
-            418 => Err(ExecError::Suspended {
-                exchange,
-                retry_after: retry_after.unwrap_or(Duration::from_secs(120)),
-            }),
-            _ => {
+            Err(SendError::Transport(e)) => Err(classify_transport(&self.dialect, path, &e)),
+            Ok(Reply::Failed { status, body }) => {
                 let err = parse_error(&body);
                 let unknown_code = err
                     .as_ref()
@@ -442,45 +392,5 @@ impl SignedRest {
                 }
             }
         }
-    }
-
-    async fn wait_for_budget(&self, weight: u32) -> Result<(), ExecError> {
-        let pause = {
-            let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            if let Some(until) = b.suspended_until {
-                if until > now {
-                    return Err(ExecError::Suspended {
-                        exchange: self.dialect.name,
-                        retry_after: until - now,
-                    });
-                }
-                b.suspended_until = None;
-            }
-            let started = *b.window_started.get_or_insert(now);
-            if now.duration_since(started) >= Duration::from_secs(60) {
-                b.window_started = Some(now);
-                b.used_1m = 0;
-            }
-            let budget = (self.weight_limit_1m as f64 * WEIGHT_HEADROOM) as u32;
-            if b.used_1m.saturating_add(weight) > budget {
-                let next = started + Duration::from_secs(60);
-                b.window_started = Some(next);
-                b.used_1m = 0;
-                Some(next.saturating_duration_since(now))
-            } else {
-                b.used_1m += weight;
-                None
-            }
-        };
-        if let Some(d) = pause {
-            tracing::warn!(
-                exchange = self.dialect.name,
-                wait_ms = d.as_millis() as u64,
-                "weight budget nearly spent; pausing"
-            );
-            tokio::time::sleep(d).await;
-        }
-        Ok(())
     }
 }

@@ -3,10 +3,15 @@
 //! Binance counts request weight per IP per minute and reports it in `X-MBX-USED-WEIGHT-1M`;
 //! exceeding it gives HTTP 429 with `Retry-After`, and continuing after that gives 418 (an IP ban
 //! escalating from minutes to days). The client therefore stops sending on its own before the
-//! limit and refuses locally while a 429/418 back-off is in force.
+//! limit and refuses locally while a 429/418 back-off is in force ([`WeightLimiter`], shared
+//! with the order transport).
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::net::rate_limit::{
+    Reply, SendError, Suspended, Throttle, WeightLimiter, http_client, transport_causes,
+};
 
 /// A REST failure, classified for retry decisions.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -57,38 +62,35 @@ impl RestError {
     }
 }
 
-#[derive(Debug, Default)]
-struct RateState {
-    used_weight_1m: u32,
-    window_started: Option<Instant>,
-    suspended_until: Option<Instant>,
-}
-
 /// Weight-aware REST client for one exchange base URL.
 #[derive(Debug)]
 pub struct RestClient {
     http: reqwest::Client,
     base: String,
-    weight_limit_1m: u32,
-    state: Mutex<RateState>,
+    limiter: Arc<WeightLimiter>,
 }
-
-/// Fraction of the weight limit the client allows itself before pausing until the next minute.
-const WEIGHT_HEADROOM: f64 = 0.9;
 
 impl RestClient {
     /// A client for `base` (e.g. `https://api.binance.com`) with a per-minute weight budget.
     pub fn new(base: &str, timeout: Duration, weight_limit_1m: u32) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .user_agent(concat!("mmtrader/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let base = base.trim_end_matches('/').to_string();
         Ok(Self {
-            http,
-            base: base.trim_end_matches('/').to_string(),
-            weight_limit_1m: weight_limit_1m.max(1),
-            state: Mutex::new(RateState::default()),
+            http: http_client(timeout)?,
+            limiter: Arc::new(WeightLimiter::new(base.clone(), weight_limit_1m)),
+            base,
         })
+    }
+
+    /// The same client counting against `limiter` (the IP's budget shared with other clients)
+    /// instead of its own.
+    pub fn with_limiter(mut self, limiter: Arc<WeightLimiter>) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// The weight budget this client counts against.
+    pub fn limiter(&self) -> &Arc<WeightLimiter> {
+        &self.limiter
     }
 
     /// Base URL.
@@ -98,7 +100,7 @@ impl RestClient {
 
     /// Weight used in the current minute, as last reported by the server.
     pub fn used_weight(&self) -> u32 {
-        self.state.lock().map(|s| s.used_weight_1m).unwrap_or(0)
+        self.limiter.used_weight()
     }
 
     /// GET `path?query` costing `weight`; returns the body text of a 2xx answer.
@@ -108,96 +110,29 @@ impl RestClient {
         query: &[(&str, String)],
         weight: u32,
     ) -> Result<String, RestError> {
-        self.wait_for_budget(weight).await?;
-        let url = format!("{}{}", self.base, path);
-        let resp =
-            self.http
-                .get(&url)
-                .query(query)
-                .send()
-                .await
-                .map_err(|e| RestError::Transport {
+        let req = self.http.get(format!("{}{}", self.base, path)).query(query);
+        match self.limiter.send(req, weight).await {
+            Ok(Reply::Success(body)) => Ok(body),
+            Ok(Reply::Throttled(Throttle::RateLimited(retry_after))) => {
+                Err(RestError::RateLimited {
                     path: path.to_string(),
-                    message: describe(&e),
-                })?;
-        let status = resp.status().as_u16();
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let used = header("x-mbx-used-weight-1m").and_then(|v| v.parse::<u32>().ok());
-        let retry_after = header("retry-after")
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs);
-        {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(u) = used {
-                s.used_weight_1m = u;
+                    retry_after,
+                })
             }
-            if status == 429 || status == 418 {
-                let wait = retry_after.unwrap_or(Duration::from_secs(60));
-                s.suspended_until = Some(Instant::now() + wait);
+            Ok(Reply::Throttled(Throttle::Banned(retry_after)))
+            | Err(SendError::Suspended(Suspended(retry_after))) => {
+                Err(RestError::Suspended { retry_after })
             }
-        }
-        let body = resp.text().await.map_err(|e| RestError::Transport {
-            path: path.to_string(),
-            message: describe(&e),
-        })?;
-        match status {
-            200..=299 => Ok(body),
-            429 => Err(RestError::RateLimited {
-                path: path.to_string(),
-                retry_after: retry_after.unwrap_or(Duration::from_secs(60)),
-            }),
-            418 => Err(RestError::Suspended {
-                retry_after: retry_after.unwrap_or(Duration::from_secs(120)),
-            }),
-            _ => Err(RestError::Status {
+            Ok(Reply::Failed { status, body }) => Err(RestError::Status {
                 status,
                 path: path.to_string(),
                 message: error_message(&body),
             }),
+            Err(SendError::Transport(e)) => Err(RestError::Transport {
+                path: path.to_string(),
+                message: describe(&e),
+            }),
         }
-    }
-
-    async fn wait_for_budget(&self, weight: u32) -> Result<(), RestError> {
-        let pause = {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            if let Some(until) = s.suspended_until {
-                if until > now {
-                    return Err(RestError::Suspended {
-                        retry_after: until - now,
-                    });
-                }
-                s.suspended_until = None;
-            }
-            let started = *s.window_started.get_or_insert(now);
-            if now.duration_since(started) >= Duration::from_secs(60) {
-                s.window_started = Some(now);
-                s.used_weight_1m = 0;
-            }
-            let budget = (self.weight_limit_1m as f64 * WEIGHT_HEADROOM) as u32;
-            if s.used_weight_1m.saturating_add(weight) > budget {
-                let next_window = started + Duration::from_secs(60);
-                s.window_started = Some(next_window);
-                s.used_weight_1m = 0;
-                Some(next_window.saturating_duration_since(now))
-            } else {
-                s.used_weight_1m += weight;
-                None
-            }
-        };
-        if let Some(d) = pause {
-            tracing::warn!(
-                wait_ms = d.as_millis() as u64,
-                "REST weight budget nearly spent; pausing"
-            );
-            tokio::time::sleep(d).await;
-        }
-        Ok(())
     }
 }
 
@@ -212,16 +147,9 @@ fn describe(e: &reqwest::Error) -> String {
     } else {
         "request error"
     };
-    let mut source = std::error::Error::source(e);
-    let mut root = String::new();
-    while let Some(s) = source {
-        root = s.to_string();
-        source = s.source();
-    }
-    if root.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind}: {root}")
+    match transport_causes(e).last() {
+        Some(root) if !root.is_empty() => format!("{kind}: {root}"),
+        _ => kind.to_string(),
     }
 }
 
@@ -305,6 +233,37 @@ mod tests {
         assert_eq!(e.retry_after(), Some(Duration::from_secs(30)));
         // While the back-off is in force nothing is sent.
         let e = c.get("/ok", &[], 1).await.unwrap_err();
+        assert!(matches!(e, RestError::Suspended { .. }), "{e}");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn clients_sharing_a_limiter_share_the_back_off() {
+        let hits = Arc::new(AtomicU32::new(0));
+        let h = hits.clone();
+        let app = axum::Router::new().route(
+            "/limited",
+            get(move || {
+                h.fetch_add(1, Ordering::SeqCst);
+                async {
+                    (
+                        StatusCode::IM_A_TEAPOT,
+                        "{\"code\":-1003,\"msg\":\"Banned\"}",
+                    )
+                }
+            }),
+        );
+        let base = serve(app).await;
+        let a = RestClient::new(&base, Duration::from_secs(5), 6000).unwrap();
+        let b = RestClient::new(&base, Duration::from_secs(5), 6000)
+            .unwrap()
+            .with_limiter(a.limiter().clone());
+        let e = a.get("/limited", &[], 1).await.unwrap_err();
+        assert_eq!(
+            e.retry_after(),
+            Some(crate::net::rate_limit::DEFAULT_BAN_WAIT)
+        );
+        let e = b.get("/limited", &[], 1).await.unwrap_err();
         assert!(matches!(e, RestError::Suspended { .. }), "{e}");
         assert_eq!(hits.load(Ordering::SeqCst), 1);
     }

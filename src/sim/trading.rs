@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -146,6 +146,10 @@ impl Trading {
         self.engine.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn listen_keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, ListenKey>> {
+        self.listen_keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Number of open orders of an account (for tests and the console).
     pub fn open_order_count(&self, account: usize) -> usize {
         self.engine().open_orders(account, None).len()
@@ -170,9 +174,7 @@ impl Trading {
     /// The account owning a live listen key.
     pub fn listen_key_account(&self, key: &str) -> Option<usize> {
         let now = wall_ms();
-        self.listen_keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.listen_keys()
             .get(key)
             .filter(|k| k.expires_ms > now)
             .map(|k| k.account)
@@ -298,10 +300,60 @@ fn book_levels(model: &MarketModel, sym: usize) -> (Vec<Level>, Vec<Level>) {
 // ---------------------------------------------------------------------------------------------
 // Request authentication
 
-/// A request's parameters (query wins over body) and the authenticated account.
-struct Signed {
+/// A signed request's parameters (query wins over body) and the authenticated account; as an
+/// extractor it answers Binance's error JSON when authentication fails.
+pub(crate) struct Signed {
     account: usize,
     params: HashMap<String, String>,
+}
+
+/// The raw query and body of a request, as a signature covers them. Binance reads no body on
+/// GET, so neither do we.
+async fn query_and_body(
+    req: Request,
+    s: &Arc<Shared>,
+) -> Result<(HeaderMap, Option<String>, String), Response> {
+    let headers = req.headers().clone();
+    let query = req.uri().query().map(str::to_owned);
+    let body = if req.method() == Method::GET {
+        String::new()
+    } else {
+        String::from_request(req, s)
+            .await
+            .map_err(IntoResponse::into_response)?
+    };
+    Ok((headers, query, body))
+}
+
+impl FromRequest<Arc<Shared>> for Signed {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, s: &Arc<Shared>) -> Result<Self, Response> {
+        let (headers, query, body) = query_and_body(req, s).await?;
+        authenticate(&s.trading, &headers, query.as_deref(), &body)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
+/// A listen-key request (`PUT`/`DELETE /api/v3/userDataStream`): the account of the API key
+/// and the `listenKey` parameter.
+pub(crate) struct ListenKeyRequest {
+    account: usize,
+    key: String,
+}
+
+impl FromRequest<Arc<Shared>> for ListenKeyRequest {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, s: &Arc<Shared>) -> Result<Self, Response> {
+        let (headers, query, body) = query_and_body(req, s).await?;
+        let parse = || {
+            let account = api_key_account(&s.trading, &headers)?;
+            let key = listen_key_param(query.as_deref(), &body)?;
+            Ok::<_, ApiError>(Self { account, key })
+        };
+        parse().map_err(IntoResponse::into_response)
+    }
 }
 
 fn rejected(code: i64, msg: &str) -> ApiError {
@@ -389,6 +441,10 @@ fn authenticate(
     Ok(Signed { account, params })
 }
 
+fn unknown_listen_key() -> ApiError {
+    rejected(-1125, "This listenKey does not exist.")
+}
+
 fn reject(r: Reject) -> ApiError {
     rejected(r.code(), &r.to_string())
 }
@@ -461,12 +517,9 @@ pub async fn time(State(s): State<Arc<Shared>>) -> Response {
 /// `POST /api/v3/order`.
 pub(crate) async fn post_order(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: String,
+    Signed { account, params }: Signed,
 ) -> Result<Response, ApiError> {
     let t = &s.trading;
-    let Signed { account, params } = authenticate(t, &headers, q.as_deref(), &body)?;
     let fault = t
         .faults
         .lock()
@@ -596,10 +649,8 @@ pub(crate) async fn post_order(
 /// `GET /api/v3/order`.
 pub(crate) async fn get_order(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    Signed { account, params }: Signed,
 ) -> Result<Response, ApiError> {
-    let Signed { account, params } = authenticate(&s.trading, &headers, q.as_deref(), "")?;
     let sym = sym_of(&s, &params)?;
     let r = order_ref(&params)?;
     let engine = s.trading.engine();
@@ -612,12 +663,9 @@ pub(crate) async fn get_order(
 /// `DELETE /api/v3/order`.
 pub(crate) async fn delete_order(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: String,
+    Signed { account, params }: Signed,
 ) -> Result<Response, ApiError> {
     let t = &s.trading;
-    let Signed { account, params } = authenticate(t, &headers, q.as_deref(), &body)?;
     let sym = sym_of(&s, &params)?;
     let r = order_ref(&params)?;
     let mut engine = t.engine();
@@ -639,10 +687,8 @@ pub(crate) async fn delete_order(
 /// `GET /api/v3/openOrders`.
 pub(crate) async fn open_orders(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    Signed { account, params }: Signed,
 ) -> Result<Response, ApiError> {
-    let Signed { account, params } = authenticate(&s.trading, &headers, q.as_deref(), "")?;
     let sym = if params.contains_key("symbol") {
         Some(sym_of(&s, &params)?)
     } else {
@@ -660,10 +706,8 @@ pub(crate) async fn open_orders(
 /// `GET /api/v3/account`.
 pub(crate) async fn account(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    Signed { account, params }: Signed,
 ) -> Result<Response, ApiError> {
-    let Signed { account, params } = authenticate(&s.trading, &headers, q.as_deref(), "")?;
     let omit_zero = params.get("omitZeroBalances").is_some_and(|v| v == "true");
     let engine = s.trading.engine();
     let (maker, taker) = engine.fees_bps();
@@ -690,10 +734,8 @@ pub(crate) async fn account(
 /// `GET /api/v3/myTrades`.
 pub(crate) async fn my_trades(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    Signed { account, params }: Signed,
 ) -> Result<Response, ApiError> {
-    let Signed { account, params } = authenticate(&s.trading, &headers, q.as_deref(), "")?;
     let sym = sym_of(&s, &params)?;
     let parse_id = |name: &'static str| -> Result<Option<u64>, ApiError> {
         params
@@ -736,7 +778,7 @@ pub(crate) async fn create_listen_key(
     let t = &s.trading;
     let account = api_key_account(t, &headers)?;
     let now = wall_ms();
-    let mut keys = t.listen_keys.lock().unwrap_or_else(|e| e.into_inner());
+    let mut keys = t.listen_keys();
     let existing = keys
         .iter()
         .find(|(_, k)| k.account == account && k.expires_ms > now)
@@ -765,41 +807,31 @@ pub(crate) async fn create_listen_key(
 /// `PUT /api/v3/userDataStream`: keepalive.
 pub(crate) async fn keepalive_listen_key(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: String,
+    ListenKeyRequest { account, key }: ListenKeyRequest,
 ) -> Result<Response, ApiError> {
     let t = &s.trading;
-    let account = api_key_account(t, &headers)?;
-    let key = listen_key_param(q.as_deref(), &body)?;
     let now = wall_ms();
-    let mut keys = t.listen_keys.lock().unwrap_or_else(|e| e.into_inner());
-    match keys.get_mut(&key) {
+    match t.listen_keys().get_mut(&key) {
         Some(k) if k.account == account && k.expires_ms > now => {
             k.expires_ms = now + t.ttl_ms();
             Ok(ok(json!({})))
         }
-        _ => Err(rejected(-1125, "This listenKey does not exist.")),
+        _ => Err(unknown_listen_key()),
     }
 }
 
 /// `DELETE /api/v3/userDataStream`.
 pub(crate) async fn close_listen_key(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: String,
+    ListenKeyRequest { account, key }: ListenKeyRequest,
 ) -> Result<Response, ApiError> {
-    let t = &s.trading;
-    let account = api_key_account(t, &headers)?;
-    let key = listen_key_param(q.as_deref(), &body)?;
-    let mut keys = t.listen_keys.lock().unwrap_or_else(|e| e.into_inner());
+    let mut keys = s.trading.listen_keys();
     match keys.get(&key) {
         Some(k) if k.account == account => {
             keys.remove(&key);
             Ok(ok(json!({})))
         }
-        _ => Err(rejected(-1125, "This listenKey does not exist.")),
+        _ => Err(unknown_listen_key()),
     }
 }
 
@@ -876,6 +908,113 @@ mod tests {
         assert_eq!(rest, "a=1&b=%20x&c=3");
         assert_eq!(sig.as_deref(), Some("abc"));
         assert_eq!(split_signature("a=1"), ("a=1".to_string(), None));
+    }
+
+    /// Sends `body` to `path` of a running simulator; answers (status, body text).
+    async fn call(
+        sim: &crate::sim::SimHandle,
+        method: reqwest::Method,
+        path_and_query: &str,
+        api_key: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, String) {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path_and_query}", sim.rest_url()))
+            .body(body);
+        if let Some(k) = api_key {
+            req = req.header("X-MBX-APIKEY", k);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    fn signed_params(extra: &[(&str, &str)]) -> String {
+        let mut q = crate::exec::signing::Query::new();
+        for (k, v) in extra {
+            q.push(k, v);
+        }
+        q.push("recvWindow", "5000");
+        q.push("timestamp", wall_ms().to_string());
+        q.signed(&Secret::new(crate::sim::accounts::DEFAULT_SECRET))
+    }
+
+    #[tokio::test]
+    async fn extractors_answer_as_binance_does() {
+        use crate::sim::accounts::DEFAULT_API_KEY;
+        use reqwest::Method;
+        let sim = crate::sim::start(crate::sim::SimConfig::default())
+            .await
+            .unwrap();
+        let key = Some(DEFAULT_API_KEY);
+        // No API key: Binance's -2014 JSON before anything else is looked at.
+        let (st, body) = call(&sim, Method::GET, "/api/v3/account", None, "").await;
+        assert_eq!(st, 400);
+        assert_eq!(body, r#"{"code":-2014,"msg":"API-key format invalid."}"#);
+        // GET signs the query only: a body is not read.
+        let q = format!("/api/v3/openOrders?{}", signed_params(&[]));
+        let (st, body) = call(&sim, Method::GET, &q, key, "junk=1&signature=00").await;
+        assert_eq!((st, body.as_str()), (200, "[]"));
+        // POST may sign its body.
+        let order = signed_params(&[
+            ("symbol", "ETHUSDT"),
+            ("side", "BUY"),
+            ("type", "MARKET"),
+            ("quantity", "0.01"),
+            ("newClientOrderId", "body-signed"),
+        ]);
+        let (st, body) = call(&sim, Method::POST, "/api/v3/order", key, order).await;
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(sim.trading().orders_with_client_id(0, "body-signed"), 1);
+        // An unsigned POST names the missing signature.
+        let (st, body) = call(&sim, Method::POST, "/api/v3/order", key, "symbol=ETHUSDT").await;
+        assert_eq!(st, 400);
+        assert!(
+            body.contains("\"code\":-1102") && body.contains("'signature'"),
+            "{body}"
+        );
+        // A body that is not UTF-8 is refused before authentication, by the body extractor.
+        let (st, body) = call(&sim, Method::POST, "/api/v3/order", key, vec![0xff, 0xfe]).await;
+        assert_eq!(st, 400);
+        assert!(!body.contains("\"code\""), "{body}");
+        // Listen keys: the API key, then the key parameter, then the key itself.
+        let (st, body) = call(&sim, Method::PUT, "/api/v3/userDataStream", None, "").await;
+        assert_eq!((st, body.contains("-2014")), (400, true), "{body}");
+        let (st, body) = call(&sim, Method::PUT, "/api/v3/userDataStream", key, "").await;
+        assert_eq!(st, 400);
+        assert!(body.contains("'listenKey'"), "{body}");
+        for method in [Method::PUT, Method::DELETE] {
+            let (st, body) = call(
+                &sim,
+                method,
+                "/api/v3/userDataStream",
+                key,
+                "listenKey=nope",
+            )
+            .await;
+            assert_eq!(st, 400);
+            assert_eq!(
+                body,
+                r#"{"code":-1125,"msg":"This listenKey does not exist."}"#
+            );
+        }
+        let (st, body) = call(&sim, Method::POST, "/api/v3/userDataStream", key, "").await;
+        assert_eq!(st, 200);
+        let lk: Value = serde_json::from_str(&body).unwrap();
+        let lk = format!("listenKey={}", lk["listenKey"].as_str().unwrap());
+        let (st, body) = call(&sim, Method::PUT, "/api/v3/userDataStream", key, lk.clone()).await;
+        assert_eq!((st, body.as_str()), (200, "{}"));
+        let (st, _) = call(
+            &sim,
+            Method::DELETE,
+            "/api/v3/userDataStream",
+            key,
+            lk.clone(),
+        )
+        .await;
+        assert_eq!(st, 200);
+        let (st, _) = call(&sim, Method::PUT, "/api/v3/userDataStream", key, lk).await;
+        assert_eq!(st, 400);
+        sim.shutdown().await;
     }
 
     #[test]
