@@ -85,6 +85,9 @@ impl DeskProcesses {
             experts.push(Box::new(dqn));
         }
         let (orchestrator, decisions) = Orchestrator::spawn(cfg.orchestrator.clone(), experts)?;
+        if let Some(m) = &models {
+            m.register_trainers(&orchestrator);
+        }
         let submit = orchestrator.input_sender();
         let tap = InputTap::new(cfg, InputConfig::default(), Box::new(submit));
         let session = TradingSession::open(cfg, journal_dir)?;
