@@ -203,6 +203,8 @@ impl DeskProcesses {
             view.device = device_label(&status.device);
             view.training_steps = status.training_steps;
             view.last_loss = status.last_loss;
+            view.dqn_training_steps = status.dqn_training_steps;
+            view.dqn_last_loss = status.dqn_last_loss;
             for (name, ck) in [
                 (&m.names().0, &status.cnn_checkpoint),
                 (&m.names().1, &status.dqn_checkpoint),
@@ -347,5 +349,7 @@ pub fn models_view(snap: &OrchestratorSnapshot, symbol: &str) -> ModelsView {
         accuracy,
         training_steps: 0,
         last_loss: None,
+        dqn_training_steps: 0,
+        dqn_last_loss: None,
     }
 }

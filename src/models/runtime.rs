@@ -1176,6 +1176,14 @@ mod tests {
                 "expected a positive number",
             ),
             ("[models]\nwindow = 2\n", "models.window"),
+            (
+                "[models]\ndqn_learn_start = 2\n",
+                "models.dqn_learn_start`: expected an integer ≥ dqn_batch (32), got 2",
+            ),
+            (
+                "[models]\ndqn_learning_rate = 0.0\n",
+                "models.dqn_learning_rate",
+            ),
             ("[models]\ncnn_model = \"../x\"\n", "models.cnn_model"),
             ("[models]\nspeed = 1\n", "speed"),
         ] {
