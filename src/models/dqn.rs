@@ -685,4 +685,34 @@ mod tests {
         assert_eq!(a.decide(&[-1.0]).action, Action::Sell);
         assert!(a.updates() > 0);
     }
+
+    #[test]
+    fn snapshots_hand_weights_over_and_remember_checks_transitions() {
+        tch::manual_seed(0);
+        let a = DqnAgent::new(cfg(2), Device::Cpu).unwrap();
+        tch::manual_seed(1);
+        let mut b = DqnAgent::new(cfg(2), Device::Cpu).unwrap();
+        let s = [0.3f32, -0.2];
+        assert_ne!(a.decide(&s).q_values, b.decide(&s).q_values);
+        b.load_weights(&a.weights_snapshot().unwrap()).unwrap();
+        assert_eq!(a.decide(&s).q_values, b.decide(&s).q_values);
+        let t = Transition {
+            state: vec![0.0; 2],
+            action: 0,
+            reward: 1.0,
+            next_state: vec![0.0; 2],
+            discount: 0.9,
+        };
+        assert!(b.remember(t.clone()));
+        assert!(!b.remember(Transition {
+            state: vec![0.0; 3],
+            ..t.clone()
+        }));
+        assert!(!b.remember(Transition {
+            reward: f32::NAN,
+            ..t.clone()
+        }));
+        assert!(!b.remember(Transition { action: 3, ..t }));
+        assert_eq!(b.replay_len(), 1);
+    }
 }
