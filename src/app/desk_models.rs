@@ -202,3 +202,28 @@ impl Expert for RuntimeDqnExpert {
             .unwrap_or_else(|| Err(missing()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::runtime::ModelsConfig;
+
+    #[test]
+    fn the_training_switch_reaches_the_runtime_trainers() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ModelsConfig {
+            device: "cpu".into(),
+            window: 16,
+            ..ModelsConfig::default()
+        };
+        let rt = ModelRuntime::spawn(cfg, tch::Device::Cpu, dir.path().to_path_buf()).unwrap();
+        let names = ("pivot_cnn".to_string(), "dqn_agent".to_string());
+        let m = LiveModels::new(rt, names, false);
+        assert!(!m.is_learning() && !m.runtime.is_learning());
+        m.set_learning(true);
+        assert!(m.is_learning() && m.runtime.is_learning());
+        m.stop();
+        assert_eq!(m.runtime.live_threads(), 0);
+        assert!(!m.is_learning(), "a stopped runtime learns nothing");
+    }
+}
