@@ -1618,8 +1618,9 @@ mod tests {
         rt.start().unwrap();
         let before = q_values(&rt);
         live_steps(&rt, 24);
+        // Every scored action (1 before the restart, 22 after) becomes a transition.
         let s = wait_for(&rt, |s| {
-            s.dqn_training_steps >= 4 && s.dqn_checkpoints_saved >= 1
+            s.dqn_transitions == 23 && s.dqn_training_steps >= 4 && s.dqn_checkpoints_saved >= 1
         });
         assert!(s.dqn_replay_len >= 4 && s.dqn_last_loss.is_some(), "{s:?}");
         assert_eq!(s.dqn_feedback_unmatched, 0, "{s:?}");
