@@ -95,6 +95,9 @@ impl DeskProcesses {
             experts.push(Box::new(dqn));
         }
         let (orchestrator, decisions) = Orchestrator::spawn(cfg.orchestrator.clone(), experts)?;
+        if let Some(m) = &models {
+            m.register_trainers(&orchestrator);
+        }
         let submit = orchestrator.input_sender();
         let tap = InputTap::new(cfg, InputConfig::default(), Box::new(submit));
         let session = TradingSession::open(cfg, journal_dir)?;
@@ -254,6 +257,8 @@ impl DeskProcesses {
             view.device = device_label(&status.device);
             view.training_steps = status.training_steps;
             view.last_loss = status.last_loss;
+            view.dqn_training_steps = status.dqn_training_steps;
+            view.dqn_last_loss = status.dqn_last_loss;
             for (name, ck) in [
                 (&m.names().0, &status.cnn_checkpoint),
                 (&m.names().1, &status.dqn_checkpoint),
@@ -460,5 +465,7 @@ pub fn models_view(snap: &OrchestratorSnapshot, symbol: &str) -> ModelsView {
         accuracy,
         training_steps: 0,
         last_loss: None,
+        dqn_training_steps: 0,
+        dqn_last_loss: None,
     }
 }

@@ -13,6 +13,7 @@ use crate::analysis::model_output::{ModelOutput, PredictedPivot};
 use crate::market::types::Symbol;
 use crate::models::runtime::{InferenceRequest, ModelRuntime, RuntimeStatus};
 use crate::orchestrator::expert::{Expert, ExpertError, Upstream};
+use crate::orchestrator::runtime::Orchestrator;
 
 type Pending = BTreeMap<(Symbol, i64), Result<ModelOutput, ExpertError>>;
 
@@ -40,6 +41,7 @@ fn lock(m: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
 impl LiveModels {
     /// Wraps a running runtime; online learning starts on when `learn` is true.
     pub fn new(runtime: ModelRuntime, names: (String, String), learn: bool) -> Arc<Self> {
+        runtime.set_learning(learn);
         Arc::new(Self {
             runtime,
             learn: AtomicBool::new(learn),
@@ -69,6 +71,14 @@ impl LiveModels {
     /// Turns online learning on or off (inference continues either way).
     pub fn set_learning(&self, on: bool) {
         self.learn.store(on, Ordering::SeqCst);
+        self.runtime.set_learning(on);
+    }
+
+    /// Registers the runtime as the trainer of both models with the orchestrator, so the
+    /// outcomes of their predictions reach online learning.
+    pub fn register_trainers(&self, orchestrator: &Orchestrator) {
+        orchestrator.add_trainer(self.names.0.clone(), self.runtime.feedback_sender());
+        orchestrator.add_trainer(self.names.1.clone(), self.runtime.feedback_sender());
     }
 
     /// The runtime's status for the screen.
@@ -190,5 +200,30 @@ impl Expert for RuntimeDqnExpert {
         lock(&self.models.pending)
             .remove(&(input.symbol.clone(), input.timestamp_ms))
             .unwrap_or_else(|| Err(missing()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::runtime::ModelsConfig;
+
+    #[test]
+    fn the_training_switch_reaches_the_runtime_trainers() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ModelsConfig {
+            device: "cpu".into(),
+            window: 16,
+            ..ModelsConfig::default()
+        };
+        let rt = ModelRuntime::spawn(cfg, tch::Device::Cpu, dir.path().to_path_buf()).unwrap();
+        let names = ("pivot_cnn".to_string(), "dqn_agent".to_string());
+        let m = LiveModels::new(rt, names, false);
+        assert!(!m.is_learning() && !m.runtime.is_learning());
+        m.set_learning(true);
+        assert!(m.is_learning() && m.runtime.is_learning());
+        m.stop();
+        assert_eq!(m.runtime.live_threads(), 0);
+        assert!(!m.is_learning(), "a stopped runtime learns nothing");
     }
 }

@@ -233,6 +233,83 @@ impl RlDecision {
     }
 }
 
+/// Folds consecutive steps of one trajectory into n-step transitions (discounted reward sum,
+/// bootstrap discount `gamma^k`, 0 once the trajectory is done).
+#[derive(Debug, Clone)]
+pub struct NStepFold {
+    n: usize,
+    gamma: f64,
+    pending: VecDeque<(Vec<f32>, usize, f64)>,
+}
+
+impl NStepFold {
+    /// Folds `n` steps (at least 1) discounted by `gamma`.
+    pub fn new(n: usize, gamma: f64) -> Self {
+        Self {
+            n: n.max(1),
+            gamma,
+            pending: VecDeque::with_capacity(n.max(1)),
+        }
+    }
+
+    /// Steps waiting for their n-step return.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// True when no step waits.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Adds one step; returns the transitions it completes (all pending ones when `done`).
+    pub fn push(
+        &mut self,
+        state: Vec<f32>,
+        action: Action,
+        reward: f64,
+        next_state: &[f32],
+        done: bool,
+    ) -> Vec<Transition> {
+        self.pending.push_back((state, action.index(), reward));
+        let mut out = Vec::new();
+        if self.pending.len() >= self.n {
+            out.extend(self.fold_one(next_state, done));
+        }
+        if done {
+            out.extend(self.finish(next_state, true));
+        }
+        out
+    }
+
+    /// Ends the trajectory at `next_state`: every pending step folds the rewards it has and
+    /// bootstraps from `next_state` (unless `done`), so a cut trajectory loses no step.
+    pub fn finish(&mut self, next_state: &[f32], done: bool) -> Vec<Transition> {
+        let mut out = Vec::with_capacity(self.pending.len());
+        while let Some(t) = self.fold_one(next_state, done) {
+            out.push(t);
+        }
+        out
+    }
+
+    fn fold_one(&mut self, next_state: &[f32], done: bool) -> Option<Transition> {
+        let mut g = 0.0;
+        let mut disc = 1.0;
+        for (_, _, r) in &self.pending {
+            g += disc * r;
+            disc *= self.gamma;
+        }
+        let (state, action, _) = self.pending.pop_front()?;
+        Some(Transition {
+            state,
+            action,
+            reward: g as f32,
+            next_state: next_state.to_vec(),
+            discount: if done { 0.0 } else { disc as f32 },
+        })
+    }
+}
+
 /// The agent.
 #[derive(Debug)]
 pub struct DqnAgent {
@@ -244,7 +321,7 @@ pub struct DqnAgent {
     target: DuelingNet,
     opt: nn::Optimizer,
     replay: PrioritizedReplay,
-    pending: VecDeque<(Vec<f32>, usize, f64)>,
+    pending: NStepFold,
     steps: u64,
     updates: u64,
     rng: ChaCha8Rng,
@@ -275,7 +352,7 @@ impl DqnAgent {
             target,
             opt,
             replay: PrioritizedReplay::new(cfg.replay_capacity, cfg.alpha),
-            pending: VecDeque::with_capacity(cfg.n_step.max(1)),
+            pending: NStepFold::new(cfg.n_step, cfg.gamma),
             steps: 0,
             updates: 0,
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
@@ -353,35 +430,27 @@ impl DqnAgent {
         next_state: &[f32],
         done: bool,
     ) {
-        self.pending.push_back((state, action.index(), reward));
-        if self.pending.len() >= self.cfg.n_step.max(1) {
-            self.flush_one(next_state, done);
-        }
-        if done {
-            while !self.pending.is_empty() {
-                self.flush_one(next_state, true);
-            }
+        for t in self.pending.push(state, action, reward, next_state, done) {
+            self.replay.push(t);
         }
     }
 
-    fn flush_one(&mut self, next_state: &[f32], done: bool) {
-        let Some((state, action, _)) = self.pending.front().cloned() else {
-            return;
-        };
-        let mut g = 0.0;
-        let mut disc = 1.0;
-        for (_, _, r) in &self.pending {
-            g += disc * r;
-            disc *= self.cfg.gamma;
+    /// An empty n-step fold with this agent's `n_step` and `gamma`, for callers that interleave
+    /// several trajectories (online learning) and hand the folded transitions to [`Self::remember`].
+    pub fn n_step_fold(&self) -> NStepFold {
+        NStepFold::new(self.cfg.n_step, self.cfg.gamma)
+    }
+
+    /// Stores an already folded transition in the replay (its state width must be the agent's).
+    pub fn remember(&mut self, t: Transition) -> bool {
+        let ok = t.state.len() == self.cfg.state_dim
+            && t.next_state.len() == self.cfg.state_dim
+            && t.action < ACTIONS.len()
+            && t.reward.is_finite();
+        if ok {
+            self.replay.push(t);
         }
-        self.pending.pop_front();
-        self.replay.push(Transition {
-            state,
-            action,
-            reward: g as f32,
-            next_state: next_state.to_vec(),
-            discount: if done { 0.0 } else { disc as f32 },
-        });
+        ok
     }
 
     /// One learning step on a prioritized batch; `None` until the buffer holds enough.
@@ -464,6 +533,20 @@ impl DqnAgent {
     /// Copies the online weights into another store built with the same config (hand-off).
     pub fn copy_weights_to(&self, dst: &mut nn::VarStore) -> Result<(), tch::TchError> {
         dst.copy(&self.vs)
+    }
+
+    /// A copy of the online weights in a store of their own (sent to another thread as a
+    /// hand-off; [`Self::load_weights`] installs it).
+    pub fn weights_snapshot(&self) -> Result<nn::VarStore, tch::TchError> {
+        let mut vs = nn::VarStore::new(self.vs.device());
+        let _net = DuelingNet::new(&vs.root(), self.cfg.state_dim, self.cfg.hidden);
+        vs.copy(&self.vs)?;
+        Ok(vs)
+    }
+
+    /// Installs online weights from a snapshot of an agent with the same network sizes.
+    pub fn load_weights(&mut self, src: &nn::VarStore) -> Result<(), tch::TchError> {
+        self.vs.copy(src)
     }
 
     /// Reloads the online and target weights from the online store (after a checkpoint load).
@@ -601,5 +684,35 @@ mod tests {
         assert_eq!(a.decide(&[1.0]).action, Action::Buy);
         assert_eq!(a.decide(&[-1.0]).action, Action::Sell);
         assert!(a.updates() > 0);
+    }
+
+    #[test]
+    fn snapshots_hand_weights_over_and_remember_checks_transitions() {
+        tch::manual_seed(0);
+        let a = DqnAgent::new(cfg(2), Device::Cpu).unwrap();
+        tch::manual_seed(1);
+        let mut b = DqnAgent::new(cfg(2), Device::Cpu).unwrap();
+        let s = [0.3f32, -0.2];
+        assert_ne!(a.decide(&s).q_values, b.decide(&s).q_values);
+        b.load_weights(&a.weights_snapshot().unwrap()).unwrap();
+        assert_eq!(a.decide(&s).q_values, b.decide(&s).q_values);
+        let t = Transition {
+            state: vec![0.0; 2],
+            action: 0,
+            reward: 1.0,
+            next_state: vec![0.0; 2],
+            discount: 0.9,
+        };
+        assert!(b.remember(t.clone()));
+        assert!(!b.remember(Transition {
+            state: vec![0.0; 3],
+            ..t.clone()
+        }));
+        assert!(!b.remember(Transition {
+            reward: f32::NAN,
+            ..t.clone()
+        }));
+        assert!(!b.remember(Transition { action: 3, ..t }));
+        assert_eq!(b.replay_len(), 1);
     }
 }

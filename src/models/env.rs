@@ -11,6 +11,7 @@
 //! `reward_t = scale · (net_t − λ · max(0, dd_{t+1} − dd_t))`.
 
 use super::cnn::Action;
+use crate::market::types::Price;
 
 /// Costs and reward shaping.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,6 +63,77 @@ pub enum EnvError {
     TooShort(usize),
 }
 
+/// The position an action leads to from `current`: BUY long 1, SELL short 1, HOLD keeps.
+pub fn target_position(current: i8, action: Action) -> i8 {
+    match action {
+        Action::Buy => 1,
+        Action::Sell => -1,
+        Action::Hold => current.clamp(-1, 1),
+    }
+}
+
+/// `exit / entry − 1` from exact prices: the difference is taken on the fixed-point integers,
+/// so only the final division rounds. `None` when `entry` is not positive.
+pub fn price_return(entry: Price, exit: Price) -> Option<f64> {
+    (entry.raw() > 0)
+        .then(|| (i128::from(exit.raw()) - i128::from(entry.raw())) as f64 / entry.raw() as f64)
+}
+
+/// The reward of one step and its parts (see the module docs for the formula).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReward {
+    /// `reward_t`: scaled, drawdown-penalized.
+    pub reward: f64,
+    /// `net_t`: return on equity net of costs.
+    pub net_return: f64,
+    /// Fees and slippage paid, as a fraction of equity.
+    pub cost: f64,
+    /// Drawdown after the step, 0..1.
+    pub drawdown: f64,
+}
+
+/// Equity and its running peak: the state the documented reward needs between steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RewardTracker {
+    equity: f64,
+    peak: f64,
+}
+
+impl Default for RewardTracker {
+    fn default() -> Self {
+        Self {
+            equity: 1.0,
+            peak: 1.0,
+        }
+    }
+}
+
+impl RewardTracker {
+    /// Equity relative to the start (1.0 = unchanged).
+    pub fn equity(&self) -> f64 {
+        self.equity
+    }
+
+    /// One step: the position moves `from` → `to` (paying costs on the change) and is then
+    /// held over a market return `ret`; equity compounds and the reward follows the module docs.
+    pub fn step(&mut self, cfg: &EnvConfig, from: i8, to: i8, ret: f64) -> StepReward {
+        let turnover = f64::from((to - from).abs());
+        let cost = turnover * (cfg.fee_bps + cfg.slippage_bps) * 1e-4;
+        let net = f64::from(to) * ret - cost;
+        let dd_before = 1.0 - self.equity / self.peak;
+        self.equity *= 1.0 + net;
+        self.peak = self.peak.max(self.equity);
+        let dd_after = 1.0 - self.equity / self.peak;
+        StepReward {
+            reward: cfg.reward_scale
+                * (net - cfg.drawdown_penalty * (dd_after - dd_before).max(0.0)),
+            net_return: net,
+            cost,
+            drawdown: dd_after,
+        }
+    }
+}
+
 /// The result of one step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepResult {
@@ -100,8 +172,7 @@ pub struct TradingEnv {
     t: usize,
     end: usize,
     position: i8,
-    equity: f64,
-    peak: f64,
+    tracker: RewardTracker,
     stats: EpisodeStats,
 }
 
@@ -140,8 +211,7 @@ impl TradingEnv {
             t: 0,
             end,
             position: 0,
-            equity: 1.0,
-            peak: 1.0,
+            tracker: RewardTracker::default(),
             stats: EpisodeStats::default(),
         })
     }
@@ -166,8 +236,7 @@ impl TradingEnv {
         self.end = end.min(self.prices.len() - 1).max(1);
         self.t = start.min(self.end - 1);
         self.position = 0;
-        self.equity = 1.0;
-        self.peak = 1.0;
+        self.tracker = RewardTracker::default();
         self.stats = EpisodeStats::default();
         self.state()
     }
@@ -196,34 +265,22 @@ impl TradingEnv {
 
     /// Applies `action` at the current row and moves one row on.
     pub fn step(&mut self, action: Action) -> StepResult {
-        let new_pos = match action {
-            Action::Buy => 1,
-            Action::Sell => -1,
-            Action::Hold => self.position,
-        };
-        let turnover = f64::from((new_pos - self.position).abs());
-        let cost = turnover * (self.cfg.fee_bps + self.cfg.slippage_bps) * 1e-4;
+        let new_pos = target_position(self.position, action);
         if new_pos != self.position {
             self.stats.trades += 1;
         }
         let ret = self.prices[self.t + 1] / self.prices[self.t] - 1.0;
-        let net = f64::from(new_pos) * ret - cost;
-        let dd_before = 1.0 - self.equity / self.peak;
-        self.equity *= 1.0 + net;
-        self.peak = self.peak.max(self.equity);
-        let dd_after = 1.0 - self.equity / self.peak;
-        self.stats.max_drawdown = self.stats.max_drawdown.max(dd_after);
-        self.stats.costs += cost;
+        let step = self.tracker.step(&self.cfg, self.position, new_pos, ret);
+        self.stats.max_drawdown = self.stats.max_drawdown.max(step.drawdown);
+        self.stats.costs += step.cost;
         self.stats.steps += 1;
-        self.stats.total_return = self.equity - 1.0;
+        self.stats.total_return = self.tracker.equity() - 1.0;
         self.position = new_pos;
         self.t += 1;
-        let reward = self.cfg.reward_scale
-            * (net - self.cfg.drawdown_penalty * (dd_after - dd_before).max(0.0));
         StepResult {
             state: self.state(),
-            reward,
-            net_return: net,
+            reward: step.reward,
+            net_return: step.net_return,
             done: self.t >= self.end,
         }
     }

@@ -9,6 +9,7 @@ pub mod dqn;
 pub mod env;
 pub mod input;
 pub mod online;
+pub mod online_rl;
 pub mod replay;
 pub mod rl_train;
 pub mod runtime;

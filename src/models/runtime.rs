@@ -22,14 +22,17 @@ use super::cnn::{CnnConfig, CnnModel, CnnOutput, predictions};
 use super::dqn::{DqnAgent, DqnConfig};
 use super::input::{Anchor, InputShape, InputShapeError, ModelRows};
 use super::online::{InputHistory, OnlineExample, online_step};
+use super::online_rl::{DqnTrainer, RlStep, dqn_trainer_loop};
 use super::rl_train::{DqnModelConfig, MARKET_RECENT, RlStateSpec, market_features, market_width};
 use crate::analysis::encoding::{INPUT_LAYOUT_VERSION, encode_validated};
 use crate::analysis::input::{BaseDataInput, InputConfig, InputError};
 use crate::analysis::model_output::ModelOutput;
 use crate::market::types::{Symbol, Timeframe};
+use crate::orchestrator::feedback::Feedback;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -64,8 +67,14 @@ pub struct ModelsConfig {
     pub dqn_model: String,
     /// Frames per series the CNN reads when no checkpoint exists yet.
     pub window: usize,
-    /// Online updates between CNN checkpoints.
+    /// Online updates between CNN checkpoints (and between online DQN checkpoints).
     pub checkpoint_every: u64,
+    /// Adam learning rate of the online DQN updates (learned from its own scored actions).
+    pub dqn_learning_rate: f64,
+    /// Live transitions the online DQN collects before its first update.
+    pub dqn_learn_start: usize,
+    /// Transitions per online DQN update.
+    pub dqn_batch: usize,
 }
 
 impl Default for ModelsConfig {
@@ -80,6 +89,9 @@ impl Default for ModelsConfig {
             dqn_model: "dqn_agent".into(),
             window: 64,
             checkpoint_every: 200,
+            dqn_learning_rate: 1e-4,
+            dqn_learn_start: 64,
+            dqn_batch: 32,
         }
     }
 }
@@ -129,6 +141,27 @@ impl ModelsConfig {
             return Err((
                 "models.window",
                 format!("expected an integer in 8..=300, got {}", self.window),
+            ));
+        }
+        if !(self.dqn_learning_rate.is_finite() && self.dqn_learning_rate > 0.0) {
+            return Err((
+                "models.dqn_learning_rate",
+                format!("expected a positive number, got {}", self.dqn_learning_rate),
+            ));
+        }
+        if !(1..=4_096).contains(&self.dqn_batch) {
+            return Err((
+                "models.dqn_batch",
+                format!("expected an integer in 1..=4096, got {}", self.dqn_batch),
+            ));
+        }
+        if self.dqn_learn_start < self.dqn_batch {
+            return Err((
+                "models.dqn_learn_start",
+                format!(
+                    "expected an integer ≥ dqn_batch ({}), got {}",
+                    self.dqn_batch, self.dqn_learn_start
+                ),
             ));
         }
         if self.checkpoint_every == 0 {
@@ -272,6 +305,28 @@ pub struct RuntimeStatus {
     pub dqn_checkpoint: Option<CheckpointInUse>,
     /// Last error seen by a thread (checkpoint save, ...).
     pub last_error: Option<String>,
+    /// Online DQN learning steps taken (the trainer's agent, checkpoint included).
+    pub dqn_training_steps: u64,
+    /// Loss of the last online DQN step.
+    pub dqn_last_loss: Option<f64>,
+    /// Transitions in the online DQN's replay buffer.
+    pub dqn_replay_len: usize,
+    /// Live transitions completed from scored DQN actions.
+    pub dqn_transitions: u64,
+    /// Scored DQN actions that became no transition (no state recorded: learning was off).
+    pub dqn_feedback_unmatched: u64,
+    /// The newest live transition.
+    pub dqn_last_transition: Option<super::online_rl::TransitionSummary>,
+    /// DQN weight hand-offs adopted by inference.
+    pub dqn_weights_adopted: u64,
+    /// Online DQN checkpoints written.
+    pub dqn_checkpoints_saved: u64,
+    /// The last DQN checkpoint written (removed at once when it ranked below the kept ones).
+    pub dqn_last_saved: Option<CheckpointInUse>,
+    /// The CNN's scored predictions (pivots and actions) from the orchestrator's feedback.
+    pub cnn_feedback: super::online_rl::FeedbackTally,
+    /// The DQN's scored actions from the orchestrator's feedback.
+    pub dqn_feedback: super::online_rl::FeedbackTally,
 }
 
 /// The CNN and the DQN with everything one inference step needs; no threads. The runtime's
@@ -361,6 +416,7 @@ impl InferenceCore {
                         anchor: Anchor::of(&r.input, tf),
                         series: Vec::new(),
                         context: Vec::new(),
+                        state: Vec::new(),
                     }));
                 }
                 Err(e) => answers.push(Err(e.into())),
@@ -389,6 +445,11 @@ impl InferenceCore {
         parts.push(Tensor::from_slice(&pos).view([n, 1]).to_device(device));
         let states = Tensor::cat(&parts, 1);
         let decisions = self.dqn.decide_batch(&states);
+        // The states as the DQN saw them, kept for its online transitions.
+        let state_rows =
+            Vec::<f32>::try_from(&states.to_device(Device::Cpu).contiguous().view([-1]))
+                .unwrap_or_default();
+        let width = state_rows.len() / valid.len();
         for (k, &i) in valid.iter().enumerate() {
             let r = &reqs[i];
             let Ok(step) = &mut answers[i] else { continue };
@@ -409,6 +470,10 @@ impl InferenceCore {
             let (s, c) = rows.row(k);
             step.series = s.to_vec();
             step.context = c.to_vec();
+            step.state = state_rows
+                .get(k * width..(k + 1) * width)
+                .map(<[f32]>::to_vec)
+                .unwrap_or_default();
         }
         answers
     }
@@ -425,6 +490,8 @@ pub struct Step {
     pub series: Vec<f32>,
     /// The CNN's context floats of this input.
     pub context: Vec<f32>,
+    /// The DQN's state row of this input (market features, CNN features, position).
+    pub state: Vec<f32>,
 }
 
 type Reply = Sender<Vec<Result<Step, StepError>>>;
@@ -442,15 +509,43 @@ struct Running {
     examples: Sender<Vec<OnlineExample>>,
     inference: JoinHandle<()>,
     trainer: JoinHandle<()>,
+    dqn_trainer: JoinHandle<()>,
 }
 
-/// What both threads and the handle share.
+/// What the inference thread hands the trainers at start: copies of the weights it loaded.
+struct TrainerSeed {
+    cnn: CnnModel,
+    dqn: nn::VarStore,
+    dqn_config: DqnModelConfig,
+}
+
+/// What the threads and the handle share.
 #[derive(Debug)]
 struct Shared {
     cfg: RuntimeConfig,
     device: Device,
     checkpoint_dir: PathBuf,
     status: Mutex<RuntimeStatus>,
+    learning: Arc<AtomicBool>,
+    feedback_tx: Sender<Feedback>,
+    feedback_rx: Arc<Mutex<Receiver<Feedback>>>,
+    alive: AtomicUsize,
+}
+
+/// Counts a runtime thread as alive until the thread's closure returns (or unwinds).
+struct Alive<'a>(&'a AtomicUsize);
+
+impl<'a> Alive<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The models as two threads; see the module docs.
@@ -482,6 +577,8 @@ impl ModelRuntime {
         device: Device,
         checkpoint_dir: PathBuf,
     ) -> Result<Self, RuntimeError> {
+        // The feedback channel outlives restarts: the orchestrator registers its sender once.
+        let (feedback_tx, feedback_rx) = mpsc::channel();
         let rt = Self {
             shared: Arc::new(Shared {
                 cfg: cfg.into(),
@@ -491,6 +588,10 @@ impl ModelRuntime {
                     device: format!("{device:?}"),
                     ..Default::default()
                 }),
+                learning: Arc::new(AtomicBool::new(true)),
+                feedback_tx,
+                feedback_rx: Arc::new(Mutex::new(feedback_rx)),
+                alive: AtomicUsize::new(0),
             }),
             running: Mutex::new(None),
         };
@@ -600,10 +701,12 @@ impl ModelRuntime {
             return Ok(());
         }
         let (core_tx, core_rx) = mpsc::channel::<Result<(), RuntimeError>>();
-        let (trainer_tx, trainer_rx) = mpsc::channel::<CnnModel>();
+        let (trainer_tx, trainer_rx) = mpsc::channel::<TrainerSeed>();
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         let (ex_tx, ex_rx) = mpsc::channel::<Vec<OnlineExample>>();
         let (w_tx, w_rx) = mpsc::channel::<CnnModel>();
+        let (rl_tx, rl_rx) = mpsc::channel::<RlStep>();
+        let (dw_tx, dw_rx) = mpsc::channel::<nn::VarStore>();
         // Models are built inside the thread that uses them; the trainer gets a copy of the
         // inference CNN's starting weights.
         let this = Arc::clone(&self.shared);
@@ -611,12 +714,38 @@ impl ModelRuntime {
         let inference = std::thread::Builder::new()
             .name("mmtrader-inference".into())
             .spawn(move || {
+                let _alive = Alive::new(&this.alive);
                 tch::set_num_threads(this.cfg.models.inference_threads as i32);
-                match this.load_core() {
-                    Ok((core, copy)) => {
-                        let _ = trainer_tx.send(copy);
+                match this.load_core().and_then(|(core, cnn)| {
+                    let dqn = core
+                        .dqn
+                        .weights_snapshot()
+                        .map_err(|e| RuntimeError::Torch(e.to_string()))?;
+                    let dqn_config = DqnModelConfig {
+                        agent: *core.dqn.config(),
+                        state: core.spec,
+                    };
+                    Ok((
+                        core,
+                        TrainerSeed {
+                            cnn,
+                            dqn,
+                            dqn_config,
+                        },
+                    ))
+                }) {
+                    Ok((core, seed)) => {
+                        let _ = trainer_tx.send(seed);
                         let _ = core_tx.send(Ok(()));
-                        inference_loop(core, jobs_rx, w_rx, ex_for_inference, &this.status);
+                        let channels = InferenceChannels {
+                            jobs: jobs_rx,
+                            cnn_weights: w_rx,
+                            dqn_weights: dw_rx,
+                            examples: ex_for_inference,
+                            rl_steps: rl_tx,
+                            learning: Arc::clone(&this.learning),
+                        };
+                        inference_loop(core, channels, &this.status);
                     }
                     Err(e) => {
                         let _ = core_tx.send(Err(e));
@@ -640,9 +769,12 @@ impl ModelRuntime {
                 ));
             }
         }
-        let Ok(model) = trainer_rx.recv() else {
-            return Err(RuntimeError::Torch("no CNN copy for the trainer".into()));
+        let Ok(seed) = trainer_rx.recv() else {
+            return Err(RuntimeError::Torch(
+                "no model copies for the trainers".into(),
+            ));
         };
+        let model = seed.cnn;
         let sh = &self.shared;
         let ck = sh.manager(&sh.cfg.models.cnn_model, CNN_METRIC, MetricGoal::Minimize)?;
         let lr = sh.cfg.models.online_learning_rate;
@@ -650,11 +782,15 @@ impl ModelRuntime {
         let shared = Arc::clone(sh);
         let trainer = std::thread::Builder::new()
             .name("mmtrader-online-training".into())
-            .spawn(move || trainer_loop(model, lr, every, ck, ex_rx, w_tx, &shared.status))
+            .spawn(move || {
+                let _alive = Alive::new(&shared.alive);
+                trainer_loop(model, lr, every, ck, ex_rx, w_tx, &shared.status);
+            })
             .map_err(|source| RuntimeError::Spawn {
                 what: "training",
                 source,
             })?;
+        let dqn_trainer = self.spawn_dqn_trainer(seed.dqn, seed.dqn_config, rl_rx, dw_tx)?;
         {
             let mut s = lock(&self.shared.status);
             s.inference_running = true;
@@ -665,8 +801,71 @@ impl ModelRuntime {
             examples: ex_tx,
             inference,
             trainer,
+            dqn_trainer,
         });
         Ok(())
+    }
+
+    /// Starts the online DQN trainer from the inference DQN's weights, with the online
+    /// learning settings of `[models]` over the agent's own config.
+    fn spawn_dqn_trainer(
+        &self,
+        weights: nn::VarStore,
+        loaded: DqnModelConfig,
+        steps: Receiver<RlStep>,
+        handoff: Sender<nn::VarStore>,
+    ) -> Result<JoinHandle<()>, RuntimeError> {
+        let sh = &self.shared;
+        let m = &sh.cfg.models;
+        let agent_cfg = DqnConfig {
+            lr: m.dqn_learning_rate,
+            learn_start: m.dqn_learn_start,
+            batch: m.dqn_batch,
+            ..loaded.agent
+        };
+        let checkpoints = sh.manager(&m.dqn_model, DQN_METRIC, MetricGoal::Maximize)?;
+        let names = (m.cnn_model.clone(), m.dqn_model.clone());
+        let (feedback, learning) = (Arc::clone(&sh.feedback_rx), Arc::clone(&sh.learning));
+        let every = m.checkpoint_every;
+        let shared = Arc::clone(sh);
+        let device = sh.device;
+        std::thread::Builder::new()
+            .name("mmtrader-online-dqn".into())
+            .spawn(move || {
+                let _alive = Alive::new(&shared.alive);
+                let agent = DqnAgent::new(agent_cfg, device).and_then(|mut a| {
+                    a.load_weights(&weights)?;
+                    a.sync_target()?;
+                    Ok(a)
+                });
+                let agent = match agent {
+                    Ok(a) => a,
+                    Err(e) => {
+                        lock(&shared.status).last_error = Some(format!("online DQN: {e}"));
+                        return;
+                    }
+                };
+                let trainer = DqnTrainer {
+                    agent,
+                    model_config: DqnModelConfig {
+                        agent: agent_cfg,
+                        state: loaded.state,
+                    },
+                    names,
+                    steps,
+                    feedback,
+                    learning,
+                    weights: handoff,
+                    checkpoints,
+                    checkpoint_every: every,
+                    capacity: HISTORY_PER_SYMBOL,
+                };
+                dqn_trainer_loop(trainer, &shared.status);
+            })
+            .map_err(|source| RuntimeError::Spawn {
+                what: "DQN training",
+                source,
+            })
     }
 
     /// Stops both threads after their queued work; the trainer saves a last checkpoint when it
@@ -679,9 +878,15 @@ impl ModelRuntime {
         drop(r.examples);
         let _ = r.inference.join();
         let _ = r.trainer.join();
+        let _ = r.dqn_trainer.join();
         let mut s = lock(&self.shared.status);
         s.inference_running = false;
         s.training_running = false;
+    }
+
+    /// Runtime threads whose work has not returned yet (0 once stopped).
+    pub fn live_threads(&self) -> usize {
+        self.shared.alive.load(Ordering::SeqCst)
     }
 
     /// True while the threads run.
@@ -740,6 +945,23 @@ impl ModelRuntime {
             .is_some_and(|r| r.examples.send(examples).is_ok())
     }
 
+    /// The sender the orchestrator gives scored predictions of both models to
+    /// (`Orchestrator::add_trainer`); valid across stop and start.
+    pub fn feedback_sender(&self) -> Sender<Feedback> {
+        self.shared.feedback_tx.clone()
+    }
+
+    /// Turns online learning (both models' trainers) on or off; inference goes on either way.
+    /// Steps submitted with `learn = false` never feed learning whatever this says.
+    pub fn set_learning(&self, on: bool) {
+        self.shared.learning.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether the learning switch is on.
+    pub fn is_learning(&self) -> bool {
+        self.shared.learning.load(Ordering::SeqCst)
+    }
+
     /// A snapshot for the screen.
     pub fn status(&self) -> RuntimeStatus {
         lock(&self.shared.status).clone()
@@ -752,33 +974,40 @@ impl Drop for ModelRuntime {
     }
 }
 
-fn inference_loop(
-    mut core: InferenceCore,
+/// The inference thread's channels.
+struct InferenceChannels {
     jobs: Receiver<Job>,
-    weights: Receiver<CnnModel>,
+    cnn_weights: Receiver<CnnModel>,
+    dqn_weights: Receiver<nn::VarStore>,
     examples: Sender<Vec<OnlineExample>>,
-    status: &Mutex<RuntimeStatus>,
-) {
+    rl_steps: Sender<RlStep>,
+    learning: Arc<AtomicBool>,
+}
+
+fn inference_loop(mut core: InferenceCore, ch: InferenceChannels, status: &Mutex<RuntimeStatus>) {
     let tf = core.cnn.net.config().timeframe;
     let mut histories: HashMap<Symbol, InputHistory> = HashMap::new();
-    while let Ok(Job::Infer { reqs, learn, reply }) = jobs.recv() {
+    while let Ok(Job::Infer { reqs, learn, reply }) = ch.jobs.recv() {
         // Adopt the newest trained weights between steps: a copy, never a wait on training.
         let mut adopted = 0;
-        let mut latest = None;
-        while let Ok(m) = weights.try_recv() {
-            latest = Some(m);
-        }
-        if let Some(m) = latest
+        if let Some(m) = ch.cnn_weights.try_iter().last()
             && core.cnn.copy_weights_from(&m.vs).is_ok()
         {
             adopted += 1;
+        }
+        let mut dqn_adopted = 0;
+        if let Some(vs) = ch.dqn_weights.try_iter().last()
+            && core.dqn.load_weights(&vs).is_ok()
+        {
+            dqn_adopted += 1;
         }
         let started = Instant::now();
         let answers = core.run(&reqs);
         let elapsed = started.elapsed();
         let answered = answers.iter().filter(|a| a.is_ok()).count() as u64;
         let mut batch = Vec::new();
-        if learn {
+        let mut rl = Vec::new();
+        if learn && ch.learning.load(Ordering::SeqCst) {
             for (r, a) in reqs.iter().zip(&answers) {
                 let Ok(step) = a else { continue };
                 let h = histories
@@ -793,6 +1022,20 @@ fn inference_loop(
                         anchor,
                     });
                 }
+                rl.push(RlStep {
+                    symbol: r.symbol.clone(),
+                    t_ms: r.t_ms,
+                    data_ms: r.input.timestamp_ms,
+                    newest_candle_ms: r
+                        .input
+                        .ohlcv
+                        .iter()
+                        .filter_map(|s| s.last().map(|c| c.open_time_ms))
+                        .max()
+                        .unwrap_or(i64::MIN),
+                    state: step.state.clone(),
+                    position: r.position.clamp(-1, 1),
+                });
             }
         }
         {
@@ -800,10 +1043,15 @@ fn inference_loop(
             s.last_inference_latency = Some(elapsed);
             s.inference_steps += answered;
             s.weights_adopted += adopted;
+            s.dqn_weights_adopted += dqn_adopted;
+        }
+        // Steps go out before the answer, so feedback on an answer never beats its state.
+        for step in rl {
+            let _ = ch.rl_steps.send(step);
         }
         let _ = reply.send(answers);
         if !batch.is_empty() {
-            let _ = examples.send(batch);
+            let _ = ch.examples.send(batch);
         }
     }
 }
@@ -928,6 +1176,14 @@ mod tests {
                 "expected a positive number",
             ),
             ("[models]\nwindow = 2\n", "models.window"),
+            (
+                "[models]\ndqn_learn_start = 2\n",
+                "models.dqn_learn_start`: expected an integer ≥ dqn_batch (32), got 2",
+            ),
+            (
+                "[models]\ndqn_learning_rate = 0.0\n",
+                "models.dqn_learning_rate",
+            ),
             ("[models]\ncnn_model = \"../x\"\n", "models.cnn_model"),
             ("[models]\nspeed = 1\n", "speed"),
         ] {
@@ -1252,5 +1508,200 @@ mod tests {
         let listed = ck.list().unwrap();
         assert!(!listed.is_empty());
         assert!(listed.iter().all(|m| m.metrics[CNN_METRIC].is_finite()));
+    }
+
+    fn rl_cfg(window: usize) -> ModelsConfig {
+        ModelsConfig {
+            dqn_learn_start: 4,
+            dqn_batch: 4,
+            dqn_learning_rate: 1e-2,
+            ..cfg(window)
+        }
+    }
+
+    /// The fixture input with the newest 1 m candle closing at `close` (hundredths), so the
+    /// DQN's state follows a price series; the input's own time stays at `T`.
+    fn priced(symbol: &str, t: i64, close: i64) -> InferenceRequest {
+        let mut r = req(symbol, t, 0);
+        let c = r.input.ohlcv[1].last_mut().unwrap();
+        c.close = crate::market::types::Price(close * 1_000_000);
+        c.high = c.high.max(c.close);
+        c.low = c.low.min(c.close);
+        r
+    }
+
+    /// Deterministic prices in hundredths: a slow wave around 3 000.
+    fn series(k: usize) -> i64 {
+        300_000 + [0, 40, 90, 60, -20, -70, -30, 50][k % 8] + (k / 8) as i64 * 15
+    }
+
+    /// What the orchestrator sends for a DQN output scored `h` steps later.
+    fn scored(out: &ModelOutput, entry: i64, exit: i64, at: i64) -> Feedback {
+        use crate::market::types::Price;
+        use crate::orchestrator::feedback::{ActionOutcome, Move, Outcome};
+        let (entry, exit) = (Price(entry * 1_000_000), Price(exit * 1_000_000));
+        let r = exit.to_f64() / entry.to_f64() - 1.0;
+        Feedback {
+            prediction: Arc::new(out.clone()),
+            outcome: Outcome::Action(ActionOutcome {
+                entry,
+                exit,
+                realized_return: r,
+                market: if r > 0.0 { Move::Up } else { Move::Down },
+                correct: false,
+            }),
+            scored_at_ms: at,
+        }
+    }
+
+    /// Runs `n` live steps 200 ms apart (the fixture's book stays fresh for 5 s), scoring each DQN output two steps later (sent
+    /// before the step that scores it, as the orchestrator does); returns the DQN outputs.
+    fn live_steps(rt: &ModelRuntime, n: usize) -> Vec<ModelOutput> {
+        let fb = rt.feedback_sender();
+        let mut dqn = Vec::new();
+        for k in 0..n {
+            let t = T + k as i64 * 200;
+            if k >= 2 {
+                let o: &ModelOutput = &dqn[k - 2];
+                fb.send(scored(o, series(k - 2), series(k), t)).unwrap();
+            }
+            let out = rt.infer(priced("ETHUSDT", t, series(k))).unwrap();
+            dqn.push(out[1].clone());
+        }
+        dqn
+    }
+
+    fn mo_action(a: super::super::cnn::Action) -> crate::analysis::model_output::Action {
+        a.into()
+    }
+
+    fn q_values(rt: &ModelRuntime) -> [f64; 3] {
+        let out = rt
+            .infer_batch(vec![priced("ETHUSDT", T, series(0))])
+            .unwrap();
+        let o = out[0].as_ref().unwrap();
+        o[1].predictions.q_values.unwrap().as_array()
+    }
+
+    #[test]
+    fn the_dqn_learns_online_from_its_scored_actions_and_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        tch::set_num_threads(1);
+        tch::manual_seed(5);
+        let rt = ModelRuntime::spawn(rl_cfg(16), Device::Cpu, dir.path().to_path_buf()).unwrap();
+        // The first scored action alone: its transition is checked by hand.
+        let first = live_steps(&rt, 3);
+        let s = wait_for(&rt, |s| s.dqn_transitions >= 1);
+        let lt = s.dqn_last_transition.clone().unwrap();
+        assert_eq!((lt.t_ms, lt.next_t_ms), (T, T + 400));
+        // No lookahead: the state was built from data at or before its time.
+        assert!(lt.data_ms <= lt.t_ms && lt.newest_candle_ms <= lt.t_ms);
+        let taken = super::super::cnn::ACTIONS
+            .into_iter()
+            .find(|a| mo_action(*a) == first[0].predictions.action)
+            .unwrap();
+        assert_eq!(lt.action, taken.as_str());
+        let to: i8 = match lt.action {
+            "BUY" => 1,
+            "SELL" => -1,
+            _ => 0,
+        };
+        assert_eq!(lt.positions, (0, to));
+        let (p0, p2) = (series(0), series(2));
+        let ret = (p2 - p0) as f64 / p0 as f64;
+        let net = f64::from(to) * ret - f64::from(to.abs()) * 5e-4;
+        let reward = 100.0 * (net - 0.5 * (-net).max(0.0));
+        assert!((lt.net_return - net).abs() < 1e-12, "{lt:?}");
+        assert!((lt.reward - reward).abs() < 1e-9, "{lt:?}");
+        // More steps: transitions fill the replay, the trainer learns and hands weights over.
+        rt.stop();
+        rt.start().unwrap();
+        let before = q_values(&rt);
+        live_steps(&rt, 24);
+        // Every scored action (1 before the restart, 22 after) becomes a transition.
+        let s = wait_for(&rt, |s| {
+            s.dqn_transitions == 23 && s.dqn_training_steps >= 4 && s.dqn_checkpoints_saved >= 1
+        });
+        assert!(s.dqn_replay_len >= 4 && s.dqn_last_loss.is_some(), "{s:?}");
+        assert_eq!(s.dqn_feedback_unmatched, 0, "{s:?}");
+        assert_eq!(s.dqn_feedback.actions_scored, 23);
+        // Inference adopts the new weights before its next step: same input, other Q-values
+        // (the CNN learned nothing here, so the DQN's own update is what changed them).
+        let after = q_values(&rt);
+        assert!(rt.status().dqn_weights_adopted >= 1);
+        assert_eq!(rt.status().training_steps, 0);
+        assert_ne!(before, after);
+        rt.stop();
+        assert_eq!(rt.live_threads(), 0);
+        let saved = rt.status().dqn_last_saved.unwrap();
+        // The next start loads the best DQN checkpoint: the one the trainer wrote.
+        rt.start().unwrap();
+        let s = rt.status();
+        let best = s.dqn_checkpoint.unwrap();
+        assert!(best.name.starts_with("dqn_agent/"), "{best:?}");
+        assert_eq!(best.metric_name, DQN_METRIC);
+        assert!(saved.name.starts_with("dqn_agent/"));
+        let listed = CheckpointManager::new(CheckpointConfig {
+            root: dir.path().to_path_buf(),
+            model_name: "dqn_agent".into(),
+            keep: 5,
+            metric: DQN_METRIC.into(),
+            goal: MetricGoal::Maximize,
+        })
+        .unwrap()
+        .list()
+        .unwrap();
+        let top = listed
+            .iter()
+            .map(CheckpointMeta::metric)
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert_eq!(best.metric, top);
+        let out = rt.infer(priced("ETHUSDT", T, series(0))).unwrap();
+        assert_eq!(
+            format!("dqn_agent/{}", out[1].metadata["checkpoint"]),
+            best.name
+        );
+    }
+
+    #[test]
+    fn nothing_is_learned_while_learning_is_off_and_stop_leaves_no_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        tch::set_num_threads(1);
+        tch::manual_seed(5);
+        let rt = ModelRuntime::spawn(rl_cfg(16), Device::Cpu, dir.path().to_path_buf()).unwrap();
+        let _ = wait_for(&rt, |_| rt.live_threads() == 3);
+        rt.set_learning(false);
+        assert!(!rt.is_learning());
+        let before = q_values(&rt);
+        let outs = live_steps(&rt, 16);
+        // The scored actions are still tallied for the screen, once all arrived.
+        let s = wait_for(&rt, |s| s.dqn_feedback.actions_scored == 14);
+        assert_eq!(
+            (s.dqn_transitions, s.dqn_training_steps, s.dqn_replay_len),
+            (0, 0, 0)
+        );
+        assert_eq!((s.training_steps, s.examples_received), (0, 0));
+        assert_eq!(q_values(&rt), before);
+        rt.stop();
+        assert_eq!(rt.live_threads(), 0);
+        assert!(!rt.status().training_running);
+        // Feedback sent while stopped is kept for the next start (the sender stays valid).
+        assert!(rt.feedback_sender().send(scored(&outs[0], 1, 1, T)).is_ok());
+        rt.start().unwrap();
+        let _ = wait_for(&rt, |_| rt.live_threads() == 3);
+        rt.stop();
+        assert_eq!(rt.live_threads(), 0);
+        let ck = CheckpointManager::new(CheckpointConfig {
+            root: dir.path().to_path_buf(),
+            model_name: "dqn_agent".into(),
+            keep: 5,
+            metric: DQN_METRIC.into(),
+            goal: MetricGoal::Maximize,
+        })
+        .unwrap();
+        assert!(
+            ck.list().unwrap().is_empty(),
+            "nothing learned, nothing saved"
+        );
     }
 }

@@ -142,6 +142,10 @@ pub struct ModelsView {
     pub training_steps: u64,
     /// Last training loss.
     pub last_loss: Option<f64>,
+    /// Online DQN learning steps taken.
+    pub dqn_training_steps: u64,
+    /// Last online DQN loss.
+    pub dqn_last_loss: Option<f64>,
 }
 
 /// One open position.

@@ -285,6 +285,8 @@ pub fn models() -> ModelsView {
         ],
         training_steps: 1_240,
         last_loss: Some(0.0213),
+        dqn_training_steps: 0,
+        dqn_last_loss: None,
     }
 }
 

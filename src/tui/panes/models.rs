@@ -154,6 +154,12 @@ pub fn render(
             if let Some(loss) = v.last_loss {
                 head.push_str(&format!(" · loss {loss:.4}"));
             }
+            if v.dqn_training_steps > 0 {
+                head.push_str(&format!(" · dqn {} steps", v.dqn_training_steps));
+                if let Some(loss) = v.dqn_last_loss {
+                    head.push_str(&format!(" loss {loss:.4}"));
+                }
+            }
             lines.push(Line::from(Span::styled(head, muted)));
             if v.experts.is_empty() {
                 lines.push(Line::from("no model output yet"));
@@ -223,5 +229,27 @@ mod tests {
         assert_eq!(bar(0.5, 4), "██░░");
         assert_eq!(bar(-1.0, 3), "░░░");
         assert_eq!(bar(7.0, 3), "███");
+    }
+
+    #[test]
+    fn online_dqn_training_shows_on_the_head_line_once_it_learned() {
+        let theme = Theme::load("dark", None, true).unwrap();
+        let head = |v: &ModelsView| {
+            let mut term =
+                ratatui::Terminal::new(ratatui::backend::TestBackend::new(120, 12)).unwrap();
+            term.draw(|f| render(f, f.area(), Some(v), &[], 0, &theme, false))
+                .unwrap();
+            let buf = term.backend().buffer().clone();
+            (0..120).map(|x| buf[(x, 1)].symbol()).collect::<String>()
+        };
+        let mut v = crate::tui::fixture::models();
+        assert!(!head(&v).contains("dqn"));
+        v.dqn_training_steps = 37;
+        v.dqn_last_loss = Some(0.125);
+        assert!(
+            head(&v).contains("dqn 37 steps loss 0.1250"),
+            "{}",
+            head(&v)
+        );
     }
 }
