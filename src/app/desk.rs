@@ -25,6 +25,7 @@ use crate::orchestrator::decision::Decision;
 use crate::orchestrator::engine::OrchestratorSnapshot;
 use crate::orchestrator::expert::{Expert, PivotMomentumConfig, PivotMomentumExpert};
 use crate::orchestrator::runtime::Orchestrator;
+use crate::storage::history::HistoryWriter;
 use crate::tui::desk::{
     DecisionView, DeskCommand, ExpertRow, ModelsView, Process, TradingView, Tunable,
 };
@@ -42,6 +43,8 @@ enum TradingCommand {
 /// The orchestrator and the trading loop, started together with the workstation.
 pub struct DeskProcesses {
     orchestrator: Orchestrator,
+    // Declared after the orchestrator: dropped once its sink is gone, committing the queue.
+    history: Option<HistoryWriter>,
     models: Option<Arc<LiveModels>>,
     trading_tx: Sender<TradingCommand>,
     trading_view: Arc<ArcSwapOption<TradingView>>,
@@ -85,6 +88,7 @@ impl DeskProcesses {
             experts.push(Box::new(dqn));
         }
         let (orchestrator, decisions) = Orchestrator::spawn(cfg.orchestrator.clone(), experts)?;
+        let history = start_history(cfg, &orchestrator);
         let submit = orchestrator.input_sender();
         let tap = InputTap::new(cfg, InputConfig::default(), Box::new(submit));
         let session = TradingSession::open(cfg, journal_dir)?;
@@ -102,6 +106,7 @@ impl DeskProcesses {
         Ok((
             Self {
                 orchestrator,
+                history,
                 models,
                 trading_tx,
                 trading_view,
@@ -226,6 +231,11 @@ impl DeskProcesses {
         self.trading_view.load_full().map(|v| (*v).clone())
     }
 
+    /// What the inference history writer has done (`None` when it is off).
+    pub fn history_stats(&self) -> Option<crate::storage::history::HistoryStats> {
+        self.history.as_ref().map(HistoryWriter::stats)
+    }
+
     /// Stops the trading thread (orders and positions are in the journal) and the
     /// orchestrator.
     pub fn shutdown(mut self) {
@@ -236,6 +246,25 @@ impl DeskProcesses {
         self.orchestrator.stop();
         if let Some(m) = &self.models {
             m.stop();
+        }
+    }
+}
+
+/// Starts the inference history (`[storage.history]`) in the store `record` uses; a store
+/// that cannot be opened leaves the desk running without history, said in the log.
+fn start_history(cfg: &Config, orchestrator: &Orchestrator) -> Option<HistoryWriter> {
+    if !cfg.storage.history.enabled {
+        return None;
+    }
+    let root = super::record::store_root(cfg, None);
+    match HistoryWriter::spawn(&root, &cfg.storage.history) {
+        Ok((writer, sink)) => {
+            orchestrator.add_history(sink);
+            Some(writer)
+        }
+        Err(e) => {
+            tracing::warn!("inference history off: {e}");
+            None
         }
     }
 }
