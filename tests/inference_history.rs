@@ -163,6 +163,37 @@ fn live_steps_come_back_by_symbol_and_time_range() {
         && r.feedback.prediction.model_name == "fast"
         && r.scored_ms == r.feedback.scored_at_ms
         && (r.kind != "action" || r.scored_ms - r.time_ms >= 180_000)));
+    drop(db);
+
+    // `mmtrader history` prints the same rows.
+    let history = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mmtrader"))
+            .args(["history", "--store", dir.path().to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (from, to) = (from.to_string(), to.to_string());
+    let steps = history(&["--symbol", SYMBOL, "--from", &from, "--to", &to]);
+    assert_eq!(steps.lines().count(), 10, "{steps}");
+    assert!(
+        steps.lines().all(|l| l.contains("skipped [starved:")),
+        "{steps}"
+    );
+    let outs = history(&["--symbol", SYMBOL, "--show", "outputs", "--model", "slow"]);
+    assert_eq!(outs.lines().count(), want_slow_all(&expected), "{outs}");
+    let pairs = history(&["--symbol", SYMBOL, "--show", "feedback"]);
+    assert_eq!(pairs.lines().count(), want_pairs.len(), "{pairs}");
+}
+
+fn want_slow_all(reports: &[StepReport]) -> usize {
+    reports
+        .iter()
+        .flat_map(|r| &r.outputs)
+        .filter(|o| o.model_name == "slow")
+        .count()
 }
 
 #[test]

@@ -658,3 +658,113 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::input::InputConfig;
+    use crate::analysis::model_output::ModelOutputStore;
+    use crate::market::types::{Candle, Price, Qty};
+    use crate::orchestrator::config::{OrchestratorConfig, TriggerConfig};
+    use crate::orchestrator::coordinator::RunMode;
+    use crate::orchestrator::decision::ThresholdHandle;
+    use crate::orchestrator::engine::Engine;
+    use crate::orchestrator::expert::{PivotMomentumConfig, PivotMomentumExpert};
+    use crate::orchestrator::history::HistoryFeed;
+
+    /// Reports of `steps` steps over a zig-zag uptrend of 1 m candles.
+    fn reports(steps: usize) -> Vec<StepReport> {
+        let mut feed = HistoryFeed::new("ETHUSDT", 60_000, InputConfig::default()).unwrap();
+        let cfg = OrchestratorConfig {
+            trigger: TriggerConfig::Candle("1m".into()),
+            horizon_secs: 120,
+            ..OrchestratorConfig::default()
+        };
+        let expert = PivotMomentumExpert::new(PivotMomentumConfig::default());
+        let thresholds = ThresholdHandle::new(0.6, 0.6).unwrap();
+        let mut engine =
+            Engine::new(cfg, vec![Box::new(expert)], RunMode::Inline, thresholds).unwrap();
+        let mut out = Vec::new();
+        let mut prev = 2_000.0;
+        for i in 0..40 + steps {
+            let close = 2_000.0 + 0.5 * i as f64 + if i % 4 < 2 { 0.3 } else { -0.3 };
+            let (o, c) = (Price::from_f64_round(prev), Price::from_f64_round(close));
+            let t = feed
+                .push(&Candle {
+                    open_time_ms: i as i64 * 60_000,
+                    open: o,
+                    high: o.max(c) + Price::from_units(1),
+                    low: o.min(c) - Price::from_units(1),
+                    close: c,
+                    volume: Qty::from_units(3),
+                    trades: 5,
+                })
+                .unwrap();
+            prev = close;
+            if i >= 40 {
+                out.push(engine.step(feed.input(&ModelOutputStore::default(), t)));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_codec_keeps_floats_bit_exact() {
+        let mut out = reports(1)[0].outputs[0].clone();
+        let odd = vec![f32::NAN, f32::INFINITY, -0.0, f32::MIN_POSITIVE / 3.0, 0.1];
+        out.hidden_states.insert("odd".into(), odd.clone());
+        out.confidence = 0.1 + 0.2;
+        let back: ModelOutput = decode_blob("t", &encode_blob("t", &out).unwrap()).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&back.hidden_states["odd"]), bits(&odd));
+        assert_eq!(back.confidence.to_bits(), out.confidence.to_bits());
+        let err = decode_blob::<ModelOutput>("history output", b"not zstd").unwrap_err();
+        assert!(err.to_string().contains("history output"), "{err}");
+    }
+
+    #[test]
+    fn undecodable_rows_are_skipped_with_their_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(dir.path()).unwrap();
+        let reports = reports(3);
+        assert_eq!(db.insert_steps(&reports).unwrap().0, 3);
+        let ids: Vec<i64> = db
+            .conn()
+            .prepare("SELECT id FROM history_steps ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        db.conn()
+            .execute(
+                "UPDATE history_steps SET input_zstd = x'00' WHERE id = ?1",
+                [ids[0]],
+            )
+            .unwrap();
+        db.conn()
+            .execute(
+                "UPDATE history_steps SET input_version = 99 WHERE id = ?1",
+                [ids[1]],
+            )
+            .unwrap();
+        db.conn()
+            .execute(
+                "UPDATE history_outputs SET output_zstd = x'01' WHERE step_id = ?1",
+                [ids[2]],
+            )
+            .unwrap();
+        let got = db.history_steps("ETHUSDT", i64::MIN, i64::MAX).unwrap();
+        assert!(got.rows.is_empty());
+        assert_eq!(got.undecodable.len(), 3, "{:?}", got.undecodable);
+        assert!(got.undecodable[0].contains("history input"));
+        assert!(got.undecodable[1].contains("input layout v99"));
+        assert!(got.undecodable[2].contains("history output"));
+        let outs = db
+            .history_outputs("ETHUSDT", None, i64::MIN, i64::MAX)
+            .unwrap();
+        assert_eq!(outs.rows.len(), 2);
+        assert_eq!(outs.undecodable.len(), 1);
+        assert_eq!(outs.rows[0], reports[0].outputs[0]);
+    }
+}

@@ -11,6 +11,7 @@
 pub mod columns;
 pub mod config;
 pub mod history;
+pub mod history_view;
 pub mod import;
 pub mod market;
 pub mod partition;

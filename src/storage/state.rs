@@ -464,6 +464,27 @@ mod tests {
     }
 
     #[test]
+    fn an_old_database_is_converted_to_incremental_vacuum() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Connection::open(dir.path().join(STATE_FILE)).unwrap();
+        old.execute_batch(
+            "CREATE TABLE metrics (id INTEGER PRIMARY KEY, name TEXT NOT NULL, symbol TEXT, \
+             model_name TEXT, time_ms INTEGER NOT NULL, value REAL NOT NULL); \
+             INSERT INTO metrics (name, time_ms, value) VALUES ('pnl', 5, 1.5);",
+        )
+        .unwrap();
+        drop(old);
+        let db = StateDb::open(dir.path()).unwrap();
+        let mode: i64 = db
+            .conn
+            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, 2);
+        assert_eq!(db.journal_mode().unwrap(), "wal");
+        assert_eq!(db.metrics("pnl", None, None, 0, 10).unwrap().len(), 1);
+    }
+
+    #[test]
     fn model_outputs_by_symbol_model_and_time() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(dir.path()).unwrap();
