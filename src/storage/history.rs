@@ -524,6 +524,8 @@ impl HistoryWriter {
             clock,
             counters: Arc::clone(&counters),
             stop: Arc::clone(&stop),
+            dropped: sink.dropped_handle(),
+            dropped_reported: 0,
         };
         let thread = std::thread::Builder::new()
             .name("history".into())
@@ -584,6 +586,8 @@ struct Worker {
     clock: fn() -> i64,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
+    dropped: Arc<AtomicU64>,
+    dropped_reported: u64,
 }
 
 impl Worker {
@@ -629,6 +633,16 @@ impl Worker {
     }
 
     fn write(&mut self, batch: &[StepReport]) {
+        // Drops happen on the orchestrator's thread, which must not log per step: say it here.
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped > self.dropped_reported {
+            tracing::warn!(
+                "inference history: {} step reports dropped so far (queue of {} full)",
+                dropped,
+                self.cfg.queue
+            );
+            self.dropped_reported = dropped;
+        }
         match self.db.insert_steps(batch) {
             Ok((steps, pairs)) => {
                 self.counters
