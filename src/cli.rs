@@ -65,6 +65,8 @@ pub enum Command {
     Import(crate::app::import::ImportArgs),
     /// Run the collector: the feed headless into PostgreSQL and Redis, with the HTTP API.
     Collect(CollectArgs),
+    /// Print the stored inference history (steps, outputs, prediction–outcome pairs).
+    History(crate::storage::history_view::HistoryArgs),
 }
 
 /// `mmtrader collect`.
@@ -275,6 +277,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Some(Command::Replay(args)) => crate::app::replay::run(config, args),
         Some(Command::Import(args)) => crate::app::import::run(config, args),
         Some(Command::Collect(args)) => crate::app::collect::run(config, args),
+        Some(Command::History(args)) => crate::storage::history_view::run(config, args),
     }
 }
 

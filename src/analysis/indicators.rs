@@ -8,6 +8,8 @@
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
+
 use crate::market::types::Candle;
 
 /// How an exponential or Wilder average gets its first value.
@@ -990,7 +992,7 @@ pub const INDICATOR_NAMES: [&str; 19] = [
 ];
 
 /// One bar's flat, named indicator values (`None` while an indicator warms up).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct IndicatorValues {
     /// Values in [`INDICATOR_NAMES`] order.
     pub values: [Option<f64>; INDICATOR_NAMES.len()],

@@ -27,6 +27,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::indicators::{INDICATOR_NAMES, IndicatorConfig, IndicatorSet, IndicatorValues};
 use super::model_output::{ModelOutput, ModelOutputError, ModelOutputStore};
 use super::pivots::{LEVELS, PivotBounds, PivotConfig, PivotPoint, Trend, WilliamsEngine};
@@ -104,7 +106,7 @@ impl Default for InputConfig {
 }
 
 /// Indicator values of one timeframe at the last candle closed at or before `t`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TimedIndicators {
     /// Open time of the candle the values belong to.
     pub candle_open_ms: i64,
@@ -113,7 +115,7 @@ pub struct TimedIndicators {
 }
 
 /// Williams pivots of one timeframe known at `t`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimeframePivots {
     /// Newest known pivots per level (index 0 = level 1), oldest first.
     pub levels: [Vec<PivotPoint>; LEVELS],
@@ -124,7 +126,7 @@ pub struct TimeframePivots {
 }
 
 /// Order flow, liquidity and spread at `t`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Microstructure {
     /// Best bid of the COB at `t`.
     pub best_bid: Option<Level>,
@@ -155,7 +157,7 @@ pub struct Microstructure {
 }
 
 /// Time × price COB liquidity on one common price axis (the newest row's).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeatmapMatrix {
     /// Row times, oldest first.
     pub times_ms: Vec<i64>,
@@ -168,7 +170,7 @@ pub struct HeatmapMatrix {
 }
 
 /// Everything a model sees about one symbol at one time.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BaseDataInput {
     /// Primary symbol.
     pub symbol: Symbol,

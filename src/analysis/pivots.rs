@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::market::types::{Candle, Price, Timeframe};
 
@@ -26,7 +26,7 @@ use crate::market::types::{Candle, Price, Timeframe};
 pub const LEVELS: usize = 5;
 
 /// Which extreme a pivot marks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PivotKind {
     /// A swing high.
     High,
@@ -45,7 +45,7 @@ impl PivotKind {
 }
 
 /// One confirmed pivot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PivotPoint {
     /// Level 1..=5.
     pub level: u8,
@@ -108,7 +108,7 @@ pub enum PivotError {
 }
 
 /// Direction of a level's structure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Trend {
     /// Higher highs and higher lows.
     Up,
@@ -121,7 +121,7 @@ pub enum Trend {
 }
 
 /// Pivot-based normalization range of one level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PivotBounds {
     /// Lowest of the recent pivot lows.
     pub low: Price,

@@ -30,6 +30,7 @@ use crate::orchestrator::engine::OrchestratorSnapshot;
 use crate::orchestrator::expert::{Expert, PivotMomentumConfig, PivotMomentumExpert};
 use crate::orchestrator::runtime::Orchestrator;
 use crate::trading::executor::ExecutorKind;
+use crate::storage::history::HistoryWriter;
 use crate::tui::desk::{
     DecisionView, DeskCommand, ExpertRow, ModelsView, Process, TradingView, Tunable,
 };
@@ -49,6 +50,8 @@ enum TradingCommand {
 /// The orchestrator and the trading loop, started together with the workstation.
 pub struct DeskProcesses {
     orchestrator: Orchestrator,
+    // Declared after the orchestrator: dropped once its sink is gone, committing the queue.
+    history: Option<HistoryWriter>,
     models: Option<Arc<LiveModels>>,
     trading_tx: Sender<TradingCommand>,
     trading_view: Arc<ArcSwapOption<TradingView>>,
@@ -98,6 +101,7 @@ impl DeskProcesses {
         if let Some(m) = &models {
             m.register_trainers(&orchestrator);
         }
+        let history = start_history(cfg, &orchestrator);
         let submit = orchestrator.input_sender();
         let tap = InputTap::new(cfg, InputConfig::default(), Box::new(submit));
         let session = TradingSession::open(cfg, journal_dir)?;
@@ -128,6 +132,7 @@ impl DeskProcesses {
         Ok((
             Self {
                 orchestrator,
+                history,
                 models,
                 trading_tx,
                 trading_view,
@@ -285,6 +290,11 @@ impl DeskProcesses {
         self.trading_view.load_full().map(|v| (*v).clone())
     }
 
+    /// What the inference history writer has done (`None` when it is off).
+    pub fn history_stats(&self) -> Option<crate::storage::history::HistoryStats> {
+        self.history.as_ref().map(HistoryWriter::stats)
+    }
+
     /// Stops the trading thread (orders and positions are in the journal) and the
     /// orchestrator.
     pub fn shutdown(mut self) {
@@ -344,6 +354,25 @@ impl LiveLink {
             let _ = tx.send(TradingCommand::LiveReady(Box::new(outcome)));
         });
         true
+    }
+}
+
+/// Starts the inference history (`[storage.history]`) in the store `record` uses; a store
+/// that cannot be opened leaves the desk running without history, said in the log.
+fn start_history(cfg: &Config, orchestrator: &Orchestrator) -> Option<HistoryWriter> {
+    if !cfg.storage.history.enabled {
+        return None;
+    }
+    let root = super::record::store_root(cfg, None);
+    match HistoryWriter::spawn(&root, &cfg.storage.history) {
+        Ok((writer, sink)) => {
+            orchestrator.add_history(sink);
+            Some(writer)
+        }
+        Err(e) => {
+            tracing::warn!("inference history off: {e}");
+            None
+        }
     }
 }
 

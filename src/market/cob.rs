@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::book::OrderBook;
 use super::types::{Level, Price, Qty, Side, Trade};
@@ -82,7 +82,7 @@ pub enum CobError {
 }
 
 /// One price bucket.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CobBucket {
     /// Offset `k` from the center bucket.
     pub offset: i32,
@@ -99,7 +99,7 @@ pub struct CobBucket {
 }
 
 /// Imbalance moving averages for the central buckets, index `i` is offset `offsets[i]`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImbalanceMas {
     /// Bucket offsets covered, ascending.
     pub offsets: Vec<i32>,
@@ -114,7 +114,7 @@ pub struct ImbalanceMas {
 }
 
 /// Aggressive flow from the trades since the previous computation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderFlow {
     /// Quantity bought by takers.
     pub buy_qty: Qty,
@@ -129,7 +129,7 @@ pub struct OrderFlow {
 }
 
 /// One COB computation, ready for the screen and the models.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CobSnapshot {
     /// Computation time, ms since the UNIX epoch.
     pub time_ms: i64,

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::config::GatingConfig;
 use crate::analysis::model_output::{Action, ActionValues, ModelOutput};
 use crate::market::types::{Price, Symbol};
 
 /// Combined probability needed to buy and to sell.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Thresholds {
     /// Combined BUY probability needed to buy.
     pub buy: f64,
@@ -79,7 +79,7 @@ pub fn gate(accuracies: &[f64], cfg: &GatingConfig) -> Vec<f64> {
 }
 
 /// What one expert said in a step and how much it counted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExpertVote {
     /// Model name.
     pub model: String,
@@ -100,7 +100,7 @@ pub struct ExpertVote {
 }
 
 /// An expert that gave no output this step, and why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SkippedExpert {
     /// Model name.
     pub model: String,
@@ -109,7 +109,7 @@ pub struct SkippedExpert {
 }
 
 /// The orchestrator's decision for one symbol at one step, with its reasons.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     /// Symbol.
     pub symbol: Symbol,

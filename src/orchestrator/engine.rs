@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use serde::Serialize;
 
@@ -72,6 +74,8 @@ pub struct OrchestratorSnapshot {
     pub steps: u64,
     /// Expert answers missing (late, failed, busy) so far.
     pub skipped: u64,
+    /// Step reports the inference history could not take (its channel was full).
+    pub history_dropped: u64,
 }
 
 /// What one step did.
@@ -87,6 +91,48 @@ pub struct StepReport {
     pub feedback: Vec<Feedback>,
 }
 
+/// Where every step's report goes for the inference history. Offering never blocks the step:
+/// when the bounded channel is full the report is dropped and counted, so a slow disk costs
+/// history rows, never inference latency.
+#[derive(Debug, Clone)]
+pub struct HistorySink {
+    tx: SyncSender<StepReport>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl HistorySink {
+    /// A sink holding at most `capacity` reports (at least 1) and its receiving end.
+    pub fn bounded(capacity: usize) -> (Self, Receiver<StepReport>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
+        let sink = Self {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        (sink, rx)
+    }
+
+    /// Hands `report` over without waiting; false (and counted) when it was dropped.
+    pub fn offer(&self, report: StepReport) -> bool {
+        match self.tx.try_send(report) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Reports dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The drop counter, shared, for whoever shows it after the sink moved to the engine.
+    pub fn dropped_handle(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.dropped)
+    }
+}
+
 /// The orchestrator's state machine.
 pub struct Engine {
     cfg: OrchestratorConfig,
@@ -100,6 +146,7 @@ pub struct Engine {
     status: BTreeMap<(Symbol, String), ExpertStatus>,
     steps: u64,
     skipped: u64,
+    history: Option<HistorySink>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -142,6 +189,7 @@ impl Engine {
             status: BTreeMap::new(),
             steps: 0,
             skipped: 0,
+            history: None,
             cfg,
         })
     }
@@ -173,6 +221,11 @@ impl Engine {
         trainer: std::sync::mpsc::Sender<Feedback>,
     ) {
         self.feedback.add_trainer(model, trainer);
+    }
+
+    /// Every step's report is offered to `sink` from now on (replacing any earlier sink).
+    pub fn set_history(&mut self, sink: HistorySink) {
+        self.history = Some(sink);
     }
 
     /// The step key when `input` is due for a step under the trigger.
@@ -264,12 +317,16 @@ impl Engine {
         }
         self.decisions
             .insert(input.symbol.clone(), decision.clone());
-        StepReport {
+        let report = StepReport {
             input,
             decision,
             outputs: outs.outputs,
             feedback,
+        };
+        if let Some(sink) = &self.history {
+            sink.offer(report.clone());
         }
+        report
     }
 
     fn status_entry(&mut self, symbol: &str, model: &str) -> &mut ExpertStatus {
@@ -313,6 +370,7 @@ impl Engine {
             decisions: self.decisions.values().cloned().collect(),
             steps: self.steps,
             skipped: self.skipped,
+            history_dropped: self.history.as_ref().map_or(0, HistorySink::dropped),
         }
     }
 }

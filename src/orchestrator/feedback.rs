@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::expert::finest_series;
 use crate::analysis::input::BaseDataInput;
@@ -42,7 +42,7 @@ pub struct ScoringConfig {
 }
 
 /// Where the market went over the horizon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Move {
     /// Above the band.
     Up,
@@ -53,7 +53,7 @@ pub enum Move {
 }
 
 /// How an action prediction turned out.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionOutcome {
     /// Price at the prediction.
     pub entry: Price,
@@ -68,7 +68,7 @@ pub struct ActionOutcome {
 }
 
 /// How a pivot prediction turned out.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PivotOutcome {
     /// The prediction.
     pub predicted: PredictedPivot,
@@ -87,7 +87,7 @@ pub struct PivotOutcome {
 }
 
 /// What a scored prediction is paired with.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The action against the realized return.
     Action(ActionOutcome),
@@ -96,7 +96,7 @@ pub enum Outcome {
 }
 
 /// One prediction–outcome pair, as trainers receive it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Feedback {
     /// The prediction as it was made.
     pub prediction: Arc<ModelOutput>,

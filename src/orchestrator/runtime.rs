@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use super::config::OrchestratorConfig;
 use super::coordinator::RunMode;
 use super::decision::{Decision, ThresholdError, ThresholdHandle, Thresholds};
-use super::engine::{Engine, EngineError, OrchestratorSnapshot};
+use super::engine::{Engine, EngineError, HistorySink, OrchestratorSnapshot};
 use super::expert::Expert;
 use super::feedback::Feedback;
 use crate::analysis::input::BaseDataInput;
@@ -23,6 +23,7 @@ use crate::market::types::Symbol;
 enum Msg {
     Input(Box<BaseDataInput>),
     Trainer(String, Sender<Feedback>),
+    History(HistorySink),
 }
 
 struct Shared {
@@ -105,6 +106,12 @@ impl Orchestrator {
         let _ = self.tx.send(Msg::Trainer(model.into(), trainer));
     }
 
+    /// Offers every step's report (input, outputs with hidden states, skipped experts,
+    /// decision, scored pairs) to `sink` from the next step on; a full sink drops and counts.
+    pub fn add_history(&self, sink: HistorySink) {
+        let _ = self.tx.send(Msg::History(sink));
+    }
+
     /// Turns inference on.
     pub fn start(&self) {
         self.shared.running.store(true, Ordering::SeqCst);
@@ -182,6 +189,7 @@ fn run_loop(
                     }
                 }
                 Msg::Trainer(model, tx) => engine.add_trainer(model, tx),
+                Msg::History(sink) => engine.set_history(sink),
             }
         }
         let running = shared.running.load(Ordering::SeqCst);

@@ -10,13 +10,15 @@
 
 pub mod columns;
 pub mod config;
+pub mod history;
+pub mod history_view;
 pub mod import;
 pub mod market;
 pub mod partition;
 pub mod retention;
 pub mod state;
 
-pub use config::{Compression, StorageConfig};
+pub use config::{Compression, HistoryConfig, StorageConfig};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,5 @@
-//! Retention of market data by age and total size: whole day partitions go, oldest first.
+//! Retention by age and total size: of market data (whole day partitions go, oldest first)
+//! and of the inference history in the state database (oldest steps first).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use super::StorageError;
 use super::columns::Dataset;
 use super::parse_date;
 use super::partition::{MARKET_DIR, hive_children};
+use super::state::StateDb;
 
 /// One day partition on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +114,62 @@ pub fn apply(
     }
     report.bytes_left = total;
     Ok(report)
+}
+
+/// What retention of the inference history did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryRetention {
+    /// Rows deleted from the history tables.
+    pub rows_deleted: u64,
+    /// Live bytes of the state database before.
+    pub bytes_before: u64,
+    /// Live bytes after (the file's size once reclaimed).
+    pub bytes_after: u64,
+}
+
+/// Deletes history rows older than `max_age_ms` before `now_ms`, then the oldest steps while
+/// the state database exceeds `max_bytes` (down to 90% of it, so the next batches do not
+/// trip the limit again at once), and gives the freed pages back to the filesystem.
+pub fn apply_history(
+    db: &StateDb,
+    max_age_ms: Option<i64>,
+    max_bytes: Option<u64>,
+    now_ms: i64,
+) -> Result<HistoryRetention, StorageError> {
+    let bytes_before = db.used_bytes()?;
+    let mut rows_deleted = 0;
+    if let Some(age) = max_age_ms {
+        rows_deleted += db.delete_history_before(now_ms.saturating_sub(age))?;
+    }
+    let mut used = db.used_bytes()?;
+    if let Some(max) = max_bytes
+        && used > max
+    {
+        let target = max - max / 10;
+        while used > target {
+            let (steps, _, _) = db.history_counts()?;
+            if steps == 0 {
+                break;
+            }
+            // Delete the share of steps that the excess is of the whole, at least one.
+            let excess = u128::from(used - target);
+            let n = (u128::from(steps) * excess).div_ceil(u128::from(used)) as u64;
+            let deleted = db.delete_oldest_steps(n.clamp(1, steps))?;
+            if deleted == 0 {
+                break;
+            }
+            rows_deleted += deleted;
+            used = db.used_bytes()?;
+        }
+    }
+    if rows_deleted > 0 {
+        db.reclaim()?;
+    }
+    Ok(HistoryRetention {
+        rows_deleted,
+        bytes_before,
+        bytes_after: db.used_bytes()?,
+    })
 }
 
 #[cfg(test)]

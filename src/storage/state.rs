@@ -45,7 +45,66 @@ CREATE TABLE IF NOT EXISTS metrics (
     value REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS metrics_by_name ON metrics(name, time_ms);
+CREATE TABLE IF NOT EXISTS history_steps (
+    id INTEGER PRIMARY KEY,
+    symbol TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    input_version INTEGER NOT NULL,
+    input_zstd BLOB NOT NULL,
+    decision_zstd BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_steps_by_key ON history_steps(symbol, time_ms);
+CREATE INDEX IF NOT EXISTS history_steps_by_time ON history_steps(time_ms);
+CREATE TABLE IF NOT EXISTS history_outputs (
+    id INTEGER PRIMARY KEY,
+    step_id INTEGER NOT NULL,
+    symbol TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    output_zstd BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_outputs_by_key ON history_outputs(symbol, model_name, time_ms);
+CREATE INDEX IF NOT EXISTS history_outputs_by_step ON history_outputs(step_id);
+CREATE INDEX IF NOT EXISTS history_outputs_by_time ON history_outputs(time_ms);
+CREATE TABLE IF NOT EXISTS history_feedback (
+    id INTEGER PRIMARY KEY,
+    symbol TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    scored_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    correct INTEGER NOT NULL,
+    feedback_zstd BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_feedback_by_key ON history_feedback(symbol, model_name, time_ms);
+CREATE INDEX IF NOT EXISTS history_feedback_by_time ON history_feedback(time_ms);
 ";
+
+/// Tables whose rows carry a `time_ms` and go by age.
+const TIMED_TABLES: [&str; 6] = [
+    "model_outputs",
+    "inferences",
+    "metrics",
+    "history_steps",
+    "history_outputs",
+    "history_feedback",
+];
+
+/// zstd-compresses `bytes` at the state database's blob level.
+pub(crate) fn pack(what: &'static str, bytes: &[u8]) -> Result<Vec<u8>, StorageError> {
+    zstd::bulk::compress(bytes, BLOB_LEVEL).map_err(|e| StorageError::Encoding {
+        what,
+        message: e.to_string(),
+    })
+}
+
+/// Decompresses a blob written by [`pack`].
+pub(crate) fn unpack(what: &'static str, bytes: &[u8]) -> Result<Vec<u8>, StorageError> {
+    zstd::stream::decode_all(bytes).map_err(|e| StorageError::Encoding {
+        what,
+        message: e.to_string(),
+    })
+}
 
 /// One inference, decompressed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +155,20 @@ impl StateDb {
         })?;
         let db = Self { conn, path };
         db.conn
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| db.err(e))?;
+        // Incremental auto-vacuum lets retention hand freed pages back to the filesystem without
+        // rewriting the whole file; a database created before it is converted once by VACUUM.
+        let auto_vacuum: i64 = db
+            .conn
+            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+            .map_err(|e| db.err(e))?;
+        if auto_vacuum != 2 {
+            db.conn
+                .execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")
+                .map_err(|e| db.err(e))?;
+        }
+        db.conn
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| db.err(e))?;
         // WAL with NORMAL sync is durable against process crashes and only loses the last
@@ -103,14 +176,26 @@ impl StateDb {
         db.conn
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| db.err(e))?;
-        db.conn
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| db.err(e))?;
         db.conn.execute_batch(SCHEMA).map_err(|e| db.err(e))?;
         Ok(db)
     }
 
-    fn err(&self, source: rusqlite::Error) -> StorageError {
+    /// The connection, for the other state modules (history) of this folder.
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The connection, mutably (transactions).
+    pub(super) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn err(&self, source: rusqlite::Error) -> StorageError {
         StorageError::Sqlite {
             path: self.path.display().to_string(),
             source,
@@ -210,12 +295,7 @@ impl StateDb {
 
     /// Stores one inference with its input and outputs compressed.
     pub fn insert_inference(&self, inf: &Inference) -> Result<(), StorageError> {
-        let pack = |bytes: &[u8]| {
-            zstd::bulk::compress(bytes, BLOB_LEVEL).map_err(|e| StorageError::Encoding {
-                what: "inference blob",
-                message: e.to_string(),
-            })
-        };
+        let pack = |bytes: &[u8]| pack("inference blob", bytes);
         self.conn
             .execute(
                 "INSERT INTO inferences (symbol, model_name, time_ms, input_version, input_zstd, \
@@ -261,12 +341,7 @@ impl StateDb {
                 ))
             })
             .map_err(|e| self.err(e))?;
-        let unpack = |bytes: &[u8]| {
-            zstd::stream::decode_all(bytes).map_err(|e| StorageError::Encoding {
-                what: "inference blob",
-                message: e.to_string(),
-            })
-        };
+        let unpack = |bytes: &[u8]| unpack("inference blob", bytes);
         let mut out = Vec::new();
         for row in rows {
             let (symbol, model_name, time_ms, input_version, input, output) =
@@ -340,7 +415,7 @@ impl StateDb {
     /// Deletes every row older than `cutoff_ms` (retention by age); returns rows deleted.
     pub fn delete_before(&self, cutoff_ms: i64) -> Result<u64, StorageError> {
         let mut n = 0;
-        for table in ["model_outputs", "inferences", "metrics"] {
+        for table in TIMED_TABLES {
             n += self
                 .conn
                 .execute(
@@ -386,6 +461,27 @@ mod tests {
                 .into_iter()
                 .collect(),
         }
+    }
+
+    #[test]
+    fn an_old_database_is_converted_to_incremental_vacuum() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Connection::open(dir.path().join(STATE_FILE)).unwrap();
+        old.execute_batch(
+            "CREATE TABLE metrics (id INTEGER PRIMARY KEY, name TEXT NOT NULL, symbol TEXT, \
+             model_name TEXT, time_ms INTEGER NOT NULL, value REAL NOT NULL); \
+             INSERT INTO metrics (name, time_ms, value) VALUES ('pnl', 5, 1.5);",
+        )
+        .unwrap();
+        drop(old);
+        let db = StateDb::open(dir.path()).unwrap();
+        let mode: i64 = db
+            .conn
+            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, 2);
+        assert_eq!(db.journal_mode().unwrap(), "wal");
+        assert_eq!(db.metrics("pnl", None, None, 0, 10).unwrap().len(), 1);
     }
 
     #[test]
