@@ -8,13 +8,22 @@ use mmtrader::tui::keys::KeyMap;
 use mmtrader::tui::theme::Theme;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use std::time::{Duration, Instant};
+
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::thread_cpu_ns;
 
 fn frame(c: &mut Criterion) {
     let snap = fixture::market();
     let logs = fixture::logs(2000);
+    // Every pane populated: models, decision, positions, tunables and the CNN's predictions.
     let desk = DeskStatus {
         rss_bytes: Some(64 << 20),
-        ..DeskStatus::default()
+        models: Some(fixture::models()),
+        trading: Some(fixture::trading()),
+        tunables: fixture::tunables(),
+        predictions: Some(fixture::predictions(&snap)),
     };
     let keys = KeyMap::default();
     let ui = UiState::default();
@@ -35,6 +44,24 @@ fn frame(c: &mut Criterion) {
                 term.draw(|f| render(f, input, &ui, &theme)).expect("draw");
             })
         });
+        // The bench machine may be shared: CPU time of this thread is the figure that other
+        // load does not inflate.
+        let start = (thread_cpu_ns(), Instant::now());
+        let mut frames = 0u32;
+        while start.1.elapsed() < Duration::from_secs(2) {
+            let input = Inputs {
+                snap: &snap,
+                logs: &logs,
+                desk: &desk,
+                keys: &keys,
+            };
+            term.draw(|f| render(f, input, &ui, &theme)).expect("draw");
+            frames += 1;
+        }
+        if let (Some(a), Some(b)) = (start.0, thread_cpu_ns()) {
+            let per_frame_us = (b - a) as f64 / 1e3 / f64::from(frames);
+            println!("{name}: {per_frame_us:.0} µs CPU per frame ({frames} frames)");
+        }
     }
 }
 
