@@ -29,8 +29,8 @@ use crate::orchestrator::decision::Decision;
 use crate::orchestrator::engine::OrchestratorSnapshot;
 use crate::orchestrator::expert::{Expert, PivotMomentumConfig, PivotMomentumExpert};
 use crate::orchestrator::runtime::Orchestrator;
-use crate::trading::executor::ExecutorKind;
 use crate::storage::history::HistoryWriter;
+use crate::trading::executor::ExecutorKind;
 use crate::tui::desk::{
     DecisionView, DeskCommand, ExpertRow, ModelsView, Process, TradingView, Tunable,
 };

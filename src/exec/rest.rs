@@ -218,7 +218,7 @@ impl SignedRest {
             http: http_client(timeout)?,
             base: base.trim_end_matches('/').to_string(),
             creds,
-            limiter: Arc::new(WeightLimiter::new(dialect.name, weight_limit_1m)),
+            limiter: WeightLimiter::shared_for(base, weight_limit_1m),
             dialect,
             recv_window_ms: recv_window_ms.clamp(1, 60_000),
             offset_ms: AtomicI64::new(0),

@@ -76,7 +76,7 @@ impl RestClient {
         let base = base.trim_end_matches('/').to_string();
         Ok(Self {
             http: http_client(timeout)?,
-            limiter: Arc::new(WeightLimiter::new(base.clone(), weight_limit_1m)),
+            limiter: WeightLimiter::shared_for(&base, weight_limit_1m),
             base,
         })
     }

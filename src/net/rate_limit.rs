@@ -7,7 +7,8 @@
 //! The budget belongs to the IP, not to a client: clients of one host may share one
 //! [`WeightLimiter`] through an `Arc`.
 
-use std::sync::{Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
@@ -78,6 +79,28 @@ impl WeightLimiter {
             limit_1m: limit_1m.max(1),
             window: Mutex::new(Window::default()),
         }
+    }
+
+    /// The limiter all clients of `base`'s origin (scheme, host and port) share in this
+    /// process: the exchange counts weight per IP, so the market-data client and the order
+    /// client of one host must not each believe they have the whole budget. The first
+    /// client's `limit_1m` sets the budget; the limiter lives while a client holds it.
+    pub fn shared_for(base: &str, limit_1m: u32) -> Arc<Self> {
+        static REGISTRY: OnceLock<Mutex<HashMap<String, Weak<WeightLimiter>>>> = OnceLock::new();
+        let origin = reqwest::Url::parse(base)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| base.trim_end_matches('/').to_string());
+        let mut map = REGISTRY
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(live) = map.get(&origin).and_then(Weak::upgrade) {
+            return live;
+        }
+        map.retain(|_, w| w.strong_count() > 0);
+        let limiter = Arc::new(Self::new(origin.clone(), limit_1m));
+        map.insert(origin, Arc::downgrade(&limiter));
+        limiter
     }
 
     fn window(&self) -> MutexGuard<'_, Window> {
@@ -233,6 +256,22 @@ pub fn transport_causes(e: &reqwest::Error) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_of_one_origin_share_one_budget_and_others_do_not() {
+        let a = WeightLimiter::shared_for("http://127.0.0.1:1/api", 1200);
+        let b = WeightLimiter::shared_for("http://127.0.0.1:1", 6000);
+        let other = WeightLimiter::shared_for("http://127.0.0.1:2", 1200);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &other));
+        a.record(418, None, None, Instant::now());
+        assert!(b.reserve(1, Instant::now()).is_err());
+        assert!(other.reserve(1, Instant::now()).is_ok());
+        // Once no client holds it, the next client of that origin starts a fresh budget.
+        drop((a, b));
+        let fresh = WeightLimiter::shared_for("http://127.0.0.1:1", 1200);
+        assert!(fresh.reserve(1, Instant::now()).is_ok());
+    }
 
     #[test]
     fn statuses_map_to_throttles_with_defaults() {
