@@ -579,6 +579,64 @@ mod tests {
     }
 
     #[test]
+    fn the_writer_thread_publishes_parts_in_queue_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = partition_dir(dir.path(), "trades", Some("ETHUSDT"), "2026-11-23");
+        let schema = schema_ref(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let props = writer_properties(Compression::Zstd, "test");
+        let mut w = PartWriter::spawn().unwrap();
+        let a = w.open(pdir.clone(), schema.clone(), props.clone()).unwrap();
+        w.write(a, batch(&schema, vec![1, 2])).unwrap();
+        w.write(a, batch(&schema, vec![3])).unwrap();
+        let b = w.open(pdir.clone(), schema.clone(), props).unwrap();
+        w.write(b, batch(&schema, vec![4])).unwrap();
+        w.close(a).unwrap();
+        w.wait().unwrap();
+        // Only the closed part is visible; the other is still a temporary file.
+        let files = part_files(&pdir).unwrap();
+        assert_eq!(files, vec![pdir.join("part-0000.parquet")]);
+        assert!(pdir.join("part-0001.parquet.tmp").exists());
+        let (count, bytes) = w.closed();
+        assert_eq!(count, 1);
+        assert_eq!(bytes, fs::metadata(&files[0]).unwrap().len());
+        let rows: usize = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            File::open(&files[0]).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum();
+        assert_eq!(rows, 3);
+        w.close(b).unwrap();
+        w.finish().unwrap();
+        assert_eq!(part_files(&pdir).unwrap().len(), 2);
+        assert!(!pdir.join("part-0001.parquet.tmp").exists());
+    }
+
+    #[test]
+    fn a_failed_write_is_reported_and_stops_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        // A partition folder that cannot be created: a plain file is in the way.
+        let blocker = dir.path().join("market");
+        fs::write(&blocker, b"not a folder").unwrap();
+        let schema = schema_ref(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let props = writer_properties(Compression::Zstd, "test");
+        let mut w = PartWriter::spawn().unwrap();
+        let id = w
+            .open(blocker.join("trades"), schema.clone(), props.clone())
+            .unwrap();
+        let _ = w.write(id, batch(&schema, vec![1]));
+        let err = w.wait().unwrap_err().to_string();
+        assert!(err.contains("market"), "{err}");
+        // Nothing more is accepted once a write failed.
+        let good = dir.path().join("elsewhere");
+        assert!(w.open(good.clone(), schema, props).is_err());
+        assert!(w.wait().is_err());
+        assert!(!good.exists());
+    }
+
+    #[test]
     fn lock_is_exclusive() {
         let dir = tempfile::tempdir().unwrap();
         let a = StoreLock::acquire(dir.path()).unwrap();
