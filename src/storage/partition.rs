@@ -215,7 +215,8 @@ enum Job {
         id: PartId,
         dir: PathBuf,
         schema: SchemaRef,
-        props: WriterProperties,
+        // Boxed: the properties are large and only one job in many opens a file.
+        props: Box<WriterProperties>,
     },
     Write {
         id: PartId,
@@ -287,7 +288,7 @@ impl PartWriter {
             id,
             dir,
             schema,
-            props,
+            props: Box::new(props),
         })?;
         Ok(id)
     }
@@ -400,7 +401,7 @@ fn run_parts(rx: mpsc::Receiver<Job>, error: &Mutex<Option<StorageError>>, close
                 dir,
                 schema,
                 props,
-            } => PartFile::create(&dir, schema, props).map(|f| {
+            } => PartFile::create(&dir, schema, *props).map(|f| {
                 files.insert(id, f);
             }),
             Job::Write { id, batch } => match files.get_mut(&id) {
