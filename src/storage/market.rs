@@ -777,14 +777,29 @@ pub fn read_events(root: &Path, filter: &EventFilter) -> Result<Vec<Stamped>, St
             path,
         });
     }
-    let runs = decode_files(&files, filter)?;
+    Ok(merge_runs(decode_files(&files, filter)?))
+}
+
+/// Merges runs that are each in key order into one, moving every event once (a concatenation
+/// plus sort moved them several times); equal keys keep run order, as a stable sort would.
+fn merge_runs(runs: Vec<Vec<Stamped>>) -> Vec<Stamped> {
+    use std::cmp::Reverse;
     let mut out = Vec::with_capacity(runs.iter().map(Vec::len).sum());
-    for run in runs {
-        out.extend(run);
+    let mut iters: Vec<std::iter::Peekable<std::vec::IntoIter<Stamped>>> =
+        runs.into_iter().map(|r| r.into_iter().peekable()).collect();
+    let mut heads: std::collections::BinaryHeap<Reverse<(RowKey, usize)>> = iters
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, it)| it.peek().map(|e| Reverse((e.key, i))))
+        .collect();
+    while let Some(Reverse((_, i))) = heads.pop() {
+        let run = &mut iters[i];
+        out.extend(run.next());
+        if let Some(next) = run.peek() {
+            heads.push(Reverse((next.key, i)));
+        }
     }
-    // Each run is in order (decode_file makes sure); the stable sort merges the runs.
-    out.sort_by_key(|e| e.key);
-    Ok(out)
+    out
 }
 
 /// One part file to decode into events.
@@ -800,6 +815,8 @@ fn decode_file(f: &EventFile, filter: &EventFilter) -> Result<Vec<Stamped>, Stor
     let name = f.path.display().to_string();
     let mut out = Vec::new();
     for batch in read_file(&f.path)? {
+        // Events are large: growing the vector by doubling would copy them over and over.
+        out.reserve(batch.num_rows());
         let c = Columns::new(&batch, &name);
         match f.dataset {
             Dataset::Candles => decode_candles(&c, &batch, &f.symbol, filter, &mut out)?,
@@ -1134,4 +1151,44 @@ pub fn decode_control(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(tag: &str, keys: &[(u64, u64)]) -> Vec<Stamped> {
+        keys.iter()
+            .map(|&(session, seq)| Stamped {
+                key: RowKey { session, seq },
+                recv_ms: seq as i64,
+                event: StoredEvent::Note(tag.to_string()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn runs_merge_in_key_order_and_ties_keep_run_order() {
+        let merged = merge_runs(vec![
+            run("a", &[(1, 1), (1, 4), (2, 1)]),
+            Vec::new(),
+            run("b", &[(1, 2), (1, 3), (1, 4)]),
+            run("c", &[(0, 9)]),
+        ]);
+        let keys: Vec<(u64, u64)> = merged.iter().map(|e| (e.key.session, e.key.seq)).collect();
+        assert_eq!(
+            keys,
+            [(0, 9), (1, 1), (1, 2), (1, 3), (1, 4), (1, 4), (2, 1)]
+        );
+        // The tie on (1, 4): the first run's event comes first, as a stable sort would keep it.
+        let notes: Vec<&str> = merged
+            .iter()
+            .filter_map(|e| match &e.event {
+                StoredEvent::Note(n) => Some(n.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(notes, ["c", "a", "b", "b", "a", "b", "a"]);
+        assert!(merge_runs(Vec::new()).is_empty());
+    }
 }
