@@ -150,8 +150,11 @@ async fn every_table_is_written_exactly_into_daily_partitions() {
     ];
     assert_eq!(w.write(&rows).await.unwrap(), 4);
     assert_eq!(w.layout(), Some(Layout::Native));
-    // The same batch again (a retry after a lost acknowledgement) adds nothing.
+    assert_eq!(w.duplicate_fallbacks(), 0);
+    // The same batch again (a retry after a lost acknowledgement) adds nothing: the direct
+    // COPY meets the stored keys and the batch goes through the idempotent path instead.
     assert_eq!(w.write(&rows).await.unwrap(), 0);
+    assert_eq!(w.duplicate_fallbacks(), 1);
 
     let c = connect(&url, Duration::from_secs(5)).await.unwrap();
     let r = c
@@ -197,4 +200,52 @@ async fn every_table_is_written_exactly_into_daily_partitions() {
         parts.contains(&"cob_snapshots_p20251125".to_string()),
         "{parts:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_with_stored_keys_add_only_their_new_rows() {
+    let mut pg = PgServer::start();
+    let url = pg.url();
+    let mut w = PgWriter::new(url.clone(), Duration::from_millis(500), 7);
+    let first: Vec<Row> = (0..100).map(trade).collect();
+    assert_eq!(w.write(&first).await.unwrap(), 100);
+    assert_eq!(w.duplicate_fallbacks(), 0);
+
+    // Half stored, half new, and one new row twice in the batch itself.
+    let mut mixed: Vec<Row> = (50..150).map(trade).collect();
+    mixed.push(trade(149));
+    assert_eq!(w.write(&mixed).await.unwrap(), 50);
+    assert_eq!(w.duplicate_fallbacks(), 1);
+
+    // A write that fails (the server is gone) is retried on the idempotent path straight
+    // away, so a retried batch whose keys are partly stored costs no failed direct attempt.
+    let retried: Vec<Row> = (100..250).map(trade).collect();
+    pg = tokio::task::spawn_blocking(move || {
+        pg.stop();
+        pg
+    })
+    .await
+    .unwrap();
+    assert!(w.write(&retried).await.is_err());
+    assert!(!w.is_connected());
+    pg = tokio::task::spawn_blocking(move || {
+        pg.restart();
+        pg
+    })
+    .await
+    .unwrap();
+    assert_eq!(w.write(&retried).await.unwrap(), 100);
+    assert_eq!(w.duplicate_fallbacks(), 1);
+    // Back on the direct path once a write succeeded: a stored key falls back again.
+    let mut next: Vec<Row> = (250..300).map(trade).collect();
+    next.push(trade(0));
+    assert_eq!(w.write(&next).await.unwrap(), 50);
+    assert_eq!(w.duplicate_fallbacks(), 2);
+
+    assert_eq!(count(&url, "SELECT count(*) FROM trades").await, 300);
+    assert_eq!(
+        count(&url, "SELECT count(DISTINCT (symbol, id)) FROM trades").await,
+        300
+    );
+    drop(pg);
 }

@@ -1,6 +1,9 @@
 //! `mmtrader record`: the live data path (same connector and pipeline as `mmtrader feed`) with
 //! every event written to the store before the pipeline applies it, so a replay rebuilds the
 //! same books and candles.
+//!
+//! Nothing here touches the disk on the reactor: the store's writer hands full batches to its
+//! part-file thread (encoding, `fsync`, renames), and retention runs on a blocking thread.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -129,6 +132,7 @@ pub async fn record_session(
     let mut retain = tokio::time::interval(RETENTION_EVERY);
     retain.tick().await;
     let mut cursor = CandleCursor::default();
+    let mut retention_pass: Option<tokio::task::JoinHandle<()>> = None;
     let mut commands = Vec::new();
     tokio::pin!(stop);
     let result: anyhow::Result<()> = async {
@@ -150,13 +154,19 @@ pub async fn record_session(
                     cursor.store(config, &state, writer, now)?;
                 }
                 _ = retain.tick() => {
-                    let root = writer.root().to_path_buf();
-                    match apply_retention(config, &root) {
-                        Ok(r) if !r.removed.is_empty() => tracing::info!(
-                            partitions = r.removed.len(), bytes = r.bytes_freed, "retention"
-                        ),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "retention failed"),
+                    // Walking and deleting folders is blocking I/O: keep it off the reactor,
+                    // and never run two passes at once.
+                    if retention_pass.as_ref().is_none_or(|r| r.is_finished()) {
+                        let (cfg, root) = (config.clone(), writer.root().to_path_buf());
+                        retention_pass = Some(tokio::task::spawn_blocking(move || {
+                            match apply_retention(&cfg, &root) {
+                                Ok(r) if !r.removed.is_empty() => tracing::info!(
+                                    partitions = r.removed.len(), bytes = r.bytes_freed, "retention"
+                                ),
+                                Ok(_) => {}
+                                Err(e) => tracing::warn!(error = %e, "retention failed"),
+                            }
+                        }));
                     }
                 }
                 _ = report.tick() => progress(&writer.stats(), writer.open_files()),
@@ -167,6 +177,9 @@ pub async fn record_session(
     }
     .await;
     connector.stop().await;
+    if let Some(r) = retention_pass {
+        let _ = r.await;
+    }
     result.map(|()| state)
 }
 

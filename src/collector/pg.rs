@@ -1,6 +1,17 @@
-//! Batched, idempotent writes to PostgreSQL: binary COPY into a per-connection staging table,
-//! then `INSERT … ON CONFLICT DO NOTHING` in the same transaction, so a batch retried after a
-//! lost acknowledgement never duplicates a row.
+//! Batched, idempotent writes to PostgreSQL.
+//!
+//! A batch is first binary-COPYed straight into its tables (one pass over the rows, no second
+//! copy through a staging table). Rows carry their primary key, so a row that is already stored
+//! cannot be doubled: the COPY fails with a unique violation instead, and the batch is written
+//! again through the idempotent path, a per-connection staging table followed by
+//! `INSERT … ON CONFLICT DO NOTHING` in the same transaction. A batch retried after any failure
+//! (an acknowledgement lost with the connection may mean it was committed) takes the idempotent
+//! path at once.
+//!
+//! `synchronous_commit` is left at the server's setting (on by default) on purpose: the sink
+//! drops a batch from its buffer as soon as the commit is acknowledged, so an asynchronous
+//! commit would turn a database crash into rows silently lost, and the wait for the WAL flush
+//! is paid once per batch of thousands of rows, not per row.
 
 use std::collections::HashSet;
 use std::pin::pin;
@@ -8,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
@@ -177,6 +189,25 @@ pub enum PgError {
     Time(i64),
 }
 
+impl PgError {
+    /// True when the server refused a row because its key is already stored.
+    pub fn is_duplicate_key(&self) -> bool {
+        match self {
+            PgError::Write { source, .. } => source.code() == Some(&SqlState::UNIQUE_VIOLATION),
+            _ => false,
+        }
+    }
+}
+
+/// How a batch goes into its tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// COPY straight into the tables: one pass, fails on a key already stored.
+    Direct,
+    /// COPY into staging, then `INSERT … ON CONFLICT DO NOTHING`: skips keys already stored.
+    Idempotent,
+}
+
 fn system_time(ms: i64) -> Result<SystemTime, PgError> {
     let d = Duration::from_millis(ms.unsigned_abs());
     let t = if ms >= 0 {
@@ -260,6 +291,9 @@ pub struct PgWriter {
     client: Option<Client>,
     layout: Option<Layout>,
     partitions: HashSet<(&'static str, i64)>,
+    /// The last write failed: its batch may have been committed before the error surfaced.
+    retrying: bool,
+    fallbacks: u64,
 }
 
 impl PgWriter {
@@ -276,7 +310,15 @@ impl PgWriter {
             client: None,
             layout: None,
             partitions: HashSet::new(),
+            retrying: false,
+            fallbacks: 0,
         }
+    }
+
+    /// Batches that met a key already stored on the direct path and were written again
+    /// idempotently (re-delivered rows, or a retry whose first attempt had been committed).
+    pub fn duplicate_fallbacks(&self) -> u64 {
+        self.fallbacks
     }
 
     /// The partitioning layout detected on the last connection.
@@ -314,14 +356,27 @@ impl PgWriter {
     /// Writes a batch in one transaction; rows already stored are skipped. Returns rows new to
     /// the database.
     pub async fn write(&mut self, rows: &[Row]) -> Result<u64, PgError> {
-        let result = self.write_inner(rows).await;
+        let mode = if self.retrying {
+            WriteMode::Idempotent
+        } else {
+            WriteMode::Direct
+        };
+        let mut result = self.write_with(rows, mode).await;
+        if mode == WriteMode::Direct && result.as_ref().is_err_and(PgError::is_duplicate_key) {
+            // The direct transaction rolled back whole; the connection is still good.
+            self.fallbacks += 1;
+            result = self.write_with(rows, WriteMode::Idempotent).await;
+        }
+        self.retrying = result.is_err();
         if result.is_err() {
             self.client = None;
         }
         result
     }
 
-    async fn write_inner(&mut self, rows: &[Row]) -> Result<u64, PgError> {
+    /// Writes a batch in one transaction the way `mode` says; the connection is kept after an
+    /// error (callers decide whether to drop it). Returns rows new to the database.
+    pub async fn write_with(&mut self, rows: &[Row], mode: WriteMode) -> Result<u64, PgError> {
         self.ensure_client().await?;
         if self.layout == Some(Layout::Native) {
             self.ensure_partitions(rows).await?;
@@ -342,9 +397,13 @@ impl PgWriter {
                 continue;
             }
             let werr = |source| PgError::Write { table, source };
+            let target = match mode {
+                WriteMode::Direct => table.to_string(),
+                WriteMode::Idempotent => format!("stage_{table}"),
+            };
             let sink = tx
                 .copy_in(&format!(
-                    "COPY stage_{table} ({}) FROM STDIN BINARY",
+                    "COPY {target} ({}) FROM STDIN BINARY",
                     schema::columns(table)
                 ))
                 .await
@@ -353,11 +412,14 @@ impl PgWriter {
             for row in rows.iter().filter(|r| r.table() == table) {
                 write_row(writer.as_mut(), row).await?;
             }
-            writer.as_mut().finish().await.map_err(werr)?;
-            inserted += tx
-                .execute(&schema::insert_from_staging(table), &[])
-                .await
-                .map_err(werr)?;
+            let copied = writer.as_mut().finish().await.map_err(werr)?;
+            inserted += match mode {
+                WriteMode::Direct => copied,
+                WriteMode::Idempotent => tx
+                    .execute(&schema::insert_from_staging(table), &[])
+                    .await
+                    .map_err(werr)?,
+            };
         }
         tx.commit().await.map_err(|source| PgError::Write {
             table: "commit",

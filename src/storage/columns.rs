@@ -20,7 +20,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use super::StorageError;
 use crate::feeds::binance::wire::DepthSnapshot;
 use crate::feeds::binance::wire::DepthUpdate;
-use crate::market::types::{Candle, Level, Price, Qty, SCALE};
+use crate::market::types::{Candle, Level, Price, Qty, SCALE, Side, Trade};
 
 /// One market dataset (a folder under `<root>/market`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -232,7 +232,7 @@ impl TradeRows {
         key: RowKey,
         recv_ms: Option<i64>,
         source: &str,
-        t: &crate::market::types::Trade,
+        t: &Trade,
         complete: Option<bool>,
     ) {
         self.key.push(key, recv_ms);
@@ -241,8 +241,7 @@ impl TradeRows {
         self.time.append_value(t.time_ms);
         self.price.append_value(t.price.0);
         self.qty.append_value(t.qty.0);
-        self.taker_buy
-            .append_value(t.taker_side == crate::market::types::Side::Buy);
+        self.taker_buy.append_value(t.taker_side == Side::Buy);
         self.complete.append_option(complete);
         self.len += 1;
     }
@@ -602,6 +601,131 @@ impl<'a> Columns<'a> {
         StorageError::Schema {
             path: self.path.to_string(),
             message: format!("row {row}: {}", message.into()),
+        }
+    }
+}
+
+/// The order-key columns every dataset starts with, bound once per batch.
+pub struct KeyView<'a> {
+    session: &'a UInt64Array,
+    seq: &'a UInt64Array,
+    recv_ms: &'a Int64Array,
+}
+
+impl<'a> KeyView<'a> {
+    /// Binds the key columns of a batch.
+    pub fn bind(c: &Columns<'a>) -> Result<Self, StorageError> {
+        Ok(Self {
+            session: c.u64("session")?,
+            seq: c.u64("seq")?,
+            recv_ms: c.i64("recv_ms")?,
+        })
+    }
+
+    /// Order key of row `i`.
+    pub fn key(&self, i: usize) -> RowKey {
+        RowKey {
+            session: self.session.value(i),
+            seq: self.seq.value(i),
+        }
+    }
+
+    /// Receive time of row `i` (`None` for imported rows).
+    pub fn recv_ms(&self, i: usize) -> Option<i64> {
+        opt_i64(self.recv_ms, i)
+    }
+}
+
+/// The columns a [`Trade`] is decoded from, bound once per batch.
+pub struct TradeView<'a> {
+    id: &'a UInt64Array,
+    time: &'a Int64Array,
+    price: &'a Int64Array,
+    qty: &'a Int64Array,
+    taker_buy: &'a BooleanArray,
+}
+
+impl<'a> TradeView<'a> {
+    /// Binds the trade columns of a batch.
+    pub fn bind(c: &Columns<'a>) -> Result<Self, StorageError> {
+        Ok(Self {
+            id: c.u64("id")?,
+            time: c.i64("time_ms")?,
+            price: c.i64("price")?,
+            qty: c.i64("qty")?,
+            taker_buy: c.bool("taker_buy")?,
+        })
+    }
+
+    /// Trade time of row `i`, ms.
+    pub fn time_ms(&self, i: usize) -> i64 {
+        self.time.value(i)
+    }
+
+    /// The trade in row `i` (the symbol is the partition's).
+    pub fn trade(&self, i: usize, symbol: &str) -> Trade {
+        Trade {
+            symbol: symbol.to_string(),
+            id: self.id.value(i),
+            time_ms: self.time.value(i),
+            price: Price(self.price.value(i)),
+            qty: Qty(self.qty.value(i)),
+            taker_side: if self.taker_buy.value(i) {
+                Side::Buy
+            } else {
+                Side::Sell
+            },
+        }
+    }
+}
+
+/// The columns a [`Candle`] is decoded from, bound once per batch.
+pub struct CandleView<'a> {
+    timeframe: &'a StringArray,
+    open_time: &'a Int64Array,
+    ohlc: [&'a Int64Array; 4],
+    volume: &'a Int64Array,
+    trades: &'a UInt64Array,
+}
+
+impl<'a> CandleView<'a> {
+    /// Binds the candle columns of a batch.
+    pub fn bind(c: &Columns<'a>) -> Result<Self, StorageError> {
+        Ok(Self {
+            timeframe: c.str("timeframe")?,
+            open_time: c.i64("open_time_ms")?,
+            ohlc: [
+                c.i64("open")?,
+                c.i64("high")?,
+                c.i64("low")?,
+                c.i64("close")?,
+            ],
+            volume: c.i64("volume")?,
+            trades: c.u64("trades")?,
+        })
+    }
+
+    /// Timeframe name of row `i`.
+    pub fn timeframe(&self, i: usize) -> &'a str {
+        self.timeframe.value(i)
+    }
+
+    /// Open time of row `i`, ms.
+    pub fn open_time_ms(&self, i: usize) -> i64 {
+        self.open_time.value(i)
+    }
+
+    /// The candle in row `i`.
+    pub fn candle(&self, i: usize) -> Candle {
+        let [o, h, l, c] = self.ohlc;
+        Candle {
+            open_time_ms: self.open_time.value(i),
+            open: Price(o.value(i)),
+            high: Price(h.value(i)),
+            low: Price(l.value(i)),
+            close: Price(c.value(i)),
+            volume: Qty(self.volume.value(i)),
+            trades: self.trades.value(i),
         }
     }
 }

@@ -5,20 +5,22 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
+use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::columns::{
-    Columns, ControlRow, Dataset, RowKey, Rows, book_kind, control_kind, opt_bool, opt_i64,
-    opt_str, opt_u64, zip_levels,
+    CandleView, Columns, ControlRow, Dataset, KeyView, RowKey, Rows, TradeView, book_kind,
+    control_kind, opt_bool, opt_i64, opt_str, opt_u64, zip_levels,
 };
 use super::partition::{
-    self, MARKET_DIR, PartFile, Recovery, StoreLock, hive_children, part_files, writer_properties,
+    self, MARKET_DIR, PartId, PartWriter, Recovery, StoreLock, hive_children, part_files,
+    writer_properties,
 };
 use super::{StorageConfig, StorageError, parse_date, utc_date};
 use crate::feeds::binance::connector::FeedEvent;
 use crate::feeds::binance::wire::{BinanceEvent, DepthSnapshot, DepthUpdate};
 use crate::market::instrument::Instrument;
-use crate::market::types::{Candle, Price, Qty, Side, Timeframe, Trade};
+use crate::market::types::{Candle, Timeframe, Trade};
 
 /// Rows buffered per partition before they are handed to the Parquet writer as one batch.
 const BATCH_ROWS: usize = 16_384;
@@ -67,10 +69,15 @@ struct PartKey {
 
 struct OpenPart {
     rows: Rows,
-    file: Option<PartFile>,
+    /// The part file on the writer thread, and the rows handed to it so far.
+    file: Option<(PartId, usize)>,
 }
 
 /// Writes market events into day partitions; holds the store's writer lock.
+///
+/// Rows are buffered on the caller's thread; full batches are encoded, compressed, synced and
+/// published by a [`PartWriter`] thread, so recording from an async task never blocks on the
+/// disk (unless the disk falls a whole queue of batches behind).
 pub struct MarketWriter {
     root: PathBuf,
     config: StorageConfig,
@@ -79,6 +86,8 @@ pub struct MarketWriter {
     open: BTreeMap<PartKey, OpenPart>,
     last_flush_ms: Option<i64>,
     stats: WriteStats,
+    // Declared before the lock: the thread finishes its renames before the lock is released.
+    parts: PartWriter,
     _lock: StoreLock,
 }
 
@@ -93,6 +102,7 @@ impl MarketWriter {
     ) -> Result<(Self, Recovery), StorageError> {
         let lock = StoreLock::acquire(root)?;
         let recovery = partition::recover(root)?;
+        let parts = PartWriter::spawn()?;
         Ok((
             Self {
                 root: root.to_path_buf(),
@@ -102,15 +112,21 @@ impl MarketWriter {
                 open: BTreeMap::new(),
                 last_flush_ms: None,
                 stats: WriteStats::default(),
+                parts,
                 _lock: lock,
             },
             recovery,
         ))
     }
 
-    /// Totals so far.
+    /// Totals so far (files and bytes count the files the writer thread has published).
     pub fn stats(&self) -> WriteStats {
-        self.stats
+        let (files, bytes) = self.parts.closed();
+        WriteStats {
+            files,
+            bytes,
+            ..self.stats
+        }
     }
 
     /// Files currently being written (invisible until closed).
@@ -385,7 +401,8 @@ impl MarketWriter {
     fn after_write(&mut self, now_ms: i64) -> Result<(), StorageError> {
         let last = *self.last_flush_ms.get_or_insert(now_ms);
         if now_ms - last >= self.config.flush_secs as i64 * 1000 {
-            self.flush()?;
+            // Queued, not awaited: the writer thread publishes the files in the background.
+            self.close_all()?;
             self.last_flush_ms = Some(now_ms);
             return Ok(());
         }
@@ -395,47 +412,59 @@ impl MarketWriter {
     /// Hands full buffers to their files and closes files that reached the row limit.
     fn spill(&mut self) -> Result<(), StorageError> {
         let max_rows = self.config.max_rows_per_file.max(1);
-        let mut closed = Vec::new();
         for (key, part) in self.open.iter_mut() {
             if part.rows.len() >= BATCH_ROWS {
-                write_rows(&self.root, &self.config, key, part, &mut self.stats)?;
+                write_rows(
+                    &self.root,
+                    &self.config,
+                    key,
+                    part,
+                    &mut self.parts,
+                    &mut self.stats,
+                )?;
             }
-            if part.file.as_ref().is_some_and(|f| f.rows() >= max_rows) {
-                closed.extend(part.file.take());
+            if let Some((id, rows)) = part.file
+                && rows >= max_rows
+            {
+                part.file = None;
+                self.parts.close(id)?;
             }
-        }
-        for f in closed {
-            self.close_file(f)?;
         }
         Ok(())
     }
 
-    fn close_file(&mut self, f: PartFile) -> Result<(), StorageError> {
-        let (_, bytes) = f.close()?;
-        self.stats.files += 1;
-        self.stats.bytes += bytes;
+    /// Hands everything buffered to the writer thread and queues every open file to close.
+    fn close_all(&mut self) -> Result<(), StorageError> {
+        let open = std::mem::take(&mut self.open);
+        for (key, mut part) in open {
+            if !part.rows.is_empty() {
+                write_rows(
+                    &self.root,
+                    &self.config,
+                    &key,
+                    &mut part,
+                    &mut self.parts,
+                    &mut self.stats,
+                )?;
+            }
+            if let Some((id, _)) = part.file.take() {
+                self.parts.close(id)?;
+            }
+        }
         Ok(())
     }
 
     /// Writes everything buffered and closes every open file, making all rows durable and
-    /// visible to readers.
+    /// visible to readers when it returns.
     pub fn flush(&mut self) -> Result<(), StorageError> {
-        let open = std::mem::take(&mut self.open);
-        for (key, mut part) in open {
-            if !part.rows.is_empty() {
-                write_rows(&self.root, &self.config, &key, &mut part, &mut self.stats)?;
-            }
-            if let Some(f) = part.file.take() {
-                self.close_file(f)?;
-            }
-        }
-        Ok(())
+        self.close_all()?;
+        self.parts.wait()
     }
 
     /// Flushes and releases the store.
     pub fn close(mut self) -> Result<WriteStats, StorageError> {
         self.flush()?;
-        Ok(self.stats)
+        Ok(self.stats())
     }
 }
 
@@ -456,22 +485,31 @@ fn write_rows(
     config: &StorageConfig,
     key: &PartKey,
     part: &mut OpenPart,
+    parts: &mut PartWriter,
     stats: &mut WriteStats,
 ) -> Result<(), StorageError> {
     let batch = part.rows.finish()?;
-    if part.file.is_none() {
-        let dir =
-            partition::partition_dir(root, key.dataset.name(), key.symbol.as_deref(), &key.date);
-        part.file = Some(PartFile::create(
-            &dir,
-            key.dataset.schema(),
-            writer_properties(config.compression, key.dataset.name()),
-        )?);
-    }
-    if let Some(f) = part.file.as_mut() {
-        f.write(&batch)?;
-    }
-    stats.rows += batch.num_rows() as u64;
+    let n = batch.num_rows();
+    let (id, rows) = match part.file {
+        Some(f) => f,
+        None => {
+            let dir = partition::partition_dir(
+                root,
+                key.dataset.name(),
+                key.symbol.as_deref(),
+                &key.date,
+            );
+            let id = parts.open(
+                dir,
+                key.dataset.schema(),
+                writer_properties(config.compression, key.dataset.name()),
+            )?;
+            (id, 0)
+        }
+    };
+    part.file = Some((id, rows + n));
+    parts.write(id, batch)?;
+    stats.rows += n as u64;
     Ok(())
 }
 
@@ -480,17 +518,30 @@ fn write_rows(
 
 /// Reads every batch of one part file.
 pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, StorageError> {
+    read_file_columns(path, None)
+}
+
+/// Reads the batches of one part file, decoding only the named columns when `columns` is
+/// given (the others are not even decompressed).
+pub fn read_file_columns(
+    path: &Path,
+    columns: Option<&[&str]>,
+) -> Result<Vec<RecordBatch>, StorageError> {
     let perr = |source| StorageError::Parquet {
         path: path.display().to_string(),
         source,
     };
     let file = File::open(path).map_err(|e| StorageError::io("opening", path, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(perr)?
-        .with_batch_size(65_536)
+        .with_batch_size(65_536);
+    if let Some(names) = columns {
+        let mask = ProjectionMask::columns(builder.parquet_schema(), names.iter().copied());
+        builder = builder.with_projection(mask);
+    }
+    builder
         .build()
-        .map_err(perr)?;
-    reader
+        .map_err(perr)?
         .map(|b| {
             b.map_err(|source| StorageError::Arrow {
                 what: "reading",
@@ -586,43 +637,34 @@ pub fn read_candles(
     )?;
     let tf = timeframe.as_str();
     let mut found: BTreeMap<i64, (RowKey, Candle)> = BTreeMap::new();
+    const COLUMNS: [&str; 11] = [
+        "session",
+        "seq",
+        "recv_ms",
+        "timeframe",
+        "open_time_ms",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "trades",
+    ];
     for path in files {
         let name = path.display().to_string();
-        for batch in read_file(&path)? {
+        for batch in read_file_columns(&path, Some(&COLUMNS))? {
             let c = Columns::new(&batch, &name);
-            let (session, seq) = (c.u64("session")?, c.u64("seq")?);
-            let tfs = c.str("timeframe")?;
-            let open_time = c.i64("open_time_ms")?;
-            let (o, h, l, cl, v) = (
-                c.i64("open")?,
-                c.i64("high")?,
-                c.i64("low")?,
-                c.i64("close")?,
-                c.i64("volume")?,
-            );
-            let trades = c.u64("trades")?;
+            let (keys, candles) = (KeyView::bind(&c)?, CandleView::bind(&c)?);
             for i in 0..batch.num_rows() {
-                let t = open_time.value(i);
-                if tfs.value(i) != tf || t < from_ms || t >= to_ms {
+                let t = candles.open_time_ms(i);
+                if candles.timeframe(i) != tf || t < from_ms || t >= to_ms {
                     continue;
                 }
-                let key = RowKey {
-                    session: session.value(i),
-                    seq: seq.value(i),
-                };
-                let candle = Candle {
-                    open_time_ms: t,
-                    open: Price(o.value(i)),
-                    high: Price(h.value(i)),
-                    low: Price(l.value(i)),
-                    close: Price(cl.value(i)),
-                    volume: Qty(v.value(i)),
-                    trades: trades.value(i),
-                };
+                let key = keys.key(i);
                 match found.get(&t) {
                     Some((k, _)) if *k > key => {}
                     _ => {
-                        found.insert(t, (key, candle));
+                        found.insert(t, (key, candles.candle(i)));
                     }
                 }
             }
@@ -646,30 +688,16 @@ pub fn read_trades(
         Some(day_of(to_ms) + 1),
     )?;
     let mut out = Vec::new();
+    let columns = ["id", "time_ms", "price", "qty", "taker_buy"];
     for path in files {
         let name = path.display().to_string();
-        for batch in read_file(&path)? {
-            let c = Columns::new(&batch, &name);
-            let (id, time, price, qty, buy) = (
-                c.u64("id")?,
-                c.i64("time_ms")?,
-                c.i64("price")?,
-                c.i64("qty")?,
-                c.bool("taker_buy")?,
-            );
+        for batch in read_file_columns(&path, Some(&columns))? {
+            let trades = TradeView::bind(&Columns::new(&batch, &name))?;
             for i in 0..batch.num_rows() {
-                let t = time.value(i);
-                if t < from_ms || t >= to_ms {
-                    continue;
+                let t = trades.time_ms(i);
+                if t >= from_ms && t < to_ms {
+                    out.push(trades.trade(i, symbol));
                 }
-                out.push(Trade {
-                    symbol: symbol.to_string(),
-                    id: id.value(i),
-                    time_ms: t,
-                    price: Price(price.value(i)),
-                    qty: Qty(qty.value(i)),
-                    taker_side: if buy.value(i) { Side::Buy } else { Side::Sell },
-                });
             }
         }
     }
@@ -722,37 +750,139 @@ impl EventFilter {
 }
 
 /// Recorded events (imports excluded) in recording order: by session, then sequence.
+///
+/// Files are decoded in parallel (each into its own run, in file order), then merged.
 pub fn read_events(root: &Path, filter: &EventFilter) -> Result<Vec<Stamped>, StorageError> {
     let from_day = filter.from_ms.map(day_of);
     let to_day = filter.to_ms.map(day_of);
-    let mut out = Vec::new();
+    let mut files = Vec::new();
     for ds in [Dataset::Candles, Dataset::Trades, Dataset::Book] {
         for symbol in symbols(root, ds)? {
             if !filter.wants_symbol(&symbol) {
                 continue;
             }
             for path in dataset_files(root, ds, Some(&symbol), from_day, to_day)? {
-                let name = path.display().to_string();
-                for batch in read_file(&path)? {
-                    let c = Columns::new(&batch, &name);
-                    match ds {
-                        Dataset::Candles => decode_candles(&c, &batch, &symbol, filter, &mut out)?,
-                        Dataset::Trades => decode_trades(&c, &batch, &symbol, filter, &mut out)?,
-                        _ => decode_book(&c, &batch, &symbol, filter, &mut out)?,
-                    }
-                }
+                files.push(EventFile {
+                    dataset: ds,
+                    symbol: symbol.clone(),
+                    path,
+                });
             }
         }
     }
     for path in dataset_files(root, Dataset::Control, None, from_day, to_day)? {
-        let name = path.display().to_string();
-        for batch in read_file(&path)? {
-            decode_control(&Columns::new(&batch, &name), &batch, filter, &mut out)?;
+        files.push(EventFile {
+            dataset: Dataset::Control,
+            symbol: String::new(),
+            path,
+        });
+    }
+    Ok(merge_runs(decode_files(&files, filter)?))
+}
+
+/// Merges runs that are each in key order into one, moving every event once (a concatenation
+/// plus sort moved them several times); equal keys keep run order, as a stable sort would.
+fn merge_runs(runs: Vec<Vec<Stamped>>) -> Vec<Stamped> {
+    use std::cmp::Reverse;
+    let mut out = Vec::with_capacity(runs.iter().map(Vec::len).sum());
+    let mut iters: Vec<std::iter::Peekable<std::vec::IntoIter<Stamped>>> =
+        runs.into_iter().map(|r| r.into_iter().peekable()).collect();
+    let mut heads: std::collections::BinaryHeap<Reverse<(RowKey, usize)>> = iters
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, it)| it.peek().map(|e| Reverse((e.key, i))))
+        .collect();
+    while let Some(Reverse((_, i))) = heads.pop() {
+        let run = &mut iters[i];
+        out.extend(run.next());
+        if let Some(next) = run.peek() {
+            heads.push(Reverse((next.key, i)));
         }
     }
-    // Each file is already in order; the stable sort merges the runs.
-    out.sort_by_key(|e| e.key);
+    out
+}
+
+/// One part file to decode into events.
+struct EventFile {
+    dataset: Dataset,
+    /// The partition's symbol (empty for the control dataset).
+    symbol: String,
+    path: PathBuf,
+}
+
+/// Decodes one part file into events in key order.
+fn decode_file(f: &EventFile, filter: &EventFilter) -> Result<Vec<Stamped>, StorageError> {
+    let name = f.path.display().to_string();
+    let mut out = Vec::new();
+    for batch in read_file(&f.path)? {
+        // Events are large: growing the vector by doubling would copy them over and over.
+        out.reserve(batch.num_rows());
+        let c = Columns::new(&batch, &name);
+        match f.dataset {
+            Dataset::Candles => decode_candles(&c, &batch, &f.symbol, filter, &mut out)?,
+            Dataset::Trades => decode_trades(&c, &batch, &f.symbol, filter, &mut out)?,
+            Dataset::Book => decode_book(&c, &batch, &f.symbol, filter, &mut out)?,
+            Dataset::Control => decode_control(&c, &batch, filter, &mut out)?,
+        }
+    }
+    // The recorder writes each file in order; a file from elsewhere may not be.
+    if !out.is_sorted_by_key(|e| e.key) {
+        out.sort_by_key(|e| e.key);
+    }
     Ok(out)
+}
+
+/// Decodes files on up to as many threads as the machine has cores; runs come back in file
+/// order, and the first failing file (in that order) is the error.
+fn decode_files(
+    files: &[EventFile],
+    filter: &EventFilter,
+) -> Result<Vec<Vec<Stamped>>, StorageError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len());
+    if threads <= 1 {
+        return files.iter().map(|f| decode_file(f, filter)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut runs: Vec<Option<Result<Vec<Stamped>, StorageError>>> =
+        std::iter::repeat_with(|| None).take(files.len()).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(f) = files.get(i) else { break };
+                        done.push((i, decode_file(f, filter)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        for w in workers {
+            match w.join() {
+                Ok(done) => {
+                    for (i, run) in done {
+                        runs[i] = Some(run);
+                    }
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    runs.into_iter()
+        .zip(files)
+        .map(|(run, f)| {
+            run.unwrap_or_else(|| {
+                Err(StorageError::Schema {
+                    path: f.path.display().to_string(),
+                    message: "file was not decoded".into(),
+                })
+            })
+        })
+        .collect()
 }
 
 /// Decodes the book rows of one batch into events (benchmarks call this directly).
@@ -763,7 +893,7 @@ pub fn decode_book(
     filter: &EventFilter,
     out: &mut Vec<Stamped>,
 ) -> Result<(), StorageError> {
-    let (session, seq, recv) = (c.u64("session")?, c.u64("seq")?, c.i64("recv_ms")?);
+    let keys = KeyView::bind(c)?;
     let kind = c.str("kind")?;
     let (et, tt) = (c.i64("event_time_ms")?, c.i64("transaction_time_ms")?);
     let (first, last, prev) = (
@@ -778,10 +908,9 @@ pub fn decode_book(
         c.list("ask_qty")?,
     );
     for i in 0..batch.num_rows() {
-        let recv_ms = recv.value(i);
-        if !filter.wants_time(recv_ms) {
+        let Some(recv_ms) = keys.recv_ms(i).filter(|t| filter.wants_time(*t)) else {
             continue;
-        }
+        };
         let (Some(bids), Some(asks)) = (
             zip_levels(bp.row(i), bq.row(i)),
             zip_levels(ap.row(i), aq.row(i)),
@@ -827,10 +956,7 @@ pub fn decode_book(
             other => return Err(c.bad_value(i, format!("unknown book row kind {other:?}"))),
         };
         out.push(Stamped {
-            key: RowKey {
-                session: session.value(i),
-                seq: seq.value(i),
-            },
+            key: keys.key(i),
             recv_ms,
             event: StoredEvent::Feed(event),
         });
@@ -846,35 +972,15 @@ pub fn decode_trades(
     filter: &EventFilter,
     out: &mut Vec<Stamped>,
 ) -> Result<(), StorageError> {
-    let (session, seq, recv) = (c.u64("session")?, c.u64("seq")?, c.i64("recv_ms")?);
-    let source = c.str("source")?;
-    let (id, time, price, qty, buy, complete) = (
-        c.u64("id")?,
-        c.i64("time_ms")?,
-        c.i64("price")?,
-        c.i64("qty")?,
-        c.bool("taker_buy")?,
-        c.bool("complete")?,
-    );
+    let (keys, view) = (KeyView::bind(c)?, TradeView::bind(c)?);
+    let (source, complete) = (c.str("source")?, c.bool("complete")?);
     for i in 0..batch.num_rows() {
-        let Some(recv_ms) = opt_i64(recv, i) else {
+        // Imported rows have no receive time and are not replayed.
+        let Some(recv_ms) = keys.recv_ms(i).filter(|t| filter.wants_time(*t)) else {
             continue;
         };
-        if !filter.wants_time(recv_ms) {
-            continue;
-        }
-        let key = RowKey {
-            session: session.value(i),
-            seq: seq.value(i),
-        };
-        let trade = Trade {
-            symbol: symbol.to_string(),
-            id: id.value(i),
-            time_ms: time.value(i),
-            price: Price(price.value(i)),
-            qty: Qty(qty.value(i)),
-            taker_side: if buy.value(i) { Side::Buy } else { Side::Sell },
-        };
+        let key = keys.key(i);
+        let trade = view.trade(i, symbol);
         let event = match source.value(i) {
             trade_source::AGG => FeedEvent::Market(BinanceEvent::AggTrade(trade)),
             trade_source::TRADE => FeedEvent::Market(BinanceEvent::Trade(trade)),
@@ -916,46 +1022,21 @@ pub fn decode_candles(
     filter: &EventFilter,
     out: &mut Vec<Stamped>,
 ) -> Result<(), StorageError> {
-    let (session, seq, recv) = (c.u64("session")?, c.u64("seq")?, c.i64("recv_ms")?);
-    let (source, tfs, open_time) = (
-        c.str("source")?,
-        c.str("timeframe")?,
-        c.i64("open_time_ms")?,
-    );
-    let (o, h, l, cl, v, n) = (
-        c.i64("open")?,
-        c.i64("high")?,
-        c.i64("low")?,
-        c.i64("close")?,
-        c.i64("volume")?,
-        c.u64("trades")?,
-    );
+    let (keys, candles) = (KeyView::bind(c)?, CandleView::bind(c)?);
+    let source = c.str("source")?;
     for i in 0..batch.num_rows() {
         if source.value(i) != candle_source::HISTORY {
             continue;
         }
-        let Some(recv_ms) = opt_i64(recv, i) else {
+        let Some(recv_ms) = keys.recv_ms(i).filter(|t| filter.wants_time(*t)) else {
             continue;
         };
-        if !filter.wants_time(recv_ms) {
-            continue;
-        }
-        let Some(timeframe) = Timeframe::parse(tfs.value(i)) else {
-            return Err(c.bad_value(i, format!("unknown timeframe {:?}", tfs.value(i))));
+        let name = candles.timeframe(i);
+        let Some(timeframe) = Timeframe::parse(name) else {
+            return Err(c.bad_value(i, format!("unknown timeframe {name:?}")));
         };
-        let key = RowKey {
-            session: session.value(i),
-            seq: seq.value(i),
-        };
-        let candle = Candle {
-            open_time_ms: open_time.value(i),
-            open: Price(o.value(i)),
-            high: Price(h.value(i)),
-            low: Price(l.value(i)),
-            close: Price(cl.value(i)),
-            volume: Qty(v.value(i)),
-            trades: n.value(i),
-        };
+        let key = keys.key(i);
+        let candle = candles.candle(i);
         if let Some(Stamped {
             key: k,
             event: StoredEvent::Feed(FeedEvent::History { candles, .. }),
@@ -1002,15 +1083,14 @@ pub fn decode_control(
     filter: &EventFilter,
     out: &mut Vec<Stamped>,
 ) -> Result<(), StorageError> {
-    let (session, seq, recv) = (c.u64("session")?, c.u64("seq")?, c.i64("recv_ms")?);
+    let keys = KeyView::bind(c)?;
     let (kind, symbol, tf) = (c.str("kind")?, c.str("symbol")?, c.str("timeframe")?);
     let (connects, retry, complete) = (c.u64("connects")?, c.i64("retry_ms")?, c.bool("complete")?);
     let (text, detail) = (c.str("text")?, c.str("detail")?);
     for i in 0..batch.num_rows() {
-        let recv_ms = recv.value(i);
-        if !filter.wants_time(recv_ms) {
+        let Some(recv_ms) = keys.recv_ms(i).filter(|t| filter.wants_time(*t)) else {
             continue;
-        }
+        };
         let sym = opt_str(symbol, i);
         if let Some(s) = sym
             && !filter.wants_symbol(s)
@@ -1065,13 +1145,50 @@ pub fn decode_control(
             other => return Err(c.bad_value(i, format!("unknown control row kind {other:?}"))),
         };
         out.push(Stamped {
-            key: RowKey {
-                session: session.value(i),
-                seq: seq.value(i),
-            },
+            key: keys.key(i),
             recv_ms,
             event,
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(tag: &str, keys: &[(u64, u64)]) -> Vec<Stamped> {
+        keys.iter()
+            .map(|&(session, seq)| Stamped {
+                key: RowKey { session, seq },
+                recv_ms: seq as i64,
+                event: StoredEvent::Note(tag.to_string()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn runs_merge_in_key_order_and_ties_keep_run_order() {
+        let merged = merge_runs(vec![
+            run("a", &[(1, 1), (1, 4), (2, 1)]),
+            Vec::new(),
+            run("b", &[(1, 2), (1, 3), (1, 4)]),
+            run("c", &[(0, 9)]),
+        ]);
+        let keys: Vec<(u64, u64)> = merged.iter().map(|e| (e.key.session, e.key.seq)).collect();
+        assert_eq!(
+            keys,
+            [(0, 9), (1, 1), (1, 2), (1, 3), (1, 4), (1, 4), (2, 1)]
+        );
+        // The tie on (1, 4): the first run's event comes first, as a stable sort would keep it.
+        let notes: Vec<&str> = merged
+            .iter()
+            .filter_map(|e| match &e.event {
+                StoredEvent::Note(n) => Some(n.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(notes, ["c", "a", "b", "b", "a", "b", "a"]);
+        assert!(merge_runs(Vec::new()).is_empty());
+    }
 }

@@ -4,11 +4,16 @@
 //! after its footer is written and synced, so readers (which only open `*.parquet`) never see
 //! a half-written file. A `.tmp` left by a crash is recovered when its footer is complete (the
 //! crash hit between close and rename) and otherwise renamed to `.broken` with a warning.
+//!
+//! [`PartWriter`] does all of that on a dedicated thread fed by a bounded queue, so a recorder
+//! running on an async runtime never encodes, compresses or `fsync`s on the reactor.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
@@ -198,6 +203,237 @@ fn publish(tmp: &Path, path: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Jobs queued to the part-file thread at most; beyond that the caller waits for the disk
+/// (backpressure instead of unbounded memory).
+pub const PART_QUEUE: usize = 16;
+
+/// Identifies one part file handed to a [`PartWriter`].
+pub type PartId = u64;
+
+enum Job {
+    Open {
+        id: PartId,
+        dir: PathBuf,
+        schema: SchemaRef,
+        // Boxed: the properties are large and only one job in many opens a file.
+        props: Box<WriterProperties>,
+    },
+    Write {
+        id: PartId,
+        batch: RecordBatch,
+    },
+    Close {
+        id: PartId,
+    },
+    Barrier(mpsc::SyncSender<()>),
+}
+
+/// Files closed by a [`PartWriter`] and their bytes.
+#[derive(Debug, Default)]
+struct Closed {
+    files: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Creates, writes, syncs and publishes part files on a dedicated thread, so Parquet
+/// encoding, compression, `fsync` and renames never run on the caller's (async) thread.
+///
+/// Jobs run in the order queued. The first failure is kept and returned by the next call;
+/// after it the writer refuses further work (the caller stops recording rather than leaving
+/// holes it does not know about).
+pub struct PartWriter {
+    jobs: Option<mpsc::SyncSender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    error: Arc<Mutex<Option<StorageError>>>,
+    failed: bool,
+    closed: Arc<Closed>,
+    next_id: PartId,
+}
+
+impl PartWriter {
+    /// Starts the thread.
+    pub fn spawn() -> Result<Self, StorageError> {
+        let (tx, rx) = mpsc::sync_channel(PART_QUEUE);
+        let error = Arc::new(Mutex::new(None));
+        let closed = Arc::new(Closed::default());
+        let thread = std::thread::Builder::new()
+            .name("mmtrader-parts".into())
+            .spawn({
+                let (error, closed) = (error.clone(), closed.clone());
+                move || run_parts(rx, &error, &closed)
+            })
+            .map_err(|e| {
+                StorageError::io("starting the part-file writer for", Path::new("."), e)
+            })?;
+        Ok(Self {
+            jobs: Some(tx),
+            thread: Some(thread),
+            error,
+            failed: false,
+            closed,
+            next_id: 0,
+        })
+    }
+
+    /// Queues a new part file in `dir`; returns its id for [`PartWriter::write`].
+    pub fn open(
+        &mut self,
+        dir: PathBuf,
+        schema: SchemaRef,
+        props: WriterProperties,
+    ) -> Result<PartId, StorageError> {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send(Job::Open {
+            id,
+            dir,
+            schema,
+            props: Box::new(props),
+        })?;
+        Ok(id)
+    }
+
+    /// Queues a batch for a part file.
+    pub fn write(&mut self, id: PartId, batch: RecordBatch) -> Result<(), StorageError> {
+        self.send(Job::Write { id, batch })
+    }
+
+    /// Queues closing a part file: footer, `fsync`, rename into place, `fsync` of the folder.
+    pub fn close(&mut self, id: PartId) -> Result<(), StorageError> {
+        self.send(Job::Close { id })
+    }
+
+    /// Waits until every queued job ran; returns the first failure.
+    pub fn wait(&mut self) -> Result<(), StorageError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Job::Barrier(tx))?;
+        // A dropped reply means the thread is gone; the error check below says why.
+        let _ = rx.recv();
+        self.check()
+    }
+
+    /// Files closed and their total size so far.
+    pub fn closed(&self) -> (u64, u64) {
+        (
+            self.closed.files.load(Ordering::Relaxed),
+            self.closed.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Waits for every queued job and stops the thread; returns the first failure.
+    pub fn finish(mut self) -> Result<(), StorageError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), StorageError> {
+        self.jobs = None;
+        let panicked = self.thread.take().is_some_and(|t| t.join().is_err());
+        self.check()?;
+        if panicked {
+            return Err(gone());
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, job: Job) -> Result<(), StorageError> {
+        self.check()?;
+        let Some(jobs) = self.jobs.as_ref() else {
+            return Err(gone());
+        };
+        jobs.send(job).map_err(|_| {
+            self.failed = true;
+            gone()
+        })
+    }
+
+    fn check(&mut self) -> Result<(), StorageError> {
+        let first = self
+            .error
+            .lock()
+            .map(|mut e| e.take())
+            .unwrap_or_else(|p| p.into_inner().take());
+        if let Some(e) = first {
+            self.failed = true;
+            return Err(e);
+        }
+        if self.failed {
+            return Err(StorageError::io(
+                "writing part files (an earlier write failed)",
+                Path::new("."),
+                std::io::Error::other("part-file writer stopped"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PartWriter {
+    fn drop(&mut self) {
+        if self.thread.is_some()
+            && let Err(e) = self.shutdown()
+        {
+            tracing::warn!(error = %e, "part-file writer stopped with an error");
+        }
+    }
+}
+
+fn gone() -> StorageError {
+    StorageError::io(
+        "writing part files",
+        Path::new("."),
+        std::io::Error::other("the part-file writer thread stopped"),
+    )
+}
+
+fn run_parts(rx: mpsc::Receiver<Job>, error: &Mutex<Option<StorageError>>, closed: &Closed) {
+    let mut files: HashMap<PartId, PartFile> = HashMap::new();
+    let mut failed = false;
+    for job in rx {
+        let result = match job {
+            Job::Barrier(reply) => {
+                let _ = reply.send(());
+                continue;
+            }
+            // After a failure nothing more is written: the caller learns of it and stops.
+            _ if failed => continue,
+            Job::Open {
+                id,
+                dir,
+                schema,
+                props,
+            } => PartFile::create(&dir, schema, *props).map(|f| {
+                files.insert(id, f);
+            }),
+            Job::Write { id, batch } => match files.get_mut(&id) {
+                Some(f) => f.write(&batch),
+                None => Err(unknown(id)),
+            },
+            Job::Close { id } => match files.remove(&id) {
+                Some(f) => f.close().map(|(_, bytes)| {
+                    closed.files.fetch_add(1, Ordering::Relaxed);
+                    closed.bytes.fetch_add(bytes, Ordering::Relaxed);
+                }),
+                None => Err(unknown(id)),
+            },
+        };
+        if let Err(e) = result {
+            failed = true;
+            if let Ok(mut slot) = error.lock() {
+                slot.get_or_insert(e);
+            }
+        }
+    }
+    // Files still open when the queue closed stay `.tmp` and are recovered on the next open.
+}
+
+fn unknown(id: PartId) -> StorageError {
+    StorageError::io(
+        "writing part file",
+        Path::new("."),
+        std::io::Error::other(format!("part {id} was never opened")),
+    )
+}
+
 /// What [`recover`] did with the part files a crash left behind.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Recovery {
@@ -341,6 +577,64 @@ mod tests {
         assert_eq!(next_part_number(&pdir).unwrap(), 2);
         // Nothing left to do the second time.
         assert_eq!(recover(dir.path()).unwrap(), Recovery::default());
+    }
+
+    #[test]
+    fn the_writer_thread_publishes_parts_in_queue_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = partition_dir(dir.path(), "trades", Some("ETHUSDT"), "2026-11-23");
+        let schema = schema_ref(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let props = writer_properties(Compression::Zstd, "test");
+        let mut w = PartWriter::spawn().unwrap();
+        let a = w.open(pdir.clone(), schema.clone(), props.clone()).unwrap();
+        w.write(a, batch(&schema, vec![1, 2])).unwrap();
+        w.write(a, batch(&schema, vec![3])).unwrap();
+        let b = w.open(pdir.clone(), schema.clone(), props).unwrap();
+        w.write(b, batch(&schema, vec![4])).unwrap();
+        w.close(a).unwrap();
+        w.wait().unwrap();
+        // Only the closed part is visible; the other is still a temporary file.
+        let files = part_files(&pdir).unwrap();
+        assert_eq!(files, vec![pdir.join("part-0000.parquet")]);
+        assert!(pdir.join("part-0001.parquet.tmp").exists());
+        let (count, bytes) = w.closed();
+        assert_eq!(count, 1);
+        assert_eq!(bytes, fs::metadata(&files[0]).unwrap().len());
+        let rows: usize = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            File::open(&files[0]).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum();
+        assert_eq!(rows, 3);
+        w.close(b).unwrap();
+        w.finish().unwrap();
+        assert_eq!(part_files(&pdir).unwrap().len(), 2);
+        assert!(!pdir.join("part-0001.parquet.tmp").exists());
+    }
+
+    #[test]
+    fn a_failed_write_is_reported_and_stops_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        // A partition folder that cannot be created: a plain file is in the way.
+        let blocker = dir.path().join("market");
+        fs::write(&blocker, b"not a folder").unwrap();
+        let schema = schema_ref(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let props = writer_properties(Compression::Zstd, "test");
+        let mut w = PartWriter::spawn().unwrap();
+        let id = w
+            .open(blocker.join("trades"), schema.clone(), props.clone())
+            .unwrap();
+        let _ = w.write(id, batch(&schema, vec![1]));
+        let err = w.wait().unwrap_err().to_string();
+        assert!(err.contains("market"), "{err}");
+        // Nothing more is accepted once a write failed.
+        let good = dir.path().join("elsewhere");
+        assert!(w.open(good.clone(), schema, props).is_err());
+        assert!(w.wait().is_err());
+        assert!(!good.exists());
     }
 
     #[test]
