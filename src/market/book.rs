@@ -7,6 +7,13 @@
 //! ~100 ranks deep, where the flat sorted `Vec` this replaced spent most of its apply time moving
 //! the tail (see `benches/depth.rs`; `benches/book.rs` also compares a BTreeMap book). Searches
 //! try the best chunk first because most updates land near the touch.
+//!
+//! In front of the chunks sits a direct-indexed window of [`WINDOW`] slots on the tick grid
+//! (inferred from the snapshot's prices) around the best: a level there is found by arithmetic,
+//! not search, and inserting or removing it shifts nothing, which roughly halved the apply time
+//! of the recorded session. Levels outside it (deep, off-grid, no snapshot yet) stay in the
+//! chunks; the window moves when the best leaves its upper half and drops itself when a price
+//! falls between its grid points, so the book's contents never depend on the guess.
 
 use std::fmt;
 use std::iter::Peekable;
