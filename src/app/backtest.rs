@@ -182,7 +182,9 @@ fn load_models(
     let (cnn, dqn) = (checkpoint_name(&cnn), checkpoint_name(&dqn));
     if !missing.is_empty() && !args.allow_fresh {
         eprintln!(
-            "no usable checkpoint of {} in {}: train first (`mmtrader train cnn|rl`), pick              another folder with --checkpoints, run --experts rules, or pass --allow-fresh to              backtest random weights (misleading: their decisions are noise)",
+            "no usable checkpoint of {} in {}: train first (`mmtrader train cnn|rl`), pick \
+             another folder with --checkpoints, run --experts rules, or pass --allow-fresh to \
+             backtest random weights (misleading: their decisions are noise)",
             missing.join(" and "),
             dir.display()
         );
@@ -197,7 +199,8 @@ fn load_models(
     let tf = core.cnn.net.config().timeframe;
     if tf.millis() < interval_ms || tf.millis() % interval_ms != 0 {
         return Err(Failure::input(anyhow::anyhow!(
-            "CNN checkpoint {cnn} reads {} ms candles, which {interval_ms} ms candles cannot              build: backtest it on candles of {} ms or a divisor of it",
+            "CNN checkpoint {cnn} reads {} ms candles, which {interval_ms} ms candles cannot \
+             build: backtest it on candles of {} ms or a divisor of it",
             tf.millis(),
             tf.millis()
         )));
@@ -213,7 +216,8 @@ fn models_html(used: &ModelsUsed, note: Option<&str>) -> String {
             .replace('>', "&gt;")
     };
     let mut out = format!(
-        "<h2>Models</h2><p>Experts: {:?}. Whole-range run: CNN checkpoint <code>{}</code>,          DQN checkpoint <code>{}</code>.</p>",
+        "<h2>Models</h2><p>Experts: {:?}. Whole-range run: CNN checkpoint <code>{}</code>, \
+             DQN checkpoint <code>{}</code>.</p>",
         used.experts,
         esc(&used.cnn),
         esc(&used.dqn)
