@@ -202,3 +202,82 @@ fn orders_pass_the_live_risk_manager() {
     let notional = first.price.to_f64() * first.qty.to_f64();
     assert!(notional < 0.9 * 10_000.0, "{notional}");
 }
+
+/// Records the candles each fold's `prepare` was handed.
+struct Recorder(Vec<(usize, i64, i64, usize)>);
+
+impl backtest::FoldExperts for Recorder {
+    fn prepare(
+        &mut self,
+        fold: usize,
+        train: &[Candle],
+        interval_ms: i64,
+    ) -> Result<Option<String>, String> {
+        let first = train.first().map_or(0, |c| c.open_time_ms);
+        let last_close = train.last().map_or(0, |c| c.open_time_ms + interval_ms);
+        self.0.push((fold, first, last_close, train.len()));
+        Ok(Some(format!("fold {fold}")))
+    }
+
+    fn experts(&mut self) -> Result<Vec<Box<dyn Expert>>, String> {
+        Ok(experts())
+    }
+}
+
+#[test]
+fn fold_experts_see_only_their_train_window() {
+    let c = candles(1_000);
+    let interval = detect_interval(&c);
+    let spec = BacktestSpec {
+        symbol: "BTCUSDT",
+        candles: &c,
+        interval_ms: interval,
+        from_ms: c[100].open_time_ms,
+        to_ms: c[999].open_time_ms + interval,
+    };
+    let hour = 3_600_000;
+    let mut rec = Recorder(Vec::new());
+    let folds = backtest::walk_forward_with(
+        spec,
+        &cfg(64),
+        &TradingSetup::default(),
+        &mut rec,
+        5 * hour,
+        2 * hour,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(rec.0.len(), folds.len());
+    for (f, &(k, first, last_close, n)) in folds.iter().zip(&rec.0) {
+        assert_eq!(f.trained.as_deref(), Some(format!("fold {k}").as_str()));
+        // Exactly the candles inside the train window: nothing of the test window.
+        assert_eq!((first, last_close), f.train);
+        assert_eq!(n as i64, 5 * hour / interval);
+        assert!(last_close <= f.test.0);
+    }
+    // A failing fold names itself and its window.
+    struct Failing;
+    impl backtest::FoldExperts for Failing {
+        fn prepare(&mut self, _: usize, _: &[Candle], _: i64) -> Result<Option<String>, String> {
+            Err("too few rows".into())
+        }
+        fn experts(&mut self) -> Result<Vec<Box<dyn Expert>>, String> {
+            Ok(experts())
+        }
+    }
+    let err = backtest::walk_forward_with(
+        spec,
+        &cfg(64),
+        &TradingSetup::default(),
+        &mut Failing,
+        5 * hour,
+        2 * hour,
+        &mut |_, _| {},
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().starts_with("walk-forward fold 0 (train ")
+            && err.to_string().ends_with("too few rows"),
+        "{err}"
+    );
+}

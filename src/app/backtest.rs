@@ -1,18 +1,54 @@
 //! `mmtrader backtest`: candle files through the orchestrator, with a progress bar, a printed
-//! summary, and `equity.png` + `report.html` (+ `trades.csv`) in the output folder.
+//! summary, and `equity.png` + `report.html` (+ `trades.csv`, `models.json`) in the output
+//! folder.
+//!
+//! **Models.** The CNN and the DQN run from their best checkpoints (the ones the desk loads).
+//! Fresh weights are refused unless `--allow-fresh`: a backtest of random weights measures
+//! noise. Walk-forward does not use the checkpoints (they may have been trained on the test
+//! windows): each fold trains fresh models on its train window only.
+//!
+//! **Determinism.** libtorch runs single-threaded and seeded, so the same input gives the same
+//! trades.
 
 use std::path::{Path, PathBuf};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
 
 use crate::analysis::analyze::{detect_interval, parse_time, read_candles};
+use crate::analysis::input::InputConfig;
 use crate::cli::{EXIT_OK, Failure};
 use crate::config::Config;
 use crate::market::types::Candle;
+use crate::models::device::device_from_config;
+use crate::models::runtime::{CheckpointInUse, InferenceCore};
 use crate::orchestrator::backtest::{self, BacktestSpec, Fold, TradingSetup};
 use crate::orchestrator::expert::{Expert, PivotMomentumConfig, PivotMomentumExpert};
+use crate::orchestrator::models::{FoldModels, FoldTraining, ModelFolds, model_experts};
 use crate::orchestrator::report;
+
+/// Which experts a backtest runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpertSet {
+    /// The CNN and the DQN only.
+    Models,
+    /// The rule-based experts only.
+    Rules,
+    /// The models and the rule-based experts.
+    All,
+}
+
+impl ExpertSet {
+    fn models(self) -> bool {
+        self != Self::Rules
+    }
+
+    fn rules(self) -> bool {
+        self != Self::Models
+    }
+}
 
 /// `mmtrader backtest`.
 #[derive(Debug, Args)]
@@ -35,6 +71,47 @@ pub struct BacktestArgs {
     /// Output folder for the chart and the reports.
     #[arg(long, default_value = "backtest-report")]
     pub out: PathBuf,
+    /// Experts to run: the CNN and DQN checkpoints, the rule experts, or both.
+    #[arg(long, value_enum, default_value_t = ExpertSet::All)]
+    pub experts: ExpertSet,
+    /// Run models without a checkpoint on fresh random weights (misleading: their decisions
+    /// are noise).
+    #[arg(long)]
+    pub allow_fresh: bool,
+    /// Checkpoint folder (default: `[models] checkpoint_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoints: Option<PathBuf>,
+    /// Torch device: `cpu` (deterministic), `auto` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Seed of libtorch and of walk-forward training.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Walk-forward: maximum CNN epochs per fold.
+    #[arg(long, default_value_t = 3)]
+    pub train_epochs: usize,
+    /// Walk-forward: DQN episodes per fold.
+    #[arg(long, default_value_t = 8)]
+    pub train_episodes: usize,
+    /// Walk-forward: steps per DQN episode.
+    #[arg(long, default_value_t = 256)]
+    pub episode_len: usize,
+    /// Walk-forward: CNN input window in candles (default: `[models] window`).
+    #[arg(long)]
+    pub window: Option<usize>,
+}
+
+/// The models a run used, as `models.json` records them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelsUsed {
+    /// Expert selection.
+    pub experts: ExpertSet,
+    /// CNN checkpoint of the whole-range run (`fresh` or `none`).
+    pub cnn: String,
+    /// DQN checkpoint of the whole-range run (`fresh` or `none`).
+    pub dqn: String,
+    /// What each walk-forward fold trained.
+    pub folds: Vec<FoldModels>,
 }
 
 /// A duration like `90m`, `12h`, `7d`, in ms.
@@ -52,9 +129,8 @@ pub fn parse_duration(text: &str) -> Option<i64> {
     n.checked_mul(ms).filter(|v| *v > 0)
 }
 
-/// The experts a command-line backtest uses: the rule-based baselines (model checkpoints are
-/// loaded by the model runtime, which live trading uses).
-fn experts() -> Vec<Box<dyn Expert>> {
+/// The rule-based baselines.
+fn rule_experts() -> Vec<Box<dyn Expert>> {
     vec![
         Box::new(PivotMomentumExpert::new(PivotMomentumConfig::default())),
         Box::new(PivotMomentumExpert::new(PivotMomentumConfig {
@@ -64,6 +140,105 @@ fn experts() -> Vec<Box<dyn Expert>> {
             ..PivotMomentumConfig::default()
         })),
     ]
+}
+
+fn no_experts() -> Vec<Box<dyn Expert>> {
+    Vec::new()
+}
+
+fn checkpoint_name(ck: &Option<CheckpointInUse>) -> String {
+    ck.as_ref()
+        .map_or_else(|| "fresh".to_string(), |c| c.name.clone())
+}
+
+/// The best checkpoints as a loaded core, or why they cannot be backtested. `Ok(None)`: some
+/// model has no checkpoint and the caller decides what runs instead.
+fn load_models(
+    config: &Config,
+    args: &BacktestArgs,
+    device: tch::Device,
+    interval_ms: i64,
+) -> Result<(Option<InferenceCore>, String, String), Failure> {
+    let dir = args
+        .checkpoints
+        .clone()
+        .unwrap_or_else(|| config.models.checkpoint_path(&config.paths.data_dir));
+    let (core, cnn, dqn) =
+        InferenceCore::load_best(&config.models, &InputConfig::default(), device, dir.clone())
+            .map_err(|e| {
+                Failure::runtime(anyhow::anyhow!(
+                    "loading checkpoints in {}: {e}",
+                    dir.display()
+                ))
+            })?;
+    let missing: Vec<&str> = [
+        (&cnn, &config.models.cnn_model),
+        (&dqn, &config.models.dqn_model),
+    ]
+    .into_iter()
+    .filter(|(ck, _)| ck.is_none())
+    .map(|(_, name)| name.as_str())
+    .collect();
+    let (cnn, dqn) = (checkpoint_name(&cnn), checkpoint_name(&dqn));
+    if !missing.is_empty() && !args.allow_fresh {
+        eprintln!(
+            "no usable checkpoint of {} in {}: train first (`mmtrader train cnn|rl`), pick \
+             another folder with --checkpoints, run --experts rules, or pass --allow-fresh to \
+             backtest random weights (misleading: their decisions are noise)",
+            missing.join(" and "),
+            dir.display()
+        );
+        return Ok((None, cnn, dqn));
+    }
+    if !missing.is_empty() {
+        eprintln!(
+            "warning: {} run on FRESH RANDOM WEIGHTS (--allow-fresh): their decisions are noise",
+            missing.join(" and ")
+        );
+    }
+    let tf = core.cnn.net.config().timeframe;
+    if tf.millis() < interval_ms || tf.millis() % interval_ms != 0 {
+        return Err(Failure::input(anyhow::anyhow!(
+            "CNN checkpoint {cnn} reads {} ms candles, which {interval_ms} ms candles cannot \
+             build: backtest it on candles of {} ms or a divisor of it",
+            tf.millis(),
+            tf.millis()
+        )));
+    }
+    Ok((Some(core), cnn, dqn))
+}
+
+/// The models section of the HTML report.
+fn models_html(used: &ModelsUsed, note: Option<&str>) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let mut out = format!(
+        "<h2>Models</h2><p>Experts: {:?}. Whole-range run: CNN checkpoint <code>{}</code>, \
+             DQN checkpoint <code>{}</code>.</p>",
+        used.experts,
+        esc(&used.cnn),
+        esc(&used.dqn)
+    );
+    if let Some(n) = note {
+        out.push_str(&format!("<p><b>{}</b></p>", esc(n)));
+    }
+    if !used.folds.is_empty() {
+        out.push_str(
+            "<p>Walk-forward folds trained their own models on their train windows:</p><ul>",
+        );
+        for f in &used.folds {
+            out.push_str(&format!(
+                "<li>fold {}: {}</li>",
+                f.fold,
+                esc(&f.to_string())
+            ));
+        }
+        out.push_str("</ul>");
+    }
+    out
 }
 
 fn load(files: &[PathBuf]) -> Result<Vec<Candle>, Failure> {
@@ -105,6 +280,11 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
 
 /// Runs the backtest and writes the reports.
 pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
+    // Single-threaded, seeded libtorch: the same input gives the same trades.
+    tch::set_num_threads(1);
+    tch::manual_seed(args.seed as i64);
+    let device = device_from_config(&args.device)
+        .map_err(|e| Failure::input(anyhow::anyhow!("--device {:?}: {e}", args.device)))?;
     let candles = load(&args.data)?;
     if candles.len() < 2 {
         return Err(Failure::input(anyhow::anyhow!(
@@ -133,7 +313,43 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message("backtest");
-    let result = backtest::run(spec, cfg, &setup, experts(), None, &mut |done, total| {
+    let mut used = ModelsUsed {
+        experts: args.experts,
+        cnn: "none".into(),
+        dqn: "none".into(),
+        folds: Vec::new(),
+    };
+    let mut note = None;
+    let mut experts: Vec<Box<dyn Expert>> = Vec::new();
+    if args.experts.models() {
+        let (core, cnn, dqn) = load_models(&config, &args, device, interval)?;
+        match core {
+            Some(core) => {
+                (used.cnn, used.dqn) = (cnn, dqn);
+                let (c, d) = model_experts(core, InputConfig::default(), false, false);
+                experts.push(Box::new(c));
+                experts.push(Box::new(d));
+            }
+            // Walk-forward trains its own models; the whole-range run goes without them.
+            None if args.walk_forward.is_some() && args.experts.rules() => {
+                note = Some(
+                    "No checkpoints: the whole-range run uses the rule experts only.".to_string(),
+                );
+            }
+            None => {
+                return Err(Failure::input(anyhow::anyhow!(
+                    "no model checkpoints to backtest (see above)"
+                )));
+            }
+        }
+    }
+    if args.experts.rules() {
+        experts.extend(rule_experts());
+    }
+    if let Some(n) = &note {
+        println!("{n}");
+    }
+    let result = backtest::run(spec, cfg, &setup, experts, None, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })
@@ -156,13 +372,70 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
                 ..spec
             };
             let bar = ProgressBar::new(1);
-            bar.set_message("walk-forward folds");
-            let folds =
-                backtest::walk_forward(wf_spec, cfg, &setup, &experts, train, test, &mut |d, t| {
-                    bar.set_length(t as u64);
-                    bar.set_position(d as u64);
-                })
-                .map_err(|e| Failure::input(anyhow::anyhow!("{e}")))?;
+            bar.set_style(
+                ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} folds")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_message("walk-forward");
+            let mut fold_progress = |d: usize, t: usize| {
+                bar.set_length(t as u64);
+                bar.set_position(d as u64);
+            };
+            let folds = if args.experts.models() {
+                let training = FoldTraining {
+                    window: args.window.unwrap_or(config.models.window),
+                    cnn_epochs: args.train_epochs,
+                    dqn_episodes: args.train_episodes,
+                    episode_len: args.episode_len,
+                    seed: args.seed,
+                    names: (
+                        config.models.cnn_model.clone(),
+                        config.models.dqn_model.clone(),
+                    ),
+                };
+                let others: &dyn Fn() -> Vec<Box<dyn Expert>> = if args.experts.rules() {
+                    &rule_experts
+                } else {
+                    &no_experts
+                };
+                let mut train_progress =
+                    |fold: usize, p: &crate::models::cnn_train::TrainProgress| {
+                        bar.set_message(format!(
+                            "walk-forward fold {fold}: training {} {}/{}",
+                            p.phase, p.step, p.total
+                        ));
+                    };
+                let mut fe = ModelFolds::new(
+                    &args.symbol,
+                    training,
+                    InputConfig::default(),
+                    device,
+                    others,
+                    &mut train_progress,
+                );
+                let folds = backtest::walk_forward_with(
+                    wf_spec,
+                    cfg,
+                    &setup,
+                    &mut fe,
+                    train,
+                    test,
+                    &mut fold_progress,
+                );
+                used.folds = fe.trained().to_vec();
+                folds
+            } else {
+                backtest::walk_forward(
+                    wf_spec,
+                    cfg,
+                    &setup,
+                    &rule_experts,
+                    train,
+                    test,
+                    &mut fold_progress,
+                )
+            }
+            .map_err(|e| Failure::input(anyhow::anyhow!("{e}")))?;
             bar.finish_and_clear();
             folds
         }
@@ -172,10 +445,17 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
     let png = report::equity_png(&result).map_err(Failure::runtime)?;
     write(&args.out.join("equity.png"), &png)?;
     let title = format!("Backtest {}", args.symbol);
-    write(
-        &args.out.join("report.html"),
-        report::html(&title, &result, &png, &folds).as_bytes(),
-    )?;
+    let html = report::html(&title, &result, &png, &folds);
+    // The models section goes right under the title.
+    let section = models_html(&used, note.as_deref());
+    let html = match html.find("</h1>") {
+        Some(i) => format!("{}{section}{}", &html[..i + 5], &html[i + 5..]),
+        None => html + &section,
+    };
+    write(&args.out.join("report.html"), html.as_bytes())?;
+    let json = serde_json::to_string_pretty(&used)
+        .map_err(|e| Failure::runtime(anyhow::anyhow!("models.json: {e}")))?;
+    write(&args.out.join("models.json"), json.as_bytes())?;
     let mut csv = String::from("time_ms,side,price,qty,fee,position,reason\n");
     for t in &result.trades {
         csv.push_str(&format!(
@@ -190,6 +470,9 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
         ));
     }
     write(&args.out.join("trades.csv"), csv.as_bytes())?;
+    if args.experts.models() {
+        println!("models: CNN {}, DQN {}", used.cnn, used.dqn);
+    }
     println!("{}", report::summary(&result));
     if result.refusals > 0 {
         println!(
@@ -208,6 +491,9 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
             f.test_result.benchmark_metrics.total_return * 100.0,
             f.test_result.metrics.sharpe
         );
+        if let Some(t) = &f.trained {
+            println!("  models {t}");
+        }
     }
     println!("reports in {}", args.out.display());
     Ok(EXIT_OK)

@@ -13,12 +13,12 @@ use crate::models::cnn_train::{
     train_cnn,
 };
 use crate::models::device::{DeviceError, device_from_config};
-use crate::models::dqn::{DqnAgent, DqnConfig, DqnError, EpsilonSchedule};
+use crate::models::dqn::{DqnAgent, DqnError};
 use crate::models::env::{EnvConfig, EnvError, TradingEnv};
 use crate::models::input::InputShape;
 use crate::models::rl_train::{
-    DqnModelConfig, MARKET_RECENT, PolicyComparison, RlStateSpec, RlTrainConfig, compare_policies,
-    rl_features, train_dqn,
+    DqnModelConfig, MARKET_RECENT, PolicyComparison, RlStateSpec, RlTrainConfig, agent_config,
+    compare_policies, rl_features, train_dqn,
 };
 use crate::models::runtime::{CNN_METRIC, DQN_METRIC};
 use std::collections::BTreeMap;
@@ -303,14 +303,7 @@ pub fn run_train_rl(
         return Err(TrainAppError::TooFewRows(n));
     }
     let steps = (args.episodes * args.episode_len) as u64;
-    let mut cfg = DqnConfig::new(spec.state_dim());
-    cfg.seed = args.common.seed;
-    cfg.epsilon = EpsilonSchedule {
-        start: 1.0,
-        end: 0.05,
-        decay_steps: steps / 2,
-    };
-    cfg.beta_steps = steps.max(1);
+    let cfg = agent_config(&spec, steps, args.common.seed);
     let ckpt = manager(
         &args.common,
         &args.model_name,

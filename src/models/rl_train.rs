@@ -10,7 +10,7 @@
 
 use super::cnn::{Action, CnnModel};
 use super::cnn_train::{CnnDataset, TrainProgress};
-use super::dqn::{DqnAgent, DqnConfig};
+use super::dqn::{DqnAgent, DqnConfig, EpsilonSchedule};
 use super::env::{EpisodeStats, TradingEnv};
 use super::input::timeframe_index;
 use crate::analysis::encoding::{CANDLE_FEATURES, EncodedInput, PIVOT_FEATURES};
@@ -160,6 +160,20 @@ impl Default for RlTrainConfig {
             seed: 0,
         }
     }
+}
+
+/// The agent settings `train rl` uses for `steps` environment steps: exploration decays over
+/// the first half and the importance-sampling exponent anneals over all of them.
+pub fn agent_config(spec: &RlStateSpec, steps: u64, seed: u64) -> DqnConfig {
+    let mut cfg = DqnConfig::new(spec.state_dim());
+    cfg.seed = seed;
+    cfg.epsilon = EpsilonSchedule {
+        start: 1.0,
+        end: 0.05,
+        decay_steps: steps / 2,
+    };
+    cfg.beta_steps = steps.max(1);
+    cfg
 }
 
 /// What a DQN training run did.

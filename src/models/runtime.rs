@@ -693,6 +693,30 @@ impl Shared {
     }
 }
 
+impl InferenceCore {
+    /// The best CNN and DQN checkpoints under `checkpoint_dir`, exactly as the runtime loads
+    /// them at start (fresh weights where a model has none), with the checkpoints used.
+    pub fn load_best(
+        models: &ModelsConfig,
+        input: &InputConfig,
+        device: Device,
+        checkpoint_dir: PathBuf,
+    ) -> Result<(Self, Option<CheckpointInUse>, Option<CheckpointInUse>), RuntimeError> {
+        let shared = Shared {
+            cfg: RuntimeConfig {
+                models: models.clone(),
+                input: input.clone(),
+            },
+            device,
+            checkpoint_dir,
+            status: Mutex::new(RuntimeStatus::default()),
+        };
+        let (core, _) = shared.load_core()?;
+        let s = lock(&shared.status);
+        Ok((core, s.cnn_checkpoint.clone(), s.dqn_checkpoint.clone()))
+    }
+}
+
 impl ModelRuntime {
     /// Starts both threads (a no-op when running): loads the best checkpoints first.
     pub fn start(&self) -> Result<(), RuntimeError> {

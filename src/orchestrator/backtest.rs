@@ -75,6 +75,18 @@ pub enum BacktestError {
     /// Client order ids cannot be generated.
     #[error("client order ids: {0}")]
     ClientId(String),
+    /// A fold's experts could not be prepared (e.g. its models failed to train).
+    #[error("walk-forward fold {fold} (train {train_from_ms}..{train_to_ms}): {message}")]
+    FoldExperts {
+        /// Fold number, from 0.
+        fold: usize,
+        /// Train window start, ms.
+        train_from_ms: i64,
+        /// Train window end, ms.
+        train_to_ms: i64,
+        /// What went wrong.
+        message: String,
+    },
     /// A walk-forward window is not positive.
     #[error("walk-forward windows must be positive, got train {train_ms} ms, test {test_ms} ms")]
     Windows {
@@ -634,6 +646,37 @@ pub struct Fold {
     pub train_metrics: Metrics,
     /// The out-of-sample run.
     pub test_result: BacktestResult,
+    /// What the fold's experts learned on the train window (e.g. the models trained), if any.
+    pub trained: Option<String>,
+}
+
+/// The experts of each walk-forward fold. [`walk_forward_with`] hands `prepare` only the
+/// candles of the fold's train window, so whatever it learns cannot see the test window.
+pub trait FoldExperts {
+    /// Gets ready for fold `fold` from `train` (the candles closing inside its train window,
+    /// `interval_ms` long); returns a note on what was learned, or why it failed.
+    fn prepare(
+        &mut self,
+        fold: usize,
+        train: &[Candle],
+        interval_ms: i64,
+    ) -> Result<Option<String>, String>;
+
+    /// A fresh expert set for one run of the prepared fold.
+    fn experts(&mut self) -> Result<Vec<Box<dyn Expert>>, String>;
+}
+
+/// Experts that learn nothing per fold: a fresh set from the factory for every run.
+struct Stateless<'a>(&'a dyn Fn() -> Vec<Box<dyn Expert>>);
+
+impl FoldExperts for Stateless<'_> {
+    fn prepare(&mut self, _: usize, _: &[Candle], _: i64) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+
+    fn experts(&mut self) -> Result<Vec<Box<dyn Expert>>, String> {
+        Ok((self.0)())
+    }
 }
 
 /// Symmetric threshold candidates tried on each train window.
@@ -651,18 +694,60 @@ pub fn walk_forward(
     test_ms: i64,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Fold>, BacktestError> {
+    walk_forward_with(
+        spec,
+        cfg,
+        setup,
+        &mut Stateless(experts),
+        train_ms,
+        test_ms,
+        progress,
+    )
+}
+
+/// The candles of `spec` that open at or after `from_ms` and close at or before `to_ms`.
+fn window<'a>(spec: &BacktestSpec<'a>, from_ms: i64, to_ms: i64) -> &'a [Candle] {
+    let c = spec.candles;
+    let a = c.partition_point(|x| x.open_time_ms < from_ms);
+    let b = c.partition_point(|x| x.open_time_ms + spec.interval_ms <= to_ms);
+    &c[a..b.max(a)]
+}
+
+/// [`walk_forward`] with experts that learn on each fold's train window first (e.g. models
+/// trained there): `experts.prepare` gets that window's candles and nothing later.
+pub fn walk_forward_with(
+    spec: BacktestSpec<'_>,
+    cfg: &OrchestratorConfig,
+    setup: &TradingSetup,
+    experts: &mut dyn FoldExperts,
+    train_ms: i64,
+    test_ms: i64,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Fold>, BacktestError> {
     if train_ms <= 0 || test_ms <= 0 {
         return Err(BacktestError::Windows { train_ms, test_ms });
     }
     let mut folds = Vec::new();
     let mut start = spec.from_ms;
     let total = ((spec.to_ms - spec.from_ms - train_ms).max(0) / test_ms + 1) as usize;
+    let mut fold = 0;
     while start + train_ms < spec.to_ms {
         let train = (start, start + train_ms);
         let test = (
             start + train_ms,
             (start + train_ms + test_ms).min(spec.to_ms),
         );
+        let index = fold;
+        let failed = move |message: String| BacktestError::FoldExperts {
+            fold: index,
+            train_from_ms: train.0,
+            train_to_ms: train.1,
+            message,
+        };
+        let trained = experts
+            .prepare(fold, window(&spec, train.0, train.1), spec.interval_ms)
+            .map_err(failed)?;
+        fold += 1;
         let mut best: Option<(Thresholds, Metrics)> = None;
         for &g in &THRESHOLD_GRID {
             let th = Thresholds { buy: g, sell: g };
@@ -674,7 +759,7 @@ pub fn walk_forward(
                 },
                 cfg,
                 setup,
-                experts(),
+                experts.experts().map_err(failed)?,
                 Some(th),
                 &mut |_, _| {},
             );
@@ -699,7 +784,7 @@ pub fn walk_forward(
             },
             cfg,
             setup,
-            experts(),
+            experts.experts().map_err(failed)?,
             Some(chosen),
             &mut |_, _| {},
         ) {
@@ -709,6 +794,7 @@ pub fn walk_forward(
                 chosen,
                 train_metrics,
                 test_result,
+                trained,
             }),
             Err(BacktestError::EmptyRange { .. }) => {}
             Err(e) => return Err(e),

@@ -12,21 +12,33 @@
 //! **Earlier outputs.** With `see_last_predictions = false` the models get the input without
 //! `last_predictions` (empty), so steps do not depend on each other and backtests may batch
 //! them; with `true` they see them and steps run in time order.
+//!
+//! **Walk-forward.** [`ModelFolds`] trains fresh models on each fold's train window (the only
+//! candles walk-forward hands it) and tests with exactly those weights.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tch::Tensor;
+use serde::Serialize;
+use tch::{Device, Tensor};
 
+use super::backtest::FoldExperts;
 use super::expert::{Expert, ExpertError, Upstream};
 use crate::analysis::encoding::{encode, encode_validated};
 use crate::analysis::input::{BaseDataInput, InputConfig};
 use crate::analysis::model_output::ModelOutput;
-use crate::market::types::Symbol;
-use crate::models::cnn::{CnnOutput, predictions};
-use crate::models::input::{Anchor, ModelRows};
-use crate::models::rl_train::{market_features, market_width};
-use crate::models::runtime::InferenceCore;
+use crate::market::types::{Candle, Symbol, Timeframe};
+use crate::models::cnn::{CnnConfig, CnnModel, CnnOutput, predictions};
+use crate::models::cnn_train::{
+    CnnDataset, CnnTrainConfig, DatasetConfig, DatasetError, TrainError, TrainProgress, train_cnn,
+};
+use crate::models::dqn::{DqnAgent, DqnError};
+use crate::models::env::{EnvConfig, EnvError, TradingEnv};
+use crate::models::input::{Anchor, InputShape, ModelRows};
+use crate::models::rl_train::{
+    RlTrainConfig, agent_config, market_features, market_width, rl_features, train_dqn,
+};
+use crate::models::runtime::{InferenceCore, spec_for};
 
 /// The models and the DQN outputs waiting for their expert.
 struct Shared {
@@ -248,5 +260,279 @@ impl Expert for DqnExpert {
                     needs: self.cnn.clone(),
                 })
             })
+    }
+}
+
+/// How each walk-forward fold trains its models: small and bounded, seeded the same for every
+/// fold so a fold's weights depend on its train window only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoldTraining {
+    /// Frames of each series the CNN reads.
+    pub window: usize,
+    /// Maximum CNN epochs (early stopping may end sooner).
+    pub cnn_epochs: usize,
+    /// DQN episodes in its trading environment.
+    pub dqn_episodes: usize,
+    /// Steps per DQN episode.
+    pub episode_len: usize,
+    /// Seed of libtorch, the CNN's shuffling and the DQN's sampling.
+    pub seed: u64,
+    /// `model_name` of the CNN's and the DQN's outputs.
+    pub names: (String, String),
+}
+
+/// Why a fold's models could not be trained.
+#[derive(Debug, thiserror::Error)]
+pub enum FoldTrainError {
+    /// The candle interval is not a model timeframe.
+    #[error("candle interval {0} ms is not 1s, 1m, 1h or 1d")]
+    Interval(i64),
+    /// Samples could not be built from the candles.
+    #[error("samples: {0}")]
+    Dataset(#[from] DatasetError),
+    /// The CNN could not be trained (e.g. too few rows in the window).
+    #[error("cnn: {0}")]
+    Cnn(#[from] TrainError),
+    /// The DQN's environment could not be built.
+    #[error("dqn environment: {0}")]
+    Env(#[from] EnvError),
+    /// The DQN could not be built.
+    #[error("dqn: {0}")]
+    Agent(#[from] DqnError),
+    /// libtorch refused.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+/// What one fold's training produced.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FoldModels {
+    /// Fold number, from 0.
+    pub fold: usize,
+    /// Candles in the train window.
+    pub candles: usize,
+    /// Sample rows the models trained on.
+    pub rows: usize,
+    /// CNN epochs run and the epoch kept.
+    pub cnn_epochs: (usize, usize),
+    /// CNN validation loss (on the window's latest rows).
+    pub cnn_val_loss: f64,
+    /// DQN learning steps.
+    pub dqn_updates: u64,
+    /// SHA-256 (hex, first 16 digits) of the CNN's weights.
+    pub cnn_digest: String,
+    /// SHA-256 (hex, first 16 digits) of the DQN's weights.
+    pub dqn_digest: String,
+}
+
+impl std::fmt::Display for FoldModels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "trained on {} candles ({} rows): CNN {} epochs (kept {}), val loss {:.4}, weights {}; \
+             DQN {} updates, weights {}",
+            self.candles,
+            self.rows,
+            self.cnn_epochs.0,
+            self.cnn_epochs.1,
+            self.cnn_val_loss,
+            self.cnn_digest,
+            self.dqn_updates,
+            self.dqn_digest
+        )
+    }
+}
+
+/// SHA-256 of every variable of `vs` (by name, values as little-endian f32), first 16 hex
+/// digits: equal digests mean equal weights.
+pub fn weights_digest(vs: &tch::nn::VarStore) -> String {
+    use sha2::{Digest, Sha256};
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut h = Sha256::new();
+    for (name, t) in vars {
+        h.update(name.as_bytes());
+        let flat = t
+            .to_device(tch::Device::Cpu)
+            .to_kind(tch::Kind::Float)
+            .contiguous()
+            .view([-1]);
+        for x in Vec::<f32>::try_from(&flat).unwrap_or_default() {
+            h.update(x.to_le_bytes());
+        }
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Trains a fresh CNN on `candles` (`interval_ms` apart) and then the DQN in its trading
+/// environment on the CNN's hidden states of the same rows; both only ever see `candles`.
+/// Seeds libtorch's process-wide generator: reproducible unless another thread draws from it
+/// meanwhile.
+pub fn train_models(
+    symbol: &str,
+    candles: &[Candle],
+    interval_ms: i64,
+    t: &FoldTraining,
+    input_cfg: &InputConfig,
+    device: Device,
+    progress: &mut dyn FnMut(&TrainProgress),
+) -> Result<(InferenceCore, FoldModels), FoldTrainError> {
+    let base = Timeframe::ALL
+        .into_iter()
+        .find(|tf| tf.millis() == interval_ms)
+        .ok_or(FoldTrainError::Interval(interval_ms))?;
+    tch::manual_seed(t.seed as i64);
+    let mut cnn = CnnModel::new(
+        CnnConfig {
+            timeframe: base,
+            ..CnnConfig::small(InputShape::encoded(t.window))
+        },
+        device,
+    );
+    let ds = CnnDataset::build(symbol, candles, &[], &DatasetConfig::new(base, t.window))?;
+    let report = train_cnn(
+        &mut cnn,
+        &ds,
+        &CnnTrainConfig {
+            epochs: t.cnn_epochs,
+            seed: t.seed,
+            ..CnnTrainConfig::default()
+        },
+        progress,
+    )?;
+    let spec = spec_for(&cnn.net.config());
+    let f = rl_features(&ds, Some(&cnn));
+    let mut env = TradingEnv::new(f.prices, f.rows, f.dim, EnvConfig::default())?;
+    let rows = env.len();
+    let steps = (t.dqn_episodes * t.episode_len) as u64;
+    let mut dqn = DqnAgent::new(agent_config(&spec, steps, t.seed), device)?;
+    let rl = train_dqn(
+        &mut dqn,
+        &mut env,
+        0..rows,
+        &RlTrainConfig {
+            episodes: t.dqn_episodes,
+            episode_len: t.episode_len,
+            learn_every: 1,
+            seed: t.seed,
+        },
+        progress,
+    );
+    let record = FoldModels {
+        fold: 0,
+        candles: candles.len(),
+        rows: ds.len(),
+        cnn_epochs: (report.epochs_run, report.best_epoch),
+        cnn_val_loss: report.validation.loss,
+        dqn_updates: rl.updates,
+        cnn_digest: weights_digest(&cnn.vs),
+        dqn_digest: weights_digest(&dqn.vs),
+    };
+    let core = InferenceCore::new(cnn, dqn, spec, t.names.clone(), input_cfg.clone());
+    Ok((core, record))
+}
+
+/// An independent copy of `core`'s weights (each backtest run gets its own experts).
+pub fn copy_core(
+    core: &InferenceCore,
+    input_cfg: &InputConfig,
+) -> Result<InferenceCore, FoldTrainError> {
+    let device = core.cnn.vs.device();
+    let mut cnn = CnnModel::new(core.cnn.net.config(), device);
+    cnn.copy_weights_from(&core.cnn.vs)?;
+    let mut dqn = DqnAgent::new(*core.dqn.config(), device)?;
+    core.dqn.copy_weights_to(&mut dqn.vs)?;
+    Ok(InferenceCore::new(
+        cnn,
+        dqn,
+        core.spec,
+        core.names.clone(),
+        input_cfg.clone(),
+    ))
+}
+
+/// Walk-forward experts that train the CNN and the DQN on each fold's train window
+/// ([`train_models`]) and test with those weights, next to `others()` (e.g. the rule experts).
+/// Replayed history has no order book, so inputs are not validated (see the module docs).
+pub struct ModelFolds<'a> {
+    symbol: String,
+    training: FoldTraining,
+    input_cfg: InputConfig,
+    device: Device,
+    others: &'a dyn Fn() -> Vec<Box<dyn Expert>>,
+    progress: &'a mut dyn FnMut(usize, &TrainProgress),
+    core: Option<InferenceCore>,
+    trained: Vec<FoldModels>,
+}
+
+impl<'a> ModelFolds<'a> {
+    /// Folds of `symbol` trained per `training` on `device`; `progress(fold, step)` follows
+    /// the training.
+    pub fn new(
+        symbol: &str,
+        training: FoldTraining,
+        input_cfg: InputConfig,
+        device: Device,
+        others: &'a dyn Fn() -> Vec<Box<dyn Expert>>,
+        progress: &'a mut dyn FnMut(usize, &TrainProgress),
+    ) -> Self {
+        Self {
+            symbol: symbol.into(),
+            training,
+            input_cfg,
+            device,
+            others,
+            progress,
+            core: None,
+            trained: Vec::new(),
+        }
+    }
+
+    /// What each fold trained so far, in fold order.
+    pub fn trained(&self) -> &[FoldModels] {
+        &self.trained
+    }
+}
+
+impl FoldExperts for ModelFolds<'_> {
+    fn prepare(
+        &mut self,
+        fold: usize,
+        train: &[Candle],
+        interval_ms: i64,
+    ) -> Result<Option<String>, String> {
+        self.core = None;
+        let progress = &mut *self.progress;
+        let (core, mut record) = train_models(
+            &self.symbol,
+            train,
+            interval_ms,
+            &self.training,
+            &self.input_cfg,
+            self.device,
+            &mut |p| progress(fold, p),
+        )
+        .map_err(|e| e.to_string())?;
+        record.fold = fold;
+        let note = record.to_string();
+        self.trained.push(record);
+        self.core = Some(core);
+        Ok(Some(note))
+    }
+
+    fn experts(&mut self) -> Result<Vec<Box<dyn Expert>>, String> {
+        let core = self
+            .core
+            .as_ref()
+            .ok_or_else(|| "no models trained for this fold".to_string())?;
+        let copy = copy_core(core, &self.input_cfg).map_err(|e| e.to_string())?;
+        let (cnn, dqn) = model_experts(copy, self.input_cfg.clone(), false, false);
+        let mut all: Vec<Box<dyn Expert>> = vec![Box::new(cnn), Box::new(dqn)];
+        all.extend((self.others)());
+        Ok(all)
     }
 }
