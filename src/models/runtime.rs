@@ -577,22 +577,8 @@ impl ModelRuntime {
         device: Device,
         checkpoint_dir: PathBuf,
     ) -> Result<Self, RuntimeError> {
-        // The feedback channel outlives restarts: the orchestrator registers its sender once.
-        let (feedback_tx, feedback_rx) = mpsc::channel();
         let rt = Self {
-            shared: Arc::new(Shared {
-                cfg: cfg.into(),
-                device,
-                checkpoint_dir,
-                status: Mutex::new(RuntimeStatus {
-                    device: format!("{device:?}"),
-                    ..Default::default()
-                }),
-                learning: Arc::new(AtomicBool::new(true)),
-                feedback_tx,
-                feedback_rx: Arc::new(Mutex::new(feedback_rx)),
-                alive: AtomicUsize::new(0),
-            }),
+            shared: Arc::new(Shared::new(cfg.into(), device, checkpoint_dir)),
             running: Mutex::new(None),
         };
         rt.start()?;
@@ -601,6 +587,24 @@ impl ModelRuntime {
 }
 
 impl Shared {
+    fn new(cfg: RuntimeConfig, device: Device, checkpoint_dir: PathBuf) -> Self {
+        // The feedback channel outlives restarts: the orchestrator registers its sender once.
+        let (feedback_tx, feedback_rx) = mpsc::channel();
+        Self {
+            cfg,
+            device,
+            checkpoint_dir,
+            status: Mutex::new(RuntimeStatus {
+                device: format!("{device:?}"),
+                ..Default::default()
+            }),
+            learning: Arc::new(AtomicBool::new(true)),
+            feedback_tx,
+            feedback_rx: Arc::new(Mutex::new(feedback_rx)),
+            alive: AtomicUsize::new(0),
+        }
+    }
+
     fn manager(
         &self,
         name: &str,
@@ -702,15 +706,14 @@ impl InferenceCore {
         device: Device,
         checkpoint_dir: PathBuf,
     ) -> Result<(Self, Option<CheckpointInUse>, Option<CheckpointInUse>), RuntimeError> {
-        let shared = Shared {
-            cfg: RuntimeConfig {
+        let shared = Shared::new(
+            RuntimeConfig {
                 models: models.clone(),
                 input: input.clone(),
             },
             device,
             checkpoint_dir,
-            status: Mutex::new(RuntimeStatus::default()),
-        };
+        );
         let (core, _) = shared.load_core()?;
         let s = lock(&shared.status);
         Ok((core, s.cnn_checkpoint.clone(), s.dqn_checkpoint.clone()))
