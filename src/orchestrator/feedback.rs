@@ -20,7 +20,7 @@ use super::expert::finest_series;
 use crate::analysis::input::BaseDataInput;
 use crate::analysis::model_output::{Action, ModelOutput, PredictedPivot, SwingKind};
 use crate::analysis::pivots::PivotKind;
-use crate::market::types::{Price, Timeframe};
+use crate::market::types::{Price, Symbol, Timeframe};
 
 /// How predictions are scored.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -146,6 +146,8 @@ struct PendingAction {
 }
 
 struct PendingPivot {
+    /// Registration order: pairs come out in it, as if all pivots waited in one queue.
+    seq: u64,
     output: Arc<ModelOutput>,
     pivot: PredictedPivot,
 }
@@ -154,7 +156,11 @@ struct PendingPivot {
 pub struct Feedbacks {
     cfg: ScoringConfig,
     actions: VecDeque<PendingAction>,
-    pivots: Vec<PendingPivot>,
+    /// Pending pivot predictions per (symbol, timeframe index, level index), oldest first:
+    /// a step then looks only at the fronts it can resolve or expire, not at every pending
+    /// prediction (up to levels × the timeout's worth of steps).
+    pivots: BTreeMap<(Symbol, usize, usize), VecDeque<PendingPivot>>,
+    next_seq: u64,
     accuracy: BTreeMap<String, Accuracy>,
     pairs: BTreeMap<String, VecDeque<Feedback>>,
     trainers: BTreeMap<String, Sender<Feedback>>,
@@ -165,7 +171,7 @@ impl std::fmt::Debug for Feedbacks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Feedbacks")
             .field("pending_actions", &self.actions.len())
-            .field("pending_pivots", &self.pivots.len())
+            .field("pending_pivots", &self.pending().1)
             .field("trainers", &self.trainers.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -177,7 +183,8 @@ impl Feedbacks {
         Self {
             cfg,
             actions: VecDeque::new(),
-            pivots: Vec::new(),
+            pivots: BTreeMap::new(),
+            next_seq: 0,
             accuracy: BTreeMap::new(),
             pairs: BTreeMap::new(),
             trainers: BTreeMap::new(),
@@ -204,11 +211,29 @@ impl Feedbacks {
                 entry: last.close,
             });
         }
+        let made = output.timestamp_ms;
         for p in &output.predictions.pivots {
-            self.pivots.push(PendingPivot {
-                output: Arc::clone(&output),
-                pivot: p.clone(),
-            });
+            let tf = Timeframe::ALL
+                .iter()
+                .position(|t| *t == p.timeframe)
+                .unwrap_or(0);
+            let level = usize::from(p.level.clamp(1, 5)) - 1;
+            let queue = self
+                .pivots
+                .entry((output.symbol.clone(), tf, level))
+                .or_default();
+            // Steps arrive in time order, so this is a push at the back; an older step that
+            // comes late still lands in time order.
+            let at = queue.partition_point(|q| q.output.timestamp_ms <= made);
+            queue.insert(
+                at,
+                PendingPivot {
+                    seq: self.next_seq,
+                    output: Arc::clone(&output),
+                    pivot: p.clone(),
+                },
+            );
+            self.next_seq += 1;
         }
     }
 
@@ -269,62 +294,69 @@ impl Feedbacks {
             });
         }
         self.actions = keep;
-        let mut still = Vec::with_capacity(self.pivots.len());
-        for p in std::mem::take(&mut self.pivots) {
-            if p.output.symbol != input.symbol {
-                still.push(p);
-                continue;
-            }
-            let tf = Timeframe::ALL
-                .iter()
-                .position(|t| *t == p.pivot.timeframe)
-                .unwrap_or(0);
-            let level = usize::from(p.pivot.level.clamp(1, 5)) - 1;
-            let made = p.output.timestamp_ms;
-            let actual = input.pivots[tf].levels[level]
-                .iter()
-                .find(|a| a.known_ms > made && a.known_ms <= now);
-            match actual {
-                Some(a) => {
-                    let actual_kind = match a.kind {
-                        PivotKind::High => SwingKind::High,
-                        PivotKind::Low => SwingKind::Low,
-                    };
-                    let ap = a.price.to_f64();
-                    let outcome = PivotOutcome {
-                        kind_correct: actual_kind == p.pivot.kind,
-                        price_error_bps: if ap > 0.0 {
-                            (p.pivot.price.to_f64() - ap).abs() / ap * 10_000.0
-                        } else {
-                            f64::INFINITY
-                        },
-                        time_error_ms: p.pivot.time_ms - a.time_ms,
-                        actual_kind,
-                        actual_price: a.price,
-                        actual_time_ms: a.time_ms,
-                        predicted: p.pivot,
-                    };
-                    let acc = self
-                        .accuracy
-                        .entry(p.output.model_name.clone())
-                        .or_insert_with(|| Accuracy::new(self.cfg.prior));
-                    acc.pivots_scored += 1;
-                    acc.pivots_kind_correct += u64::from(outcome.kind_correct);
-                    out.push(Feedback {
+        let mut scored: Vec<(u64, Feedback)> = Vec::new();
+        let symbol = &input.symbol;
+        for ((_, tf, level), queue) in self
+            .pivots
+            .range_mut((symbol.clone(), 0, 0)..=(symbol.clone(), usize::MAX, usize::MAX))
+        {
+            let known = &input.pivots[*tf].levels[*level];
+            // Oldest first: once the front has no pivot known after it, no later one has.
+            while let Some(p) = queue.front() {
+                let made = p.output.timestamp_ms;
+                let Some(a) = known
+                    .iter()
+                    .find(|a| a.known_ms > made && a.known_ms <= now)
+                else {
+                    break;
+                };
+                let Some(p) = queue.pop_front() else { break };
+                let actual_kind = match a.kind {
+                    PivotKind::High => SwingKind::High,
+                    PivotKind::Low => SwingKind::Low,
+                };
+                let ap = a.price.to_f64();
+                let outcome = PivotOutcome {
+                    kind_correct: actual_kind == p.pivot.kind,
+                    price_error_bps: if ap > 0.0 {
+                        (p.pivot.price.to_f64() - ap).abs() / ap * 10_000.0
+                    } else {
+                        f64::INFINITY
+                    },
+                    time_error_ms: p.pivot.time_ms - a.time_ms,
+                    actual_kind,
+                    actual_price: a.price,
+                    actual_time_ms: a.time_ms,
+                    predicted: p.pivot,
+                };
+                let acc = self
+                    .accuracy
+                    .entry(p.output.model_name.clone())
+                    .or_insert_with(|| Accuracy::new(self.cfg.prior));
+                acc.pivots_scored += 1;
+                acc.pivots_kind_correct += u64::from(outcome.kind_correct);
+                scored.push((
+                    p.seq,
+                    Feedback {
                         prediction: p.output,
                         outcome: Outcome::Pivot(outcome),
                         scored_at_ms: now,
-                    });
+                    },
+                ));
+            }
+            while queue
+                .front()
+                .is_some_and(|p| now - p.output.timestamp_ms > self.cfg.pivot_timeout_ms)
+            {
+                if let Some(p) = queue.pop_front()
+                    && let Some(acc) = self.accuracy.get_mut(&p.output.model_name)
+                {
+                    acc.pivots_expired += 1;
                 }
-                None if now - made > self.cfg.pivot_timeout_ms => {
-                    if let Some(acc) = self.accuracy.get_mut(&p.output.model_name) {
-                        acc.pivots_expired += 1;
-                    }
-                }
-                None => still.push(p),
             }
         }
-        self.pivots = still;
+        scored.sort_unstable_by_key(|(seq, _)| *seq);
+        out.extend(scored.into_iter().map(|(_, f)| f));
         for f in &out {
             let model = &f.prediction.model_name;
             if let Some(tx) = self.trainers.get(model)
@@ -359,7 +391,10 @@ impl Feedbacks {
 
     /// Predictions still waiting for their outcome (actions, pivots).
     pub fn pending(&self) -> (usize, usize) {
-        (self.actions.len(), self.pivots.len())
+        (
+            self.actions.len(),
+            self.pivots.values().map(VecDeque::len).sum(),
+        )
     }
 
     /// Predictions dropped because no price at their horizon was available.
@@ -466,5 +501,77 @@ mod tests {
         assert_eq!(*at, first.known_ms);
         assert_eq!(p.actual_time_ms, first.time_ms);
         assert_eq!(p.kind_correct, first.kind == PivotKind::High);
+    }
+
+    #[test]
+    fn every_pending_pivot_is_scored_in_order_or_expires_and_other_symbols_wait() {
+        let candles = wave(900, 0, 1_000);
+        let mut feed = HistoryFeed::new("ETHUSDT", 1_000, InputConfig::default()).unwrap();
+        let store = ModelOutputStore::default();
+        let mut f = Feedbacks::new(ScoringConfig {
+            pivot_timeout_ms: 120_000,
+            ..cfg()
+        });
+        let predict = |symbol: &str, t: i64, level: u8| {
+            let mut o = output("cnn", "cnn", t);
+            o.symbol = symbol.into();
+            o.predictions.pivots.push(PredictedPivot {
+                timeframe: Timeframe::S1,
+                level,
+                kind: SwingKind::Low,
+                price: candles[0].close,
+                time_ms: t,
+                confidence: 0.5,
+            });
+            Arc::new(o)
+        };
+        let mut made = Vec::new();
+        let mut scored = Vec::new();
+        let mut max_pending = 0;
+        for (i, c) in candles.iter().enumerate() {
+            let t = feed.push(c).unwrap();
+            let input = feed.input(&store, t);
+            for fb in f.observe(&input) {
+                if let Outcome::Pivot(p) = &fb.outcome {
+                    let known = &input.pivots[0].levels[usize::from(p.predicted.level) - 1];
+                    let first = known
+                        .iter()
+                        .find(|a| a.known_ms > fb.prediction.timestamp_ms)
+                        .unwrap();
+                    assert_eq!(p.actual_time_ms, first.time_ms);
+                    scored.push((fb.prediction.timestamp_ms, p.predicted.level));
+                }
+            }
+            max_pending = max_pending.max(f.pending().1);
+            if (200..800).contains(&i) {
+                for level in [1, 5] {
+                    f.register(&input, predict("ETHUSDT", t, level));
+                    made.push((t, level));
+                }
+                f.register(&input, predict("BTCUSDT", t, 1));
+            }
+        }
+        // Pairs come out in registration order.
+        let order: Vec<_> = made
+            .iter()
+            .filter(|m| scored.contains(m))
+            .copied()
+            .collect();
+        let mut sorted = scored.clone();
+        sorted.sort_by_key(|&(t, l)| (t, made.iter().position(|m| *m == (t, l))));
+        assert_eq!(scored, sorted);
+        assert_eq!(scored.len(), order.len());
+        let acc = &f.accuracy()["cnn"];
+        assert_eq!(acc.pivots_scored as usize, scored.len());
+        assert!(scored.iter().filter(|(_, l)| *l == 1).count() > 500);
+        // Nothing is both scored and expired, and nothing of another symbol is touched.
+        let btc_waiting = 600;
+        assert_eq!(
+            acc.pivots_scored as usize + acc.pivots_expired as usize + f.pending().1,
+            made.len() + btc_waiting
+        );
+        assert!(f.pending().1 >= btc_waiting);
+        // Expiry bounds what waits: the timeout's worth of level-5 predictions, plus BTC's.
+        assert!(max_pending <= 2 * 121 + btc_waiting, "{max_pending}");
     }
 }
