@@ -360,9 +360,16 @@ impl MarketTaskState {
                     }
                     // Initial history, or the candles missed while disconnected.
                     for tf in Timeframe::ALL {
-                        let from = match s.market.candles().series(tf).candles().last() {
-                            Some(c) => c.open_time_ms,
-                            None => now - tf.millis() * (self.backfill_frames as i64 - 1),
+                        let wanted = now - tf.millis() * (self.backfill_frames as i64 - 1);
+                        let series = s.market.candles().series(tf);
+                        let from = match series.candles().last() {
+                            Some(c) if series.candles().len() >= self.backfill_frames => {
+                                c.open_time_ms
+                            }
+                            // Short of the history (the feed stopped before the first backfill
+                            // arrived, and live trades made a candle or two): all of it again.
+                            Some(c) => wanted.min(c.open_time_ms),
+                            None => wanted,
                         };
                         out.push(FeedCommand::Backfill {
                             symbol: s.exchange.clone(),
@@ -950,6 +957,36 @@ mod tests {
         let after = known_pivots(&candles, Timeframe::M1, confirm);
         let p = after.latest(1, PivotKind::High).unwrap();
         assert_eq!((p.price, p.time_ms), (Price::from_units(15), 2 * 60_000));
+    }
+
+    #[test]
+    fn a_reconnect_backfills_the_whole_history_when_the_first_backfill_never_arrived() {
+        use crate::market::types::{Side, Trade};
+        let cfg = Config::default();
+        let mut state = MarketTaskState::new(&cfg, "test");
+        let t0 = 1_700_000_000_000;
+        // Live trades made a 1 m candle, but no backfill was ever applied.
+        let trade = Trade {
+            symbol: state.symbols[0].exchange.clone(),
+            id: 1,
+            price: Price::from_units(100),
+            qty: Qty::from_units(1),
+            time_ms: t0,
+            taker_side: Side::Buy,
+        };
+        state.symbols[0].market.on_trade(&trade).unwrap();
+        let mut out = Vec::new();
+        state.on_event(FeedEvent::Connected { connects: 2 }, t0 + 1_000, &mut out);
+        let from_1m = out.iter().find_map(|c| match c {
+            FeedCommand::Backfill {
+                symbol,
+                timeframe: Timeframe::M1,
+                from_ms,
+            } if *symbol == state.symbols[0].exchange => Some(*from_ms),
+            _ => None,
+        });
+        let frames = cfg.data.backfill_frames as i64;
+        assert_eq!(from_1m, Some(t0 + 1_000 - 60_000 * (frames - 1)));
     }
 
     #[test]
