@@ -1,11 +1,14 @@
-//! Fuzz target: Binance websocket frames and REST depth snapshots; must never panic.
+//! Fuzz target: Binance wire and REST parsers (frames, depth snapshots, klines, aggTrades,
+//! exchangeInfo, REST errors), its normalized connector, and recorded-session replay lines;
+//! must never panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use mmtrader::feeds::normalized::Venue;
+use mmtrader::feeds::parser_surface;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = mmtrader::feeds::binance::wire::parse_frame(text);
-        let _ = mmtrader::feeds::binance::wire::parse_depth_snapshot(text);
-    }
+    parser_surface::binance_wire(data);
+    parser_surface::venue(Venue::Binance, data);
+    parser_surface::recording_line(data);
 });

@@ -1,9 +1,6 @@
-//! Fuzz target: exact decimal tokens with exponents; must never panic.
+//! Fuzz target: exact decimal tokens with exponents and the fixed-point parsers; must never panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = mmtrader::feeds::normalized::parse_decimal(data, mmtrader::feeds::normalized::Rounding::Exact);
-    let _ = mmtrader::feeds::normalized::parse_decimal(data, mmtrader::feeds::normalized::Rounding::HalfEven);
-});
+fuzz_target!(|data: &[u8]| mmtrader::feeds::parser_surface::decimal(data));

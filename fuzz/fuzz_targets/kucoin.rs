@@ -1,19 +1,8 @@
-//! Fuzz target: Kucoin parser, one or more frames (lines) per input; must never panic.
+//! Fuzz target: the Kucoin connector (frames through protocol and book, REST snapshot and token
+//! parsers); must never panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use mmtrader::feeds::normalized::Venue;
-use mmtrader::feeds::venue::{Frame, Step, VenueSession};
 
-fuzz_target!(|data: &[u8]| {
-    // Text and binary frames through the protocol and its book-integrity state machine.
-    let proto = mmtrader::feeds::protocol_for(Venue::Kucoin).expect("venue has a protocol");
-    let mut session = VenueSession::open(proto);
-    let mut step = Step::default();
-    let _ = session.on_frame(Frame::Binary(data), &mut step);
-    if let Ok(text) = std::str::from_utf8(data) {
-        for line in text.lines() {
-            let _ = session.on_frame(Frame::Text(line), &mut step);
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| mmtrader::feeds::parser_surface::venue(Venue::Kucoin, data));

@@ -58,8 +58,8 @@ pub struct ReplayArgs {
     /// End receive time (exclusive): `YYYY-MM-DD` (UTC) or ms since the epoch.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub to: Option<i64>,
-    /// Raw mode: the exchange whose connector reads `--raw` files (mexc, coinbase, kraken,
-    /// htx, bitfinex, kucoin, bybit).
+    /// Raw mode: the exchange whose connector reads `--raw` files (binance, mexc, coinbase,
+    /// kraken, htx, bitfinex, kucoin, bybit).
     #[arg(long, value_name = "NAME", requires = "raw")]
     pub exchange: Option<String>,
     /// Raw mode: recorded raw messages, one per line as received, or cryptofeed captures

@@ -14,6 +14,7 @@ pub mod kraken;
 pub mod kucoin;
 pub mod mexc;
 pub mod normalized;
+pub mod parser_surface;
 pub mod raw_replay;
 pub mod replay;
 pub mod rest;
@@ -23,8 +24,8 @@ pub mod venue;
 use normalized::Venue;
 use venue::VenueProtocol;
 
-/// The protocol of a venue with default settings (None for Binance, which has its own
-/// connector in [`binance`]).
+/// The protocol of a venue with default settings. Binance's is the normalized adapter (replay,
+/// normalized consumers); the desk's live Binance feed keeps its own connector in [`binance`].
 pub fn protocol_for(venue: Venue) -> Option<Box<dyn VenueProtocol>> {
     match venue {
         Venue::Mexc => Some(Box::new(mexc::MexcProtocol::default())),
@@ -34,6 +35,6 @@ pub fn protocol_for(venue: Venue) -> Option<Box<dyn VenueProtocol>> {
         Venue::Bitfinex => Some(Box::new(bitfinex::BitfinexProtocol::default())),
         Venue::Kucoin => Some(Box::new(kucoin::KucoinProtocol::default())),
         Venue::Bybit => Some(Box::new(bybit::BybitProtocol::default())),
-        Venue::Binance => None,
+        Venue::Binance => Some(Box::new(binance::protocol::BinanceProtocol::default())),
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::market::types::{FixedParseError, Level, Price, Qty, SCALE_DECIMALS, Trade};
+use crate::market::types::{FixedParseError, Level, Price, Qty, SCALE_DECIMALS, Side, Trade};
 
 /// Exchanges with a connector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -171,6 +171,36 @@ pub struct BookData {
     pub decimals: Option<(u32, u32)>,
     /// Exchange time, ms, when given.
     pub time_ms: Option<i64>,
+    /// The number text of each level as sent, where a checksum is computed over the wire text
+    /// (Bitfinex); empty otherwise.
+    pub texts: Vec<LevelText>,
+}
+
+/// A level's price and amount exactly as the exchange wrote them (`1e-7`, `-0.5`), quotes
+/// stripped.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LevelText {
+    /// Book side.
+    pub side: Side,
+    /// The parsed price, to find the level.
+    pub price: Price,
+    /// Price token as sent.
+    pub price_text: String,
+    /// Amount token as sent (signed where the exchange signs it).
+    pub amount_text: String,
+}
+
+/// A number token without its JSON string quotes.
+pub fn token_text(token: &[u8]) -> String {
+    String::from_utf8_lossy(unquote(token)).into_owned()
+}
+
+/// The token inside its JSON string quotes, if quoted.
+fn unquote(token: &[u8]) -> &[u8] {
+    token
+        .strip_prefix(b"\"")
+        .and_then(|t| t.strip_suffix(b"\""))
+        .unwrap_or(token)
 }
 
 impl BookData {
@@ -184,6 +214,7 @@ impl BookData {
             checksum: None,
             decimals: None,
             time_ms: None,
+            texts: Vec::new(),
         }
     }
 }
@@ -322,10 +353,7 @@ pub enum Rounding {
 /// `-0.5`) into a value scaled by 1e8.
 pub fn parse_decimal(token: &[u8], rounding: Rounding) -> Result<i64, NumberError> {
     let lossy = || String::from_utf8_lossy(token).into_owned();
-    let t = token
-        .strip_prefix(b"\"")
-        .and_then(|t| t.strip_suffix(b"\""))
-        .unwrap_or(token);
+    let t = unquote(token);
     let (mant, exp) = match t.iter().position(|&b| b == b'e' || b == b'E') {
         Some(i) => {
             let e = std::str::from_utf8(&t[i + 1..])
@@ -408,10 +436,7 @@ pub fn qty(token: &[u8], rounding: Rounding) -> Result<Qty, NumberError> {
 
 /// Decimal places written in a token (`"13.284500"` → 6), for exchange-formatted checksums.
 pub fn written_decimals(token: &[u8]) -> u32 {
-    let t = token
-        .strip_prefix(b"\"")
-        .and_then(|t| t.strip_suffix(b"\""))
-        .unwrap_or(token);
+    let t = unquote(token);
     t.iter()
         .position(|&b| b == b'.')
         .map(|i| (t.len() - i - 1) as u32)

@@ -202,6 +202,9 @@ pub struct ReplayStats {
     pub integrity: Vec<(String, IntegrityError)>,
     /// Checksums verified across all books.
     pub checksums_ok: u64,
+    /// Checksums sent but not verifiable (e.g. Kraken without the instrument's precision):
+    /// integrity warnings across all books.
+    pub checksums_unverified: u64,
     /// Messages the session wanted to send back (pongs, resubscriptions).
     pub replies: u64,
     /// Connection-level gaps after which a live connector reconnects (all books dropped).
@@ -367,11 +370,14 @@ pub fn feed_line(
         .iter()
         .filter(|a| matches!(a, Action::Send(_)))
         .count() as u64;
-    stats.checksums_ok = session
-        .book_instruments()
-        .filter_map(|i| session.venue_book(i))
-        .map(|b| b.stats().checksums_ok)
-        .sum();
+    let books = || {
+        session
+            .book_instruments()
+            .filter_map(|i| session.venue_book(i))
+            .map(|b| b.stats())
+    };
+    stats.checksums_ok = books().map(|s| s.checksums_ok).sum();
+    stats.checksums_unverified = books().map(|s| s.checksums_unverified).sum();
 }
 
 fn read_lines(path: &Path) -> std::io::Result<Vec<(usize, String)>> {
@@ -401,8 +407,8 @@ pub fn session_for(name: &str) -> Result<VenueSession, VenueError> {
 /// arguments).
 #[derive(Debug)]
 pub struct ReplayRawArgs {
-    /// Exchange whose connector reads the messages: mexc, coinbase, kraken, htx (huobi),
-    /// bitfinex, kucoin, bybit.
+    /// Exchange whose connector reads the messages: binance, mexc, coinbase, kraken, htx
+    /// (huobi), bitfinex, kucoin, bybit.
     pub exchange: String,
     /// Recorded raw messages, one per line as received, or cryptofeed capture files (a
     /// websocket capture and its REST log may be given together; `.gz` is read as gzip).
@@ -477,7 +483,7 @@ pub fn run(
     use std::io::Write;
     let mut session = session_for(&args.exchange).map_err(|e| {
         crate::cli::Failure::input(anyhow::anyhow!(
-            "--exchange {}: {e} (expected one of mexc, coinbase, kraken, htx, bitfinex, kucoin, bybit)",
+            "--exchange {}: {e} (expected one of binance, mexc, coinbase, kraken, htx, bitfinex, kucoin, bybit)",
             args.exchange
         ))
     })?;
@@ -509,6 +515,12 @@ pub fn run(
         stats.integrity.len(),
         stats.replies
     );
+    if stats.checksums_unverified > 0 {
+        eprintln!(
+            "WARNING {} checksums could not be verified (instrument precision unknown): those books are unverified",
+            stats.checksums_unverified
+        );
+    }
     if !stats.errors.is_empty() {
         eprintln!("errors by kind: {:?}", stats.errors);
     }

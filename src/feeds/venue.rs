@@ -2,10 +2,13 @@
 //! keepalive, resync), the per-symbol book-integrity state machine, and a session that drives
 //! any protocol without I/O (the websocket runner and raw replay both use it). Pure logic.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
-use super::normalized::{BookData, IntegrityError, NormEvent, NumberError, SeqInfo, Venue};
+use super::normalized::{
+    BookData, IntegrityError, LevelText, NormEvent, NumberError, SeqInfo, Venue,
+};
 use crate::market::book::{OrderBook, validate_level};
 use crate::market::types::{Level, Price, Qty, Side};
 
@@ -157,6 +160,72 @@ pub struct BookStats {
     pub checksums_ok: u64,
     /// Snapshots applied.
     pub snapshots: u64,
+    /// Checksums the exchange sent that could not be computed locally (Kraken without the
+    /// instrument's precision): integrity warnings, the book is unverified.
+    pub checksums_unverified: u64,
+}
+
+/// The wire text of every level a checksum needs (Bitfinex), kept in step with the book.
+#[derive(Debug, Clone, Default)]
+struct WireTexts {
+    bids: HashMap<Price, (String, String)>,
+    asks: HashMap<Price, (String, String)>,
+}
+
+impl WireTexts {
+    fn side(&mut self, side: Side) -> &mut HashMap<Price, (String, String)> {
+        match side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.bids.clear();
+        self.asks.clear();
+    }
+
+    /// Follows one book message: every level it names loses its old text, then the texts it
+    /// carries (set levels only) are recorded.
+    fn apply(&mut self, d: &BookData) {
+        if d.texts.is_empty() && self.bids.is_empty() && self.asks.is_empty() {
+            return;
+        }
+        for l in &d.bids {
+            self.bids.remove(&l.price);
+        }
+        for l in &d.asks {
+            self.asks.remove(&l.price);
+        }
+        for t in &d.texts {
+            let LevelText {
+                side,
+                price,
+                price_text,
+                amount_text,
+            } = t;
+            self.side(*side)
+                .insert(*price, (price_text.clone(), amount_text.clone()));
+        }
+    }
+
+    /// Price and amount text of a level: as sent when known, else formatted from the value.
+    fn fields(&self, side: Side, l: &Level) -> (Cow<'_, str>, Cow<'_, str>) {
+        let map = match side {
+            Side::Buy => &self.bids,
+            Side::Sell => &self.asks,
+        };
+        match map.get(&l.price) {
+            Some((p, a)) => (Cow::Borrowed(p.as_str()), Cow::Borrowed(a.as_str())),
+            None => (
+                Cow::Owned(l.price.to_string()),
+                Cow::Owned(match side {
+                    Side::Buy => l.qty.to_string(),
+                    Side::Sell => format!("-{}", l.qty),
+                }),
+            ),
+        }
+    }
 }
 
 /// The book-integrity state machine for one symbol on one exchange.
@@ -169,6 +238,10 @@ pub struct VenueBook {
     last_id: Option<u64>,
     buffer: VecDeque<BookData>,
     decimals: Option<(u32, u32)>,
+    texts: WireTexts,
+    /// Set by a REST snapshot until the first delta lands: a `pu`-linked stream (Binance
+    /// futures) may start with a delta whose predecessor is older than the snapshot.
+    bridging: bool,
     stats: BookStats,
 }
 
@@ -182,6 +255,8 @@ impl VenueBook {
             last_id: None,
             buffer: VecDeque::new(),
             decimals: None,
+            texts: WireTexts::default(),
+            bridging: false,
             stats: BookStats::default(),
         }
     }
@@ -212,6 +287,8 @@ impl VenueBook {
         self.synced = false;
         self.last_id = None;
         self.buffer.clear();
+        self.texts.clear();
+        self.bridging = false;
     }
 
     fn fail(&mut self, error: IntegrityError) -> Verdict {
@@ -249,6 +326,9 @@ impl VenueBook {
             .apply_snapshot(&snap.bids, &snap.asks, id.unwrap_or(0));
         self.last_id = id;
         self.decimals = snap.decimals.or(self.decimals);
+        self.texts.clear();
+        self.texts.apply(snap);
+        self.bridging = self.rules.snapshot == SnapshotSource::Rest;
         self.synced = true;
         self.stats.snapshots += 1;
         self.truncate();
@@ -301,7 +381,9 @@ impl VenueBook {
                     self.stats.stale += 1;
                     return Verdict::Stale;
                 }
-                if prev != id {
+                // The first delta after a REST snapshot only has to straddle it.
+                let bridges = self.bridging && prev < id;
+                if prev != id && !bridges {
                     return self.fail(IntegrityError::Gap {
                         expected: id,
                         got: prev,
@@ -335,6 +417,8 @@ impl VenueBook {
         for l in &d.asks {
             self.book.apply_level(Side::Sell, l.price, l.qty);
         }
+        self.texts.apply(d);
+        self.bridging = false;
         if let Some(id) = next_id {
             self.last_id = Some(id);
             self.book.last_update_id = id;
@@ -366,13 +450,19 @@ impl VenueBook {
                 let (pd, qd) = self.decimals?;
                 Some(kraken_checksum(&self.book, pd, qd))
             }
-            ChecksumKind::BitfinexTop25 => Some(bitfinex_checksum(&self.book)),
+            ChecksumKind::BitfinexTop25 => Some(bitfinex_checksum_over(&self.book, &self.texts)),
         }
     }
 
     fn verify(&mut self, expected: Option<u32>) -> Option<Verdict> {
         let expected = expected?;
-        let computed = self.local_checksum()?;
+        let Some(computed) = self.local_checksum() else {
+            // Not silently passed: the book is unverified until the missing input arrives.
+            if self.rules.checksum != ChecksumKind::None {
+                self.stats.checksums_unverified += 1;
+            }
+            return None;
+        };
         if computed == expected {
             self.stats.checksums_ok += 1;
             None
@@ -395,6 +485,7 @@ impl VenueBook {
                     .collect();
                 for p in extra {
                     self.book.apply_level(side, p, Qty::ZERO);
+                    self.texts.side(side).remove(&p);
                 }
             }
         }
@@ -443,19 +534,23 @@ pub fn kraken_checksum(book: &OrderBook, price_decimals: u32, qty_decimals: u32)
 }
 
 /// Bitfinex's checksum over 25 interleaved `bid_price:bid_amount:ask_price:-ask_amount` entries,
-/// as the unsigned bits of Bitfinex's signed value.
+/// as the unsigned bits of Bitfinex's signed value, with numbers formatted from the book's
+/// values (a book kept by [`VenueBook`] uses the text Bitfinex sent instead).
 pub fn bitfinex_checksum(book: &OrderBook) -> u32 {
+    bitfinex_checksum_over(book, &WireTexts::default())
+}
+
+fn bitfinex_checksum_over(book: &OrderBook, texts: &WireTexts) -> u32 {
     let bids: Vec<Level> = book.top(Side::Buy, 25);
     let asks: Vec<Level> = book.top(Side::Sell, 25);
-    let mut parts: Vec<String> = Vec::with_capacity(100);
+    let mut parts: Vec<Cow<'_, str>> = Vec::with_capacity(100);
     for i in 0..25 {
-        if let Some(b) = bids.get(i) {
-            parts.push(b.price.to_string());
-            parts.push(b.qty.to_string());
-        }
-        if let Some(a) = asks.get(i) {
-            parts.push(a.price.to_string());
-            parts.push(format!("-{}", a.qty));
+        for (side, level) in [(Side::Buy, bids.get(i)), (Side::Sell, asks.get(i))] {
+            if let Some(l) = level {
+                let (p, a) = texts.fields(side, l);
+                parts.push(p);
+                parts.push(a);
+            }
         }
     }
     crc32fast::hash(parts.join(":").as_bytes())
@@ -862,6 +957,82 @@ mod tests {
             b.on_delta(&data(SeqInfo::None, &[lv(-1, 1)], &[])),
             Verdict::Resync(IntegrityError::BadLevel(_))
         ));
+    }
+
+    #[test]
+    fn checksum_without_precision_is_an_integrity_warning() {
+        let mut b = VenueBook::new(BookRules {
+            checksum: ChecksumKind::KrakenTop10,
+            ..BookRules::default()
+        });
+        let mut snap = data(SeqInfo::None, &[lv(10, 1)], &[lv(11, 1)]);
+        snap.checksum = Some(7);
+        assert_eq!(b.on_snapshot(&snap), Verdict::Applied);
+        assert_eq!(b.on_checksum(7), Verdict::Applied);
+        assert_eq!(b.stats().checksums_unverified, 2);
+        assert_eq!(b.stats().checksums_ok, 0);
+        // Once the precision is known the same book is verified (and a wrong value fails).
+        snap.decimals = Some((0, 0));
+        snap.checksum = Some(kraken_checksum(&b.book, 0, 0));
+        assert_eq!(b.on_snapshot(&snap), Verdict::Applied);
+        assert_eq!(b.stats().checksums_ok, 1);
+        assert!(matches!(b.on_checksum(7), Verdict::Resync(_)));
+        assert_eq!(b.stats().checksums_unverified, 2);
+    }
+
+    #[test]
+    fn first_linked_delta_after_a_rest_snapshot_may_straddle_it() {
+        let rules = BookRules {
+            snapshot: SnapshotSource::Rest,
+            ..BookRules::default()
+        };
+        let l = |p, s| SeqInfo::Linked { prev: p, seq: s };
+        let mut b = VenueBook::new(rules);
+        b.on_delta(&data(l(80, 120), &[lv(10, 1)], &[]));
+        assert_eq!(
+            b.on_snapshot(&data(SeqInfo::Single(100), &[], &[lv(11, 1)])),
+            Verdict::Applied
+        );
+        assert_eq!(b.stats().applied, 1);
+        // Later deltas must chain exactly.
+        assert!(matches!(
+            b.on_delta(&data(l(110, 130), &[], &[])),
+            Verdict::Resync(IntegrityError::Gap { .. })
+        ));
+        // An in-band snapshot gives no such latitude.
+        let mut inband = VenueBook::new(BookRules::default());
+        inband.on_snapshot(&data(l(0, 100), &[lv(10, 1)], &[]));
+        assert!(matches!(
+            inband.on_delta(&data(l(80, 120), &[], &[])),
+            Verdict::Resync(_)
+        ));
+    }
+
+    #[test]
+    fn bitfinex_checksum_uses_the_text_as_sent() {
+        let mut b = VenueBook::new(BookRules {
+            checksum: ChecksumKind::BitfinexTop25,
+            ..BookRules::default()
+        });
+        let text = |side, p: i64, pt: &str, at: &str| LevelText {
+            side,
+            price: Price::from_units(p),
+            price_text: pt.into(),
+            amount_text: at.into(),
+        };
+        let mut snap = data(SeqInfo::None, &[lv(10, 1)], &[lv(11, 2)]);
+        snap.texts = vec![
+            text(Side::Buy, 10, "10", "1.0e0"),
+            text(Side::Sell, 11, "11", "-2"),
+        ];
+        b.on_snapshot(&snap);
+        assert_eq!(b.local_checksum(), Some(crc32fast::hash(b"10:1.0e0:11:-2")));
+        // A delta replaces the level's text; a delete drops it.
+        let mut d = data(SeqInfo::None, &[lv(10, 3)], &[lv(11, 0)]);
+        d.texts = vec![text(Side::Buy, 10, "1e1", "3")];
+        assert_eq!(b.on_delta(&d), Verdict::Applied);
+        assert_eq!(b.local_checksum(), Some(crc32fast::hash(b"1e1:3")));
+        assert_eq!(b.texts.asks.len(), 0);
     }
 
     #[test]

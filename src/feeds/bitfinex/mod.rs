@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::jsonutil::{self, text_of};
-use super::normalized::{BookData, NormEvent, Rounding, SeqInfo, Venue, price, qty};
+use super::normalized::{
+    BookData, LevelText, NormEvent, Rounding, SeqInfo, Venue, price, qty, token_text,
+};
 use super::venue::{BookRules, ChecksumKind, Frame, Keepalive, VenueError, VenueProtocol};
 use crate::market::types::{Level, Qty, Side, Trade};
 
@@ -74,13 +76,15 @@ fn instrument_of(symbol: &str) -> Result<String, VenueError> {
     Ok(super::normalized::canonical(b, q))
 }
 
-fn book_level(row: &[&RawValue]) -> Result<(Side, Level), VenueError> {
-    let [p, count, amount, ..] = row else {
+/// One `[price, count, amount]` row: its side, the level, and for a set level the text of
+/// price and amount as sent (Bitfinex's checksum is computed over that text: `1e-7`, not `0.0000001`).
+fn book_level(row: &[&RawValue]) -> Result<(Side, Level, Option<LevelText>), VenueError> {
+    let [p, count, amount_token, ..] = row else {
         return Err(VenueError::Field("book [price, count, amount]"));
     };
     let price = price(p.get().as_bytes()).map_err(VenueError::number("price"))?;
-    let amount =
-        qty(amount.get().as_bytes(), Rounding::HalfEven).map_err(VenueError::number("amount"))?;
+    let amount = qty(amount_token.get().as_bytes(), Rounding::HalfEven)
+        .map_err(VenueError::number("amount"))?;
     let count: i64 = count
         .get()
         .parse()
@@ -91,12 +95,30 @@ fn book_level(row: &[&RawValue]) -> Result<(Side, Level), VenueError> {
         Side::Sell
     };
     // Count 0 deletes the level (amount ±1 only names the side).
-    let q = if count == 0 {
-        Qty::ZERO
-    } else {
-        Qty(amount.raw().abs())
+    if count == 0 {
+        return Ok((
+            side,
+            Level {
+                price,
+                qty: Qty::ZERO,
+            },
+            None,
+        ));
+    }
+    let text = LevelText {
+        side,
+        price,
+        price_text: token_text(p.get().as_bytes()),
+        amount_text: token_text(amount_token.get().as_bytes()),
     };
-    Ok((side, Level { price, qty: q }))
+    Ok((
+        side,
+        Level {
+            price,
+            qty: Qty(amount.raw().abs()),
+        },
+        Some(text),
+    ))
 }
 
 fn trade(instrument: &str, row: &[&RawValue]) -> Result<Trade, VenueError> {
@@ -182,11 +204,12 @@ impl BitfinexProtocol {
                 };
                 let mut d = BookData::new(instrument, SeqInfo::None);
                 for r in &rows {
-                    let (side, l) = book_level(r)?;
+                    let (side, l, text) = book_level(r)?;
                     match side {
                         Side::Buy => d.bids.push(l),
                         Side::Sell => d.asks.push(l),
                     }
+                    d.texts.extend(text);
                 }
                 out.push(if snapshot || rows.is_empty() {
                     NormEvent::BookSnapshot(d)
