@@ -173,7 +173,14 @@ struct WireTexts {
 }
 
 impl WireTexts {
-    fn side(&mut self, side: Side) -> &mut HashMap<Price, (String, String)> {
+    fn side(&self, side: Side) -> &HashMap<Price, (String, String)> {
+        match side {
+            Side::Buy => &self.bids,
+            Side::Sell => &self.asks,
+        }
+    }
+
+    fn side_mut(&mut self, side: Side) -> &mut HashMap<Price, (String, String)> {
         match side {
             Side::Buy => &mut self.bids,
             Side::Sell => &mut self.asks,
@@ -204,18 +211,14 @@ impl WireTexts {
                 price_text,
                 amount_text,
             } = t;
-            self.side(*side)
+            self.side_mut(*side)
                 .insert(*price, (price_text.clone(), amount_text.clone()));
         }
     }
 
     /// Price and amount text of a level: as sent when known, else formatted from the value.
     fn fields(&self, side: Side, l: &Level) -> (Cow<'_, str>, Cow<'_, str>) {
-        let map = match side {
-            Side::Buy => &self.bids,
-            Side::Sell => &self.asks,
-        };
-        match map.get(&l.price) {
+        match self.side(side).get(&l.price) {
             Some((p, a)) => (Cow::Borrowed(p.as_str()), Cow::Borrowed(a.as_str())),
             None => (
                 Cow::Owned(l.price.to_string()),
@@ -485,7 +488,7 @@ impl VenueBook {
                     .collect();
                 for p in extra {
                     self.book.apply_level(side, p, Qty::ZERO);
-                    self.texts.side(side).remove(&p);
+                    self.texts.side_mut(side).remove(&p);
                 }
             }
         }
