@@ -559,6 +559,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn report_lists_the_model_inputs_validation_refused() {
+        let used = ModelsUsed {
+            experts: ExpertSet::Models,
+            cnn: "pivot_cnn/1".into(),
+            dqn: "dqn_agent/1".into(),
+            folds: Vec::new(),
+            invalid_steps: InvalidSteps {
+                count: 3,
+                reasons: vec!["input X at 60000 not valid: ohlcv_1m <frame 7>".into()],
+            },
+        };
+        let html = models_html(&used, None);
+        assert!(
+            html.contains("refused by validation at 3 steps")
+                && html.contains("<li>input X at 60000 not valid: ohlcv_1m &lt;frame 7&gt;</li>"),
+            "{html}"
+        );
+        let clean = ModelsUsed {
+            invalid_steps: InvalidSteps::default(),
+            ..used
+        };
+        assert!(!models_html(&clean, None).contains("refused"));
+    }
+
+    #[test]
     fn durations_need_a_unit() {
         assert_eq!(parse_duration("7d"), Some(7 * 86_400_000));
         assert_eq!(parse_duration("90m"), Some(5_400_000));

@@ -1488,26 +1488,31 @@ mod tests {
         assert_eq!(out[0].hidden_states["gru_hidden"].len(), 16);
     }
 
-    #[test]
-    fn checkpoints_of_another_layout_are_reported_not_silently_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = CnnConfig::small(InputShape::encoded(24));
-        let cnn = CnnModel::new(c, Device::Cpu);
-        let saved = CheckpointManager::new(CheckpointConfig {
-            root: dir.path().to_path_buf(),
+    /// The runtime's CNN checkpoints under `root` (default model name and metric).
+    fn cnn_checkpoints(root: &std::path::Path) -> CheckpointManager {
+        CheckpointManager::new(CheckpointConfig {
+            root: root.to_path_buf(),
             model_name: "pivot_cnn".into(),
             keep: 5,
             metric: CNN_METRIC.into(),
             goal: MetricGoal::Minimize,
         })
         .unwrap()
-        .save(
-            &cnn.vs,
-            &c,
-            BTreeMap::from([(CNN_METRIC.to_string(), 0.5)]),
-            DataRange::default(),
-        )
-        .unwrap();
+    }
+
+    #[test]
+    fn checkpoints_of_another_layout_are_reported_not_silently_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = CnnConfig::small(InputShape::encoded(24));
+        let cnn = CnnModel::new(c, Device::Cpu);
+        let saved = cnn_checkpoints(dir.path())
+            .save(
+                &cnn.vs,
+                &c,
+                BTreeMap::from([(CNN_METRIC.to_string(), 0.5)]),
+                DataRange::default(),
+            )
+            .unwrap();
         let json = dir
             .path()
             .join("pivot_cnn")
@@ -1615,14 +1620,7 @@ mod tests {
         assert!(rt.status().weights_adopted >= 1);
         assert_ne!(first[0].hidden_states, later[0].hidden_states);
         rt.stop();
-        let ck = CheckpointManager::new(CheckpointConfig {
-            root: dir.path().to_path_buf(),
-            model_name: "pivot_cnn".into(),
-            keep: 5,
-            metric: CNN_METRIC.into(),
-            goal: MetricGoal::Minimize,
-        })
-        .unwrap();
+        let ck = cnn_checkpoints(dir.path());
         let listed = ck.list().unwrap();
         assert!(!listed.is_empty());
         assert!(listed.iter().all(|m| m.metrics[CNN_METRIC].is_finite()));
