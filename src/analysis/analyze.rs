@@ -141,8 +141,8 @@ pub enum AnalyzeError {
     /// LEAN intraday times (ms since midnight) with no day to anchor them to.
     #[error(
         "times are milliseconds since midnight (LEAN minute/second layout) but no date is known: \
-         put the day as yyyyMMdd in the file name (as LEAN does, e.g. 20221213_trade.csv) or \
-         pass --date YYYY-MM-DD"
+         put the day as yyyyMMdd in the file name (as LEAN does, e.g. 20221213_trade.csv) or, \
+         with analyze, pass --date YYYY-MM-DD"
     )]
     LeanDateMissing,
     /// LEAN quote bars, which are not trade candles.
@@ -481,7 +481,9 @@ fn parse_csv(text: &str, date_ms: Option<i64>) -> Result<(InputFormat, Rows), An
     } else if first_fields.len() == 12 {
         (InputFormat::BinanceKlineCsv, positional, &lines[..], None)
     } else {
-        if let Some(line) = quote_bar_line(&lines) {
+        if first_fields.len() == QUOTE_BAR_FIELDS
+            && let Some(line) = quote_bar_line(&lines)
+        {
             return Err(AnalyzeError::QuoteBars { line });
         }
         if is_lean_intraday(&lines) {
@@ -521,8 +523,11 @@ fn is_lean_intraday(lines: &[(usize, &str)]) -> bool {
     any
 }
 
-/// The first line (of the first ten) with 11 columns holding two OHLC groups, fields 1-4 and
-/// 6-9: LEAN's quote bar (bid OHLC, bid size, ask OHLC, ask size).
+/// Fields of a LEAN quote bar: time, bid OHLC, bid size, ask OHLC, ask size.
+const QUOTE_BAR_FIELDS: usize = 11;
+
+/// The first line with 11 columns holding two OHLC groups, fields 1-4 and 6-9: LEAN's quote
+/// bar. Any line will do, since a bar without quotes on one side leaves those fields empty.
 fn quote_bar_line(lines: &[(usize, &str)]) -> Option<usize> {
     let ohlc = |f: &[&str]| -> bool {
         let p: Vec<i64> = f
@@ -531,9 +536,9 @@ fn quote_bar_line(lines: &[(usize, &str)]) -> Option<usize> {
             .collect();
         p.len() == 4 && p[2] <= p[0].min(p[3]) && p[0].max(p[3]) <= p[1]
     };
-    lines.iter().take(10).find_map(|&(no, line)| {
+    lines.iter().find_map(|&(no, line)| {
         let f = split_csv(line);
-        (f.len() == 11 && ohlc(&f[1..5]) && ohlc(&f[6..10])).then_some(no)
+        (f.len() == QUOTE_BAR_FIELDS && ohlc(&f[1..5]) && ohlc(&f[6..10])).then_some(no)
     })
 }
 
@@ -956,11 +961,13 @@ mod tests {
             "{err:?}"
         );
         assert!(err.to_string().contains("quote bars"), "{err}");
-        // The same layout with hour-file times is just as much a quote file.
-        let hour = "20221213 00:00,1,2,0.5,1.5,3,1.1,2.1,0.6,1.6,4\n";
+        // The same layout with hour-file times is just as much a quote file, also when its
+        // first bars have no bid side.
+        let hour = "20221213 00:00,,,,,0,1.1,2.1,0.6,1.6,4\n\
+                    20221213 01:00,1,2,0.5,1.5,3,1.1,2.1,0.6,1.6,4\n";
         assert!(matches!(
             parse_candles(hour),
-            Err(AnalyzeError::QuoteBars { line: 1 })
+            Err(AnalyzeError::QuoteBars { line: 2 })
         ));
     }
 
