@@ -190,6 +190,10 @@ pub struct AnalyzeArgs {
     /// Output CSV file.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Day of a LEAN minute/second file (times are ms since midnight) when its name has no
+    /// yyyyMMdd.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub date: Option<String>,
 }
 
 /// A failure with the exit code it maps to.

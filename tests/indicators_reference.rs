@@ -5,8 +5,8 @@
 //! a reference cannot be matched more closely than it was written down.
 
 use mmtrader::analysis::indicators::{
-    Atr, Bollinger, Ema, Macd, Obv, ObvStart, Roc, Rsi, Seed, Sma, Stochastic, Vwap, VwapMode,
-    VwapPrice, true_range,
+    Atr, Bollinger, Ema, Macd, MacdValue, Obv, ObvStart, RealizedVol, Roc, Rsi, Seed, Sma,
+    Stochastic, VolConvention, Vwap, VwapMode, VwapPrice, true_range,
 };
 
 /// One reference table: header and rows of trimmed text cells.
@@ -92,6 +92,67 @@ impl Checker {
         }
     }
 
+    /// One MACD row: line, signal and histogram against the printed cells `[macd, signal,
+    /// histogram]` of a row whose close is `price`.
+    ///
+    /// MACD and signal are differences of two price-level EMAs: where they are small against
+    /// the price (below 1e-2 of it) that subtraction cancels the leading digits, and the
+    /// reference's own float error on the EMAs (about 1e-8 of the price) becomes larger than
+    /// 1e-6 of the result; only there is a floor of 1e-8 × price added (four Lean rows need
+    /// it: |MACD| or |signal| of 0.05 to 0.25 on closes of 97 to 127). The reference printed
+    /// the histogram from MACD and signal as it rounded them, so its tolerance is the printed
+    /// rounding of those two cells (each at least 1e-6 relative), plus the same floor where
+    /// the histogram cancels.
+    fn check_macd(
+        &mut self,
+        label: &str,
+        row: usize,
+        got: Option<MacdValue>,
+        cells: [&str; 3],
+        price: f64,
+    ) {
+        let cancel = |v: f64| {
+            if v.abs() < 1e-2 * price {
+                1e-8 * price
+            } else {
+                0.0
+            }
+        };
+        let floor = |cell: &str| cell.trim().parse::<f64>().map_or(0.0, cancel);
+        let [m, s, h] = cells;
+        self.check_within(
+            &format!("{label} macd"),
+            row,
+            got.map(|v| v.macd),
+            m,
+            floor(m),
+        );
+        self.check_within(
+            &format!("{label} signal"),
+            row,
+            got.map(|v| v.signal),
+            s,
+            floor(s),
+        );
+        let printed = |cell: &str| {
+            cell.trim()
+                .parse::<f64>()
+                .ok()
+                .map(|v| tolerance(cell.trim(), v))
+        };
+        if let (Some(tm), Some(ts), Ok(w)) = (printed(m), printed(s), h.trim().parse::<f64>()) {
+            self.compared += 1;
+            let tol = tm + ts + cancel(w);
+            match got {
+                Some(g) if (g.histogram - w).abs() <= tol => {}
+                other => self.failures.push(format!(
+                    "{label} histogram row {row}: got {:?}, want {h} (±{tol:e})",
+                    other.map(|v| v.histogram)
+                )),
+            }
+        }
+    }
+
     fn finish(self, min_compared: usize) {
         assert!(
             self.failures.is_empty(),
@@ -110,8 +171,13 @@ impl Checker {
 
 /// Tulip `atoz.txt` vectors: `name opts` then one `{...}` line per input and output.
 fn tulip(name: &str) -> Vec<Vec<String>> {
-    let path = mmtrader::testdata::require("indicators/tulip/atoz.txt");
-    let text = std::fs::read_to_string(path).expect("atoz.txt");
+    tulip_in("indicators/tulip/atoz.txt", name)
+}
+
+/// Case `name` of a Tulip vector file.
+fn tulip_in(file: &str, name: &str) -> Vec<Vec<String>> {
+    let path = mmtrader::testdata::require(file);
+    let text = std::fs::read_to_string(path).expect("tulip vector file");
     let mut lines = text.lines().map(str::trim);
     while let Some(l) = lines.next() {
         if l == name {
@@ -223,15 +289,17 @@ fn lean_spy_ema_sma_rsi_macd() {
     let t = Table::load("indicators/lean/spy_with_macd.txt");
     let close = t.col("Close");
     let (m, s, h) = (t.col("MACD"), t.col("Signal"), t.col("Histogram"));
-    // MACD parts are differences of price averages: 1e-6 relative is taken against the price.
     let mut macd = Macd::new(12, 26, 9);
     for r in 0..t.rows.len() {
         let x = t.f(r, close);
         let got = macd.update(x);
-        let floor = 1e-6 * x;
-        c.check_within("macd", r, got.map(|v| v.macd), t.cell(r, m), floor);
-        c.check_within("signal", r, got.map(|v| v.signal), t.cell(r, s), floor);
-        c.check_within("hist", r, got.map(|v| v.histogram), t.cell(r, h), floor);
+        c.check_macd(
+            "lean",
+            r,
+            got,
+            [t.cell(r, m), t.cell(r, s), t.cell(r, h)],
+            x,
+        );
     }
     c.finish(2_000);
 }
@@ -324,17 +392,13 @@ fn stockcharts_sheet_tails() {
     let t = Table::load("indicators/ta_stockcharts/cs-macd.csv");
     let close = t.col("Close");
     let (m, s, d) = (t.col("MACD_line"), t.col("MACD_signal"), t.col("MACD_diff"));
-    // As for Lean, MACD parts get 1e-6 of the price level.
     let mut macd = Macd::with_seed(12, 26, 9, Seed::First);
     let skip = t.rows.len() / 2;
     for r in 0..t.rows.len() {
         let x = t.f(r, close);
         let got = macd.update(x);
         if r >= skip {
-            let floor = 1e-6 * x;
-            c.check_within("cs macd", r, got.map(|v| v.macd), t.cell(r, m), floor);
-            c.check_within("cs signal", r, got.map(|v| v.signal), t.cell(r, s), floor);
-            c.check_within("cs diff", r, got.map(|v| v.histogram), t.cell(r, d), floor);
+            c.check_macd("cs", r, got, [t.cell(r, m), t.cell(r, s), t.cell(r, d)], x);
         }
     }
 
@@ -433,4 +497,33 @@ fn stockcharts_sheet_tails() {
         }
     }
     c.finish(150);
+}
+
+/// Tulip `extra.txt` vectors (same layout as `atoz.txt`).
+fn tulip_extra(name: &str) -> Vec<Vec<String>> {
+    tulip_in("indicators/tulip/extra.txt", name)
+}
+
+#[test]
+fn tulip_extra_volatility_under_tulips_convention() {
+    // Tulip: simple returns, population deviation, annualized by sqrt(252); the models' own
+    // default (log returns, sample deviation, per bar) must differ from it on the same data.
+    let v = tulip_extra("volatility 3");
+    let closes = nums(&v[0]);
+    let mut c = Checker::default();
+    let mut vol = RealizedVol::with_convention(3, VolConvention::TULIP);
+    let got: Vec<_> = closes.iter().map(|&x| vol.update(x)).collect();
+    assert!(got[2].is_none() && got[3].is_some());
+    for (j, w) in v[1].iter().enumerate() {
+        let r = got.len() - v[1].len() + j;
+        let want: f64 = w.parse().unwrap();
+        // 1e-6 relative, not widened by the printed digits (Tulip prints ten significant).
+        c.check_within("volatility", r, got[r], w, 0.0);
+        let g = got[r].unwrap();
+        assert!(((g - want) / want).abs() <= 1e-6, "row {r}: {g} vs {want}");
+    }
+    c.finish(8);
+    let mut models = RealizedVol::new(3);
+    let default: Vec<_> = closes.iter().map(|&x| models.update(x)).collect();
+    assert!((default[3].unwrap() - got[3].unwrap()).abs() > 1e-3);
 }

@@ -1,5 +1,6 @@
 //! No lookahead: an input built at `t` is bit-for-bit the same after arbitrary data stamped
-//! after `t` arrived (trades, candles, COB computations, model outputs), on synthetic markets
+//! after `t` arrived (trades, candles, COB computations, model outputs, exchange klines and
+//! backfills that close after `t`), on synthetic markets
 //! (property test) and on a real Binance BTCUSDT recording.
 
 use std::io::{BufRead, BufReader};
@@ -110,6 +111,19 @@ impl Stream {
             .collect()
     }
 
+    /// An exchange kline backfill arriving after `t`: 1 to 4 klines of a random timeframe from
+    /// the one in progress at `t` on, so every one closes after `t` (future data). Returns
+    /// the klines written into the series (intervals live trades cover keep theirs).
+    fn future_klines(&mut self, t: i64) -> usize {
+        let tf = Timeframe::ALL[self.rng.random_range(0..Timeframe::ALL.len())];
+        let n = self.rng.random_range(1..5);
+        let end = tf.floor(t) + n as i64 * tf.millis();
+        let base = self.price / 100_000_000;
+        let k = klines(&mut self.rng, tf, n, end, base);
+        assert!(k.iter().all(|c| c.open_time_ms + tf.millis() > t));
+        self.market.on_history(tf, &k).applied
+    }
+
     fn book(&mut self) -> OrderBook {
         let mut book = OrderBook::new();
         let level = |p: i64, rng: &mut ChaCha8Rng| Level {
@@ -209,6 +223,7 @@ fn run(seed: u64, t: i64, until: i64) -> (BaseDataInput, BaseDataInput, BaseData
     let mut analysis = SymbolAnalysis::new("ETHUSDT", config());
     let mut outputs = ModelOutputStore::default();
     let mut at_t = None;
+    let mut applied = 0;
     let mut s = LIVE;
     while s < until {
         // The second step at `s` (COB, filled candles) comes first: it is stamped `s`.
@@ -250,11 +265,20 @@ fn run(seed: u64, t: i64, until: i64) -> (BaseDataInput, BaseDataInput, BaseData
                 Event::Output(o) => outputs.record(o),
             }
         }
+        // Exchange klines and backfills (REST after a reconnect) reach past `t` too.
+        if at_t.is_some() && rng.random_range(0..6) == 0 {
+            applied += eth.future_klines(t) + btc.future_klines(t);
+        }
         s += 1_000;
         if at_t.is_none() && s > t {
             at_t = Some(analysis.build(&eth.market, &btc.market, &outputs, t));
         }
     }
+    // Last backfills, after the final second.
+    for _ in 0..4 {
+        applied += eth.future_klines(t) + btc.future_klines(t);
+    }
+    assert!(applied > 0, "no future kline reached the series");
     let again = analysis.build(&eth.market, &btc.market, &outputs, t);
     let end = analysis.build(&eth.market, &btc.market, &outputs, until);
     (at_t.expect("t lies inside the run"), again, end)

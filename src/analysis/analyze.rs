@@ -6,7 +6,13 @@
 //!   JSON numbers or strings (freqtrade, Binance REST);
 //! - CSV with a header naming time/open/high/low/close/volume (any order, case-insensitive;
 //!   an empty first header cell is taken as the time index, as pandas writes it);
-//! - CSV without header: the Binance kline layout (12 columns) or any `time,o,h,l,c,v,...`.
+//! - CSV without header: the Binance kline layout (12 columns) or any `time,o,h,l,c,v,...`,
+//!   including LEAN's trade bars. LEAN minute and second files carry milliseconds since
+//!   midnight UTC and keep the date only in the file name (`20221213_trade.csv`): a header-less
+//!   file whose integer times all fall within one day is read that way, its date taken from an
+//!   8-digit `yyyyMMdd` in the file name or from [`AnalyzeConfig::date_ms`] (`--date`).
+//!   LEAN quote bars (bid OHLC, bid size, ask OHLC, ask size: 11 columns) are refused, since
+//!   reading their bid columns as trades would be silently wrong.
 //!
 //! Times may be epoch seconds, ms, µs or ns (told apart by magnitude), ISO-8601 dates or
 //! date-times (`Z` or `±hh:mm` offsets), or `yyyyMMdd HH:mm`. Prices with at most 8 decimals are
@@ -30,6 +36,8 @@ pub struct AnalyzeConfig {
     pub pivot_bars_per_side: usize,
     /// Candle length in ms; `None` detects it as the most common spacing of open times.
     pub interval_ms: Option<i64>,
+    /// Midnight UTC (ms) of the day a LEAN intraday file covers; overrides the file name's date.
+    pub date_ms: Option<i64>,
 }
 
 /// The layout a candle file was recognized as.
@@ -43,6 +51,8 @@ pub enum InputFormat {
     BinanceKlineCsv,
     /// Header-less CSV `time,open,high,low,close,volume[,...]`.
     CsvPositional,
+    /// LEAN minute/second trade bars: header-less, times in ms since midnight of the file's day.
+    LeanIntraday,
 }
 
 /// What was wrong with one input row.
@@ -128,6 +138,22 @@ pub enum AnalyzeError {
     /// The input is empty.
     #[error("input has no rows")]
     Empty,
+    /// LEAN intraday times (ms since midnight) with no day to anchor them to.
+    #[error(
+        "times are milliseconds since midnight (LEAN minute/second layout) but no date is known: \
+         put the day as yyyyMMdd in the file name (as LEAN does, e.g. 20221213_trade.csv) or, \
+         with analyze, pass --date YYYY-MM-DD"
+    )]
+    LeanDateMissing,
+    /// LEAN quote bars, which are not trade candles.
+    #[error(
+        "line {line}: 11 columns of bid OHLC, bid size, ask OHLC, ask size: these are LEAN quote \
+         bars, not trade candles; use the matching *_trade file"
+    )]
+    QuoteBars {
+        /// The line that showed the quote layout.
+        line: usize,
+    },
     /// Not a single row parsed; the first bad rows say why.
     #[error("no candle parsed ({} bad rows; first: line {}: {})",
         .0.len(), .0.first().map_or(0, |b| b.line),
@@ -167,7 +193,7 @@ pub fn analyze_file(
     output: &Path,
     cfg: &AnalyzeConfig,
 ) -> Result<AnalyzeSummary, AnalyzeError> {
-    let loaded = read_candles(input)?;
+    let loaded = read_candles_on(input, cfg.date_ms)?;
     let interval_ms = cfg
         .interval_ms
         .filter(|&i| i > 0)
@@ -309,6 +335,12 @@ pub fn detect_interval(candles: &[Candle]) -> i64 {
 
 /// Reads and parses a candle file in any supported layout (see the module docs).
 pub fn read_candles(path: &Path) -> Result<LoadedCandles, AnalyzeError> {
+    read_candles_on(path, None)
+}
+
+/// [`read_candles`] with the day of a LEAN intraday file given (midnight UTC, ms); without it
+/// the day comes from the file name.
+pub fn read_candles_on(path: &Path, date_ms: Option<i64>) -> Result<LoadedCandles, AnalyzeError> {
     let io_err = |source| AnalyzeError::Io {
         path: path.to_path_buf(),
         source,
@@ -324,11 +356,45 @@ pub fn read_candles(path: &Path) -> Result<LoadedCandles, AnalyzeError> {
         raw
     };
     let text = std::str::from_utf8(&bytes).map_err(|_| AnalyzeError::NotText)?;
-    parse_candles(text)
+    let date_ms = date_ms.or_else(|| {
+        path.file_name()
+            .and_then(|n| date_in_name(&n.to_string_lossy()))
+    });
+    parse_candles_on(text, date_ms)
+}
+
+/// Midnight UTC (ms) of the first 8-digit `yyyyMMdd` run in a file name that is a valid date.
+pub fn date_in_name(name: &str) -> Option<i64> {
+    let b = name.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let run = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if run == 8 {
+            // A longer digit run is an epoch number or an id, not a date.
+            let day = parse_date(&name[i..i + 8]);
+            if day.is_some() {
+                return day;
+            }
+        }
+        i += run.max(1);
+    }
+    None
+}
+
+/// Midnight UTC (ms) of a bare date, `YYYY-MM-DD` or `yyyyMMdd` (what `--date` accepts).
+pub fn parse_date(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let plain = t.len() == 8 || (t.len() == 10 && t.as_bytes()[4] == b'-');
+    plain.then(|| parse_datetime(t)).flatten()
 }
 
 /// Parses candle text in any supported layout (see the module docs).
 pub fn parse_candles(text: &str) -> Result<LoadedCandles, AnalyzeError> {
+    parse_candles_on(text, None)
+}
+
+/// [`parse_candles`] with the day of a LEAN intraday file (midnight UTC, ms).
+pub fn parse_candles_on(text: &str, date_ms: Option<i64>) -> Result<LoadedCandles, AnalyzeError> {
     let text = text.trim_start_matches('\u{feff}');
     let trimmed = text.trim_start();
     if trimmed.is_empty() {
@@ -337,7 +403,7 @@ pub fn parse_candles(text: &str) -> Result<LoadedCandles, AnalyzeError> {
     let (format, rows) = if trimmed.starts_with('[') {
         (InputFormat::JsonKlines, parse_json(trimmed)?)
     } else {
-        parse_csv(text)?
+        parse_csv(text, date_ms)?
     };
     let mut candles: Vec<Candle> = Vec::with_capacity(rows.len());
     let mut bad_rows = Vec::new();
@@ -384,7 +450,7 @@ fn parse_json(text: &str) -> Result<Rows, AnalyzeError> {
                 serde_json::Value::Array(fields) => {
                     let texts: Vec<String> = fields.iter().take(6).map(field_text).collect();
                     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                    candle_from_fields(&refs, [0, 1, 2, 3, 4, 5])
+                    candle_from_fields(&refs, [0, 1, 2, 3, 4, 5], None)
                 }
                 _ => Err(RowError::NotArray),
             };
@@ -393,13 +459,14 @@ fn parse_json(text: &str) -> Result<Rows, AnalyzeError> {
         .collect())
 }
 
-fn parse_csv(text: &str) -> Result<(InputFormat, Rows), AnalyzeError> {
-    let mut lines = text
+fn parse_csv(text: &str, date_ms: Option<i64>) -> Result<(InputFormat, Rows), AnalyzeError> {
+    let lines: Vec<(usize, &str)> = text
         .split('\n')
         .enumerate()
         .map(|(i, l)| (i + 1, l.trim_end_matches('\r')))
-        .filter(|(_, l)| !l.trim().is_empty());
-    let Some((first_no, first)) = lines.next() else {
+        .filter(|(_, l)| !l.trim().is_empty())
+        .collect();
+    let Some(&(_, first)) = lines.first() else {
         return Err(AnalyzeError::Empty);
     };
     let first_fields = split_csv(first);
@@ -407,27 +474,72 @@ fn parse_csv(text: &str) -> Result<(InputFormat, Rows), AnalyzeError> {
     let is_header = first_fields
         .iter()
         .all(|f| parse_decimal(f, "open").is_err());
-    let (format, cols, pending) = if is_header {
-        (InputFormat::CsvHeader, header_columns(&first_fields)?, None)
+    let positional = [0, 1, 2, 3, 4, 5];
+    let (format, cols, data, day) = if is_header {
+        let cols = header_columns(&first_fields)?;
+        (InputFormat::CsvHeader, cols, &lines[1..], None)
     } else if first_fields.len() == 12 {
-        (
-            InputFormat::BinanceKlineCsv,
-            [0, 1, 2, 3, 4, 5],
-            Some((first_no, first)),
-        )
+        (InputFormat::BinanceKlineCsv, positional, &lines[..], None)
     } else {
-        (
-            InputFormat::CsvPositional,
-            [0, 1, 2, 3, 4, 5],
-            Some((first_no, first)),
-        )
+        if first_fields.len() == QUOTE_BAR_FIELDS
+            && let Some(line) = quote_bar_line(&lines)
+        {
+            return Err(AnalyzeError::QuoteBars { line });
+        }
+        if is_lean_intraday(&lines) {
+            let day = date_ms.ok_or(AnalyzeError::LeanDateMissing)?;
+            (InputFormat::LeanIntraday, positional, &lines[..], Some(day))
+        } else {
+            (InputFormat::CsvPositional, positional, &lines[..], None)
+        }
     };
-    let rows = pending
-        .into_iter()
-        .chain(lines)
-        .map(|(no, line)| (no, candle_from_fields(&split_csv(line), cols)))
+    let rows = data
+        .iter()
+        .map(|&(no, line)| (no, candle_from_fields(&split_csv(line), cols, day)))
         .collect();
     Ok((format, rows))
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Some integer time, and every integer time inside one day in ms: LEAN's minute/second layout.
+/// Epoch times are all larger from 1972-09-28 on (seconds) or 1970-01-02 on (ms and finer).
+fn is_lean_intraday(lines: &[(usize, &str)]) -> bool {
+    let mut any = false;
+    for (_, line) in lines {
+        let time = line
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"');
+        if let Ok(t) = time.parse::<i64>() {
+            if !(0..DAY_MS).contains(&t) {
+                return false;
+            }
+            any = true;
+        }
+    }
+    any
+}
+
+/// Fields of a LEAN quote bar: time, bid OHLC, bid size, ask OHLC, ask size.
+const QUOTE_BAR_FIELDS: usize = 11;
+
+/// The first line with 11 columns holding two OHLC groups, fields 1-4 and 6-9: LEAN's quote
+/// bar. Any line will do, since a bar without quotes on one side leaves those fields empty.
+fn quote_bar_line(lines: &[(usize, &str)]) -> Option<usize> {
+    let ohlc = |f: &[&str]| -> bool {
+        let p: Vec<i64> = f
+            .iter()
+            .filter_map(|t| parse_decimal(t, "price").ok())
+            .collect();
+        p.len() == 4 && p[2] <= p[0].min(p[3]) && p[0].max(p[3]) <= p[1]
+    };
+    lines.iter().find_map(|&(no, line)| {
+        let f = split_csv(line);
+        (f.len() == QUOTE_BAR_FIELDS && ohlc(&f[1..5]) && ohlc(&f[6..10])).then_some(no)
+    })
 }
 
 fn split_csv(line: &str) -> Vec<&str> {
@@ -464,7 +576,12 @@ fn header_columns(header: &[&str]) -> Result<[usize; 6], AnalyzeError> {
     ])
 }
 
-fn candle_from_fields(fields: &[&str], cols: [usize; 6]) -> Result<Candle, RowError> {
+/// One candle from split fields; `day_ms` set: times are ms since that midnight (LEAN intraday).
+fn candle_from_fields(
+    fields: &[&str],
+    cols: [usize; 6],
+    day_ms: Option<i64>,
+) -> Result<Candle, RowError> {
     let needed = cols
         .iter()
         .filter(|&&c| c != usize::MAX)
@@ -476,7 +593,10 @@ fn candle_from_fields(fields: &[&str], cols: [usize; 6]) -> Result<Candle, RowEr
             found: fields.len(),
         });
     }
-    let open_time_ms = parse_time(fields[cols[0]])?;
+    let open_time_ms = match day_ms {
+        Some(day) => day + parse_ms_of_day(fields[cols[0]])?,
+        None => parse_time(fields[cols[0]])?,
+    };
     let price = |i: usize, name| parse_decimal(fields[cols[i]], name).map(Price);
     let (open, high, low, close) = (
         price(1, "open")?,
@@ -546,6 +666,14 @@ pub fn parse_time(text: &str) -> Result<i64, RowError> {
         return Ok(epoch_to_ms(f, f as i64));
     }
     parse_datetime(t).ok_or_else(bad)
+}
+
+/// A LEAN intraday time: integer ms since midnight, below one day.
+fn parse_ms_of_day(text: &str) -> Result<i64, RowError> {
+    match text.trim().parse::<i64>() {
+        Ok(ms) if (0..DAY_MS).contains(&ms) => Ok(ms),
+        _ => Err(RowError::BadTime(text.to_string())),
+    }
 }
 
 fn epoch_to_ms(f: f64, i: i64) -> i64 {
@@ -727,7 +855,7 @@ mod tests {
 
     #[test]
     fn malformed_first_row_is_data_not_header() {
-        let l = parse_candles("1000,x,2,1,2,3\n2000,1,2,1,2,3\n").unwrap();
+        let l = parse_candles("1600000000,x,2,1,2,3\n1600000060,1,2,1,2,3\n").unwrap();
         assert_eq!(l.format, InputFormat::CsvPositional);
         assert_eq!(l.candles.len(), 1);
         assert_eq!(l.bad_rows[0].line, 1);
@@ -783,6 +911,78 @@ mod tests {
         assert_eq!(bitfinex.candles.len(), 733);
         assert!(bitfinex.bad_rows.is_empty());
         assert_eq!(detect_interval(&bitfinex.candles), 3_600_000);
+    }
+
+    #[test]
+    fn lean_minute_times_are_ms_since_the_file_names_midnight() {
+        let lean = load("candles/lean/binance_minute_btcbusd_20221213_trade.csv");
+        assert_eq!(lean.format, InputFormat::LeanIntraday);
+        assert_eq!(lean.candles.len(), 1_440);
+        assert!(lean.bad_rows.is_empty());
+        assert_eq!(lean.candles[0].open_time_ms, 1_670_889_600_000);
+        assert_eq!(
+            lean.candles[1_439].open_time_ms,
+            1_670_889_600_000 + 1_439 * 60_000
+        );
+        assert_eq!(detect_interval(&lean.candles), 60_000);
+        assert_eq!(lean.candles[0].open, Price::parse("17212.12").unwrap());
+    }
+
+    #[test]
+    fn lean_intraday_without_a_date_is_refused_unless_one_is_given() {
+        let path = crate::testdata::require("candles/lean/bybit_minute_btcusdt_20221213_trade.csv");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let err = parse_candles(&text).unwrap_err();
+        assert!(matches!(err, AnalyzeError::LeanDateMissing));
+        let msg = err.to_string();
+        assert!(msg.contains("--date") && msg.contains("file name"), "{msg}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let undated = dir.path().join("btcusdt_minute_trade.csv");
+        std::fs::write(&undated, &text).unwrap();
+        assert!(matches!(
+            read_candles(&undated),
+            Err(AnalyzeError::LeanDateMissing)
+        ));
+        let day = parse_date("2022-12-14").unwrap();
+        let got = read_candles_on(&undated, Some(day)).unwrap();
+        assert_eq!(got.candles[0].open_time_ms, 1_670_976_000_000);
+        // An explicit date wins over the one in the name.
+        let got = read_candles_on(&path, Some(day)).unwrap();
+        assert_eq!(got.candles[0].open_time_ms, 1_670_976_000_000);
+    }
+
+    #[test]
+    fn lean_quote_bars_are_refused() {
+        let path = crate::testdata::require("candles/lean/bybit_minute_btcusdt_20221213_quote.csv");
+        let err = read_candles(&path).unwrap_err();
+        assert!(
+            matches!(err, AnalyzeError::QuoteBars { line: 1 }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("quote bars"), "{err}");
+        // The same layout with hour-file times is just as much a quote file, also when its
+        // first bars have no bid side.
+        let hour = "20221213 00:00,,,,,0,1.1,2.1,0.6,1.6,4\n\
+                    20221213 01:00,1,2,0.5,1.5,3,1.1,2.1,0.6,1.6,4\n";
+        assert!(matches!(
+            parse_candles(hour),
+            Err(AnalyzeError::QuoteBars { line: 2 })
+        ));
+    }
+
+    #[test]
+    fn dates_in_file_names_and_flags() {
+        assert_eq!(
+            date_in_name("20221213_btcusdt_minute_trade.csv"),
+            Some(1_670_889_600_000)
+        );
+        assert_eq!(date_in_name("btc_1670889600000.csv"), None);
+        assert_eq!(date_in_name("btc_20221399_x.csv"), None);
+        assert_eq!(parse_date("20221213"), Some(1_670_889_600_000));
+        assert_eq!(parse_date("2022-12-13"), Some(1_670_889_600_000));
+        assert_eq!(parse_date("2022-12-13 01:00"), None);
+        assert_eq!(parse_date("13/12/2022"), None);
     }
 
     #[test]

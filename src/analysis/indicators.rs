@@ -893,20 +893,80 @@ impl Roc {
     }
 }
 
-/// Realized volatility: sample standard deviation (n − 1) of the last `period` log returns,
-/// per bar (not annualized; scale by `sqrt(bars per year)` where needed).
+/// How a bar-to-bar return is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnKind {
+    /// `ln(close / prev)`.
+    Log,
+    /// `close / prev - 1`.
+    Simple,
+}
+
+/// Which standard deviation of the returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ddof {
+    /// Divides by `n - 1`.
+    Sample,
+    /// Divides by `n`.
+    Population,
+}
+
+/// The conventions of a realized-volatility figure; references differ on all three.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VolConvention {
+    /// Return measure.
+    pub returns: ReturnKind,
+    /// Deviation divisor.
+    pub ddof: Ddof,
+    /// Bars per year to annualize by `sqrt(bars)`; `None` keeps the per-bar figure.
+    pub annualize: Option<f64>,
+}
+
+impl VolConvention {
+    /// Log returns, sample deviation, per bar: what the models read.
+    pub const MODELS: Self = Self {
+        returns: ReturnKind::Log,
+        ddof: Ddof::Sample,
+        annualize: None,
+    };
+    /// Tulip Indicators' `volatility`: simple returns, population deviation, `sqrt(252)`.
+    pub const TULIP: Self = Self {
+        returns: ReturnKind::Simple,
+        ddof: Ddof::Population,
+        annualize: Some(252.0),
+    };
+}
+
+impl Default for VolConvention {
+    fn default() -> Self {
+        Self::MODELS
+    }
+}
+
+/// Realized volatility: the standard deviation of the last `period` returns under a
+/// [`VolConvention`]; by default ([`VolConvention::MODELS`]) the sample deviation (n − 1) of
+/// log returns, per bar.
 #[derive(Debug, Clone)]
 pub struct RealizedVol {
     window: Window<true>,
     prev: Option<f64>,
+    convention: VolConvention,
+    scale: f64,
 }
 
 impl RealizedVol {
-    /// Volatility over `period` log returns (at least 2).
+    /// Volatility over `period` log returns (at least 2), sample deviation, per bar.
     pub fn new(period: usize) -> Self {
+        Self::with_convention(period, VolConvention::MODELS)
+    }
+
+    /// Volatility over `period` returns (at least 2) under `convention`.
+    pub fn with_convention(period: usize, convention: VolConvention) -> Self {
         Self {
             window: Window::new(period.max(2)),
             prev: None,
+            convention,
+            scale: convention.annualize.map_or(1.0, f64::sqrt),
         }
     }
 
@@ -915,7 +975,10 @@ impl RealizedVol {
     pub fn update(&mut self, close: f64) -> Option<f64> {
         if close > 0.0 {
             if let Some(prev) = self.prev {
-                self.window.push((close / prev).ln());
+                self.window.push(match self.convention.returns {
+                    ReturnKind::Log => (close / prev).ln(),
+                    ReturnKind::Simple => close / prev - 1.0,
+                });
             }
             self.prev = Some(close);
         }
@@ -925,7 +988,13 @@ impl RealizedVol {
     /// Current value once `period` returns were seen.
     #[inline]
     pub fn value(&self) -> Option<f64> {
-        self.window.full().then(|| self.window.sample_stdev())
+        self.window.full().then(|| {
+            let sd = match self.convention.ddof {
+                Ddof::Sample => self.window.sample_stdev(),
+                Ddof::Population => self.window.population_stdev(),
+            };
+            sd * self.scale
+        })
     }
 }
 

@@ -196,6 +196,42 @@ pub struct BaseDataInput {
     pub heatmap: Option<HeatmapMatrix>,
 }
 
+/// What a validation asks of an input, by what its data source can provide. Checks of what is
+/// present (finiteness, time order, no stamp after `t`, prices, model outputs) always apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ValidationPolicy {
+    /// Live market data: the frame minimum on every series and a present, fresh COB.
+    Live,
+    /// Replayed klines, which have no order book and no finer series than the candles: a COB
+    /// is checked only when present, and the frame minimum applies to the `base` series (the
+    /// one the model reads, filled straight from the candles). Coarser aggregates of a short
+    /// file cannot reach the minimum; they are encoded in their documented short form, exactly
+    /// as training samples are built from the same history.
+    Klines {
+        /// The timeframe whose series must hold the frame minimum.
+        base: Timeframe,
+    },
+}
+
+impl ValidationPolicy {
+    /// Whether series `index` ([`SERIES_NAMES`] order) must hold `min_frames`.
+    fn needs_frames(self, index: usize) -> bool {
+        match self {
+            Self::Live => true,
+            // The reference 1 s series is the symbol's own in a replay (see HistoryFeed).
+            Self::Klines { base } => {
+                let tf = Timeframe::ALL.get(index).copied().unwrap_or(Timeframe::S1);
+                tf == base
+            }
+        }
+    }
+
+    /// Whether a missing COB is a problem.
+    fn needs_cob(self) -> bool {
+        self == Self::Live
+    }
+}
+
 /// One reason an input is not fit for inference.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InputProblem {
@@ -296,6 +332,16 @@ impl BaseDataInput {
     /// Checks the input is fit for inference (frames, COB freshness, finiteness, time order,
     /// no data from after `t`); lists every problem found.
     pub fn validate(&self, cfg: &InputConfig) -> Result<(), InputError> {
+        self.validate_with(cfg, ValidationPolicy::Live)
+    }
+
+    /// [`Self::validate`] under `policy`: what a data source cannot provide is not asked for,
+    /// everything else is checked the same.
+    pub fn validate_with(
+        &self,
+        cfg: &InputConfig,
+        policy: ValidationPolicy,
+    ) -> Result<(), InputError> {
         let t = self.timestamp_ms;
         let mut problems = Vec::new();
         let tfs = [
@@ -305,8 +351,13 @@ impl BaseDataInput {
             Timeframe::D1,
             Timeframe::S1,
         ];
-        for ((series, candles), tf) in SERIES_NAMES.into_iter().zip(self.series()).zip(tfs) {
-            if candles.len() < cfg.min_frames {
+        for (i, ((series, candles), tf)) in SERIES_NAMES
+            .into_iter()
+            .zip(self.series())
+            .zip(tfs)
+            .enumerate()
+        {
+            if policy.needs_frames(i) && candles.len() < cfg.min_frames {
                 problems.push(InputProblem::TooFewFrames {
                     series,
                     expected: cfg.min_frames,
@@ -340,6 +391,7 @@ impl BaseDataInput {
             }
         }
         match &self.cob {
+            None if !policy.needs_cob() => {}
             None => problems.push(InputProblem::CobMissing),
             Some(cob) if cob.time_ms > t => problems.push(InputProblem::FromFuture {
                 what: "cob".into(),

@@ -21,11 +21,14 @@ use crate::analysis::input::InputConfig;
 use crate::cli::{EXIT_OK, Failure};
 use crate::config::Config;
 use crate::market::types::Candle;
+use crate::models::checkpoint::SkippedCheckpoint;
 use crate::models::device::device_from_config;
 use crate::models::runtime::{CheckpointInUse, InferenceCore};
 use crate::orchestrator::backtest::{self, BacktestSpec, Fold, TradingSetup};
 use crate::orchestrator::expert::{Expert, PivotMomentumConfig, PivotMomentumExpert};
-use crate::orchestrator::models::{FoldModels, FoldTraining, ModelFolds, model_experts};
+use crate::orchestrator::models::{
+    FoldModels, FoldTraining, InvalidLog, InvalidSteps, ModelFolds, model_experts,
+};
 use crate::orchestrator::report;
 
 /// Which experts a backtest runs.
@@ -112,6 +115,8 @@ pub struct ModelsUsed {
     pub dqn: String,
     /// What each walk-forward fold trained.
     pub folds: Vec<FoldModels>,
+    /// Model inputs refused by validation (whole-range run and folds), with the first reasons.
+    pub invalid_steps: InvalidSteps,
 }
 
 /// A duration like `90m`, `12h`, `7d`, in ms.
@@ -151,6 +156,26 @@ fn checkpoint_name(ck: &Option<CheckpointInUse>) -> String {
         .map_or_else(|| "fresh".to_string(), |c| c.name.clone())
 }
 
+/// Why a backtest cannot use its models: which have no usable checkpoint, what the user can
+/// do, and every checkpoint that was there but passed over (another input layout, ...).
+pub fn missing_checkpoint_message(
+    missing: &[&str],
+    dir: &std::path::Path,
+    skipped: &[SkippedCheckpoint],
+) -> String {
+    let mut msg = format!(
+        "no usable checkpoint of {} in {}: train first (`mmtrader train cnn|rl`), pick \
+         another folder with --checkpoints, run --experts rules, or pass --allow-fresh to \
+         backtest random weights (misleading: their decisions are noise)",
+        missing.join(" and "),
+        dir.display()
+    );
+    for s in skipped {
+        msg.push_str(&format!("\n  skipped {}/{}: {}", s.model, s.id, s.reason));
+    }
+    msg
+}
+
 /// The best checkpoints as a loaded core, or why they cannot be backtested. `Ok(None)`: some
 /// model has no checkpoint and the caller decides what runs instead.
 fn load_models(
@@ -163,14 +188,19 @@ fn load_models(
         .checkpoints
         .clone()
         .unwrap_or_else(|| config.models.checkpoint_path(&config.paths.data_dir));
-    let (core, cnn, dqn) =
-        InferenceCore::load_best(&config.models, &InputConfig::default(), device, dir.clone())
-            .map_err(|e| {
-                Failure::runtime(anyhow::anyhow!(
-                    "loading checkpoints in {}: {e}",
-                    dir.display()
-                ))
-            })?;
+    let best = InferenceCore::load_best_report(
+        &config.models,
+        &InputConfig::default(),
+        device,
+        dir.clone(),
+    )
+    .map_err(|e| {
+        Failure::runtime(anyhow::anyhow!(
+            "loading checkpoints in {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let (core, cnn, dqn) = (best.core, best.cnn, best.dqn);
     let missing: Vec<&str> = [
         (&cnn, &config.models.cnn_model),
         (&dqn, &config.models.dqn_model),
@@ -182,11 +212,8 @@ fn load_models(
     let (cnn, dqn) = (checkpoint_name(&cnn), checkpoint_name(&dqn));
     if !missing.is_empty() && !args.allow_fresh {
         eprintln!(
-            "no usable checkpoint of {} in {}: train first (`mmtrader train cnn|rl`), pick \
-             another folder with --checkpoints, run --experts rules, or pass --allow-fresh to \
-             backtest random weights (misleading: their decisions are noise)",
-            missing.join(" and "),
-            dir.display()
+            "{}",
+            missing_checkpoint_message(&missing, &dir, &best.skipped)
         );
         return Ok((None, cnn, dqn));
     }
@@ -224,6 +251,17 @@ fn models_html(used: &ModelsUsed, note: Option<&str>) -> String {
     );
     if let Some(n) = note {
         out.push_str(&format!("<p><b>{}</b></p>", esc(n)));
+    }
+    if used.invalid_steps.count > 0 {
+        out.push_str(&format!(
+            "<p>Model inputs refused by validation at {} steps (no model ran there). First \
+             reasons:</p><ul>",
+            used.invalid_steps.count
+        ));
+        for r in &used.invalid_steps.reasons {
+            out.push_str(&format!("<li>{}</li>", esc(r)));
+        }
+        out.push_str("</ul>");
     }
     if !used.folds.is_empty() {
         out.push_str(
@@ -318,7 +356,9 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
         cnn: "none".into(),
         dqn: "none".into(),
         folds: Vec::new(),
+        invalid_steps: InvalidSteps::default(),
     };
+    let mut invalid_log: Option<InvalidLog> = None;
     let mut note = None;
     let mut experts: Vec<Box<dyn Expert>> = Vec::new();
     if args.experts.models() {
@@ -327,6 +367,7 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
             Some(core) => {
                 (used.cnn, used.dqn) = (cnn, dqn);
                 let (c, d) = model_experts(core, InputConfig::default(), false, false);
+                invalid_log = Some(c.invalid_log());
                 experts.push(Box::new(c));
                 experts.push(Box::new(d));
             }
@@ -423,6 +464,7 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
                     &mut fold_progress,
                 );
                 used.folds = fe.trained().to_vec();
+                used.invalid_steps.merge(&fe.invalid_steps());
                 folds
             } else {
                 backtest::walk_forward(
@@ -440,6 +482,9 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
             folds
         }
     };
+    if let Some(log) = &invalid_log {
+        used.invalid_steps.merge(&log.get());
+    }
     std::fs::create_dir_all(&args.out)
         .map_err(|e| Failure::runtime(anyhow::anyhow!("creating {}: {e}", args.out.display())))?;
     let png = report::equity_png(&result).map_err(Failure::runtime)?;
@@ -473,6 +518,16 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
     if args.experts.models() {
         println!("models: CNN {}, DQN {}", used.cnn, used.dqn);
     }
+    if used.invalid_steps.count > 0 {
+        println!(
+            "model inputs refused by validation at {} steps (no model ran there), e.g. {}",
+            used.invalid_steps.count,
+            used.invalid_steps
+                .reasons
+                .first()
+                .map_or("", String::as_str)
+        );
+    }
     println!("{}", report::summary(&result));
     if result.refusals > 0 {
         println!(
@@ -502,6 +557,31 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_lists_the_model_inputs_validation_refused() {
+        let used = ModelsUsed {
+            experts: ExpertSet::Models,
+            cnn: "pivot_cnn/1".into(),
+            dqn: "dqn_agent/1".into(),
+            folds: Vec::new(),
+            invalid_steps: InvalidSteps {
+                count: 3,
+                reasons: vec!["input X at 60000 not valid: ohlcv_1m <frame 7>".into()],
+            },
+        };
+        let html = models_html(&used, None);
+        assert!(
+            html.contains("refused by validation at 3 steps")
+                && html.contains("<li>input X at 60000 not valid: ohlcv_1m &lt;frame 7&gt;</li>"),
+            "{html}"
+        );
+        let clean = ModelsUsed {
+            invalid_steps: InvalidSteps::default(),
+            ..used
+        };
+        assert!(!models_html(&clean, None).contains("refused"));
+    }
 
     #[test]
     fn durations_need_a_unit() {

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::exec::connect::executor_name;
 use crate::logging::now_ms;
 use crate::market::snapshot::MarketSnapshot;
+use crate::models::checkpoint::skipped_note;
 use crate::orchestrator::decision::Decision;
 use crate::orchestrator::engine::OrchestratorSnapshot;
 use crate::orchestrator::expert::{Expert, PivotMomentumConfig, PivotMomentumExpert};
@@ -268,10 +269,13 @@ impl DeskProcesses {
                 (&m.names().0, &status.cnn_checkpoint),
                 (&m.names().1, &status.dqn_checkpoint),
             ] {
-                let text = ck.as_ref().map_or_else(
+                let mut text = ck.as_ref().map_or_else(
                     || "fresh weights".to_string(),
                     |c| format!("{} {} {:.4}", c.name, c.metric_name, c.metric),
                 );
+                if let Some(note) = skipped_note(&status.skipped_checkpoints, name) {
+                    text.push_str(&format!(" ({note})"));
+                }
                 for row in view.experts.iter_mut().filter(|r| &r.name == name) {
                     row.checkpoint = Some(text.clone());
                 }

@@ -5,7 +5,7 @@ use crate::analysis::analyze::{AnalyzeError, detect_interval, read_candles};
 use crate::cli::Failure;
 use crate::market::types::{Candle, Timeframe};
 use crate::models::checkpoint::{
-    CheckpointConfig, CheckpointError, CheckpointManager, DataRange, MetricGoal,
+    CheckpointConfig, CheckpointError, CheckpointManager, DataRange, MetricGoal, report_skipped,
 };
 use crate::models::cnn::{CnnConfig, CnnModel};
 use crate::models::cnn_train::{
@@ -202,6 +202,8 @@ fn load_cnn(
         |c: CnnConfig| Ok(CnnModel::new(c, device)),
         |m: &mut CnnModel| &mut m.vs,
     )?;
+    // Logged (as warnings) so a warm start that silently became a cold one is explained.
+    report_skipped(name, &got.skipped);
     Ok(got.loaded.map(|(m, _)| m))
 }
 

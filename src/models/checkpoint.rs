@@ -568,6 +568,65 @@ fn read_meta(path: &Path) -> Result<CheckpointMeta, CheckpointError> {
     })
 }
 
+/// A checkpoint passed over at load, kept so the user learns why a model runs without it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SkippedCheckpoint {
+    /// Model name.
+    pub model: String,
+    /// Checkpoint id.
+    pub id: String,
+    /// Full reason.
+    pub reason: String,
+    /// A few words for a narrow pane (`layout v1 != v2`).
+    pub short: String,
+}
+
+/// Logs each skipped checkpoint of `model` as a warning and returns them for display.
+pub fn report_skipped(
+    model: &str,
+    skipped: &[(String, CheckpointError)],
+) -> Vec<SkippedCheckpoint> {
+    skipped
+        .iter()
+        .map(|(id, e)| {
+            tracing::warn!(model, checkpoint = %id, "checkpoint skipped: {e}");
+            let short = match e {
+                CheckpointError::Layout { source, .. } => {
+                    format!("layout v{} != v{}", source.found, source.current)
+                }
+                CheckpointError::Config { .. } => "model config unusable".to_string(),
+                _ => "unreadable or corrupt".to_string(),
+            };
+            SkippedCheckpoint {
+                model: model.to_string(),
+                id: id.clone(),
+                reason: e.to_string(),
+                short,
+            }
+        })
+        .collect()
+}
+
+/// `N checkpoints skipped: <distinct short reasons>` for `model`, or None when none were.
+pub fn skipped_note(skipped: &[SkippedCheckpoint], model: &str) -> Option<String> {
+    let mine: Vec<&SkippedCheckpoint> = skipped.iter().filter(|s| s.model == model).collect();
+    if mine.is_empty() {
+        return None;
+    }
+    let mut reasons: Vec<&str> = Vec::new();
+    for s in &mine {
+        if !reasons.contains(&s.short.as_str()) {
+            reasons.push(&s.short);
+        }
+    }
+    let plural = if mine.len() == 1 { "" } else { "s" };
+    Some(format!(
+        "{} checkpoint{plural} skipped: {}",
+        mine.len(),
+        reasons.join("; ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@
 
 use super::checkpoint::{
     CheckpointConfig, CheckpointError, CheckpointManager, CheckpointMeta, DataRange, MetricGoal,
+    SkippedCheckpoint, report_skipped,
 };
 use super::cnn::{CnnConfig, CnnModel, CnnOutput, predictions};
 use super::dqn::{DqnAgent, DqnConfig};
@@ -303,6 +304,8 @@ pub struct RuntimeStatus {
     pub cnn_checkpoint: Option<CheckpointInUse>,
     /// DQN checkpoint in use (None: fresh weights).
     pub dqn_checkpoint: Option<CheckpointInUse>,
+    /// Checkpoints passed over at the last load (another input layout, corrupt, ...).
+    pub skipped_checkpoints: Vec<SkippedCheckpoint>,
     /// Last error seen by a thread (checkpoint save, ...).
     pub last_error: Option<String>,
     /// Online DQN learning steps taken (the trainer's agent, checkpoint included).
@@ -634,6 +637,7 @@ impl Shared {
             },
             |m: &mut CnnModel| &mut m.vs,
         )?;
+        let mut skipped = report_skipped(&m.cnn_model, &got.skipped);
         let (cnn, cnn_meta) = match got.loaded {
             Some((model, meta)) => (model, Some(meta)),
             None => {
@@ -656,6 +660,7 @@ impl Shared {
             },
             |a: &mut DqnAgent| &mut a.vs,
         )?;
+        skipped.extend(report_skipped(&m.dqn_model, &got.skipped));
         let (dqn, dqn_meta) = match got.loaded {
             Some((agent, meta)) => (agent, Some(meta)),
             None => (
@@ -692,9 +697,22 @@ impl Shared {
             let mut s = lock(&self.status);
             s.cnn_checkpoint = cnn_meta.as_ref().map(CheckpointInUse::from);
             s.dqn_checkpoint = dqn_meta.as_ref().map(CheckpointInUse::from);
+            s.skipped_checkpoints = skipped;
         }
         Ok((core, copy))
     }
+}
+
+/// What [`InferenceCore::load_best_report`] loaded.
+pub struct BestLoad {
+    /// The core, fresh weights where a model has no usable checkpoint.
+    pub core: InferenceCore,
+    /// CNN checkpoint in use.
+    pub cnn: Option<CheckpointInUse>,
+    /// DQN checkpoint in use.
+    pub dqn: Option<CheckpointInUse>,
+    /// Checkpoints passed over, with the reason.
+    pub skipped: Vec<SkippedCheckpoint>,
 }
 
 impl InferenceCore {
@@ -706,6 +724,17 @@ impl InferenceCore {
         device: Device,
         checkpoint_dir: PathBuf,
     ) -> Result<(Self, Option<CheckpointInUse>, Option<CheckpointInUse>), RuntimeError> {
+        let best = Self::load_best_report(models, input, device, checkpoint_dir)?;
+        Ok((best.core, best.cnn, best.dqn))
+    }
+
+    /// [`Self::load_best`] that also says which checkpoints were passed over and why.
+    pub fn load_best_report(
+        models: &ModelsConfig,
+        input: &InputConfig,
+        device: Device,
+        checkpoint_dir: PathBuf,
+    ) -> Result<BestLoad, RuntimeError> {
         let shared = Shared::new(
             RuntimeConfig {
                 models: models.clone(),
@@ -716,7 +745,12 @@ impl InferenceCore {
         );
         let (core, _) = shared.load_core()?;
         let s = lock(&shared.status);
-        Ok((core, s.cnn_checkpoint.clone(), s.dqn_checkpoint.clone()))
+        Ok(BestLoad {
+            core,
+            cnn: s.cnn_checkpoint.clone(),
+            dqn: s.dqn_checkpoint.clone(),
+            skipped: s.skipped_checkpoints.clone(),
+        })
     }
 }
 
@@ -1454,6 +1488,68 @@ mod tests {
         assert_eq!(out[0].hidden_states["gru_hidden"].len(), 16);
     }
 
+    /// The runtime's CNN checkpoints under `root` (default model name and metric).
+    fn cnn_checkpoints(root: &std::path::Path) -> CheckpointManager {
+        CheckpointManager::new(CheckpointConfig {
+            root: root.to_path_buf(),
+            model_name: "pivot_cnn".into(),
+            keep: 5,
+            metric: CNN_METRIC.into(),
+            goal: MetricGoal::Minimize,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn checkpoints_of_another_layout_are_reported_not_silently_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = CnnConfig::small(InputShape::encoded(24));
+        let cnn = CnnModel::new(c, Device::Cpu);
+        let saved = cnn_checkpoints(dir.path())
+            .save(
+                &cnn.vs,
+                &c,
+                BTreeMap::from([(CNN_METRIC.to_string(), 0.5)]),
+                DataRange::default(),
+            )
+            .unwrap();
+        let json = dir
+            .path()
+            .join("pivot_cnn")
+            .join(format!("{}.json", saved.meta.id));
+        let mut meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let old = INPUT_LAYOUT_VERSION + 1;
+        meta["input_layout_version"] = old.into();
+        std::fs::write(&json, meta.to_string()).unwrap();
+
+        let best = InferenceCore::load_best_report(
+            &cfg(24),
+            &InputConfig::default(),
+            Device::Cpu,
+            dir.path().to_path_buf(),
+        )
+        .unwrap();
+        assert!(best.cnn.is_none());
+        let mismatch = format!("layout v{old} != v{INPUT_LAYOUT_VERSION}");
+        let note = crate::models::checkpoint::skipped_note(&best.skipped, "pivot_cnn").unwrap();
+        assert_eq!(note, format!("1 checkpoint skipped: {mismatch}"));
+        let message = crate::app::backtest::missing_checkpoint_message(
+            &["pivot_cnn"],
+            dir.path(),
+            &best.skipped,
+        );
+        assert!(
+            message.contains(&saved.meta.id) && message.contains(&format!("layout v{old}")),
+            "{message}"
+        );
+        // The running runtime shows the same in its status, which the models pane reads.
+        let rt = runtime(dir.path(), 24);
+        let s = rt.status();
+        assert!(s.cnn_checkpoint.is_none());
+        assert_eq!(s.skipped_checkpoints, best.skipped);
+    }
+
     /// An input built earlier (candles cut at `cut` frames from the end, pivots after that
     /// removed) so that the full input's newest level-1 pivot is its target.
     fn earlier(full: &BaseDataInput, cut: usize) -> BaseDataInput {
@@ -1524,14 +1620,7 @@ mod tests {
         assert!(rt.status().weights_adopted >= 1);
         assert_ne!(first[0].hidden_states, later[0].hidden_states);
         rt.stop();
-        let ck = CheckpointManager::new(CheckpointConfig {
-            root: dir.path().to_path_buf(),
-            model_name: "pivot_cnn".into(),
-            keep: 5,
-            metric: CNN_METRIC.into(),
-            goal: MetricGoal::Minimize,
-        })
-        .unwrap();
+        let ck = cnn_checkpoints(dir.path());
         let listed = ck.list().unwrap();
         assert!(!listed.is_empty());
         assert!(listed.iter().all(|m| m.metrics[CNN_METRIC].is_finite()));

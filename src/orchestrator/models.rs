@@ -3,11 +3,12 @@
 //! answers with the CNN's output and leaves the DQN's for the DQN expert, which depends on the
 //! CNN so it runs in the next stage of the step.
 //!
-//! **Validation.** Live inputs are validated before inference (`validate = true`, as the
-//! runtime does). Inputs replayed from kline history have no order book, so they cannot pass
-//! validation (no COB); with `validate = false` they are encoded as they are, parts missing
-//! in the layout's documented absent form — exactly how training samples are built from the
-//! same history (`models::samples`).
+//! **Validation.** Every input is validated before inference under a [`ValidationPolicy`]:
+//! live inputs (`has_order_book = true`) as the runtime does; inputs replayed from kline
+//! history, which have no order book, under [`ValidationPolicy::Klines`] on the CNN's
+//! timeframe: no COB asked for, every other check kept (frame minimum on the series the model
+//! reads, NaN/infinity, time order, future stamps). An invalid step goes to no model; it is
+//! counted with its reason in [`InvalidSteps`] (shown in the backtest report).
 //!
 //! **Earlier outputs.** With `see_last_predictions = false` the models get the input without
 //! `last_predictions` (empty), so steps do not depend on each other and backtests may batch
@@ -24,8 +25,8 @@ use tch::{Device, Tensor};
 
 use super::backtest::FoldExperts;
 use super::expert::{Expert, ExpertError, Upstream};
-use crate::analysis::encoding::{encode, encode_validated};
-use crate::analysis::input::{BaseDataInput, InputConfig};
+use crate::analysis::encoding::encode;
+use crate::analysis::input::{BaseDataInput, InputConfig, ValidationPolicy};
 use crate::analysis::model_output::ModelOutput;
 use crate::market::types::{Candle, Symbol, Timeframe};
 use crate::models::cnn::{CnnConfig, CnnModel, CnnOutput, predictions};
@@ -40,10 +41,53 @@ use crate::models::rl_train::{
 };
 use crate::models::runtime::{InferenceCore, spec_for};
 
+/// Inference steps refused by validation: how many, and the first reasons.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct InvalidSteps {
+    /// Inputs refused.
+    pub count: u64,
+    /// The first [`InvalidSteps::KEPT`] reasons.
+    pub reasons: Vec<String>,
+}
+
+impl InvalidSteps {
+    /// Reasons kept.
+    pub const KEPT: usize = 20;
+
+    fn record(&mut self, reason: &str) {
+        self.count += 1;
+        if self.reasons.len() < Self::KEPT {
+            self.reasons.push(reason.to_string());
+        }
+    }
+
+    /// Adds another tally (walk-forward folds).
+    pub fn merge(&mut self, other: &InvalidSteps) {
+        self.count += other.count;
+        for r in &other.reasons {
+            if self.reasons.len() < Self::KEPT {
+                self.reasons.push(r.clone());
+            }
+        }
+    }
+}
+
+/// A shared view of the invalid steps of one pair of model experts.
+#[derive(Debug, Clone, Default)]
+pub struct InvalidLog(Arc<Mutex<InvalidSteps>>);
+
+impl InvalidLog {
+    /// The tally so far.
+    pub fn get(&self) -> InvalidSteps {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// The models and the DQN outputs waiting for their expert.
 struct Shared {
     core: InferenceCore,
-    validate: bool,
+    policy: ValidationPolicy,
+    invalid: InvalidLog,
     input_cfg: InputConfig,
     see_last_predictions: bool,
     /// DQN outputs of the newest CNN pass, by (symbol, time).
@@ -77,11 +121,13 @@ impl Shared {
                     };
                     &stripped
                 };
-            let enc = if self.validate {
-                encode_validated(input, &self.input_cfg)
-                    .map_err(|e| ExpertError::InvalidInput(e.to_string()))
-            } else {
-                Ok(encode(input))
+            let enc = match input.validate_with(&self.input_cfg, self.policy) {
+                Ok(()) => Ok(encode(input)),
+                Err(e) => {
+                    let reason = e.to_string();
+                    lock_invalid(&self.invalid).record(&reason);
+                    Err(ExpertError::InvalidInput(reason))
+                }
             };
             let pushed = enc.and_then(|enc| {
                 rows.push(&enc)
@@ -169,6 +215,13 @@ pub struct CnnExpert {
     shared: Arc<Mutex<Shared>>,
 }
 
+impl CnnExpert {
+    /// The steps validation refused so far (shared by both experts of the pair).
+    pub fn invalid_log(&self) -> InvalidLog {
+        lock(&self.shared).invalid.clone()
+    }
+}
+
 /// The DQN agent as an expert: the output computed on the CNN's same-step hidden states.
 pub struct DqnExpert {
     name: String,
@@ -176,17 +229,40 @@ pub struct DqnExpert {
     shared: Arc<Mutex<Shared>>,
 }
 
-/// The two experts over one inference core.
+fn lock_invalid(log: &InvalidLog) -> MutexGuard<'_, InvalidSteps> {
+    log.0.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The two experts over one inference core; `has_order_book = false` (kline replay) validates
+/// under [`ValidationPolicy::Klines`] on the CNN's timeframe (see the module docs).
 pub fn model_experts(
     core: InferenceCore,
     input_cfg: InputConfig,
-    validate: bool,
+    has_order_book: bool,
+    see_last_predictions: bool,
+) -> (CnnExpert, DqnExpert) {
+    let policy = if has_order_book {
+        ValidationPolicy::Live
+    } else {
+        ValidationPolicy::Klines {
+            base: core.cnn.net.config().timeframe,
+        }
+    };
+    model_experts_with(core, input_cfg, policy, see_last_predictions)
+}
+
+/// [`model_experts`] under an explicit validation policy.
+pub fn model_experts_with(
+    core: InferenceCore,
+    input_cfg: InputConfig,
+    policy: ValidationPolicy,
     see_last_predictions: bool,
 ) -> (CnnExpert, DqnExpert) {
     let (cnn, dqn) = core.names.clone();
     let shared = Arc::new(Mutex::new(Shared {
         core,
-        validate,
+        policy,
+        invalid: InvalidLog::default(),
         input_cfg,
         see_last_predictions,
         pending: BTreeMap::new(),
@@ -457,7 +533,8 @@ pub fn copy_core(
 
 /// Walk-forward experts that train the CNN and the DQN on each fold's train window
 /// ([`train_models`]) and test with those weights, next to `others()` (e.g. the rule experts).
-/// Replayed history has no order book, so inputs are not validated (see the module docs).
+/// Replayed history has no order book: inputs are validated under
+/// [`ValidationPolicy::Klines`] (see the module docs).
 pub struct ModelFolds<'a> {
     symbol: String,
     training: FoldTraining,
@@ -467,6 +544,7 @@ pub struct ModelFolds<'a> {
     progress: &'a mut dyn FnMut(usize, &TrainProgress),
     core: Option<InferenceCore>,
     trained: Vec<FoldModels>,
+    invalid: Vec<InvalidLog>,
 }
 
 impl<'a> ModelFolds<'a> {
@@ -489,12 +567,22 @@ impl<'a> ModelFolds<'a> {
             progress,
             core: None,
             trained: Vec::new(),
+            invalid: Vec::new(),
         }
     }
 
     /// What each fold trained so far, in fold order.
     pub fn trained(&self) -> &[FoldModels] {
         &self.trained
+    }
+
+    /// Steps refused by validation over every fold's test run.
+    pub fn invalid_steps(&self) -> InvalidSteps {
+        let mut all = InvalidSteps::default();
+        for log in &self.invalid {
+            all.merge(&log.get());
+        }
+        all
     }
 }
 
@@ -531,8 +619,81 @@ impl FoldExperts for ModelFolds<'_> {
             .ok_or_else(|| "no models trained for this fold".to_string())?;
         let copy = copy_core(core, &self.input_cfg).map_err(|e| e.to_string())?;
         let (cnn, dqn) = model_experts(copy, self.input_cfg.clone(), false, false);
+        self.invalid.push(cnn.invalid_log());
         let mut all: Vec<Box<dyn Expert>> = vec![Box::new(cnn), Box::new(dqn)];
         all.extend((self.others)());
         Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::analyze::read_candles;
+    use crate::analysis::model_output::ModelOutputStore;
+    use crate::orchestrator::coordinator::{Coordinator, RunMode};
+    use crate::orchestrator::history::HistoryFeed;
+
+    #[test]
+    fn kline_replay_validates_and_skips_invalid_steps_with_their_reason() {
+        // The loader refuses unparsable and out-of-order rows and the feed non-positive prices;
+        // what still reaches the models is checked here, step by step.
+        let path =
+            crate::testdata::require("candles/nautilus/btc-perp-20211231-20220201_1m.csv.gz");
+        let candles = read_candles(&path).unwrap().candles;
+        let mut feed = HistoryFeed::new("BTCUSDT", 60_000, InputConfig::default()).unwrap();
+        let store = ModelOutputStore::default();
+        let mut inputs: Vec<BaseDataInput> = candles[..420]
+            .iter()
+            .map(|c| {
+                let t = feed.push(c).unwrap();
+                feed.input(&store, t)
+            })
+            .collect();
+        // A NaN, times going backwards, a candle from after the input time.
+        inputs[410].microstructure.spread_bps = Some(f64::NAN);
+        inputs[411].ohlcv[1].swap(150, 151);
+        let last = inputs[412].ohlcv[1].last_mut().unwrap();
+        last.open_time_ms += 120_000;
+        tch::manual_seed(7);
+        let core = InferenceCore::fresh(
+            CnnConfig {
+                timeframe: Timeframe::M1,
+                ..CnnConfig::small(InputShape::encoded(64))
+            },
+            Device::Cpu,
+            ("pivot_cnn".into(), "dqn_agent".into()),
+            InputConfig::default(),
+        )
+        .unwrap();
+        let (cnn, dqn) = model_experts(core, InputConfig::default(), false, false);
+        let log = cnn.invalid_log();
+        let experts: Vec<Box<dyn Expert>> = vec![Box::new(cnn), Box::new(dqn)];
+        let mut c = Coordinator::new(experts, RunMode::Inline).unwrap();
+        let steps: Vec<_> = inputs[90..92]
+            .iter()
+            .chain(&inputs[408..415])
+            .map(|i| c.step(Arc::new(i.clone())))
+            .collect();
+        // Below 100 one-minute frames the model's series is too short; without a COB the
+        // models run; the three broken inputs go to no model.
+        let ran: Vec<bool> = steps.iter().map(|s| !s.outputs.is_empty()).collect();
+        assert_eq!(
+            ran,
+            [false, false, true, true, false, false, false, true, true]
+        );
+        let tally = log.get();
+        assert_eq!(tally.count, 5);
+        let expect = [
+            "ohlcv_1m: expected ≥100 frames, got 91",
+            "ohlcv_1m: expected ≥100 frames",
+            "microstructure.spread_bps: not finite (NaN)",
+            "ohlcv_1m: timestamps not increasing at frame 151",
+            "ohlcv_1m last candle close",
+        ];
+        for (reason, want) in tally.reasons.iter().zip(expect) {
+            assert!(reason.contains(want), "{reason:?} lacks {want:?}");
+            assert!(!reason.contains("cob"), "{reason}");
+        }
     }
 }
