@@ -252,6 +252,9 @@ where
         .unwrap_or_default();
     let mut last_frame = tokio::time::Instant::now();
     let mut idle_check = tokio::time::interval(Duration::from_millis(250));
+    // Failed snapshots wait here for their retry; a timer arm of the loop (not a sleep inside an
+    // arm) so frames keep being read and buffered meanwhile.
+    let mut retries = SnapshotRetries::default();
     loop {
         let mut step = Step::default();
         tokio::select! {
@@ -281,10 +284,12 @@ where
                         update_health(health, |h| h.errors += 1);
                         let _ = tx.send(RunnerEvent::Malformed { kind: "snapshot", detail }).await;
                         // Try again after a pause so a failing REST endpoint is not hammered.
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        step.actions.push(Action::FetchSnapshot(instrument));
+                        retries.push(instrument, tokio::time::Instant::now() + SNAPSHOT_RETRY);
                     }
                 }
+            }
+            _ = retries.wait(), if retries.pending() => {
+                step.actions.extend(retries.due(tokio::time::Instant::now()).into_iter().map(Action::FetchSnapshot));
             }
             msg = stream.next() => {
                 last_frame = tokio::time::Instant::now();
@@ -308,6 +313,42 @@ where
         {
             return exit;
         }
+    }
+}
+
+/// Pause before a failed REST snapshot is requested again.
+const SNAPSHOT_RETRY: Duration = Duration::from_millis(500);
+
+/// Instruments whose REST snapshot failed, each with the time of its next attempt.
+#[derive(Default)]
+struct SnapshotRetries {
+    queue: Vec<(tokio::time::Instant, String)>,
+}
+
+impl SnapshotRetries {
+    fn push(&mut self, instrument: String, at: tokio::time::Instant) {
+        if !self.queue.iter().any(|(_, i)| *i == instrument) {
+            self.queue.push((at, instrument));
+        }
+    }
+
+    fn pending(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Sleeps until the earliest retry (forever when none: the select arm is disabled then).
+    async fn wait(&self) {
+        match self.queue.iter().map(|(at, _)| *at).min() {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Removes and returns the instruments due at `now`.
+    fn due(&mut self, now: tokio::time::Instant) -> Vec<String> {
+        let (due, later): (Vec<_>, Vec<_>) = self.queue.drain(..).partition(|(at, _)| *at <= now);
+        self.queue = later;
+        due.into_iter().map(|(_, i)| i).collect()
     }
 }
 
