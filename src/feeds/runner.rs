@@ -432,3 +432,23 @@ fn session_snapshot_parser(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_retries_come_due_once_per_instrument() {
+        let t0 = tokio::time::Instant::now();
+        let mut r = SnapshotRetries::default();
+        assert!(!r.pending());
+        r.push("ETH/USDT".into(), t0 + SNAPSHOT_RETRY);
+        r.push("ETH/USDT".into(), t0 + SNAPSHOT_RETRY * 2);
+        r.push("BTC/USDT".into(), t0 + SNAPSHOT_RETRY * 2);
+        assert!(r.due(t0).is_empty());
+        assert_eq!(r.due(t0 + SNAPSHOT_RETRY), ["ETH/USDT"]);
+        assert!(r.pending());
+        assert_eq!(r.due(t0 + SNAPSHOT_RETRY * 2), ["BTC/USDT"]);
+        assert!(!r.pending());
+    }
+}
