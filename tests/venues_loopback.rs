@@ -745,9 +745,12 @@ async fn kucoin_reconnects_and_resyncs_through_a_new_token() {
     assert!(r.integrity().is_empty(), "{:?}", r.integrity());
 }
 
+/// One book row as written in a REST body: `(price, quantity)`.
+type Row = (String, String);
+
 /// Synthetic MEXC book (no protobuf recording exists): version `v` sets the bid at
 /// `90 + v % 5` to `v`; a bid at 80 and an ask at 100 never change.
-fn mexc_truth(version: u64) -> (Vec<(String, String)>, Vec<(String, String)>) {
+fn mexc_truth(version: u64) -> (Vec<Row>, Vec<Row>) {
     let mut bids: std::collections::BTreeMap<u64, u64> = [(80, 1)].into();
     for v in 1..=version {
         bids.insert(90 + v % 5, v);
@@ -799,7 +802,7 @@ fn mexc_rest(fail_first: bool) -> RestFn {
             return None;
         }
         let (bids, asks) = mexc_truth(req.last_tag);
-        let row = |l: &[(String, String)]| {
+        let row = |l: &[Row]| {
             l.iter()
                 .map(|(p, q)| format!(r#"["{p}","{q}"]"#))
                 .collect::<Vec<_>>()
@@ -818,7 +821,7 @@ fn mexc_is_at(r: &Run, version: u64) -> bool {
     r.latest.get("ETH/USDT").is_some_and(|b| {
         let (bids, asks) = mexc_truth(version);
         let got = sides(b);
-        let fmt = |l: &[Level]| -> Vec<(String, String)> {
+        let fmt = |l: &[Level]| -> Vec<Row> {
             l.iter()
                 .map(|x| (x.price.to_string(), x.qty.to_string()))
                 .collect()
