@@ -12,6 +12,7 @@ use axum::response::Response;
 use axum::routing::get;
 use mmtrader::app::pipeline::{Endpoints, FeedProcess};
 use mmtrader::config::Config;
+use mmtrader::feeds::health::LinkState;
 use mmtrader::feeds::mexc::proto::{
     Body, DealItem, DepthItem, PublicAggreDeals, PublicAggreDepths,
 };
@@ -181,8 +182,16 @@ fn mexc_price() -> Price {
     Price::parse(MEXC_PRICE).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn market_data_falls_back_to_mexc_and_returns_without_hole_or_duplicate() {
+/// A running feed with the simulator as primary and the MEXC mock as fallback.
+struct Rig {
+    sim: mmtrader::sim::SimHandle,
+    feed: FeedProcess,
+    rx: watch::Receiver<Arc<MarketSnapshot>>,
+    mexc: Arc<MockMexc>,
+}
+
+/// Starts the rig and waits until the primary is live and the fallback connected.
+async fn start_rig() -> Rig {
     let (mock, mexc) = start_mock().await;
     let mut cfg = Config::default();
     cfg.reconnect.initial_backoff_ms = 100;
@@ -197,7 +206,7 @@ async fn market_data_falls_back_to_mexc_and_returns_without_hole_or_duplicate() 
     fb.recover_after_ms = 1_500;
     fb.dedupe_window_ms = 200;
     let sim_cfg = mmtrader::app::sim::sim_config(&cfg, "127.0.0.1:0").unwrap();
-    let mut sim = mmtrader::sim::start(sim_cfg).await.unwrap();
+    let sim = mmtrader::sim::start(sim_cfg).await.unwrap();
     let endpoints = Endpoints {
         name: "sim".into(),
         rest: sim.rest_url(),
@@ -222,19 +231,77 @@ async fn market_data_falls_back_to_mexc_and_returns_without_hole_or_duplicate() 
         },
     )
     .await;
+    Rig {
+        sim,
+        feed,
+        rx,
+        mexc,
+    }
+}
+
+fn on_mexc(s: &MarketSnapshot) -> bool {
+    s.source.contains("mexc fallback")
+        && s.symbols.iter().all(|x| {
+            x.best_bid
+                .is_some_and(|b| b.price == Price::parse("77.76").unwrap())
+                && x.last_trade
+                    .as_ref()
+                    .is_some_and(|t| t.price == mexc_price())
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_primary_switches_to_mexc_while_still_connected() {
+    let Rig {
+        sim,
+        mut feed,
+        mut rx,
+        ..
+    } = start_rig().await;
+    // The simulator stops streaming but keeps its connections open: only staleness can tell.
+    sim.pause().unwrap();
+    let snap = wait_until(
+        &mut rx,
+        "switched to MEXC",
+        Duration::from_secs(20),
+        on_mexc,
+    )
+    .await;
+    let primary = snap.links.iter().find(|l| l.name == "exchange ws").unwrap();
+    assert_eq!(
+        primary.state,
+        LinkState::Connected,
+        "switched on staleness, not on a disconnect"
+    );
+    sim.resume().unwrap();
+    wait_until(
+        &mut rx,
+        "back on the primary",
+        Duration::from_secs(30),
+        |s| s.source == "sim",
+    )
+    .await;
+    feed.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn market_data_falls_back_to_mexc_and_returns_without_hole_or_duplicate() {
+    let Rig {
+        mut sim,
+        mut feed,
+        mut rx,
+        mexc,
+    } = start_rig().await;
 
     // Binance dies: market data switches to MEXC (book and trades), visible in the snapshot.
     sim.stop().await;
-    let snap = wait_until(&mut rx, "switched to MEXC", Duration::from_secs(20), |s| {
-        s.source.contains("mexc fallback")
-            && s.symbols.iter().all(|x| {
-                x.best_bid
-                    .is_some_and(|b| b.price == Price::parse("77.76").unwrap())
-                    && x.last_trade
-                        .as_ref()
-                        .is_some_and(|t| t.price == mexc_price())
-            })
-    })
+    let snap = wait_until(
+        &mut rx,
+        "switched to MEXC",
+        Duration::from_secs(20),
+        on_mexc,
+    )
     .await;
     assert!(snap.source.contains("1 switches"), "{}", snap.source);
     // Let MEXC serve a few whole seconds.

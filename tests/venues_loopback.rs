@@ -667,13 +667,9 @@ const KUCOIN_PING: &str = r#"{"id":"ping","type":"ping"}"#;
 async fn kucoin_reconnects_and_refetches_after_a_gap() {
     let mut all = lines(&capture("KUCOIN.ws.1.0"));
     // The last l2update of BCHSV-USDT but one: well after its recorded snapshot.
-    let idx: Vec<usize> = all
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.contains("trade.l2update") && l.contains("BCHSV-USDT"))
-        .map(|(i, _)| i)
-        .collect();
-    all.remove(idx[idx.len() - 2]);
+    venues_common::remove_second_last(&mut all, |l| {
+        l.contains("trade.l2update") && l.contains("BCHSV-USDT")
+    });
     let (setup, finals) = kucoin_setup(vec![full(&frames_of(&all))]);
     let (r, lb) = run_setup(setup, |r, lb| {
         !r.integrity().is_empty()
@@ -973,4 +969,59 @@ async fn bybit_v5_update_id_gap_resubscribes() {
     assert_eq!(b.last_update_id, 21);
     assert_eq!(b.best_bid().unwrap().price.to_string(), "17436");
     assert_eq!(r.connects(), 1);
+}
+
+fn mexc_deal(k: u64) -> Message {
+    use mmtrader::feeds::mexc::proto::{Body, DealItem, PublicAggreDeals};
+    let time = 1_700_000_000_000 + k as i64;
+    Message::binary(mmtrader::feeds::mexc::protocol::encode_push(
+        "ETHUSDT",
+        "spot@public.aggre.deals.v3.api.pb@100ms@ETHUSDT",
+        Body::PublicAggreDeals(PublicAggreDeals {
+            deals: vec![DealItem {
+                price: "77.77".into(),
+                quantity: "0.001".into(),
+                trade_type: 1,
+                time,
+                trade_id: k.to_string(),
+            }],
+            event_type: String::new(),
+        }),
+        time,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_keep_flowing_while_a_failing_snapshot_waits_for_its_retry() {
+    // The REST depth always fails; right after the first failure the server streams many
+    // trades. A retry that paused the reading (a sleep inside the loop) would take a pause per
+    // failed attempt to get through them, far past this test's guard; a retry timer in the
+    // loop reads them at once.
+    const TRADES: u64 = 20_000;
+    let mut frames = vec![mexc_frame(1)];
+    frames.extend((0..TRADES).map(mexc_deal));
+    let script = Script {
+        frames,
+        waits: vec![(1, 1)],
+        ..Script::default()
+    };
+    let mut setup = Setup::new("mexc", vec![script]);
+    setup.instruments = Some(vec!["ETH/USDT".into()]);
+    let trades = |r: &Run| {
+        r.events
+            .iter()
+            .filter(|e| matches!(e, RunnerEvent::Event(NormEvent::Trade(_))))
+            .count() as u64
+    };
+    let (r, lb) = run_setup(setup, |r, _| trades(r) == TRADES).await;
+    assert_eq!(trades(&r), TRADES);
+    assert!(lb.requests("/api/v3/depth", "ETHUSDT") >= 1);
+    assert!(r.events.iter().any(|e| matches!(
+        e,
+        RunnerEvent::Malformed {
+            kind: "snapshot",
+            ..
+        }
+    )));
+    assert!(r.latest.is_empty(), "no snapshot, no book");
 }

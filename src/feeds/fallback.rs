@@ -403,13 +403,18 @@ mod tests {
         assert!(toml::from_str::<ExchangesConfig>("[fallback]\nstale_ms = 1\n").is_err());
     }
 
-    #[test]
-    fn controller_switches_on_disconnect_and_staleness_with_hysteresis() {
-        let mut c = FallbackController::new(FallbackConfig {
+    /// Stale after 1 s, back after 2 s healthy.
+    fn controller_1s_2s() -> FallbackController {
+        FallbackController::new(FallbackConfig {
             stale_after_ms: 1_000,
             recover_after_ms: 2_000,
             ..FallbackConfig::default()
-        });
+        })
+    }
+
+    #[test]
+    fn controller_switches_on_disconnect_and_staleness_with_hysteresis() {
+        let mut c = controller_1s_2s();
         c.on_secondary(READY);
         assert_eq!(c.on_primary(false, None, 0), None, "start-up grace");
         assert_eq!(c.on_primary(true, Some(0), 500), None);
@@ -442,11 +447,7 @@ mod tests {
 
     #[test]
     fn controller_stays_on_the_primary_while_the_secondary_is_unhealthy() {
-        let mut c = FallbackController::new(FallbackConfig {
-            stale_after_ms: 1_000,
-            recover_after_ms: 2_000,
-            ..FallbackConfig::default()
-        });
+        let mut c = controller_1s_2s();
         assert_eq!(c.on_primary(true, Some(0), 0), None);
         assert_eq!(c.held(), None);
         // Primary down, secondary not connected: stay, and say why.
