@@ -70,8 +70,8 @@ struct Loopback {
     /// KuCoin bullet-token requests.
     bullets: AtomicUsize,
     last_tag: AtomicU64,
-    /// `pingInterval` announced in the bullet token, ms.
-    ping_interval_ms: u64,
+    /// `pingInterval` and `pingTimeout` announced in the bullet token, ms.
+    ping_ms: (u64, u64),
     addr: Mutex<String>,
 }
 
@@ -147,8 +147,8 @@ async fn bullet(State(lb): State<Arc<Loopback>>) -> String {
     lb.bullets.fetch_add(1, Ordering::SeqCst);
     let addr = lb.addr.lock().unwrap().clone();
     format!(
-        r#"{{"code":"200000","data":{{"token":"LOOPBACK","instanceServers":[{{"endpoint":"ws://{addr}/ws","encrypt":false,"protocol":"websocket","pingInterval":{},"pingTimeout":10000}}]}}}}"#,
-        lb.ping_interval_ms
+        r#"{{"code":"200000","data":{{"token":"LOOPBACK","instanceServers":[{{"endpoint":"ws://{addr}/ws","encrypt":false,"protocol":"websocket","pingInterval":{},"pingTimeout":{}}}]}}}}"#,
+        lb.ping_ms.0, lb.ping_ms.1
     )
 }
 
@@ -181,7 +181,7 @@ async fn rest_route(
     }
 }
 
-async fn serve(scripts: Vec<Script>, rest: RestFn, ping_interval_ms: u64) -> Arc<Loopback> {
+async fn serve(scripts: Vec<Script>, rest: RestFn, ping_ms: (u64, u64)) -> Arc<Loopback> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let lb = Arc::new(Loopback {
         scripts,
@@ -193,7 +193,7 @@ async fn serve(scripts: Vec<Script>, rest: RestFn, ping_interval_ms: u64) -> Arc
         rest_answered: AtomicUsize::new(0),
         bullets: AtomicUsize::new(0),
         last_tag: AtomicU64::new(0),
-        ping_interval_ms,
+        ping_ms,
         addr: Mutex::new(listener.local_addr().unwrap().to_string()),
     });
     let app = axum::Router::new()
@@ -298,6 +298,9 @@ impl VenueProtocol for ShortKeepalive {
             ..self.inner.keepalive()
         }
     }
+    fn ping_timeout(&self) -> Option<Duration> {
+        self.inner.ping_timeout()
+    }
     fn book_rules(&self) -> BookRules {
         self.inner.book_rules()
     }
@@ -331,7 +334,8 @@ struct Setup {
     /// Override of the venue's keepalive interval.
     keepalive: Option<Duration>,
     idle_timeout: Duration,
-    ping_interval_ms: u64,
+    /// KuCoin bullet token's `pingInterval` and `pingTimeout`, ms.
+    ping_ms: (u64, u64),
     /// The configured websocket URL; None: the loopback's `/ws`.
     ws_url: Option<String>,
 }
@@ -345,7 +349,7 @@ impl Setup {
             instruments: None,
             keepalive: None,
             idle_timeout: Duration::from_secs(120),
-            ping_interval_ms: 18_000,
+            ping_ms: (18_000, 10_000),
             ws_url: None,
         }
     }
@@ -354,7 +358,7 @@ impl Setup {
 /// Runs the venue's runner against the scripts until `done(run, server)` holds or a minute
 /// passed (the minute only guards against a hang; every test waits for what it asserts).
 async fn run_setup(setup: Setup, done: impl Fn(&Run, &Loopback) -> bool) -> (Run, Arc<Loopback>) {
-    let lb = serve(setup.scripts, setup.rest, setup.ping_interval_ms).await;
+    let lb = serve(setup.scripts, setup.rest, setup.ping_ms).await;
     let addr = lb.addr.lock().unwrap().clone();
     let mut proto = mmtrader::feeds::protocol_for(Venue::parse(setup.venue).unwrap()).unwrap();
     if let Some(interval) = setup.keepalive {
@@ -663,7 +667,7 @@ fn kucoin_setup(scripts: Vec<Script>) -> (Setup, HashMap<String, OrderBook>) {
     // Only the bullet token's endpoint leads to the loopback websocket.
     setup.ws_url = Some("ws://127.0.0.1:9/no-token".into());
     // Short, so the test sees the token's ping interval honoured.
-    setup.ping_interval_ms = 200;
+    setup.ping_ms = (200, 10_000);
     (setup, finals)
 }
 
@@ -1024,4 +1028,19 @@ async fn frames_keep_flowing_while_a_failing_snapshot_waits_for_its_retry() {
         }
     )));
     assert!(r.latest.is_empty(), "no snapshot, no book");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kucoin_unanswered_ping_past_the_token_timeout_reconnects() {
+    // The server never answers: the token's 300 ms ping timeout ends the connection long
+    // before the two-minute idle rule would.
+    let (mut setup, _) = kucoin_setup(vec![idle_script()]);
+    setup.ping_ms = (100, 300);
+    let (r, lb) = run_setup(setup, |r, _| r.connects() >= 2).await;
+    assert!(r.connects() >= 2, "{:?}", r.disconnect_reasons());
+    assert_eq!(
+        r.disconnect_reasons()[0],
+        "no answer to a ping within 300 ms"
+    );
+    assert!(lb.received().iter().any(|t| t == KUCOIN_PING));
 }

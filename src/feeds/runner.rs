@@ -241,6 +241,10 @@ where
         }
     }
     let keepalive = session.protocol().keepalive();
+    let ping_timeout = session.protocol().ping_timeout();
+    // Set when a ping goes out, cleared by any frame: a ping left unanswered past the venue's
+    // ping timeout means a dead socket, long before the idle rule would notice.
+    let mut ping_deadline: Option<tokio::time::Instant> = None;
     let idle = cfg.idle_timeout.max(keepalive.interval * 3);
     let mut ping = tokio::time::interval(keepalive.interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -263,15 +267,24 @@ where
                 return Exit::Stop;
             }
             _ = ping.tick() => {
-                if let Some(m) = &keepalive.message
-                    && let Err(e) = sink.send(Message::text(m.clone())).await {
-                    return Exit::Lost(format!("keepalive failed: {e}"));
+                if let Some(m) = &keepalive.message {
+                    if let Err(e) = sink.send(Message::text(m.clone())).await {
+                        return Exit::Lost(format!("keepalive failed: {e}"));
+                    }
+                    if let Some(t) = ping_timeout {
+                        ping_deadline.get_or_insert(tokio::time::Instant::now() + t);
+                    }
                 }
                 continue;
             }
             _ = idle_check.tick() => {
                 if last_frame.elapsed() > idle {
                     return Exit::Lost(format!("no frame for {} ms", idle.as_millis()));
+                }
+                if let (Some(at), Some(t)) = (ping_deadline, ping_timeout)
+                    && tokio::time::Instant::now() > at
+                {
+                    return Exit::Lost(format!("no answer to a ping within {} ms", t.as_millis()));
                 }
                 update_health(health, |h| h.roll(now_ms()));
                 continue;
@@ -293,6 +306,7 @@ where
             }
             msg = stream.next() => {
                 last_frame = tokio::time::Instant::now();
+                ping_deadline = None;
                 let res = match msg {
                     None => return Exit::Lost("stream ended".into()),
                     Some(Err(e)) => return Exit::Lost(format!("read failed: {e}")),

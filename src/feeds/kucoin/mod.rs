@@ -31,13 +31,6 @@ pub struct KucoinProtocol {
     ping_timeout: Cell<Option<Duration>>,
 }
 
-impl KucoinProtocol {
-    /// The `pingTimeout` of the last bullet token (None before one was read).
-    pub fn ping_timeout(&self) -> Option<Duration> {
-        self.ping_timeout.get()
-    }
-}
-
 #[derive(Deserialize)]
 struct Msg<'a> {
     #[serde(borrow, default, rename = "type")]
@@ -241,6 +234,10 @@ impl VenueProtocol for KucoinProtocol {
         }
     }
 
+    fn ping_timeout(&self) -> Option<Duration> {
+        self.ping_timeout.get()
+    }
+
     fn book_rules(&self) -> BookRules {
         BookRules {
             snapshot: SnapshotSource::Rest,
@@ -276,15 +273,20 @@ impl VenueProtocol for KucoinProtocol {
             .instance_servers
             .first()
             .ok_or(VenueError::Field("instanceServers"))?;
-        // A zero interval would make the runner ping in a busy loop: keep the default then.
+        // A zero interval would make the runner ping in a busy loop, a zero timeout drop every
+        // connection: treat zero as absent.
         self.ping_interval.set(
             server
                 .ping_interval
                 .filter(|ms| *ms > 0)
                 .map(Duration::from_millis),
         );
-        self.ping_timeout
-            .set(server.ping_timeout.map(Duration::from_millis));
+        self.ping_timeout.set(
+            server
+                .ping_timeout
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis),
+        );
         Ok(format!("{}?token={}", server.endpoint, d.token))
     }
 
