@@ -239,6 +239,11 @@ async fn start_rig() -> Rig {
     }
 }
 
+/// Waits until market data (book and trades) comes from MEXC; returns that snapshot.
+async fn switched_to_mexc(rx: &mut watch::Receiver<Arc<MarketSnapshot>>) -> Arc<MarketSnapshot> {
+    wait_until(rx, "switched to MEXC", Duration::from_secs(20), on_mexc).await
+}
+
 fn on_mexc(s: &MarketSnapshot) -> bool {
     s.source.contains("mexc fallback")
         && s.symbols.iter().all(|x| {
@@ -260,13 +265,7 @@ async fn a_silent_primary_switches_to_mexc_while_still_connected() {
     } = start_rig().await;
     // The simulator stops streaming but keeps its connections open: only staleness can tell.
     sim.pause().unwrap();
-    let snap = wait_until(
-        &mut rx,
-        "switched to MEXC",
-        Duration::from_secs(20),
-        on_mexc,
-    )
-    .await;
+    let snap = switched_to_mexc(&mut rx).await;
     let primary = snap.links.iter().find(|l| l.name == "exchange ws").unwrap();
     assert_eq!(
         primary.state,
@@ -296,13 +295,7 @@ async fn market_data_falls_back_to_mexc_and_returns_without_hole_or_duplicate() 
 
     // Binance dies: market data switches to MEXC (book and trades), visible in the snapshot.
     sim.stop().await;
-    let snap = wait_until(
-        &mut rx,
-        "switched to MEXC",
-        Duration::from_secs(20),
-        on_mexc,
-    )
-    .await;
+    let snap = switched_to_mexc(&mut rx).await;
     assert!(snap.source.contains("1 switches"), "{}", snap.source);
     // Let MEXC serve a few whole seconds.
     tokio::time::sleep(Duration::from_secs(3)).await;
