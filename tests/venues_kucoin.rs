@@ -50,13 +50,9 @@ fn a_deleted_diff_is_a_gap() {
     let ws = capture("KUCOIN.ws.1.0");
     let mut all = lines(&ws);
     // The last l2update of BCHSV-USDT but one (well after its snapshot).
-    let idx: Vec<usize> = all
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.contains("trade.l2update") && l.contains("BCHSV-USDT"))
-        .map(|(i, _)| i)
-        .collect();
-    all.remove(idx[idx.len() - 2]);
+    venues_common::remove_second_last(&mut all, |l| {
+        l.contains("trade.l2update") && l.contains("BCHSV-USDT")
+    });
     let dir = tempfile::tempdir().unwrap();
     let files = [
         temp_capture(&dir, "KUCOIN.ws.1.0", &all),

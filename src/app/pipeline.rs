@@ -20,7 +20,9 @@ use crate::feeds::binance::connector::{
 };
 use crate::feeds::binance::sync::{BookSync, Rules, SyncConfig, SyncOutcome, SyncState};
 use crate::feeds::binance::wire::BinanceEvent;
-use crate::feeds::fallback::{FallbackConfig, FallbackController, Source, TradeMerger};
+use crate::feeds::fallback::{
+    FallbackConfig, FallbackController, SecondaryHealth, Source, TradeMerger,
+};
 use crate::feeds::health::{LinkState, StreamHealth};
 use crate::feeds::normalized::{ConnectionState, NormEvent};
 use crate::feeds::runner::{RunnerConfig, RunnerEvent, RunnerHandle};
@@ -327,6 +329,9 @@ impl MarketTaskState {
                 fb.cfg.exchange,
                 fb.controller.switches()
             ),
+            Some(fb) if let Some(why) = fb.controller.held() => {
+                format!("{} ({why})", self.source_name)
+            }
             _ => self.source_name.clone(),
         };
         MarketSnapshot {
@@ -625,10 +630,20 @@ impl MarketTaskState {
             return;
         };
         let connected = self.link.state == LinkState::Connected;
-        let Some(switch) = fb
+        fb.controller.on_secondary(SecondaryHealth {
+            connected: fb.health.state == LinkState::Connected,
+            books_synced: fb.books.iter().all(Option::is_some),
+        });
+        let was_held = fb.controller.held().map(str::to_string);
+        let switch = fb
             .controller
-            .on_primary(connected, self.link.last_message_ms, now)
-        else {
+            .on_primary(connected, self.link.last_message_ms, now);
+        if let Some(why) = fb.controller.held()
+            && was_held.as_deref() != Some(why)
+        {
+            tracing::warn!(reason = %why, exchange = %fb.cfg.exchange, "market-data fallback held back");
+        }
+        let Some(switch) = switch else {
             return;
         };
         tracing::warn!(to = ?switch.to, reason = %switch.reason, exchange = %fb.cfg.exchange, "market-data source switched");

@@ -4,7 +4,9 @@
 //! **Switching.** The primary is unhealthy when its websocket is not connected, or connected
 //! but silent for longer than `stale_after_ms`; market data then switches to the secondary at
 //! once. It switches back when the primary has been connected and fresh for `recover_after_ms`
-//! (hysteresis, so a flapping link does not flip sources on every message).
+//! (hysteresis, so a flapping link does not flip sources on every message). A switch to the
+//! secondary happens only while the secondary itself is healthy (connected, every book
+//! synced); otherwise market data stays on the primary and [`FallbackController::held`] says why.
 //!
 //! **Trades across a switch (the de-duplication rule).** Both sources' trades arrive all the
 //! time; the inactive source's trades are held for `buffer_ms`. Each symbol keeps a *cut*:
@@ -137,6 +139,32 @@ pub struct FallbackController {
     switches: u64,
     /// First call: the primary gets `stale_after_ms` to connect before a switch at start-up.
     started_ms: Option<i64>,
+    /// Last reported health of the secondary.
+    secondary: SecondaryHealth,
+    /// Why a needed switch to the secondary is not made (None when none is held back).
+    held: Option<String>,
+}
+
+/// The secondary exchange's health as the controller sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SecondaryHealth {
+    /// Its websocket is connected.
+    pub connected: bool,
+    /// Every configured symbol's book on it is synced.
+    pub books_synced: bool,
+}
+
+impl SecondaryHealth {
+    /// Why market data cannot move to it, None when it can.
+    fn unready_reason(self) -> Option<&'static str> {
+        if !self.connected {
+            Some("secondary not connected")
+        } else if !self.books_synced {
+            Some("secondary books not synced")
+        } else {
+            None
+        }
+    }
 }
 
 impl FallbackController {
@@ -148,7 +176,19 @@ impl FallbackController {
             healthy_since: None,
             switches: 0,
             started_ms: None,
+            secondary: SecondaryHealth::default(),
+            held: None,
         }
+    }
+
+    /// Feeds the secondary's state (before [`Self::on_primary`]).
+    pub fn on_secondary(&mut self, health: SecondaryHealth) {
+        self.secondary = health;
+    }
+
+    /// Why the primary is unhealthy but market data stays on it (the secondary is not ready).
+    pub fn held(&self) -> Option<&str> {
+        self.held.as_deref()
     }
 
     /// The active source.
@@ -177,8 +217,17 @@ impl FallbackController {
         } else if self.healthy_since.is_none() {
             self.healthy_since = Some(now_ms);
         }
+        if self.active == Source::Secondary || healthy || starting {
+            self.held = None;
+        }
         match self.active {
             Source::Primary if !healthy && !starting => {
+                if let Some(why) = self.secondary.unready_reason() {
+                    let primary = if connected { "silent" } else { "disconnected" };
+                    self.held = Some(format!("primary {primary}, staying on it: {why}"));
+                    return None;
+                }
+                self.held = None;
                 self.active = Source::Secondary;
                 self.switches += 1;
                 let reason = if connected {
@@ -354,13 +403,19 @@ mod tests {
         assert!(toml::from_str::<ExchangesConfig>("[fallback]\nstale_ms = 1\n").is_err());
     }
 
-    #[test]
-    fn controller_switches_on_disconnect_and_staleness_with_hysteresis() {
-        let mut c = FallbackController::new(FallbackConfig {
+    /// Stale after 1 s, back after 2 s healthy.
+    fn controller_1s_2s() -> FallbackController {
+        FallbackController::new(FallbackConfig {
             stale_after_ms: 1_000,
             recover_after_ms: 2_000,
             ..FallbackConfig::default()
-        });
+        })
+    }
+
+    #[test]
+    fn controller_switches_on_disconnect_and_staleness_with_hysteresis() {
+        let mut c = controller_1s_2s();
+        c.on_secondary(READY);
         assert_eq!(c.on_primary(false, None, 0), None, "start-up grace");
         assert_eq!(c.on_primary(true, Some(0), 500), None);
         let s = c.on_primary(true, Some(0), 1_500).unwrap();
@@ -383,6 +438,51 @@ mod tests {
             "primary disconnected"
         );
         assert_eq!(c.switches(), 3);
+    }
+
+    const READY: SecondaryHealth = SecondaryHealth {
+        connected: true,
+        books_synced: true,
+    };
+
+    #[test]
+    fn controller_stays_on_the_primary_while_the_secondary_is_unhealthy() {
+        let mut c = controller_1s_2s();
+        assert_eq!(c.on_primary(true, Some(0), 0), None);
+        assert_eq!(c.held(), None);
+        // Primary down, secondary not connected: stay, and say why.
+        assert_eq!(c.on_primary(false, Some(0), 1_500), None);
+        assert_eq!(c.active(), Source::Primary);
+        assert_eq!(
+            c.held(),
+            Some("primary disconnected, staying on it: secondary not connected")
+        );
+        // Connected but a book still unsynced: still no switch.
+        c.on_secondary(SecondaryHealth {
+            connected: true,
+            books_synced: false,
+        });
+        assert_eq!(c.on_primary(true, Some(0), 1_600), None);
+        assert_eq!(
+            c.held(),
+            Some("primary silent, staying on it: secondary books not synced")
+        );
+        // Healthy secondary: the switch happens at once.
+        c.on_secondary(READY);
+        let s = c.on_primary(true, Some(0), 1_700).unwrap();
+        assert_eq!((s.to, c.switches(), c.held()), (Source::Secondary, 1, None));
+        // The primary recovering clears nothing held and switches back as before.
+        assert_eq!(c.on_primary(true, Some(1_800), 1_800), None);
+        assert_eq!(
+            c.on_primary(true, Some(3_800), 3_800).unwrap().to,
+            Source::Primary
+        );
+        // A healthy primary clears a held reason.
+        c.on_secondary(SecondaryHealth::default());
+        assert_eq!(c.on_primary(false, Some(3_800), 3_900), None);
+        assert!(c.held().is_some());
+        assert_eq!(c.on_primary(true, Some(4_000), 4_000), None);
+        assert_eq!(c.held(), None);
     }
 
     #[test]

@@ -241,6 +241,10 @@ where
         }
     }
     let keepalive = session.protocol().keepalive();
+    let ping_timeout = session.protocol().ping_timeout();
+    // Set when a ping goes out, cleared by any frame: a ping left unanswered past the venue's
+    // ping timeout means a dead socket, long before the idle rule would notice.
+    let mut ping_deadline: Option<tokio::time::Instant> = None;
     let idle = cfg.idle_timeout.max(keepalive.interval * 3);
     let mut ping = tokio::time::interval(keepalive.interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -252,6 +256,9 @@ where
         .unwrap_or_default();
     let mut last_frame = tokio::time::Instant::now();
     let mut idle_check = tokio::time::interval(Duration::from_millis(250));
+    // Failed snapshots wait here for their retry; a timer arm of the loop (not a sleep inside an
+    // arm) so frames keep being read and buffered meanwhile.
+    let mut retries = SnapshotRetries::default();
     loop {
         let mut step = Step::default();
         tokio::select! {
@@ -260,15 +267,24 @@ where
                 return Exit::Stop;
             }
             _ = ping.tick() => {
-                if let Some(m) = &keepalive.message
-                    && let Err(e) = sink.send(Message::text(m.clone())).await {
-                    return Exit::Lost(format!("keepalive failed: {e}"));
+                if let Some(m) = &keepalive.message {
+                    if let Err(e) = sink.send(Message::text(m.clone())).await {
+                        return Exit::Lost(format!("keepalive failed: {e}"));
+                    }
+                    if let Some(t) = ping_timeout {
+                        ping_deadline.get_or_insert(tokio::time::Instant::now() + t);
+                    }
                 }
                 continue;
             }
             _ = idle_check.tick() => {
                 if last_frame.elapsed() > idle {
                     return Exit::Lost(format!("no frame for {} ms", idle.as_millis()));
+                }
+                if let (Some(at), Some(t)) = (ping_deadline, ping_timeout)
+                    && tokio::time::Instant::now() > at
+                {
+                    return Exit::Lost(format!("no answer to a ping within {} ms", t.as_millis()));
                 }
                 update_health(health, |h| h.roll(now_ms()));
                 continue;
@@ -281,13 +297,16 @@ where
                         update_health(health, |h| h.errors += 1);
                         let _ = tx.send(RunnerEvent::Malformed { kind: "snapshot", detail }).await;
                         // Try again after a pause so a failing REST endpoint is not hammered.
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        step.actions.push(Action::FetchSnapshot(instrument));
+                        retries.push(instrument, tokio::time::Instant::now() + SNAPSHOT_RETRY);
                     }
                 }
             }
+            _ = retries.wait(), if retries.pending() => {
+                step.actions.extend(retries.due(tokio::time::Instant::now()).into_iter().map(Action::FetchSnapshot));
+            }
             msg = stream.next() => {
                 last_frame = tokio::time::Instant::now();
+                ping_deadline = None;
                 let res = match msg {
                     None => return Exit::Lost("stream ended".into()),
                     Some(Err(e)) => return Exit::Lost(format!("read failed: {e}")),
@@ -308,6 +327,42 @@ where
         {
             return exit;
         }
+    }
+}
+
+/// Pause before a failed REST snapshot is requested again.
+const SNAPSHOT_RETRY: Duration = Duration::from_millis(500);
+
+/// Instruments whose REST snapshot failed, each with the time of its next attempt.
+#[derive(Default)]
+struct SnapshotRetries {
+    queue: Vec<(tokio::time::Instant, String)>,
+}
+
+impl SnapshotRetries {
+    fn push(&mut self, instrument: String, at: tokio::time::Instant) {
+        if !self.queue.iter().any(|(_, i)| *i == instrument) {
+            self.queue.push((at, instrument));
+        }
+    }
+
+    fn pending(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Sleeps until the earliest retry (forever when none: the select arm is disabled then).
+    async fn wait(&self) {
+        match self.queue.iter().map(|(at, _)| *at).min() {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Removes and returns the instruments due at `now`.
+    fn due(&mut self, now: tokio::time::Instant) -> Vec<String> {
+        let (due, later): (Vec<_>, Vec<_>) = self.queue.drain(..).partition(|(at, _)| *at <= now);
+        self.queue = later;
+        due.into_iter().map(|(_, i)| i).collect()
     }
 }
 
@@ -389,5 +444,25 @@ fn session_snapshot_parser(
         None => Err(VenueError::UnknownChannel(format!(
             "no protocol for {venue}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_retries_come_due_once_per_instrument() {
+        let t0 = tokio::time::Instant::now();
+        let mut r = SnapshotRetries::default();
+        assert!(!r.pending());
+        r.push("ETH/USDT".into(), t0 + SNAPSHOT_RETRY);
+        r.push("ETH/USDT".into(), t0 + SNAPSHOT_RETRY * 2);
+        r.push("BTC/USDT".into(), t0 + SNAPSHOT_RETRY * 2);
+        assert!(r.due(t0).is_empty());
+        assert_eq!(r.due(t0 + SNAPSHOT_RETRY), ["ETH/USDT"]);
+        assert!(r.pending());
+        assert_eq!(r.due(t0 + SNAPSHOT_RETRY * 2), ["BTC/USDT"]);
+        assert!(!r.pending());
     }
 }

@@ -584,6 +584,11 @@ pub trait VenueProtocol: Send {
     fn parse(&mut self, frame: Frame<'_>, out: &mut Vec<NormEvent>) -> Result<(), VenueError>;
     /// Client keepalive.
     fn keepalive(&self) -> Keepalive;
+    /// How long an answer to a keepalive ping may take before the socket counts as dead
+    /// (KuCoin's bullet-token `pingTimeout`); None: only the idle rule applies.
+    fn ping_timeout(&self) -> Option<Duration> {
+        None
+    }
     /// Book rules.
     fn book_rules(&self) -> BookRules;
     /// REST URL of a depth snapshot (venues with [`SnapshotSource::Rest`]).

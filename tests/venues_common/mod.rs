@@ -47,3 +47,16 @@ pub fn lines(path: &PathBuf) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Deletes the last line matching `pred` but one (an update well after the start of the
+/// recording, with one more after it to reveal the gap).
+pub fn remove_second_last(lines: &mut Vec<String>, pred: impl Fn(&str) -> bool) {
+    let idx: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| pred(l))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(idx.len() >= 2, "fewer than two matching lines");
+    lines.remove(idx[idx.len() - 2]);
+}

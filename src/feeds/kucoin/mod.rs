@@ -4,6 +4,7 @@
 //! The websocket URL carries a token from `POST /api/v1/bullet-public`; the runner is given
 //! the full URL (token included).
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -16,10 +17,18 @@ use super::normalized::{
 use super::venue::{BookRules, Frame, Keepalive, SnapshotSource, VenueError, VenueProtocol};
 use crate::market::types::{Level, Side, Trade};
 
+/// KuCoin's advertised ping interval when no bullet token has been read yet.
+const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(18);
+
 /// KuCoin protocol state.
 #[derive(Debug, Clone, Default)]
 pub struct KucoinProtocol {
     next_id: u64,
+    /// `pingInterval` of the last bullet token; a `Cell` because the token is read through
+    /// `&self` (the runner asks the protocol for the URL before every connection).
+    ping_interval: Cell<Option<Duration>>,
+    /// `pingTimeout` of the last bullet token.
+    ping_timeout: Cell<Option<Duration>>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +115,12 @@ struct BulletData {
 #[derive(Deserialize)]
 struct BulletServer {
     endpoint: String,
+    /// Milliseconds between client pings.
+    #[serde(default, rename = "pingInterval")]
+    ping_interval: Option<u64>,
+    /// Milliseconds after which a ping without answer means a dead connection.
+    #[serde(default, rename = "pingTimeout")]
+    ping_timeout: Option<u64>,
 }
 
 fn changes(rows: &[Vec<&RawValue>]) -> Result<Vec<Level>, VenueError> {
@@ -214,9 +229,13 @@ impl VenueProtocol for KucoinProtocol {
 
     fn keepalive(&self) -> Keepalive {
         Keepalive {
-            interval: Duration::from_secs(18),
+            interval: self.ping_interval.get().unwrap_or(DEFAULT_PING_INTERVAL),
             message: Some(r#"{"id":"ping","type":"ping"}"#.to_string()),
         }
+    }
+
+    fn ping_timeout(&self) -> Option<Duration> {
+        self.ping_timeout.get()
     }
 
     fn book_rules(&self) -> BookRules {
@@ -254,6 +273,20 @@ impl VenueProtocol for KucoinProtocol {
             .instance_servers
             .first()
             .ok_or(VenueError::Field("instanceServers"))?;
+        // A zero interval would make the runner ping in a busy loop, a zero timeout drop every
+        // connection: treat zero as absent.
+        self.ping_interval.set(
+            server
+                .ping_interval
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis),
+        );
+        self.ping_timeout.set(
+            server
+                .ping_timeout
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis),
+        );
         Ok(format!("{}?token={}", server.endpoint, d.token))
     }
 
@@ -303,5 +336,20 @@ mod tests {
             "wss://ws-api-spot.kucoin.com/?token=T0K"
         );
         assert!(p.ws_url_from_token(r#"{"code":"400100"}"#).is_err());
+    }
+
+    #[test]
+    fn bullet_token_ping_interval_drives_the_keepalive() {
+        let p = KucoinProtocol::default();
+        assert_eq!(p.keepalive().interval, DEFAULT_PING_INTERVAL);
+        let body = r#"{"code":"200000","data":{"token":"T","instanceServers":[{"endpoint":"ws://x/","pingInterval":7000,"pingTimeout":3000}]}}"#;
+        p.ws_url_from_token(body).unwrap();
+        assert_eq!(p.keepalive().interval, Duration::from_millis(7_000));
+        assert_eq!(p.ping_timeout(), Some(Duration::from_millis(3_000)));
+        // A later token without the fields (or a zero interval) falls back to the default.
+        let body = r#"{"code":"200000","data":{"token":"T","instanceServers":[{"endpoint":"ws://x/","pingInterval":0}]}}"#;
+        p.ws_url_from_token(body).unwrap();
+        assert_eq!(p.keepalive().interval, DEFAULT_PING_INTERVAL);
+        assert_eq!(p.ping_timeout(), None);
     }
 }
