@@ -568,6 +568,16 @@ pub struct Keepalive {
     pub message: Option<String>,
 }
 
+impl Keepalive {
+    /// A venue whose server pings (or whose data never pauses): only silence is watched.
+    pub fn server_driven(interval: Duration) -> Self {
+        Self {
+            interval,
+            message: None,
+        }
+    }
+}
+
 /// One exchange's websocket protocol: everything exchange-specific, without I/O.
 pub trait VenueProtocol: Send {
     /// Which exchange.

@@ -27,6 +27,14 @@ impl Default for BinanceProtocol {
     }
 }
 
+/// The spot REST depth snapshot URL (`/api/v3/depth`), which MEXC's REST copies too.
+pub fn spot_depth_url(rest_base: &str, exchange_symbol: &str, limit: u32) -> String {
+    format!(
+        "{}/api/v3/depth?symbol={exchange_symbol}&limit={limit}",
+        rest_base.trim_end_matches('/')
+    )
+}
+
 /// The wire parser's error in the connector abstraction's terms.
 pub fn venue_error(e: FrameError) -> VenueError {
     match e {
@@ -132,10 +140,7 @@ impl VenueProtocol for BinanceProtocol {
 
     fn keepalive(&self) -> Keepalive {
         // The server pings every 20 s and tungstenite answers; no client message is needed.
-        Keepalive {
-            interval: Duration::from_secs(20),
-            message: None,
-        }
+        Keepalive::server_driven(Duration::from_secs(20))
     }
 
     fn book_rules(&self) -> BookRules {
@@ -148,11 +153,10 @@ impl VenueProtocol for BinanceProtocol {
     }
 
     fn snapshot_url(&self, rest_base: &str, instrument: &str) -> Option<String> {
-        Some(format!(
-            "{}/api/v3/depth?symbol={}&limit={}",
-            rest_base.trim_end_matches('/'),
-            self.exchange_symbol(instrument),
-            self.snapshot_limit
+        Some(spot_depth_url(
+            rest_base,
+            &self.exchange_symbol(instrument),
+            self.snapshot_limit,
         ))
     }
 

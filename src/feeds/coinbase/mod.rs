@@ -284,10 +284,7 @@ impl VenueProtocol for CoinbaseProtocol {
 
     fn keepalive(&self) -> Keepalive {
         // The heartbeats channel keeps the connection alive; no client message is needed.
-        Keepalive {
-            interval: Duration::from_secs(20),
-            message: None,
-        }
+        Keepalive::server_driven(Duration::from_secs(20))
     }
 
     fn book_rules(&self) -> BookRules {

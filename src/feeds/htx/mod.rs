@@ -209,10 +209,7 @@ impl VenueProtocol for HtxProtocol {
 
     fn keepalive(&self) -> Keepalive {
         // The server pings every 5 s; answering is the keepalive.
-        Keepalive {
-            interval: Duration::from_secs(5),
-            message: None,
-        }
+        Keepalive::server_driven(Duration::from_secs(5))
     }
 
     fn book_rules(&self) -> BookRules {

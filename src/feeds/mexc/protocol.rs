@@ -225,11 +225,10 @@ impl VenueProtocol for MexcProtocol {
     }
 
     fn snapshot_url(&self, rest_base: &str, instrument: &str) -> Option<String> {
-        Some(format!(
-            "{}/api/v3/depth?symbol={}&limit={}",
-            rest_base.trim_end_matches('/'),
-            self.exchange_symbol(instrument),
-            self.snapshot_limit
+        Some(crate::feeds::binance::protocol::spot_depth_url(
+            rest_base,
+            &self.exchange_symbol(instrument),
+            self.snapshot_limit,
         ))
     }
 
