@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use crate::collector::record::{BookTopRecord, MarketRecord, RecordBody};
 use crate::config::Config;
 use crate::feeds::aggregate::{AggregatedCob, Skipped, aggregate_cob};
 use crate::feeds::health::{LinkState, StreamHealth};
@@ -20,8 +21,8 @@ use crate::feeds::normalized::{ConnectionState, NormEvent, Venue, canonical, can
 use crate::feeds::runner::{RunnerConfig, RunnerEvent, RunnerHandle, spawn_runner};
 use crate::feeds::venue::VenueSession;
 use crate::market::book::OrderBook;
-use crate::market::snapshot::VenueLinkView;
-use crate::market::types::Price;
+use crate::market::snapshot::{MarketSnapshot, VenueLinkView};
+use crate::market::types::{Price, Timeframe, Trade};
 
 /// `[venues]`: exchanges followed beside Binance for the aggregated cross-exchange COB.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -484,6 +485,90 @@ impl VenueLinks {
     }
 }
 
+/// Turns the followed venues' data into collector records (the `exchange` column is the
+/// venue's name, the symbol the desk's, e.g. `ETHUSDT`): their trades as they arrive, and
+/// each included venue's best bid and ask once a second from the aggregated COB's quotes.
+#[derive(Debug, Clone)]
+pub struct VenueRecorder {
+    /// (venue, venue instrument id) → desk exchange symbol.
+    symbols: HashMap<(Venue, String), String>,
+    followed: Vec<Venue>,
+    /// Last second recorded per (venue, desk symbol), so a second is stored once.
+    last_top: HashMap<(Venue, String), i64>,
+}
+
+impl VenueRecorder {
+    /// A recorder for the configured venues and symbols.
+    pub fn new(cfg: &Config) -> Self {
+        let followed = cfg.venues.venues();
+        let symbols = followed
+            .iter()
+            .flat_map(|&v| {
+                cfg.symbols.iter().map(move |s| {
+                    (
+                        (v, cfg.venues.instrument(v, &s.base, &s.quote)),
+                        s.exchange.clone(),
+                    )
+                })
+            })
+            .collect();
+        Self {
+            symbols,
+            followed,
+            last_top: HashMap::new(),
+        }
+    }
+
+    /// The record of a venue trade of a followed symbol (None for other events).
+    pub fn trade(&self, venue: Venue, ev: &NormEvent) -> Option<MarketRecord> {
+        let NormEvent::Trade(t) = ev else {
+            return None;
+        };
+        let symbol = self.symbols.get(&(venue, t.symbol.clone()))?;
+        Some(MarketRecord {
+            exchange: venue.name().into(),
+            body: RecordBody::Trade(Trade {
+                symbol: symbol.clone(),
+                // Ids are stored as bigint: hashed venue ids (Bybit, Kraken v1) use all 64 bits
+                // and would be refused; their low 63 bits keep them distinct. Numeric exchange
+                // ids are below 2^63 and unchanged.
+                id: t.id & i64::MAX as u64,
+                ..t.clone()
+            }),
+        })
+    }
+
+    /// Book tops of the followed venues in the snapshot's aggregates, once per second each.
+    pub fn tops(&mut self, snap: &MarketSnapshot) -> Vec<MarketRecord> {
+        let second = Timeframe::S1.floor(snap.time_ms);
+        let mut out = Vec::new();
+        for s in &snap.symbols {
+            let Some(agg) = &s.agg_cob else { continue };
+            for q in agg
+                .quotes
+                .iter()
+                .filter(|q| self.followed.contains(&q.venue))
+            {
+                let key = (q.venue, s.exchange.clone());
+                if self.last_top.get(&key) == Some(&second) {
+                    continue;
+                }
+                self.last_top.insert(key, second);
+                out.push(MarketRecord {
+                    exchange: q.venue.name().into(),
+                    body: RecordBody::BookTop(BookTopRecord {
+                        symbol: s.exchange.clone(),
+                        time_ms: second,
+                        bid: Some(q.best_bid),
+                        ask: Some(q.best_ask),
+                    }),
+                });
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,6 +736,70 @@ mod tests {
             links.views(later, false)[1].health.state,
             LinkState::Stopped
         );
+    }
+
+    #[test]
+    fn recorder_tags_venue_trades_and_tops_with_the_venue() {
+        use crate::market::types::Side;
+        let cfg = config(
+            "[venues]\nfollow = [\"kraken\"]\n[venues.endpoints.kraken]\nquotes = { USDT = \"USD\" }\n",
+        );
+        let mut rec = VenueRecorder::new(&cfg);
+        let trade = |symbol: &str| {
+            NormEvent::Trade(Trade {
+                symbol: symbol.into(),
+                id: 7,
+                price: Price::from_units(100),
+                qty: Qty::from_units(1),
+                time_ms: 5,
+                taker_side: Side::Sell,
+            })
+        };
+        let r = rec.trade(Venue::Kraken, &trade("ETH/USD")).unwrap();
+        assert_eq!(&*r.exchange, "kraken");
+        let RecordBody::Trade(t) = &r.body else {
+            panic!("{r:?}")
+        };
+        assert_eq!((t.symbol.as_str(), t.id), ("ETHUSDT", 7));
+        // Not followed, or another venue's: nothing.
+        assert!(rec.trade(Venue::Kraken, &trade("SOL/USD")).is_none());
+        assert!(rec.trade(Venue::Bybit, &trade("ETH/USD")).is_none());
+        let mut hashed = trade("ETH/USD");
+        if let NormEvent::Trade(t) = &mut hashed {
+            t.id = u64::MAX - 1;
+        }
+        let r = rec.trade(Venue::Kraken, &hashed).unwrap();
+        assert!(matches!(&r.body, RecordBody::Trade(t) if t.id == i64::MAX as u64 - 1));
+
+        let mut links = VenueLinks::new(&cfg);
+        let now = 1_700_000_000_400;
+        connected(&mut links, 0, now);
+        let k = book(99, 101, 2);
+        links.on_event(
+            0,
+            RunnerEvent::Book {
+                instrument: "ETH/USD".into(),
+                book: k,
+            },
+            now,
+        );
+        let desk = book(100, 101, 1);
+        links.on_second(|_| (Venue::Binance, Some(desk.as_ref())), now);
+        let mut snap = crate::tui::fixture::market();
+        snap.time_ms = now;
+        snap.symbols[0].agg_cob = links.aggregated(0);
+        let tops = rec.tops(&snap);
+        // Kraken's top only: the desk's own top is stored by the collector itself.
+        assert_eq!(tops.len(), 1);
+        assert_eq!(&*tops[0].exchange, "kraken");
+        let RecordBody::BookTop(top) = &tops[0].body else {
+            panic!("{tops:?}")
+        };
+        assert_eq!(top.symbol, "ETHUSDT");
+        assert_eq!(top.time_ms, 1_700_000_000_000);
+        assert_eq!(top.bid.unwrap().price, Price::from_units(99));
+        // The same second is stored once.
+        assert!(rec.tops(&snap).is_empty());
     }
 
     #[test]
