@@ -602,6 +602,22 @@ mod tests {
         );
     }
 
+    /// The config of `toml_text` and its links, the first venue connected at `now`.
+    fn started(toml_text: &str, now: i64) -> (Config, VenueLinks) {
+        let cfg = config(toml_text);
+        let mut links = VenueLinks::new(&cfg);
+        connected(&mut links, 0, now);
+        (cfg, links)
+    }
+
+    fn put_book(links: &mut VenueLinks, k: usize, instrument: &str, b: Arc<OrderBook>, now: i64) {
+        let ev = RunnerEvent::Book {
+            instrument: instrument.into(),
+            book: b,
+        };
+        links.on_event(k, ev, now);
+    }
+
     #[test]
     fn config_maps_symbols_and_urls_per_venue() {
         let cfg = config(
@@ -659,20 +675,17 @@ mod tests {
 
     #[test]
     fn aggregate_includes_healthy_venues_and_says_why_others_are_left_out() {
-        let cfg = config("[venues]\nfollow = [\"kraken\", \"bybit\", \"coinbase\"]\n");
-        let mut links = VenueLinks::new(&cfg);
         let now = 1_700_000_000_000;
         // Kraken: connected with an ETH book. Bybit: connected, book later lost to an
         // integrity failure. Coinbase: never connected.
-        connected(&mut links, 0, now);
+        let (cfg, mut links) = started(
+            "[venues]\nfollow = [\"kraken\", \"bybit\", \"coinbase\"]\n",
+            now,
+        );
         connected(&mut links, 1, now);
-        let eth = |inst: &str, b| RunnerEvent::Book {
-            instrument: inst.into(),
-            book: b,
-        };
-        links.on_event(0, eth("ETH/USDT", book(99, 101, 2)), now);
-        links.on_event(0, eth("SOL/USDT", book(9, 11, 2)), now);
-        links.on_event(1, eth("ETH/USDT", book(100, 102, 1)), now);
+        put_book(&mut links, 0, "ETH/USDT", book(99, 101, 2), now);
+        put_book(&mut links, 0, "SOL/USDT", book(9, 11, 2), now);
+        put_book(&mut links, 1, "ETH/USDT", book(100, 102, 1), now);
         links.on_event(
             1,
             RunnerEvent::Event(NormEvent::Integrity {
@@ -771,18 +784,10 @@ mod tests {
         let r = rec.trade(Venue::Kraken, &hashed).unwrap();
         assert!(matches!(&r.body, RecordBody::Trade(t) if t.id == i64::MAX as u64 - 1));
 
-        let mut links = VenueLinks::new(&cfg);
         let now = 1_700_000_000_400;
+        let mut links = VenueLinks::new(&cfg);
         connected(&mut links, 0, now);
-        let k = book(99, 101, 2);
-        links.on_event(
-            0,
-            RunnerEvent::Book {
-                instrument: "ETH/USD".into(),
-                book: k,
-            },
-            now,
-        );
+        put_book(&mut links, 0, "ETH/USD", book(99, 101, 2), now);
         let desk = book(100, 101, 1);
         links.on_second(|_| (Venue::Binance, Some(desk.as_ref())), now);
         let mut snap = crate::tui::fixture::market();
@@ -804,19 +809,10 @@ mod tests {
 
     #[test]
     fn the_active_primary_venue_counts_once() {
-        let cfg = config("[venues]\nfollow = [\"mexc\"]\n");
-        let mut links = VenueLinks::new(&cfg);
         let now = 1_700_000_000_000;
-        connected(&mut links, 0, now);
+        let (_, mut links) = started("[venues]\nfollow = [\"mexc\"]\n", now);
         let b = book(100, 101, 1);
-        links.on_event(
-            0,
-            RunnerEvent::Book {
-                instrument: "ETH/USDT".into(),
-                book: b.clone(),
-            },
-            now,
-        );
+        put_book(&mut links, 0, "ETH/USDT", b.clone(), now);
         links.on_second(|_| (Venue::Mexc, Some(&b)), now);
         let agg = links.aggregated(0).unwrap();
         assert_eq!(agg.quotes.len(), 1);
