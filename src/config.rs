@@ -284,6 +284,7 @@ struct RawConfig {
     models: crate::models::runtime::ModelsConfig,
     storage: crate::storage::StorageConfig,
     exchanges: crate::feeds::fallback::ExchangesConfig,
+    venues: crate::app::venues::VenuesConfig,
     collector: crate::collector::config::CollectorConfig,
     api: crate::api::config::ApiConfig,
     exec: crate::exec::connect::ExecSection,
@@ -341,6 +342,8 @@ pub struct Config {
     pub storage: crate::storage::StorageConfig,
     /// `[exchanges]`: connectors beyond Binance and the market-data fallback.
     pub exchanges: crate::feeds::fallback::ExchangesConfig,
+    /// `[venues]`: exchanges followed beside Binance for the aggregated COB.
+    pub venues: crate::app::venues::VenuesConfig,
     /// `[collector]`.
     pub collector: crate::collector::config::CollectorConfig,
     /// `[api]`.
@@ -602,7 +605,7 @@ impl Config {
         if let Err((key, message)) = raw.models.check() {
             return Err(key_err(key, message));
         }
-        if let Err((key, message)) = raw.exchanges.validate() {
+        if let Err((key, message)) = raw.exchanges.validate().and(raw.venues.validate()) {
             return Err(key_err(&key, message));
         }
         if let Err((key, message)) = raw.collector.validate().and(raw.api.validate()) {
@@ -644,6 +647,7 @@ impl Config {
             models: raw.models,
             storage: raw.storage,
             exchanges: raw.exchanges,
+            venues: raw.venues,
             collector: raw.collector,
             api: raw.api,
             exec: raw.exec,

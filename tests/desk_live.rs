@@ -311,6 +311,7 @@ async fn the_desk_goes_live_on_the_confirmed_command_and_says_so() {
         feed_running: false,
         links: Vec::new(),
         symbols: Vec::new(),
+        venues: Vec::new(),
     };
     let (_tx, rx) = tokio::sync::watch::channel(Arc::new(empty));
     let (mut desk, _tap) =

@@ -51,6 +51,14 @@ pub fn run(config: Config, args: CollectArgs) -> Result<i32, Failure> {
         let (mut feed, mut snapshots) = FeedProcess::new(config.clone(), endpoints.clone());
         let symbols: Vec<String> = config.symbols.iter().map(|s| s.exchange.clone()).collect();
         feed.set_printer(collector.tap(&symbols, config.buffers.depth_buffer));
+        // Followed venues' trades and tops go to the same sinks, tagged with the venue.
+        let mut venue_records = super::venues::VenueRecorder::new(&config);
+        let (trades, fanout) = (venue_records.clone(), collector.fanout().clone());
+        feed.set_venue_printer(Box::new(move |venue, ev| {
+            if let Some(r) = trades.trade(venue, ev) {
+                fanout.send(r);
+            }
+        }));
         let api: Option<ApiHandle> = if config.api.enabled {
             let handle = serve(
                 &config.api.bind,
@@ -89,6 +97,9 @@ pub fn run(config: Config, args: CollectArgs) -> Result<i32, Failure> {
                 _ = every.tick() => {
                     let snap = snapshots.borrow_and_update().clone();
                     collector.on_snapshot(&snap);
+                    for r in venue_records.tops(&snap) {
+                        collector.fanout().send(r);
+                    }
                     if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                         break EXIT_OK;
                     }

@@ -121,6 +121,40 @@ pub fn health_lines(snap: &MarketSnapshot) -> Vec<String> {
             s.book.resyncs,
             s.trades
         ));
+        if let Some(a) = &s.agg_cob {
+            let named = |v: &[crate::feeds::normalized::Venue]| {
+                v.iter().map(|v| v.name()).collect::<Vec<_>>().join(",")
+            };
+            let included: Vec<_> = a.quotes.iter().map(|q| q.venue).collect();
+            let skipped: Vec<String> = a
+                .skipped
+                .iter()
+                .map(|(v, why)| format!("{v}:{}", why.label()))
+                .collect();
+            out.push(format!(
+                "agg {} mid={} venues={} skipped={}",
+                s.exchange,
+                a.mid,
+                named(&included),
+                skipped.join(",")
+            ));
+        }
+    }
+    for v in &snap.venues {
+        out.push(format!(
+            "venue {} {:?} age={} books={}/{} integrity={} connects={} errors={} trades={}",
+            v.venue,
+            v.health.state,
+            v.health
+                .age_ms(snap.time_ms)
+                .map_or("-".to_string(), |a| format!("{a}ms")),
+            v.books,
+            v.instruments,
+            v.integrity_failures,
+            v.health.connects,
+            v.health.errors,
+            v.trades
+        ));
     }
     out
 }
@@ -146,6 +180,13 @@ pub fn run(config: Config, args: FeedArgs) -> Result<i32, Failure> {
                 if let Some(line) = describe_event(ev) {
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "{} {line}", now_ms());
+                }
+            }));
+            feed.set_venue_printer(Box::new(|venue, ev| {
+                let item = crate::feeds::raw_replay::ReplayItem::Event(ev);
+                if let Some(line) = crate::feeds::raw_replay::describe(&item, false) {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{} {venue} {line}", now_ms());
                 }
             }));
         }

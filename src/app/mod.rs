@@ -13,6 +13,7 @@ pub mod replay;
 pub mod sim;
 pub mod trading;
 pub mod train;
+pub mod venues;
 pub mod workstation;
 
 use crate::cli::Failure;

@@ -24,8 +24,8 @@ use crate::feeds::fallback::{
     FallbackConfig, FallbackController, SecondaryHealth, Source, TradeMerger,
 };
 use crate::feeds::health::{LinkState, StreamHealth};
-use crate::feeds::normalized::{ConnectionState, NormEvent};
-use crate::feeds::runner::{RunnerConfig, RunnerEvent, RunnerHandle};
+use crate::feeds::normalized::{ConnectionState, NormEvent, Venue};
+use crate::feeds::runner::{RunnerEvent, RunnerHandle};
 use crate::logging::now_ms;
 use crate::market::book::OrderBook;
 use crate::market::cob::HeatmapRow;
@@ -33,6 +33,8 @@ use crate::market::instrument::Instrument;
 use crate::market::snapshot::{BookCounters, BookStatus, MarketSnapshot, SeriesPivots, SymbolView};
 use crate::market::state::{SymbolMarket, SymbolMarketConfig};
 use crate::market::types::{Candle, Timeframe, Trade};
+
+use super::venues::{VenueLinks, VenueRunners};
 
 /// Levels per side copied into each snapshot.
 const SNAPSHOT_LEVELS: usize = 20;
@@ -178,6 +180,8 @@ pub struct MarketTaskState {
     source_name: String,
     snapshot_candles: usize,
     inputs: Option<InputTap>,
+    /// The followed cross-exchange venues and the aggregated COB.
+    venues: VenueLinks,
 }
 
 impl MarketTaskState {
@@ -239,6 +243,7 @@ impl MarketTaskState {
             source_name: source_name.to_string(),
             snapshot_candles: SNAPSHOT_CANDLES,
             inputs: None,
+            venues: VenueLinks::new(cfg),
         }
     }
 
@@ -304,6 +309,7 @@ impl MarketTaskState {
                     heatmap: Arc::new(heatmap_tail(&s.market, SNAPSHOT_HEATMAP_ROWS)),
                     cob: s.market.last_cob().cloned(),
                     instrument: s.instrument.clone().map(Arc::new),
+                    agg_cob: self.venues.aggregated(i),
                 }
             })
             .collect();
@@ -340,6 +346,7 @@ impl MarketTaskState {
             feed_running: running,
             links,
             symbols,
+            venues: self.venues.views(now, running),
         }
     }
 
@@ -545,10 +552,7 @@ impl MarketTaskState {
     /// The book market data uses for a symbol: the primary's, or the secondary's while the
     /// fallback is active.
     fn active_book(&self, i: usize) -> Option<&OrderBook> {
-        match &self.fallback {
-            Some(fb) if fb.controller.active() == Source::Secondary => fb.books[i].as_deref(),
-            _ => self.symbols[i].sync.synced_book(),
-        }
+        active_book_of(self.fallback.as_ref(), &self.symbols, i)
     }
 
     /// A primary-exchange trade, through the fallback merger when there is one.
@@ -684,6 +688,32 @@ impl MarketTaskState {
         if let Some(fb) = self.fallback.as_mut() {
             fb.health.roll(now);
         }
+        let (fallback, symbols) = (self.fallback.as_ref(), &self.symbols);
+        let primary = if secondary {
+            Venue::Mexc
+        } else {
+            Venue::Binance
+        };
+        self.venues
+            .on_second(|i| (primary, active_book_of(fallback, symbols, i)), now);
+    }
+
+    /// Applies one event of a followed venue's runner (`k` indexes the followed venues).
+    pub fn on_venue_event(&mut self, k: usize, ev: RunnerEvent, now: i64) {
+        self.venues.on_event(k, ev, now);
+    }
+}
+
+/// The book market data uses for symbol `i` (see [`MarketTaskState::active_book`]); a free
+/// function so the venue aggregation can read it while it updates its own state.
+fn active_book_of<'a>(
+    fallback: Option<&'a FallbackState>,
+    symbols: &'a [SymbolFeed],
+    i: usize,
+) -> Option<&'a OrderBook> {
+    match fallback {
+        Some(fb) if fb.controller.active() == Source::Secondary => fb.books[i].as_deref(),
+        _ => symbols[i].sync.synced_book(),
     }
 }
 
@@ -713,6 +743,9 @@ fn heatmap_tail(market: &SymbolMarket, n: usize) -> Vec<HeatmapRow> {
 /// Prints normalized events and health (the headless `feed` command).
 pub type EventPrinter = Box<dyn FnMut(&FeedEvent) + Send>;
 
+/// Prints the followed venues' normalized events (the headless `feed` command).
+pub type VenuePrinter = Box<dyn FnMut(Venue, &NormEvent) + Send>;
+
 /// The feed process: connector plus market task, stoppable and restartable.
 pub struct FeedProcess {
     cfg: Config,
@@ -721,6 +754,7 @@ pub struct FeedProcess {
     state: Option<MarketTaskState>,
     running: Option<(oneshot::Sender<()>, JoinHandle<MarketTaskState>)>,
     printer: Option<EventPrinter>,
+    venue_printer: Option<VenuePrinter>,
 }
 
 impl FeedProcess {
@@ -736,6 +770,7 @@ impl FeedProcess {
                 state: Some(state),
                 running: None,
                 printer: None,
+                venue_printer: None,
             },
             rx,
         )
@@ -758,6 +793,11 @@ impl FeedProcess {
     /// Prints every event through `printer` (headless use).
     pub fn set_printer(&mut self, printer: EventPrinter) {
         self.printer = Some(printer);
+    }
+
+    /// Prints every followed venue's normalized event through `printer` (headless use).
+    pub fn set_venue_printer(&mut self, printer: VenuePrinter) {
+        self.venue_printer = Some(printer);
     }
 
     /// True while running.
@@ -814,11 +854,13 @@ impl FeedProcess {
         } else {
             None
         };
+        let venues = super::venues::spawn(&self.cfg).map(|r| (r, self.venue_printer.take()));
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(market_task(
             state,
             connector,
             fallback,
+            venues,
             ev_rx,
             stop_rx,
             self.publish.clone(),
@@ -863,25 +905,18 @@ fn spawn_fallback(cfg: &Config) -> (RunnerHandle, mpsc::Receiver<RunnerEvent>) {
     let (tx, rx) = mpsc::channel(cfg.buffers.event_channel);
     let handle = crate::feeds::runner::spawn_runner(
         session,
-        RunnerConfig {
-            ws_url: fb.ws.clone(),
-            rest_url: fb.rest.clone(),
-            initial_backoff_ms: cfg.reconnect.initial_backoff_ms,
-            max_backoff_ms: cfg.reconnect.max_backoff_ms,
-            jitter: cfg.reconnect.jitter,
-            idle_timeout: Duration::from_secs(60),
-            stale_after_ms: fb.stale_after_ms as i64,
-            seed: crate::logging::now_ms() as u64,
-        },
+        super::venues::runner_config(cfg, &fb.ws, &fb.rest, fb.stale_after_ms),
         tx,
     );
     (handle, rx)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn market_task(
     mut state: MarketTaskState,
     connector: connector::ConnectorHandle,
     fallback: Option<(RunnerHandle, mpsc::Receiver<RunnerEvent>)>,
+    venues: Option<(VenueRunners, Option<VenuePrinter>)>,
     mut events: mpsc::Receiver<FeedEvent>,
     mut stop: oneshot::Receiver<()>,
     publish: watch::Sender<Arc<MarketSnapshot>>,
@@ -900,8 +935,24 @@ async fn market_task(
         Some((h, rx)) => (Some(h), Some(rx)),
         None => (None, None),
     };
+    let (mut venue_runners, mut venue_printer) = match venues {
+        Some((r, p)) => (Some(r), p),
+        None => (None, None),
+    };
+    let venue_names = state.venues.venues();
     loop {
         tokio::select! {
+            Some((k, ev)) = async {
+                match venue_runners.as_mut() {
+                    Some(r) => r.events.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let (Some(p), RunnerEvent::Event(e), Some(&v)) = (venue_printer.as_mut(), &ev, venue_names.get(k)) {
+                    p(v, e);
+                }
+                state.on_venue_event(k, ev, now_ms());
+            }
             Some(ev) = async {
                 match fallback_events.as_mut() {
                     Some(rx) => rx.recv().await,
@@ -929,6 +980,10 @@ async fn market_task(
     if let Some(r) = fallback_runner {
         r.stop().await;
     }
+    if let Some(r) = venue_runners {
+        r.stop().await;
+    }
+    state.venues.on_stopped();
     for s in &mut state.symbols {
         s.reset_book(state.sync_cfg);
         s.health.state = LinkState::Stopped;

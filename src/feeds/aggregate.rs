@@ -35,6 +35,25 @@ pub enum Skipped {
     NoQuote,
     /// Best bid at or above best ask.
     Crossed,
+    /// The exchange's link is not connected (the caller leaves it out).
+    Down,
+    /// Connected, but silent past the stale threshold (the caller leaves it out).
+    Stale,
+    /// No synced book for the instrument yet (the caller leaves it out).
+    NoBook,
+}
+
+impl Skipped {
+    /// Short reason for the screen.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Skipped::NoQuote => "one-sided",
+            Skipped::Crossed => "crossed",
+            Skipped::Down => "down",
+            Skipped::Stale => "stale",
+            Skipped::NoBook => "no book",
+        }
+    }
 }
 
 /// One exchange's part of a bucket.
@@ -95,6 +114,34 @@ pub struct AggregatedCob {
     pub quotes: Vec<VenueQuote>,
     /// Exchanges left out, with the reason.
     pub skipped: Vec<(Venue, Skipped)>,
+}
+
+impl AggregatedCob {
+    /// Each included exchange's share of the resting quantity in the buckets (bid plus ask),
+    /// in the order of `quotes`; all zero when the buckets are empty.
+    pub fn depth_shares(&self) -> Vec<(Venue, f64)> {
+        let mut per: Vec<(Venue, i128)> = self.quotes.iter().map(|q| (q.venue, 0)).collect();
+        for b in &self.buckets {
+            for c in &b.contributions {
+                if let Some(slot) = per.iter_mut().find(|(v, _)| *v == c.venue) {
+                    slot.1 += i128::from(c.bid_qty.raw()) + i128::from(c.ask_qty.raw());
+                }
+            }
+        }
+        let total: i128 = per.iter().map(|(_, q)| q).sum();
+        per.into_iter()
+            .map(|(v, q)| {
+                (
+                    v,
+                    if total == 0 {
+                        0.0
+                    } else {
+                        q as f64 / total as f64
+                    },
+                )
+            })
+            .collect()
+    }
 }
 
 /// Builds the aggregate over `books` (one per exchange) with `half_buckets` on each side.
@@ -270,6 +317,33 @@ mod tests {
             aggregate_cob("X", &[(Venue::Kraken, &kraken)], Price::ZERO, 20),
             Err(AggregateError::BucketSize(_))
         ));
+    }
+
+    #[test]
+    fn depth_shares_split_the_in_range_quantity() {
+        let a = book(&[(99, 3)], &[(101, 1)]);
+        let b = book(&[(99, 1)], &[(101, 3)]);
+        let c = book(&[(99, 4)], &[(101, 8)]);
+        let agg = aggregate_cob(
+            "X",
+            &[
+                (Venue::Kraken, &a),
+                (Venue::Bybit, &b),
+                (Venue::Coinbase, &c),
+            ],
+            Price::from_units(1),
+            3,
+        )
+        .unwrap();
+        assert_eq!(
+            agg.depth_shares(),
+            [
+                (Venue::Kraken, 0.2),
+                (Venue::Bybit, 0.2),
+                (Venue::Coinbase, 0.6)
+            ]
+        );
+        assert_eq!(Skipped::Stale.label(), "stale");
     }
 
     #[test]

@@ -10,7 +10,9 @@ use serde::Serialize;
 use super::cob::{CobSnapshot, HeatmapRow};
 use super::types::{Candle, Level, Price, Timeframe, Trade};
 use crate::analysis::pivots::{LEVELS, PivotKind, PivotPoint};
+use crate::feeds::aggregate::AggregatedCob;
 use crate::feeds::health::StreamHealth;
+use crate::feeds::normalized::Venue;
 
 /// Williams pivots of one candle series, per level (index 0 is level 1), each in confirmation
 /// order and holding only pivots known by the snapshot time.
@@ -102,6 +104,9 @@ pub struct SymbolView {
     pub heatmap: Arc<Vec<HeatmapRow>>,
     /// The exchange's trading rules for the symbol (None until exchangeInfo arrived).
     pub instrument: Option<Arc<crate::market::instrument::Instrument>>,
+    /// The cross-exchange COB over the desk's book and the followed venues' books (None
+    /// without followed venues, or while no book is usable), recomputed once a second.
+    pub agg_cob: Option<Arc<AggregatedCob>>,
 }
 
 impl SymbolView {
@@ -138,6 +143,25 @@ pub struct MarketSnapshot {
     pub links: Vec<StreamHealth>,
     /// Per-symbol views, in configured order.
     pub symbols: Vec<SymbolView>,
+    /// The followed cross-exchange venues' links, in configured order (empty when none).
+    pub venues: Vec<VenueLinkView>,
+}
+
+/// One followed venue's link as the screen sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VenueLinkView {
+    /// The exchange.
+    pub venue: Venue,
+    /// Connection state, message age and rate, reconnects, errors.
+    pub health: StreamHealth,
+    /// Books that failed their integrity check (sequence gap, checksum) and were resynced.
+    pub integrity_failures: u64,
+    /// Instruments with a synced book now, of those followed.
+    pub books: usize,
+    /// Instruments followed on this venue.
+    pub instruments: usize,
+    /// Trades received.
+    pub trades: u64,
 }
 
 #[cfg(test)]

@@ -156,6 +156,7 @@ fn symbol(rng: &mut Mix, display: &str, exchange: &str, base: i64, bucket: i64) 
         pivots,
         heatmap: Arc::new(heatmap),
         instrument: None,
+        agg_cob: None,
     }
 }
 
@@ -183,6 +184,7 @@ pub fn market() -> MarketSnapshot {
             symbol(&mut rng, "ETH/USDT", "ETHUSDT", 3000, 1),
             symbol(&mut rng, "BTC/USDT", "BTCUSDT", 43_000, 10),
         ],
+        venues: Vec::new(),
     }
 }
 
@@ -358,4 +360,20 @@ pub fn predictions(snap: &MarketSnapshot) -> Vec<(String, Vec<PredictedPivot>)> 
         eth.exchange.clone(),
         vec![p(1, SwingKind::High, 4, 3), p(2, SwingKind::Low, -6, 8)],
     )]
+}
+
+/// Draws with `draw` on a `w`×`h` test terminal and returns the screen's text, one line per
+/// row with trailing blanks trimmed (for render tests).
+pub fn render_text(w: u16, h: u16, draw: impl FnOnce(&mut ratatui::Frame)) -> String {
+    let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(w, h))
+        .expect("a test backend cannot fail");
+    term.draw(draw).expect("a test backend cannot fail");
+    let buf = term.backend().buffer();
+    (0..h)
+        .map(|y| {
+            let line: String = (0..w).map(|x| buf[(x, y)].symbol()).collect();
+            line.trim_end().to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

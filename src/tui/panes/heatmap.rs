@@ -7,6 +7,7 @@ use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 
 use super::{block, put_str};
+use crate::feeds::aggregate::AggregatedCob;
 use crate::market::cob::{CobSnapshot, HeatmapRow};
 use crate::market::snapshot::SymbolView;
 use crate::market::types::Price;
@@ -102,7 +103,16 @@ fn mean(v: &[f64]) -> f64 {
 /// Draws the heatmap pane.
 pub fn render(frame: &mut Frame, area: Rect, sym: &SymbolView, theme: &Theme, focused: bool) {
     let heat = sym.heatmap.as_slice();
-    let title = format!("COB heatmap {} · {} s", sym.display, heat.len());
+    let agg = sym.agg_cob.as_deref();
+    let title = match agg {
+        Some(a) => format!(
+            "COB heatmap {} · {} s · {} venues",
+            sym.display,
+            heat.len(),
+            a.quotes.len()
+        ),
+        None => format!("COB heatmap {} · {} s", sym.display, heat.len()),
+    };
     let b = block(title, theme, focused);
     let inner = b.inner(area);
     frame.render_widget(b, area);
@@ -150,7 +160,43 @@ pub fn render(frame: &mut Frame, area: Rect, sym: &SymbolView, theme: &Theme, fo
             }
         }
     }
-    render_side(buf, inner, plot_w, &grid, cob, theme);
+    render_side(buf, inner, plot_w, &grid, (cob, agg), theme);
+}
+
+/// The aggregated COB's lines: its mid, each included venue's share of the bucketed depth,
+/// and each venue left out with the reason.
+pub fn venue_lines(agg: &AggregatedCob) -> Vec<(String, VenueLine)> {
+    let mut out = vec![(format!("agg mid {:.2}", agg.mid), VenueLine::Header)];
+    for (venue, share) in agg.depth_shares() {
+        let bars = (share * 8.0).round().clamp(0.0, 8.0) as usize;
+        out.push((
+            format!(
+                "{:<9}{:>4.0}% {}",
+                venue.name(),
+                share * 100.0,
+                "■".repeat(bars)
+            ),
+            VenueLine::Included,
+        ));
+    }
+    for (venue, why) in &agg.skipped {
+        out.push((
+            format!("{:<9}{}", venue.name(), why.label()),
+            VenueLine::Skipped,
+        ));
+    }
+    out
+}
+
+/// How a line of [`venue_lines`] is styled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VenueLine {
+    /// The aggregate's heading.
+    Header,
+    /// A venue in the aggregate.
+    Included,
+    /// A venue left out.
+    Skipped,
 }
 
 fn render_side(
@@ -158,7 +204,7 @@ fn render_side(
     inner: Rect,
     plot_w: u16,
     grid: &HeatGrid,
-    cob: Option<&CobSnapshot>,
+    (cob, agg): (Option<&CobSnapshot>, Option<&AggregatedCob>),
     theme: &Theme,
 ) {
     let x = inner.x + plot_w + 1;
@@ -208,6 +254,18 @@ fn render_side(
         line(&format!("buy/sell {ratio}"), muted, &mut y);
     } else {
         line("no COB computed", muted, &mut y);
+    }
+    if let Some(a) = agg {
+        for (text, kind) in venue_lines(a) {
+            let style = match kind {
+                VenueLine::Header => Style::default()
+                    .fg(theme.accent)
+                    .add_modifier(Modifier::BOLD),
+                VenueLine::Included => Style::default().fg(theme.ok),
+                VenueLine::Skipped => Style::default().fg(theme.warning),
+            };
+            line(&text, style, &mut y);
+        }
     }
     let bottom = Price(grid.top.raw() - grid.step.raw() * grid.rows as i64);
     if inner.bottom() > y {
@@ -260,6 +318,66 @@ mod tests {
         assert_eq!(g.row_of(Price::from_units(101)), Some(1));
         assert_eq!(g.row_of(Price::from_units(100)), None);
         assert_eq!(g.row_of(Price::from_units(105)), None);
+    }
+
+    /// The fixture's ETH view with an aggregate over its book, a second venue quoting the same
+    /// book at half size, and two venues left out.
+    fn with_aggregate() -> SymbolView {
+        use crate::feeds::aggregate::{Skipped, aggregate_cob};
+        use crate::feeds::normalized::Venue;
+        use crate::market::book::OrderBook;
+        let mut sym = crate::tui::fixture::market().symbols[0].clone();
+        let mut desk = OrderBook::new();
+        desk.apply_snapshot(&sym.bids, &sym.asks, 1);
+        let half = |v: &[crate::market::types::Level]| {
+            v.iter()
+                .map(|l| crate::market::types::Level {
+                    qty: Qty(l.qty.raw() / 2),
+                    ..*l
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut kraken = OrderBook::new();
+        kraken.apply_snapshot(&half(&sym.bids), &half(&sym.asks), 1);
+        let mut agg = aggregate_cob(
+            "ETH/USDT",
+            &[(Venue::Binance, &desk), (Venue::Kraken, &kraken)],
+            Price::from_units(1),
+            20,
+        )
+        .unwrap();
+        agg.skipped = vec![
+            (Venue::Bybit, Skipped::Stale),
+            (Venue::Coinbase, Skipped::Down),
+        ];
+        sym.agg_cob = Some(std::sync::Arc::new(agg));
+        sym
+    }
+
+    fn draw(sym: &SymbolView, w: u16, h: u16) -> String {
+        let theme = Theme::load("dark", None, true).unwrap();
+        crate::tui::fixture::render_text(w, h, |f| render(f, f.area(), sym, &theme, true))
+    }
+
+    #[test]
+    fn venue_lines_give_shares_and_reasons() {
+        let sym = with_aggregate();
+        let lines = venue_lines(sym.agg_cob.as_deref().unwrap());
+        let text: Vec<&str> = lines.iter().map(|(t, _)| t.as_str()).collect();
+        assert!(text[0].starts_with("agg mid "), "{text:?}");
+        // Kraken quotes half of every level: a third of the depth.
+        assert_eq!(text[1], "binance    67% ■■■■■");
+        assert_eq!(text[2], "kraken     33% ■■■");
+        assert_eq!(text[3], "bybit    stale");
+        assert_eq!(text[4], "coinbase down");
+        assert_eq!(lines[4].1, VenueLine::Skipped);
+    }
+
+    #[test]
+    fn heatmap_pane_with_venues_80x24() {
+        let s = draw(&with_aggregate(), 80, 24);
+        assert!(s.contains("2 venues") && s.contains("coinbase down"), "{s}");
+        insta::assert_snapshot!(s);
     }
 
     #[test]

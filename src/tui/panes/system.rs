@@ -9,16 +9,17 @@ use ratatui::widgets::Paragraph;
 use super::market::status_span;
 use super::{block, compact};
 use crate::feeds::health::{LinkState, StreamHealth};
-use crate::market::snapshot::MarketSnapshot;
+use crate::market::snapshot::{MarketSnapshot, VenueLinkView};
 use crate::tui::desk::{DeskStatus, human_bytes};
 use crate::tui::theme::Theme;
 
 /// Rows the pane needs to show everything.
 pub fn wanted_height(snap: &MarketSnapshot) -> u16 {
-    (snap.links.len() + snap.symbols.len()) as u16 + 2 + 3 + 2
+    (snap.links.len() + snap.venues.len() + snap.symbols.len()) as u16 + 2 + 3 + 2
 }
 
-fn link_line(h: &StreamHealth, now_ms: i64, theme: &Theme) -> Line<'static> {
+/// The name, state and message-age columns every link row starts with.
+fn link_head(h: &StreamHealth, now_ms: i64, theme: &Theme) -> Vec<Span<'static>> {
     let (state, color) = match h.state {
         LinkState::Connected if h.is_stale(now_ms) => ("stale", theme.warning),
         LinkState::Connected => ("connected", theme.ok),
@@ -30,17 +31,44 @@ fn link_line(h: &StreamHealth, now_ms: i64, theme: &Theme) -> Line<'static> {
         .age_ms(now_ms)
         .map(|a| format!("{a} ms"))
         .unwrap_or_else(|| "—".into());
-    Line::from(vec![
+    vec![
         Span::raw(format!("{:<14}", h.name)),
         Span::styled(format!("{state:<11}"), Style::default().fg(color)),
-        Span::raw(format!(
-            "{age:>9} {:>8} conn {:<5} resync {:<5} err {}",
-            format!("{:.1}/s", h.rate_per_sec),
-            compact(h.connects),
-            compact(h.resyncs),
-            compact(h.errors)
-        )),
-    ])
+        Span::raw(format!("{age:>9} ")),
+    ]
+}
+
+fn link_line(h: &StreamHealth, now_ms: i64, theme: &Theme) -> Line<'static> {
+    let mut spans = link_head(h, now_ms, theme);
+    spans.push(Span::raw(format!(
+        "{:>8} conn {:<5} resync {:<5} err {}",
+        format!("{:.1}/s", h.rate_per_sec),
+        compact(h.connects),
+        compact(h.resyncs),
+        compact(h.errors)
+    )));
+    Line::from(spans)
+}
+
+/// A followed venue's link: books synced, integrity failures, reconnects and errors.
+fn venue_line(v: &VenueLinkView, now_ms: i64, theme: &Theme) -> Line<'static> {
+    let mut spans = link_head(&v.health, now_ms, theme);
+    let integrity = if v.integrity_failures > 0 {
+        theme.warning
+    } else {
+        theme.muted
+    };
+    spans.push(Span::raw(format!("books {}/{} ", v.books, v.instruments)));
+    spans.push(Span::styled(
+        format!("integrity {:<4}", compact(v.integrity_failures)),
+        Style::default().fg(integrity),
+    ));
+    spans.push(Span::raw(format!(
+        " conn {:<4} err {}",
+        compact(v.health.connects),
+        compact(v.health.errors)
+    )));
+    Line::from(spans)
 }
 
 fn process(name: &str, running: bool, theme: &Theme) -> Vec<Span<'static>> {
@@ -70,6 +98,11 @@ pub fn render(
         .iter()
         .map(|h| link_line(h, snap.time_ms, theme))
         .collect();
+    lines.extend(
+        snap.venues
+            .iter()
+            .map(|v| venue_line(v, snap.time_ms, theme)),
+    );
     for s in &snap.symbols {
         lines.push(Line::from(vec![
             Span::raw(format!("{:<14}", format!("{} book", s.exchange))),
@@ -142,4 +175,43 @@ pub fn render(
         Paragraph::new(lines).block(block("System", theme, focused)),
         area,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feeds::normalized::Venue;
+
+    #[test]
+    fn system_pane_with_venues_80x24() {
+        let mut snap = crate::tui::fixture::market();
+        let venue = |venue: Venue, state: LinkState, age: i64, integrity: u64, books: usize| {
+            let mut health = StreamHealth::new(format!("{venue} ws"), 10_000);
+            health.state = state;
+            health.connects = 2;
+            health.errors = 1;
+            health.on_message(snap.time_ms - age);
+            VenueLinkView {
+                venue,
+                health,
+                integrity_failures: integrity,
+                books,
+                instruments: 2,
+                trades: 40,
+            }
+        };
+        snap.venues = vec![
+            venue(Venue::Kraken, LinkState::Connected, 120, 3, 2),
+            venue(Venue::Bybit, LinkState::Reconnecting, 4_000, 0, 0),
+        ];
+        let theme = Theme::load("dark", None, true).unwrap();
+        let desk = DeskStatus::default();
+        let s = crate::tui::fixture::render_text(80, 24, |f| {
+            render(f, f.area(), &snap, &desk, &theme, true)
+        });
+        assert!(s.contains("kraken ws") && s.contains("integrity 3"), "{s}");
+        assert!(s.contains("bybit ws") && s.contains("retrying"), "{s}");
+        assert_eq!(wanted_height(&snap), (snap.links.len() + 2 + 2) as u16 + 7);
+        insta::assert_snapshot!(s);
+    }
 }
