@@ -697,4 +697,44 @@ mod tests {
         );
         assert!(report.validation.levels[0].samples > 0);
     }
+
+    #[test]
+    fn early_stopping_ends_after_patience_epochs_without_improvement() {
+        tch::set_num_threads(1);
+        tch::manual_seed(0);
+        let ds = CnnDataset::build("ETHUSDT", &candles(300, 5), &[], &cfg()).unwrap();
+        let mut m = CnnModel::new(
+            super::super::cnn::CnnConfig::small(ds.rows.shape),
+            Device::Cpu,
+        );
+        let start: Vec<(String, Vec<f64>)> = {
+            let mut v: Vec<_> =
+                m.vs.variables()
+                    .iter()
+                    .map(|(k, t)| (k.clone(), crate::models::cnn::flat_f64(t)))
+                    .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        // With a zero learning rate the validation loss never improves after epoch 1, so
+        // training stops once `patience` further epochs have passed.
+        let cfg = CnnTrainConfig {
+            epochs: 10,
+            patience: 2,
+            lr: 0.0,
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        let report = train_cnn(&mut m, &ds, &cfg, &mut |p| seen.push(p.step)).unwrap();
+        assert_eq!(report.epochs_run, 3);
+        assert_eq!(report.best_epoch, 1);
+        assert_eq!(seen, vec![1, 2, 3]);
+        let mut end: Vec<_> =
+            m.vs.variables()
+                .iter()
+                .map(|(k, t)| (k.clone(), crate::models::cnn::flat_f64(t)))
+                .collect();
+        end.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(start, end, "the kept weights are the starting ones");
+    }
 }
