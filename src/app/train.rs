@@ -255,7 +255,10 @@ fn load_cnn(
 ) -> Result<Option<(CnnModel, CheckpointMeta)>, TrainAppError> {
     let ck = manager(common, name, CNN_METRIC, MetricGoal::Minimize)?;
     let got = ck.load_best_model(
-        |c: CnnConfig| Ok(CnnModel::new(c, device)),
+        |c: CnnConfig| {
+            c.check()?;
+            Ok(CnnModel::new(c, device))
+        },
         |m: &mut CnnModel| &mut m.vs,
     )?;
     Ok(got.loaded)
