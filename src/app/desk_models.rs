@@ -225,17 +225,21 @@ mod tests {
     use super::*;
     use crate::models::runtime::ModelsConfig;
 
-    #[test]
-    fn the_training_switch_reaches_the_runtime_trainers() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Live models over a fresh CPU runtime whose checkpoints go under `dir`.
+    fn live_models(dir: &std::path::Path) -> Arc<LiveModels> {
         let cfg = ModelsConfig {
             device: "cpu".into(),
             window: 16,
             ..ModelsConfig::default()
         };
-        let rt = ModelRuntime::spawn(cfg, tch::Device::Cpu, dir.path().to_path_buf()).unwrap();
-        let names = ("pivot_cnn".to_string(), "dqn_agent".to_string());
-        let m = LiveModels::new(rt, names, false);
+        let rt = ModelRuntime::spawn(cfg, tch::Device::Cpu, dir.to_path_buf()).unwrap();
+        LiveModels::new(rt, ("pivot_cnn".into(), "dqn_agent".into()), false)
+    }
+
+    #[test]
+    fn the_training_switch_reaches_the_runtime_trainers() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = live_models(dir.path());
         assert!(!m.is_learning() && !m.runtime.is_learning());
         m.set_learning(true);
         assert!(m.is_learning() && m.runtime.is_learning());
@@ -254,13 +258,7 @@ mod tests {
         use crate::trading::position::{Portfolio, Position};
         tch::set_num_threads(1);
         let dir = tempfile::tempdir().unwrap();
-        let cfg = ModelsConfig {
-            device: "cpu".into(),
-            window: 16,
-            ..ModelsConfig::default()
-        };
-        let rt = ModelRuntime::spawn(cfg, tch::Device::Cpu, dir.path().to_path_buf()).unwrap();
-        let m = LiveModels::new(rt, ("pivot_cnn".into(), "dqn_agent".into()), false);
+        let m = live_models(dir.path());
         let mk = market([320; 4], true);
         let input = SymbolAnalysis::new("ETHUSDT", InputConfig::default()).build(
             &mk,

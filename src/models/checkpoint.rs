@@ -192,6 +192,9 @@ pub struct SaveOutcome {
     pub removed: Vec<String>,
 }
 
+/// Checkpoints passed over, each with its id and the reason.
+type Skipped = Vec<(String, CheckpointError)>;
+
 /// Result of [`CheckpointManager::load_best`].
 #[derive(Debug)]
 pub struct LoadReport {
@@ -394,9 +397,7 @@ impl CheckpointManager {
 
     /// The readable checkpoints, best first, and the metadata files that could not be read
     /// (by file stem, with the reason).
-    fn scan(
-        &self,
-    ) -> Result<(Vec<CheckpointMeta>, Vec<(String, CheckpointError)>), CheckpointError> {
+    fn scan(&self) -> Result<(Vec<CheckpointMeta>, Skipped), CheckpointError> {
         let mut out = Vec::new();
         let mut unreadable = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
@@ -638,15 +639,20 @@ mod tests {
         assert_eq!(value(&vs), 3.0);
     }
 
+    /// Saves a checkpoint of loss 0.3 (weight 1) and a better one of loss 0.1 (weight 2);
+    /// returns the better one.
+    fn save_two(m: &CheckpointManager) -> SaveOutcome {
+        m.save(&store(1.0), &"test", metrics(0.3), DataRange::default())
+            .unwrap();
+        m.save(&store(2.0), &"test", metrics(0.1), DataRange::default())
+            .unwrap()
+    }
+
     #[test]
     fn corrupt_weights_fall_back_to_the_next_best() {
         let dir = tempfile::tempdir().unwrap();
         let m = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
-        m.save(&store(1.0), &"test", metrics(0.3), DataRange::default())
-            .unwrap();
-        let best = m
-            .save(&store(2.0), &"test", metrics(0.1), DataRange::default())
-            .unwrap();
+        let best = save_two(&m);
         let path = m.dir().join(&best.meta.weights_file);
         let mut bytes = fs::read(&path).unwrap();
         let last = bytes.len() - 1;
@@ -667,11 +673,7 @@ mod tests {
     fn unreadable_metadata_is_reported_by_both_loaders() {
         let dir = tempfile::tempdir().unwrap();
         let m = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
-        m.save(&store(1.0), &"test", metrics(0.3), DataRange::default())
-            .unwrap();
-        let best = m
-            .save(&store(2.0), &"test", metrics(0.1), DataRange::default())
-            .unwrap();
+        let best = save_two(&m);
         let json = m.dir().join(format!("{}.json", best.meta.id));
         fs::write(&json, b"{ not json").unwrap();
         assert_eq!(m.list().unwrap().len(), 1);

@@ -132,7 +132,8 @@ impl CnnConfig {
     /// input channels and the convolution channels).
     pub fn check(&self) -> Result<(), String> {
         let g = self.series_groups;
-        if g == 0 || self.input.channels % g != 0 || self.conv_channels % g != 0 {
+        if g == 0 || !self.input.channels.is_multiple_of(g) || !self.conv_channels.is_multiple_of(g)
+        {
             return Err(format!(
                 "{} input and {} convolution channels do not split into {g} series groups",
                 self.input.channels, self.conv_channels
