@@ -1,6 +1,10 @@
 //! CNN + DQN inference cost on the real encoded input: one live step for two symbols
 //! (validate, encode, CNN, DQN on the CNN's outputs, `ModelOutput`s), and batched backtests.
 //! The same on CUDA when libtorch sees a GPU.
+//!
+//! Budget: the live step (CNN + DQN for both symbols) must take at most 10 ms on 2 CPU
+//! cores (`cpu: cnn+dqn step, 2 symbols`); the `cuda:` rows are the GPU figure, measured and
+//! printed when CUDA is present.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use mmtrader::analysis::input::{BaseDataInput, InputConfig, SymbolAnalysis};

@@ -94,21 +94,25 @@ pub struct TrainCommonCli {
     /// Candle file (CSV with a header, Binance kline CSV, or JSON klines; gzip allowed).
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
+    /// 1 s candles of the reference symbol (same layouts), fed to the CNN's reference series.
+    #[arg(long, value_name = "FILE")]
+    pub reference: Option<PathBuf>,
     /// Use only the last N candles.
     #[arg(long, value_name = "N")]
     pub max_candles: Option<usize>,
     /// Input window in candles.
     #[arg(long, default_value_t = 64)]
     pub window: usize,
-    /// Device: auto (CUDA when present), cpu, or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
+    /// Device: auto (CUDA when present), cpu, or cuda:N (default: [models] device).
+    #[arg(long)]
+    pub device: Option<String>,
     /// Checkpoint folder (default: <data_dir>/checkpoints).
     #[arg(long, value_name = "DIR")]
     pub checkpoints: Option<PathBuf>,
-    /// Checkpoints kept per model (the best by the model's metric).
-    #[arg(long, default_value_t = 5)]
-    pub keep: usize,
+    /// Checkpoints kept per model, 5..=10, the best by the model's metric (default:
+    /// [models] keep_best).
+    #[arg(long)]
+    pub keep: Option<usize>,
     /// Seed for libtorch and the samplers.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,

@@ -281,3 +281,83 @@ fn fold_experts_see_only_their_train_window() {
         "{err}"
     );
 }
+
+/// Remembers the position it was told and, at each step, which position it held.
+struct PositionSpy {
+    direction: i8,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(i64, i8)>>>,
+}
+
+impl Expert for PositionSpy {
+    fn name(&self) -> &str {
+        "position_spy"
+    }
+
+    fn uses_last_predictions(&self) -> bool {
+        false
+    }
+
+    fn infer(
+        &mut self,
+        input: &mmtrader::analysis::input::BaseDataInput,
+        _: &mmtrader::orchestrator::expert::Upstream,
+    ) -> Result<
+        mmtrader::analysis::model_output::ModelOutput,
+        mmtrader::orchestrator::expert::ExpertError,
+    > {
+        self.seen
+            .lock()
+            .unwrap()
+            .push((input.timestamp_ms, self.direction));
+        Err(mmtrader::orchestrator::expert::ExpertError::Model(
+            "a spy has no opinion".into(),
+        ))
+    }
+
+    fn observe_position(&mut self, symbol: &str, direction: i8) {
+        assert_eq!(symbol, "BTCUSDT");
+        self.direction = direction;
+    }
+}
+
+#[test]
+fn every_step_sees_the_position_the_earlier_fills_left() {
+    let c = candles(1_000);
+    let interval = detect_interval(&c);
+    for batch in [1, 64] {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut experts = experts();
+        experts.push(Box::new(PositionSpy {
+            direction: 0,
+            seen: std::sync::Arc::clone(&seen),
+        }));
+        let r = backtest::run(
+            BacktestSpec {
+                symbol: "BTCUSDT",
+                candles: &c,
+                interval_ms: interval,
+                from_ms: c[300].open_time_ms + interval,
+                to_ms: i64::MAX,
+            },
+            &cfg(batch),
+            &TradingSetup::default(),
+            experts,
+            None,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), r.decisions.len());
+        assert!(r.trades.len() > 2, "{} trades", r.trades.len());
+        for &(t, direction) in seen.iter() {
+            let expected = r
+                .trades
+                .iter()
+                .rev()
+                .find(|tr| tr.time_ms < t)
+                .map_or(0, |tr| tr.position.raw().signum() as i8);
+            assert_eq!(direction, expected, "batch {batch}, step at {t}");
+        }
+        assert!(seen.iter().any(|&(_, d)| d != 0), "never saw a position");
+    }
+}

@@ -97,3 +97,51 @@ fn live_validation_refuses_history_inputs_and_the_dqn_is_skipped_with_it() {
         s.skipped[1].reason
     );
 }
+
+#[test]
+fn the_dqn_sees_the_observed_position_and_prefetching_keeps_every_output() {
+    let inputs: Vec<Arc<BaseDataInput>> = inputs(410).into_iter().skip(400).map(Arc::new).collect();
+    let q = |s: &mmtrader::orchestrator::coordinator::StepOutputs| {
+        let dqn = s
+            .outputs
+            .iter()
+            .find(|o| o.model_name == "dqn_agent")
+            .unwrap();
+        dqn.predictions.q_values.unwrap().as_array()
+    };
+    let mut c = coordinator(false);
+    let flat = q(&c.step(Arc::clone(&inputs[0])));
+    c.observe_position("BTCUSDT", 1);
+    let long = q(&c.step(Arc::clone(&inputs[0])));
+    c.observe_position("BTCUSDT", -1);
+    let short = q(&c.step(Arc::clone(&inputs[0])));
+    c.observe_position("ETHUSDT", 1);
+    assert_eq!(
+        short,
+        q(&c.step(Arc::clone(&inputs[0]))),
+        "another symbol's position"
+    );
+    c.observe_position("BTCUSDT", 0);
+    assert_eq!(flat, q(&c.step(Arc::clone(&inputs[0]))));
+    assert!(
+        long != flat && short != flat && long != short,
+        "{flat:?} {long:?} {short:?}"
+    );
+
+    // A batch prefetched ahead, then stepped with the position changing between steps, gives
+    // the outputs of plain single steps under the same positions.
+    let positions = [0i8, 1, 1, -1, 0, 1, -1, -1, 0, 1];
+    let mut plain = coordinator(false);
+    let mut ahead = coordinator(false);
+    let refs: Vec<&BaseDataInput> = inputs.iter().map(|i| i.as_ref()).collect();
+    ahead.prefetch(&refs);
+    for (input, &p) in inputs.iter().zip(&positions) {
+        plain.observe_position("BTCUSDT", p);
+        ahead.observe_position("BTCUSDT", p);
+        let (a, b) = (plain.step(Arc::clone(input)), ahead.step(Arc::clone(input)));
+        assert_eq!(a.outputs.len(), 2);
+        for (x, y) in q(&a).iter().zip(q(&b)) {
+            assert!((x - y).abs() < 1e-5, "{:?} vs {:?}", q(&a), q(&b));
+        }
+    }
+}

@@ -105,7 +105,10 @@ impl DeskProcesses {
         let history = start_history(cfg, &orchestrator);
         let submit = orchestrator.input_sender();
         let tap = InputTap::new(cfg, InputConfig::default(), Box::new(submit));
-        let session = TradingSession::open(cfg, journal_dir)?;
+        let mut session = TradingSession::open(cfg, journal_dir)?;
+        if let Some(m) = &models {
+            session.share_positions(m.positions());
+        }
         let (trading_tx, trading_rx) = mpsc::channel();
         let trading_view = Arc::new(ArcSwapOption::empty());
         let trading_running = Arc::new(AtomicBool::new(false));

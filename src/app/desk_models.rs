@@ -3,15 +3,20 @@
 //! the CNN's hidden states of the same step) and answers with the CNN's output; the DQN
 //! expert, a stage later, answers with the DQN's output of that same pass. Whether inputs
 //! also feed online learning is the desk's training switch.
+//!
+//! The DQN's state holds the account's position in the symbol: the trading thread publishes
+//! it to a [`PositionBoard`] (an immutable snapshot swapped in after each fill), which each
+//! pass reads without waiting on the trading thread.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::trading::PositionBoard;
 use crate::analysis::input::BaseDataInput;
 use crate::analysis::model_output::{ModelOutput, PredictedPivot};
 use crate::market::types::Symbol;
-use crate::models::runtime::{InferenceRequest, ModelRuntime, RuntimeStatus};
+use crate::models::runtime::{InferenceRequest, ModelRuntime, RuntimeStatus, Step};
 use crate::orchestrator::expert::{Expert, ExpertError, Upstream};
 use crate::orchestrator::runtime::Orchestrator;
 
@@ -24,6 +29,7 @@ pub struct LiveModels {
     pending: Mutex<Pending>,
     names: (String, String),
     last_cnn: Mutex<BTreeMap<Symbol, ModelOutput>>,
+    positions: Arc<PositionBoard>,
 }
 
 impl std::fmt::Debug for LiveModels {
@@ -48,7 +54,14 @@ impl LiveModels {
             pending: Mutex::new(BTreeMap::new()),
             names,
             last_cnn: Mutex::new(BTreeMap::new()),
+            positions: Arc::new(PositionBoard::default()),
         })
+    }
+
+    /// The board the trading session publishes the account's positions to (the DQN reads
+    /// each symbol's position from it).
+    pub fn positions(&self) -> Arc<PositionBoard> {
+        Arc::clone(&self.positions)
     }
 
     /// The CNN and DQN experts.
@@ -106,16 +119,15 @@ impl LiveModels {
         self.runtime.stop();
     }
 
-    fn run(&self, input: &BaseDataInput) -> Result<ModelOutput, ExpertError> {
+    /// One runtime pass on `input`, the DQN seeing the account's published position.
+    fn pass(&self, input: &BaseDataInput) -> Result<Step, ExpertError> {
         let request = InferenceRequest {
             symbol: input.symbol.clone(),
             t_ms: input.timestamp_ms,
             input: input.clone(),
-            position: 0,
+            position: self.positions.direction(&input.symbol),
         };
-        let key = (input.symbol.clone(), input.timestamp_ms);
-        let answer = self
-            .runtime
+        self.runtime
             .submit(vec![request], self.learn.load(Ordering::SeqCst))
             .map_err(|e| ExpertError::Model(e.to_string()))
             .and_then(|rx| {
@@ -127,7 +139,12 @@ impl LiveModels {
                     .pop()
                     .ok_or_else(|| ExpertError::Model("no answer".into()))?
                     .map_err(|e| ExpertError::InvalidInput(e.to_string()))
-            });
+            })
+    }
+
+    fn run(&self, input: &BaseDataInput) -> Result<ModelOutput, ExpertError> {
+        let key = (input.symbol.clone(), input.timestamp_ms);
+        let answer = self.pass(input);
         let mut pending = lock(&self.pending);
         // Only the newest pass is waited for; older entries belong to skipped steps.
         pending.retain(|(_, t), _| *t >= input.timestamp_ms);
@@ -208,22 +225,68 @@ mod tests {
     use super::*;
     use crate::models::runtime::ModelsConfig;
 
-    #[test]
-    fn the_training_switch_reaches_the_runtime_trainers() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Live models over a fresh CPU runtime whose checkpoints go under `dir`.
+    fn live_models(dir: &std::path::Path) -> Arc<LiveModels> {
         let cfg = ModelsConfig {
             device: "cpu".into(),
             window: 16,
             ..ModelsConfig::default()
         };
-        let rt = ModelRuntime::spawn(cfg, tch::Device::Cpu, dir.path().to_path_buf()).unwrap();
-        let names = ("pivot_cnn".to_string(), "dqn_agent".to_string());
-        let m = LiveModels::new(rt, names, false);
+        let rt = ModelRuntime::spawn(cfg, tch::Device::Cpu, dir.to_path_buf()).unwrap();
+        LiveModels::new(rt, ("pivot_cnn".into(), "dqn_agent".into()), false)
+    }
+
+    #[test]
+    fn the_training_switch_reaches_the_runtime_trainers() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = live_models(dir.path());
         assert!(!m.is_learning() && !m.runtime.is_learning());
         m.set_learning(true);
         assert!(m.is_learning() && m.runtime.is_learning());
         m.stop();
         assert_eq!(m.runtime.live_threads(), 0);
         assert!(!m.is_learning(), "a stopped runtime learns nothing");
+    }
+
+    #[test]
+    fn the_published_position_reaches_the_dqn_state() {
+        use crate::analysis::input::fixture::{T, market};
+        use crate::analysis::input::{InputConfig, SymbolAnalysis};
+        use crate::analysis::model_output::ModelOutputStore;
+        use crate::market::types::{Price, Qty, Side};
+        use crate::trading::money::Money;
+        use crate::trading::position::{Portfolio, Position};
+        tch::set_num_threads(1);
+        let dir = tempfile::tempdir().unwrap();
+        let m = live_models(dir.path());
+        let mk = market([320; 4], true);
+        let input = SymbolAnalysis::new("ETHUSDT", InputConfig::default()).build(
+            &mk,
+            &mk,
+            &ModelOutputStore::default(),
+            T,
+        );
+        let position_element = |m: &LiveModels| *m.pass(&input).unwrap().state.last().unwrap();
+        assert_eq!(position_element(&m), 0.0, "flat before any fill");
+        let account = |side: Side| {
+            let mut a = Portfolio::new(Money::ZERO, 16);
+            for (symbol, side) in [("ETHUSDT", side), ("BTCUSDT", Side::Sell)] {
+                let mut p = Position::flat(symbol);
+                p.apply(
+                    side,
+                    Price::from_units(100),
+                    Qty::from_units(2),
+                    Money::ZERO,
+                );
+                a.restore(p);
+            }
+            a
+        };
+        // The trading side publishes a long ETHUSDT position (and a short in another symbol).
+        m.positions().publish(&account(Side::Buy));
+        assert_eq!(position_element(&m), 1.0, "long reaches the DQN state");
+        m.positions().publish(&account(Side::Sell));
+        assert_eq!(position_element(&m), -1.0, "short reaches the DQN state");
+        m.stop();
     }
 }

@@ -215,6 +215,33 @@ pub enum DecisionOutcome {
     Sent(String),
 }
 
+/// The account's position direction per symbol (−1 short, 0 flat, 1 long), published by the
+/// trading thread whenever the account may have changed. Readers (the live models) load an
+/// immutable snapshot, so they never wait on the trading thread nor it on them.
+#[derive(Debug, Default)]
+pub struct PositionBoard {
+    current: arc_swap::ArcSwap<BTreeMap<String, i8>>,
+}
+
+impl PositionBoard {
+    /// The published direction of `symbol` (0 when flat or never traded).
+    pub fn direction(&self, symbol: &str) -> i8 {
+        self.current.load().get(symbol).copied().unwrap_or(0)
+    }
+
+    /// Publishes the direction of every open position of `portfolio`.
+    pub fn publish(&self, portfolio: &Portfolio) {
+        let next: BTreeMap<String, i8> = portfolio
+            .positions()
+            .filter(|p| p.qty.raw() != 0)
+            .map(|p| (p.symbol.clone(), p.qty.raw().signum() as i8))
+            .collect();
+        if **self.current.load() != next {
+            self.current.store(Arc::new(next));
+        }
+    }
+}
+
 /// Decisions → risk → executor (paper, or live once the user goes live), journal in front.
 pub struct TradingSession {
     risk: RiskManager,
@@ -238,6 +265,7 @@ pub struct TradingSession {
     last_refusal: Option<String>,
     fills: u64,
     max_position: BTreeMap<String, Qty>,
+    positions: Arc<PositionBoard>,
 }
 
 impl std::fmt::Debug for TradingSession {
@@ -312,7 +340,14 @@ impl TradingSession {
             last_refusal: None,
             fills: 0,
             max_position: cfg.risk.max_position_qty.clone(),
+            positions: Arc::new(PositionBoard::default()),
         })
+    }
+
+    /// Publishes the account's positions to `board` from now on (the live models' source).
+    pub fn share_positions(&mut self, board: Arc<PositionBoard>) {
+        board.publish(&self.portfolio);
+        self.positions = board;
     }
 
     /// Whether decisions are turned into orders.
@@ -445,6 +480,7 @@ impl TradingSession {
         self.journal = journal;
         self.ids = ids;
         self.portfolio = portfolio;
+        self.positions.publish(&self.portfolio);
         self.risk = RiskManager::new(self.risk_cfg.clone(), &self.exec_cfg);
         self.executor_label = format!("live: {name}");
         self.live = true;
@@ -656,6 +692,7 @@ impl TradingSession {
 
     /// Journals every execution report before the account moves on.
     pub fn pump(&mut self) {
+        let mut filled = false;
         for ev in self.exec.poll_events() {
             if !self.journal_record(JournalRecord::Event(ev.clone())) {
                 continue;
@@ -663,7 +700,11 @@ impl TradingSession {
             if let ExecutionEvent::Filled(f) = &ev {
                 self.fills += 1;
                 self.portfolio.apply_fill(f);
+                filled = true;
             }
+        }
+        if filled {
+            self.positions.publish(&self.portfolio);
         }
     }
 
@@ -879,6 +920,8 @@ mod tests {
         cfg.execution.latency_ms = 0;
         let t0 = fixture::NOW_MS;
         let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
+        let board = Arc::new(PositionBoard::default());
+        s.share_positions(Arc::clone(&board));
         s.on_snapshot(&market(t0));
         let mid = s.exec.last_price("ETHUSDT").unwrap();
         // Stopped: nothing is sent.
@@ -894,6 +937,11 @@ mod tests {
         s.on_snapshot(&market(t0 + 1_000));
         let long = s.position_qty("ETHUSDT");
         assert!(long.raw() > 0, "the buy filled against the book");
+        assert_eq!(
+            board.direction("ETHUSDT"),
+            1,
+            "the fill reached the models' board"
+        );
         // Sized by the risk manager, within its notional limit.
         let notional = Money::notional(mid, long);
         assert!(notional <= cfg.risk.max_position_notional, "{notional:?}");
@@ -911,6 +959,13 @@ mod tests {
         // A restart restores the position from the journal; SELL closes it, ids continue.
         let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
         assert_eq!(s.position_qty("ETHUSDT"), long);
+        let board = Arc::new(PositionBoard::default());
+        s.share_positions(Arc::clone(&board));
+        assert_eq!(
+            board.direction("ETHUSDT"),
+            1,
+            "a restored position is published"
+        );
         s.set_running(true);
         s.on_snapshot(&market(t0 + 2_000));
         let DecisionOutcome::Sent(exit_id) =
@@ -924,6 +979,7 @@ mod tests {
         );
         s.on_snapshot(&market(t0 + 3_000));
         assert_eq!(s.position_qty("ETHUSDT"), Qty::ZERO);
+        assert_eq!(board.direction("ETHUSDT"), 0);
         assert_eq!(
             s.on_decision(&decision(Action::Sell, t0 + 3_000, mid)),
             DecisionOutcome::Ignored("nothing to sell")

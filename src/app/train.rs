@@ -5,7 +5,8 @@ use crate::analysis::analyze::{AnalyzeError, detect_interval, read_candles};
 use crate::cli::Failure;
 use crate::market::types::{Candle, Timeframe};
 use crate::models::checkpoint::{
-    CheckpointConfig, CheckpointError, CheckpointManager, DataRange, MetricGoal, report_skipped,
+    CheckpointConfig, CheckpointError, CheckpointManager, CheckpointMeta, DataRange, MetricGoal,
+    report_skipped,
 };
 use crate::models::cnn::{CnnConfig, CnnModel};
 use crate::models::cnn_train::{
@@ -29,6 +30,8 @@ use std::path::PathBuf;
 pub struct TrainCommon {
     /// Candle file (any layout `analyze` reads, gzip allowed).
     pub candles: PathBuf,
+    /// 1 s candles of the reference symbol (same layouts), encoded as the reference series.
+    pub reference: Option<PathBuf>,
     /// Use only the last N candles (None: all).
     pub max_candles: Option<usize>,
     /// Input window length in candles.
@@ -105,6 +108,29 @@ pub enum TrainAppError {
     /// The CNN named for the RL state has no usable checkpoint.
     #[error("no usable checkpoint of CNN {0:?}")]
     NoCnn(String),
+    /// The CNN named for the RL state was trained on candles of the held-out period, so the
+    /// evaluation would score the agent on data its features have already seen.
+    #[error(
+        "CNN {name:?} checkpoint {id} was trained on candles up to open time {trained_until_ms} ms, \
+         which reaches into the held-out evaluation period starting at open time \
+         {held_out_from_ms} ms; train the CNN on candles that end before it"
+    )]
+    CnnSawHeldOut {
+        /// CNN model name.
+        name: String,
+        /// Its best checkpoint.
+        id: String,
+        /// Last candle open time the CNN was trained on.
+        trained_until_ms: i64,
+        /// Open time of the newest candle of the first held-out row.
+        held_out_from_ms: i64,
+    },
+    /// The reference file does not hold 1 s candles.
+    #[error("reference candles: interval {0} ms, expected 1 s candles (1000 ms)")]
+    ReferenceInterval(i64),
+    /// The checkpoint count is outside the supported range.
+    #[error("keep: {0} checkpoints per model; expected 5..=10 (--keep or [models] keep_best)")]
+    Keep(usize),
     /// Too little data for the requested split.
     #[error("{0} rows are too few for training and a held-out period")]
     TooFewRows(usize),
@@ -113,9 +139,10 @@ pub enum TrainAppError {
 impl From<TrainAppError> for Failure {
     fn from(e: TrainAppError) -> Self {
         match e {
-            TrainAppError::Candles(_) | TrainAppError::Dataset(_) | TrainAppError::Interval(_) => {
-                Failure::input(e)
-            }
+            TrainAppError::Candles(_)
+            | TrainAppError::Dataset(_)
+            | TrainAppError::Interval(_)
+            | TrainAppError::ReferenceInterval(_) => Failure::input(e),
             _ => Failure::runtime(e),
         }
     }
@@ -169,6 +196,36 @@ fn load(common: &TrainCommon) -> Result<(Vec<Candle>, Timeframe, String), TrainA
     Ok((candles, base, symbol))
 }
 
+/// The reference symbol's 1 s candles, if a file was given.
+fn load_reference(common: &TrainCommon) -> Result<Vec<Candle>, TrainAppError> {
+    let Some(path) = &common.reference else {
+        return Ok(Vec::new());
+    };
+    let candles = read_candles(path)?.candles;
+    let interval = detect_interval(&candles);
+    if !candles.is_empty() && interval != Timeframe::S1.millis() {
+        return Err(TrainAppError::ReferenceInterval(interval));
+    }
+    Ok(candles)
+}
+
+/// The training samples of both commands: the candles replayed with the reference series.
+fn dataset(
+    common: &TrainCommon,
+    symbol: &str,
+    candles: &[Candle],
+    base: Timeframe,
+    window: usize,
+) -> Result<CnnDataset, TrainAppError> {
+    let reference = load_reference(common)?;
+    Ok(CnnDataset::build(
+        symbol,
+        candles,
+        &reference,
+        &DatasetConfig::new(base, window),
+    )?)
+}
+
 fn range(candles: &[Candle]) -> DataRange {
     DataRange {
         start_ms: candles.first().map_or(0, |c| c.open_time_ms),
@@ -196,15 +253,18 @@ fn load_cnn(
     common: &TrainCommon,
     name: &str,
     device: tch::Device,
-) -> Result<Option<CnnModel>, TrainAppError> {
+) -> Result<Option<(CnnModel, CheckpointMeta)>, TrainAppError> {
     let ck = manager(common, name, CNN_METRIC, MetricGoal::Minimize)?;
     let got = ck.load_best_model(
-        |c: CnnConfig| Ok(CnnModel::new(c, device)),
+        |c: CnnConfig| {
+            c.check()?;
+            Ok(CnnModel::new(c, device))
+        },
         |m: &mut CnnModel| &mut m.vs,
     )?;
     // Logged (as warnings) so a warm start that silently became a cold one is explained.
     report_skipped(name, &got.skipped);
-    Ok(got.loaded.map(|(m, _)| m))
+    Ok(got.loaded)
 }
 
 /// Trains the pivot CNN (warm-starting from its best checkpoint, whose config then decides
@@ -218,6 +278,7 @@ pub fn run_train_cnn(
     tch::manual_seed(args.common.seed as i64);
     let (candles, base, symbol) = load(&args.common)?;
     let warm = load_cnn(&args.common, &args.model_name, device)?
+        .map(|(m, _)| m)
         .filter(|m| m.net.config().timeframe == base);
     let warm_start = warm.is_some();
     let mut model = match warm {
@@ -229,12 +290,7 @@ pub fn run_train_cnn(
         }
     };
     let cfg = model.net.config();
-    let ds = CnnDataset::build(
-        &symbol,
-        &candles,
-        &[],
-        &DatasetConfig::new(base, cfg.input.window),
-    )?;
+    let ds = dataset(&args.common, &symbol, &candles, base, cfg.input.window)?;
     let ckpt = manager(
         &args.common,
         &args.model_name,
@@ -290,8 +346,12 @@ pub fn run_train_rl(
     };
     let window = cnn
         .as_ref()
-        .map_or(args.common.window, |m| m.net.config().input.window);
-    let ds = CnnDataset::build(&symbol, &candles, &[], &DatasetConfig::new(base, window))?;
+        .map_or(args.common.window, |(m, _)| m.net.config().input.window);
+    let ds = dataset(&args.common, &symbol, &candles, base, window)?;
+    let (cnn, cnn_meta) = match cnn {
+        Some((m, meta)) => (Some(m), Some(meta)),
+        None => (None, None),
+    };
     let f = rl_features(&ds, cnn.as_ref());
     let spec = RlStateSpec {
         timeframe: base,
@@ -303,6 +363,9 @@ pub fn run_train_rl(
     let held_out = ((n as f64) * (1.0 - args.held_out_fraction.clamp(0.05, 0.9))) as usize;
     if held_out < 100 || n - held_out < 20 {
         return Err(TrainAppError::TooFewRows(n));
+    }
+    if let (Some(meta), Some(name)) = (&cnn_meta, &args.cnn_model) {
+        check_cnn_before(meta, name, ds.anchors[held_out].last_open_ms)?;
     }
     let steps = (args.episodes * args.episode_len) as u64;
     let cfg = agent_config(&spec, steps, args.common.seed);
@@ -359,18 +422,46 @@ pub fn run_train_rl(
     })
 }
 
-fn common_from_cli(config: &crate::config::Config, c: crate::cli::TrainCommonCli) -> TrainCommon {
-    TrainCommon {
+/// Refuses a CNN whose training candles reach the held-out period that starts with the
+/// candle opened at `held_out_from_ms` (the DQN's evaluation would use features fitted to it).
+fn check_cnn_before(
+    meta: &CheckpointMeta,
+    name: &str,
+    held_out_from_ms: i64,
+) -> Result<(), TrainAppError> {
+    if meta.data_range.end_ms >= held_out_from_ms {
+        return Err(TrainAppError::CnnSawHeldOut {
+            name: name.to_string(),
+            id: meta.id.clone(),
+            trained_until_ms: meta.data_range.end_ms,
+            held_out_from_ms,
+        });
+    }
+    Ok(())
+}
+
+/// The CLI's shared options, with device and checkpoint count from `[models]` when the
+/// flags are left out.
+fn common_from_cli(
+    config: &crate::config::Config,
+    c: crate::cli::TrainCommonCli,
+) -> Result<TrainCommon, TrainAppError> {
+    let keep = c.keep.unwrap_or(config.models.keep_best);
+    if !(5..=10).contains(&keep) {
+        return Err(TrainAppError::Keep(keep));
+    }
+    Ok(TrainCommon {
         candles: c.data,
+        reference: c.reference,
         max_candles: c.max_candles,
         window: c.window,
-        device: c.device,
+        device: c.device.unwrap_or_else(|| config.models.device.clone()),
         checkpoint_dir: c
             .checkpoints
             .unwrap_or_else(|| config.models.checkpoint_path(&config.paths.data_dir)),
-        keep: c.keep,
+        keep,
         seed: c.seed,
-    }
+    })
 }
 
 fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
@@ -395,7 +486,7 @@ pub fn run_cli(
     match cmd {
         TrainCommand::Cnn(a) => {
             let args = TrainCnnArgs {
-                common: common_from_cli(&config, a.common),
+                common: common_from_cli(&config, a.common)?,
                 model_name: a.model,
                 epochs: a.epochs,
                 val_fraction: a.val_fraction,
@@ -448,7 +539,7 @@ pub fn run_cli(
         }
         TrainCommand::Rl(a) => {
             let args = TrainRlArgs {
-                common: common_from_cli(&config, a.common),
+                common: common_from_cli(&config, a.common)?,
                 model_name: a.model,
                 cnn_model: a.cnn,
                 episodes: a.episodes,
@@ -490,6 +581,7 @@ mod tests {
     fn common(dir: &std::path::Path) -> TrainCommon {
         TrainCommon {
             candles: crate::testdata::require("candles/binance_spot_nfi/BTC_USDT-1h.json"),
+            reference: None,
             max_candles: Some(700),
             window: 16,
             device: "cpu".into(),
@@ -497,6 +589,30 @@ mod tests {
             keep: 5,
             seed: 1,
         }
+    }
+
+    /// The first `n` of the candles `common` trains on, written as a JSON kline file of the
+    /// same name under `dir` (so the CNN can be trained on an earlier period).
+    fn earlier_part(common: &TrainCommon, dir: &std::path::Path, n: usize) -> PathBuf {
+        let all = read_candles(&common.candles).unwrap().candles;
+        let used = &all[all.len() - common.max_candles.unwrap()..];
+        let rows: Vec<serde_json::Value> = used[..n]
+            .iter()
+            .map(|c| {
+                serde_json::json!([
+                    c.open_time_ms,
+                    c.open.to_string(),
+                    c.high.to_string(),
+                    c.low.to_string(),
+                    c.close.to_string(),
+                    c.volume.to_string()
+                ])
+            })
+            .collect();
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join(common.candles.file_name().unwrap());
+        std::fs::write(&path, serde_json::to_vec(&rows).unwrap()).unwrap();
+        path
     }
 
     #[test]
@@ -518,7 +634,7 @@ mod tests {
         // The second run starts from the first run's checkpoint.
         let s2 = run_train_cnn(&args, &mut |_| {}).unwrap();
         assert!(s2.warm_start);
-
+        // A CNN trained on the whole file has seen the DQN's held-out period: refused.
         let rl = TrainRlArgs {
             common: common(dir.path()),
             model_name: "dqn_agent".into(),
@@ -527,6 +643,32 @@ mod tests {
             episode_len: 100,
             held_out_fraction: 0.25,
             env: EnvConfig::default(),
+        };
+        let err = run_train_rl(&rl, &mut |_| {}).unwrap_err();
+        assert!(
+            matches!(err, TrainAppError::CnnSawHeldOut { trained_until_ms, held_out_from_ms, .. }
+                if trained_until_ms >= held_out_from_ms),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("held-out evaluation period"),
+            "{err}"
+        );
+        // The same CNN trained on the earlier part only feeds the DQN.
+        let mut early = common(dir.path());
+        early.candles = earlier_part(&early, &dir.path().join("early"), 450);
+        early.max_candles = None;
+        let args = TrainCnnArgs {
+            common: early,
+            model_name: "early_cnn".into(),
+            ..args
+        };
+        let s3 = run_train_cnn(&args, &mut |_| {}).unwrap();
+        assert_eq!(s3.candles, 450);
+
+        let rl = TrainRlArgs {
+            cnn_model: Some("early_cnn".into()),
+            ..rl
         };
         let r = run_train_rl(&rl, &mut |_| {}).unwrap();
         assert_eq!(r.held_out.flat.total_return, 0.0);
@@ -562,6 +704,103 @@ mod tests {
         assert!(matches!(
             run_train_cnn(&args, &mut |_| {}),
             Err(TrainAppError::Candles(_))
+        ));
+    }
+
+    fn cli(keep: Option<usize>, device: Option<&str>) -> crate::cli::TrainCommonCli {
+        crate::cli::TrainCommonCli {
+            data: PathBuf::from("candles.csv"),
+            reference: None,
+            max_candles: None,
+            window: 16,
+            device: device.map(str::to_string),
+            checkpoints: None,
+            keep,
+            seed: 1,
+        }
+    }
+
+    #[test]
+    fn device_and_keep_come_from_the_config_unless_given() {
+        let mut config = crate::config::Config::default();
+        config.models.keep_best = 8;
+        config.models.device = "cpu".into();
+        let c = common_from_cli(&config, cli(None, None)).unwrap();
+        assert_eq!((c.keep, c.device.as_str()), (8, "cpu"));
+        let c = common_from_cli(&config, cli(Some(6), Some("cuda:1"))).unwrap();
+        assert_eq!((c.keep, c.device.as_str()), (6, "cuda:1"));
+        for bad in [4, 11] {
+            let err = common_from_cli(&config, cli(Some(bad), None)).unwrap_err();
+            assert!(matches!(err, TrainAppError::Keep(k) if k == bad));
+            assert!(err.to_string().contains("5..=10"), "{err}");
+        }
+        // The manager built from the config's keep_best keeps 8 checkpoints.
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = common_from_cli(&config, cli(None, None)).unwrap();
+        c.checkpoint_dir = dir.path().to_path_buf();
+        let ck = manager(&c, "m", "loss", MetricGoal::Minimize).unwrap();
+        for i in 0..10 {
+            let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+            let _w = vs.root().zeros("w", &[1]);
+            ck.save(
+                &vs,
+                &"cfg",
+                BTreeMap::from([("loss".to_string(), f64::from(i))]),
+                DataRange::default(),
+            )
+            .unwrap();
+        }
+        assert_eq!(ck.list().unwrap().len(), 8);
+    }
+
+    /// Writes `n` generated candles of `tf` from `start_ms` as a CSV with a header.
+    fn write_csv(path: &std::path::Path, tf: Timeframe, start_ms: i64, n: usize, base: f64) {
+        let mut text = String::from("time,open,high,low,close,volume\n");
+        for i in 0..n {
+            let c = base + (i as f64 * 0.37).sin() * base * 0.01 + (i % 7) as f64 * 0.1;
+            text.push_str(&format!(
+                "{},{c},{},{},{c},{}\n",
+                start_ms + i as i64 * tf.millis(),
+                c + 0.5,
+                c - 0.5,
+                1.0 + (i % 3) as f64
+            ));
+        }
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn the_reference_file_fills_the_reference_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000;
+        let main = dir.path().join("ETHUSDT.csv");
+        let reference = dir.path().join("BTCUSDT-1s.csv");
+        write_csv(&main, Timeframe::M1, start, 40, 2_000.0);
+        write_csv(&reference, Timeframe::S1, start, 40 * 60, 60_000.0);
+        let mut c = common(dir.path());
+        c.candles = main;
+        c.max_candles = None;
+        let (candles, base, symbol) = load(&c).unwrap();
+        let window = 8;
+        let without = dataset(&c, &symbol, &candles, base, window).unwrap();
+        c.reference = Some(reference);
+        let with = dataset(&c, &symbol, &candles, base, window).unwrap();
+        assert_eq!(with.len(), without.len());
+        assert!(!with.is_empty());
+        // The reference series is the last of the five: its channels are the row's tail.
+        let shape = with.rows.shape;
+        let row = shape.channels * shape.window;
+        let ref_len = shape.channels / crate::analysis::input::SERIES * shape.window;
+        let last = with.len() - 1;
+        let tail =
+            |ds: &CnnDataset| ds.rows.series[(last + 1) * row - ref_len..(last + 1) * row].to_vec();
+        assert!(tail(&without).iter().all(|&v| v == 0.0));
+        assert!(tail(&with).iter().any(|&v| v != 0.0));
+        // A reference file that is not 1 s candles is refused.
+        c.reference = Some(c.candles.clone());
+        assert!(matches!(
+            dataset(&c, &symbol, &candles, base, window),
+            Err(TrainAppError::ReferenceInterval(60_000))
         ));
     }
 }

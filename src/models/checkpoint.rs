@@ -192,12 +192,15 @@ pub struct SaveOutcome {
     pub removed: Vec<String>,
 }
 
+/// Checkpoints passed over, each with its id and the reason.
+type Skipped = Vec<(String, CheckpointError)>;
+
 /// Result of [`CheckpointManager::load_best`].
 #[derive(Debug)]
 pub struct LoadReport {
     /// The checkpoint now in the VarStore, if any was usable.
     pub loaded: Option<CheckpointMeta>,
-    /// Checkpoints passed over, best first, with the reason.
+    /// Checkpoints passed over with the reason: unreadable metadata first, then best first.
     pub skipped: Vec<(String, CheckpointError)>,
 }
 
@@ -206,7 +209,7 @@ pub struct LoadReport {
 pub struct ModelLoad<M> {
     /// The rebuilt model with its checkpoint, if any was usable.
     pub loaded: Option<(M, CheckpointMeta)>,
-    /// Checkpoints passed over, best first, with the reason.
+    /// Checkpoints passed over with the reason: unreadable metadata first, then best first.
     pub skipped: Vec<(String, CheckpointError)>,
 }
 
@@ -386,18 +389,26 @@ impl CheckpointManager {
         }
     }
 
-    /// Every readable checkpoint of this model, best first (ties: newest first).
+    /// Every readable checkpoint of this model, best first (ties: newest first); the loaders
+    /// report the unreadable ones in their `skipped`.
     pub fn list(&self) -> Result<Vec<CheckpointMeta>, CheckpointError> {
+        Ok(self.scan()?.0)
+    }
+
+    /// The readable checkpoints, best first, and the metadata files that could not be read
+    /// (by file stem, with the reason).
+    fn scan(&self) -> Result<(Vec<CheckpointMeta>, Skipped), CheckpointError> {
         let mut out = Vec::new();
+        let mut unreadable = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
             let path = entry.map_err(io_err(&self.dir))?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if name.starts_with(TMP_PREFIX) || !name.ends_with(".json") {
                 continue;
             }
-            // Unreadable metadata is left for load_best to report; listing skips it.
-            if let Ok(m) = read_meta(&path) {
-                out.push(m);
+            match read_meta(&path) {
+                Ok(m) => out.push(m),
+                Err(e) => unreadable.push((name.trim_end_matches(".json").to_string(), e)),
             }
         }
         out.sort_by(|a, b| {
@@ -405,7 +416,8 @@ impl CheckpointManager {
                 .then(b.created_ms.cmp(&a.created_ms))
                 .then(b.id.cmp(&a.id))
         });
-        Ok(out)
+        unreadable.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok((out, unreadable))
     }
 
     fn prune(&self) -> Result<Vec<String>, CheckpointError> {
@@ -492,8 +504,8 @@ impl CheckpointManager {
 
     /// Loads the best usable checkpoint, falling back past corrupt or mismatched ones.
     pub fn load_best(&self, vs: &mut VarStore) -> Result<LoadReport, CheckpointError> {
-        let mut skipped = Vec::new();
-        for m in self.list()? {
+        let (listed, mut skipped) = self.scan()?;
+        for m in listed {
             match self.load(&m, vs) {
                 Ok(()) => {
                     return Ok(LoadReport {
@@ -520,8 +532,8 @@ impl CheckpointManager {
         mut build: impl FnMut(C) -> Result<M, String>,
         vs_of: impl Fn(&mut M) -> &mut VarStore,
     ) -> Result<ModelLoad<M>, CheckpointError> {
-        let mut skipped = Vec::new();
-        for m in self.list()? {
+        let (listed, mut skipped) = self.scan()?;
+        for m in listed {
             let id = m.id.clone();
             if let Err(source) = check_layout(m.input_layout_version) {
                 skipped.push((
@@ -686,15 +698,20 @@ mod tests {
         assert_eq!(value(&vs), 3.0);
     }
 
+    /// Saves a checkpoint of loss 0.3 (weight 1) and a better one of loss 0.1 (weight 2);
+    /// returns the better one.
+    fn save_two(m: &CheckpointManager) -> SaveOutcome {
+        m.save(&store(1.0), &"test", metrics(0.3), DataRange::default())
+            .unwrap();
+        m.save(&store(2.0), &"test", metrics(0.1), DataRange::default())
+            .unwrap()
+    }
+
     #[test]
     fn corrupt_weights_fall_back_to_the_next_best() {
         let dir = tempfile::tempdir().unwrap();
         let m = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
-        m.save(&store(1.0), &"test", metrics(0.3), DataRange::default())
-            .unwrap();
-        let best = m
-            .save(&store(2.0), &"test", metrics(0.1), DataRange::default())
-            .unwrap();
+        let best = save_two(&m);
         let path = m.dir().join(&best.meta.weights_file);
         let mut bytes = fs::read(&path).unwrap();
         let last = bytes.len() - 1;
@@ -709,6 +726,28 @@ mod tests {
             report.skipped[0].1,
             CheckpointError::Checksum { .. }
         ));
+    }
+
+    #[test]
+    fn unreadable_metadata_is_reported_by_both_loaders() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = CheckpointManager::new(cfg(dir.path(), 5)).unwrap();
+        let best = save_two(&m);
+        let json = m.dir().join(format!("{}.json", best.meta.id));
+        fs::write(&json, b"{ not json").unwrap();
+        assert_eq!(m.list().unwrap().len(), 1);
+        let mut vs = store(0.0);
+        let report = m.load_best(&mut vs).unwrap();
+        assert_eq!(report.loaded.unwrap().metric(), 0.3);
+        assert_eq!(report.skipped.len(), 1);
+        assert_eq!(report.skipped[0].0, best.meta.id);
+        assert!(matches!(report.skipped[0].1, CheckpointError::Json { .. }));
+        let built = m
+            .load_best_model(|_: String| Ok(store(0.0)), |vs| vs)
+            .unwrap();
+        assert!(built.loaded.is_some());
+        assert_eq!(built.skipped.len(), 1);
+        assert!(matches!(built.skipped[0].1, CheckpointError::Json { .. }));
     }
 
     #[test]

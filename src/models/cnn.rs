@@ -1,11 +1,14 @@
-//! The pivot CNN: 1-D convolutions over time, a GRU, additive attention, and heads for the
-//! next pivot of each level, the trade action and a confidence.
+//! The pivot CNN: 1-D convolutions over time per series (grouped: each timeframe's and the
+//! reference symbol's candles are convolved on their own), a GRU that fuses the series,
+//! additive attention, and heads for the next pivot of each level, the trade action and a
+//! confidence.
 //!
 //! It reads the encoded `BaseDataInput` through [`ModelInput`] (candle series of every
 //! timeframe and of the reference symbol as channels, everything else as context) and
 //! predicts the next pivot of each level of one timeframe ([`CnnConfig::timeframe`]).
 
 use super::input::{Anchor, InputShape, ModelInput};
+use crate::analysis::input::SERIES;
 use crate::analysis::model_output::{
     self as mo, ActionValues, ModelOutput, PredictedPivot, Predictions, SwingKind,
 };
@@ -100,8 +103,12 @@ pub struct CnnConfig {
     pub input: InputShape,
     /// Timeframe whose pivots the heads predict.
     pub timeframe: Timeframe,
-    /// Convolution channels.
+    /// Convolution channels (a multiple of `series_groups`: each series gets an equal share).
     pub conv_channels: usize,
+    /// Convolution groups, one per input series ([`SERIES`]). Required in a checkpoint's
+    /// config, so checkpoints of the earlier convolutions over all series at once (which lack
+    /// it) are refused as incompatible instead of loading into the wrong shapes.
+    pub series_groups: usize,
     /// GRU hidden size.
     pub hidden: usize,
     /// Width of the dense trunk before the heads.
@@ -114,10 +121,25 @@ impl CnnConfig {
         Self {
             input,
             timeframe: Timeframe::M1,
-            conv_channels: 32,
+            conv_channels: 8 * SERIES,
+            series_groups: SERIES,
             hidden: 32,
             trunk: 64,
         }
+    }
+
+    /// Why these sizes cannot build a network, if they cannot (groups must divide both the
+    /// input channels and the convolution channels).
+    pub fn check(&self) -> Result<(), String> {
+        let g = self.series_groups;
+        if g == 0 || !self.input.channels.is_multiple_of(g) || !self.conv_channels.is_multiple_of(g)
+        {
+            return Err(format!(
+                "{} input and {} convolution channels do not split into {g} series groups",
+                self.input.channels, self.conv_channels
+            ));
+        }
+        Ok(())
     }
 
     /// Width of [`CnnOutput::state_features`].
@@ -190,14 +212,18 @@ impl PivotCnn {
         let h = cfg.hidden as i64;
         let f = cfg.input.context as i64;
         let tr = cfg.trunk as i64;
-        let pad = |k: i64| nn::ConvConfig {
+        // conv1 is grouped by series: a filter reads one timeframe's (or the reference's)
+        // features only. conv2 mixes the series' features (grouping it too lost the learning
+        // test's price margin); the GRU, the newest-frame layer and the trunk fuse further.
+        let pad = |k: i64, groups: usize| nn::ConvConfig {
             padding: k / 2,
+            groups: groups.max(1) as i64,
             ..Default::default()
         };
         Self {
             cfg,
-            conv1: nn::conv1d(p / "conv1", c, cc, 5, pad(5)),
-            conv2: nn::conv1d(p / "conv2", cc, cc, 3, pad(3)),
+            conv1: nn::conv1d(p / "conv1", c, cc, 5, pad(5, cfg.series_groups)),
+            conv2: nn::conv1d(p / "conv2", cc, cc, 3, pad(3, 1)),
             gru: nn::gru(p / "gru", cc, h, Default::default()),
             attn_w: nn::linear(p / "attn_w", h, h, Default::default()),
             attn_v: nn::linear(
@@ -479,7 +505,11 @@ mod tests {
         let out = m.infer(&x);
         assert_eq!(out.pivots.size(), vec![4, 5, 3]);
         assert_eq!(out.action_logits.size(), vec![4, 3]);
-        assert_eq!(out.conv_features.size(), vec![4, 32]);
+        assert_eq!(out.conv_features.size(), vec![4, 40]);
+        // One group per series: each filter reads the 7 features of a single series.
+        let vars = m.vs.variables();
+        assert_eq!(vars["conv1.weight"].size(), vec![40, 7, 5]);
+        assert_eq!(vars["conv2.weight"].size(), vec![40, 40, 3]);
         assert_eq!(out.rnn_hidden.size(), vec![4, 32]);
         assert_eq!(out.attention.size(), vec![4, 24]);
         assert_eq!(
@@ -494,7 +524,7 @@ mod tests {
             assert!((p.probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-5);
             assert!((0.0..=1.0).contains(&p.confidence));
             assert_eq!(p.pivots.len(), LEVELS);
-            assert_eq!((p.conv_features.len(), p.rnn_hidden.len()), (32, 32));
+            assert_eq!((p.conv_features.len(), p.rnn_hidden.len()), (40, 32));
         }
     }
 
@@ -531,7 +561,7 @@ mod tests {
         }
         let sum: f64 = o.predictions.probabilities.as_array().iter().sum();
         assert!((sum - 1.0).abs() < 1e-6);
-        assert_eq!(o.hidden_states["conv_features"].len(), 32);
+        assert_eq!(o.hidden_states["conv_features"].len(), 40);
         assert_eq!(o.hidden_states["gru_hidden"].len(), 32);
         let json = serde_json::to_string(&o).unwrap();
         assert!(json.contains("\"pivots\":[{\"timeframe\""), "{json}");
@@ -552,5 +582,51 @@ mod tests {
         assert_ne!(flat_f64(&a.infer(&x).pivots), before);
         b.copy_weights_from(&a.vs).unwrap();
         assert_eq!(flat_f64(&a.infer(&x).pivots), flat_f64(&b.infer(&x).pivots));
+    }
+
+    #[test]
+    fn checkpoints_of_the_ungrouped_convolutions_are_refused() {
+        use crate::models::checkpoint::{
+            CheckpointConfig, CheckpointError, CheckpointManager, DataRange, MetricGoal,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let ck = CheckpointManager::new(CheckpointConfig {
+            root: dir.path().to_path_buf(),
+            model_name: "pivot_cnn".into(),
+            keep: 5,
+            metric: "loss".into(),
+            goal: MetricGoal::Minimize,
+        })
+        .unwrap();
+        let cfg = CnnConfig::small(InputShape::encoded(8));
+        let old = CnnModel::new(cfg, Device::Cpu);
+        // The earlier network's config: the same sizes without the series groups.
+        let mut old_cfg = serde_json::to_value(cfg).unwrap();
+        old_cfg.as_object_mut().unwrap().remove("series_groups");
+        let metrics = BTreeMap::from([("loss".to_string(), 0.1)]);
+        ck.save(&old.vs, &old_cfg, metrics, DataRange::default())
+            .unwrap();
+        let got = ck
+            .load_best_model(
+                |c: CnnConfig| {
+                    c.check()?;
+                    Ok(CnnModel::new(c, Device::Cpu))
+                },
+                |m: &mut CnnModel| &mut m.vs,
+            )
+            .unwrap();
+        assert!(got.loaded.is_none());
+        assert!(
+            matches!(&got.skipped[0].1, CheckpointError::Config { message, .. }
+                if message.contains("series_groups")),
+            "{:?}",
+            got.skipped
+        );
+        let bad = CnnConfig {
+            conv_channels: 32,
+            ..cfg
+        };
+        assert!(bad.check().unwrap_err().contains("5 series groups"));
+        assert_eq!(cfg.check(), Ok(()));
     }
 }

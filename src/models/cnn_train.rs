@@ -670,15 +670,21 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_few_epochs_reduce_the_loss_and_report_progress() {
+    /// Samples of `n` generated candles (seed `seed`) and a fresh small CNN for them.
+    fn dataset_and_model(n: usize, seed: u64) -> (CnnDataset, CnnModel) {
         tch::set_num_threads(1);
         tch::manual_seed(0);
-        let ds = CnnDataset::build("ETHUSDT", &candles(500, 3), &[], &cfg()).unwrap();
-        let mut m = CnnModel::new(
+        let ds = CnnDataset::build("ETHUSDT", &candles(n, seed), &[], &cfg()).unwrap();
+        let m = CnnModel::new(
             super::super::cnn::CnnConfig::small(ds.rows.shape),
             Device::Cpu,
         );
+        (ds, m)
+    }
+
+    #[test]
+    fn a_few_epochs_reduce_the_loss_and_report_progress() {
+        let (ds, mut m) = dataset_and_model(500, 3);
         let (_, val) = ds.split(0.2);
         let rows: Vec<usize> = val.collect();
         let before = evaluate(&m, &ds, &rows, i64::MAX).loss;
@@ -696,5 +702,34 @@ mod tests {
             report.validation.loss
         );
         assert!(report.validation.levels[0].samples > 0);
+    }
+
+    #[test]
+    fn early_stopping_ends_after_patience_epochs_without_improvement() {
+        let (ds, mut m) = dataset_and_model(300, 5);
+        let weights = |m: &CnnModel| {
+            let mut v: Vec<(String, Vec<f64>)> =
+                m.vs.variables()
+                    .iter()
+                    .map(|(k, t)| (k.clone(), crate::models::cnn::flat_f64(t)))
+                    .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let start = weights(&m);
+        // With a zero learning rate the validation loss never improves after epoch 1, so
+        // training stops once `patience` further epochs have passed.
+        let cfg = CnnTrainConfig {
+            epochs: 10,
+            patience: 2,
+            lr: 0.0,
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        let report = train_cnn(&mut m, &ds, &cfg, &mut |p| seen.push(p.step)).unwrap();
+        assert_eq!(report.epochs_run, 3);
+        assert_eq!(report.best_epoch, 1);
+        assert_eq!(seen, vec![1, 2, 3]);
+        assert_eq!(start, weights(&m), "the kept weights are the starting ones");
     }
 }

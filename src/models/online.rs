@@ -6,17 +6,15 @@
 //! the anchor that turns a later pivot into a target ([`Anchor::target`]), so online examples
 //! are exactly what offline training would have built for the same input.
 
-use super::cnn::{CnnConfig, CnnModel};
+use super::cnn::CnnModel;
 use super::input::{Anchor, ModelInput, ModelRows, PivotTarget, timeframe_index};
 use crate::analysis::encoding::EncodedInput;
 use crate::analysis::input::BaseDataInput;
 use crate::analysis::pivots::{LEVELS, PivotPoint};
 use crate::market::types::Timeframe;
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, Sender};
-use std::thread::JoinHandle;
-use tch::nn::{self, OptimizerConfig};
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::nn;
+use tch::{Kind, Reduction, Tensor};
 
 /// One input kept for later labelling.
 #[derive(Debug, Clone, PartialEq)]
@@ -226,89 +224,16 @@ pub fn online_step(
     Some(loss.double_value(&[]))
 }
 
-/// A running online trainer: send examples in, receive weight snapshots out.
-#[derive(Debug)]
-pub struct OnlineTrainer {
-    examples: Option<Sender<Vec<OnlineExample>>>,
-    /// Snapshots published after each update (a fresh model holding a copy of the weights).
-    pub weights: Receiver<CnnModel>,
-    handle: JoinHandle<usize>,
-}
-
-impl OnlineTrainer {
-    /// Starts the trainer thread from `initial` weights (copied); it stops when `examples`
-    /// is dropped and returns the number of updates.
-    pub fn spawn(cfg: CnnConfig, initial: &nn::VarStore, lr: f64) -> Result<Self, tch::TchError> {
-        let mut model = CnnModel::new(cfg, Device::Cpu);
-        model.copy_weights_from(initial)?;
-        let (ex_tx, ex_rx) = std::sync::mpsc::channel::<Vec<OnlineExample>>();
-        let (w_tx, w_rx) = std::sync::mpsc::channel::<CnnModel>();
-        let handle = std::thread::Builder::new()
-            .name("mmtrader-online-cnn".into())
-            .spawn(move || {
-                let Ok(mut opt) = nn::Adam::default().build(&model.vs, lr) else {
-                    return 0;
-                };
-                let mut updates = 0;
-                while let Ok(batch) = ex_rx.recv() {
-                    if online_step(&model, &mut opt, &batch).is_none() {
-                        continue;
-                    }
-                    updates += 1;
-                    let mut snap = CnnModel::new(cfg, Device::Cpu);
-                    if snap.copy_weights_from(&model.vs).is_ok() && w_tx.send(snap).is_err() {
-                        break;
-                    }
-                }
-                updates
-            })
-            .map_err(|e| tch::TchError::Kind(format!("spawning the online trainer: {e}")))?;
-        Ok(Self {
-            examples: Some(ex_tx),
-            weights: w_rx,
-            handle,
-        })
-    }
-
-    /// Queues a batch of examples; false once the trainer is closed or gone.
-    pub fn send(&self, batch: Vec<OnlineExample>) -> bool {
-        self.examples
-            .as_ref()
-            .is_some_and(|tx| tx.send(batch).is_ok())
-    }
-
-    /// Stops accepting examples; the thread ends after the queued ones.
-    pub fn close(&mut self) {
-        self.examples = None;
-    }
-
-    /// Closes the example channel and waits for the thread; returns its update count.
-    pub fn finish(mut self) -> usize {
-        self.close();
-        self.handle.join().unwrap_or(0)
-    }
-}
-
-/// Installs the newest published snapshot into `live`, if one arrived; never blocks.
-pub fn adopt_latest(live: &mut CnnModel, weights: &Receiver<CnnModel>) -> bool {
-    let mut latest = None;
-    while let Ok(m) = weights.try_recv() {
-        latest = Some(m);
-    }
-    match latest {
-        Some(m) => live.copy_weights_from(&m.vs).is_ok(),
-        None => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::analysis::encoding::encode;
     use crate::analysis::input::InputConfig;
+    use crate::models::cnn::CnnConfig;
     use crate::models::input::InputShape;
     use crate::models::samples::replay_history;
-    use std::sync::mpsc::TryRecvError;
+    use tch::Device;
+    use tch::nn::OptimizerConfig;
 
     #[test]
     fn confirmed_pivot_labels_the_inputs_since_the_previous_one() {
@@ -357,14 +282,13 @@ mod tests {
     }
 
     #[test]
-    fn inference_keeps_answering_while_the_trainer_runs() {
+    fn an_online_step_trains_only_on_rows_of_the_models_shape() {
         tch::set_num_threads(1);
         tch::manual_seed(4);
         let shape = InputShape::encoded(8);
-        let cfg = CnnConfig::small(shape);
-        let mut live = CnnModel::new(cfg, Device::Cpu);
-        let before = crate::models::cnn::flat_f64(&live.vs.variables()["pivot_head.weight"]);
-        let mut trainer = OnlineTrainer::spawn(cfg, &live.vs, 1e-2).unwrap();
+        let model = CnnModel::new(CnnConfig::small(shape), Device::Cpu);
+        let mut opt = nn::Adam::default().build(&model.vs, 1e-2).unwrap();
+        let before = crate::models::cnn::flat_f64(&model.vs.variables()["pivot_head.weight"]);
         let ex = OnlineExample {
             input: RecentInput {
                 t_ms: 60_000,
@@ -384,37 +308,17 @@ mod tests {
                 high: true,
             },
         };
-        for _ in 0..20 {
-            assert!(trainer.send(vec![ex.clone(); 8]));
-        }
-        trainer.close();
-        let x = ModelInput {
-            series: Tensor::zeros(
-                [1, shape.channels as i64, shape.window as i64],
-                (Kind::Float, Device::Cpu),
-            ),
-            context: Tensor::zeros([1, shape.context as i64], (Kind::Float, Device::Cpu)),
-        };
-        // Inference runs on its own model and answers between hand-offs; adopting a snapshot
-        // is a copy, so it never waits for a training step.
-        let mut answers = 0;
-        let mut adopted = 0;
-        loop {
-            assert_eq!(live.predict(&x).len(), 1);
-            answers += 1;
-            match trainer.weights.try_recv() {
-                Ok(snap) => {
-                    live.copy_weights_from(&snap.vs).unwrap();
-                    adopted += 1;
-                }
-                Err(TryRecvError::Empty) => {}
-                Err(TryRecvError::Disconnected) => break,
-            }
-        }
-        assert_eq!(trainer.finish(), 20);
-        assert_eq!(adopted, 20);
-        assert!(answers > adopted);
-        let after = crate::models::cnn::flat_f64(&live.vs.variables()["pivot_head.weight"]);
-        assert_ne!(before, after, "trained weights reached the inference model");
+        let mut wrong = ex.clone();
+        wrong.input.series.pop();
+        assert_eq!(online_step(&model, &mut opt, &[wrong]), None);
+        assert_eq!(online_step(&model, &mut opt, &[]), None);
+        assert_eq!(
+            before,
+            crate::models::cnn::flat_f64(&model.vs.variables()["pivot_head.weight"])
+        );
+        let loss = online_step(&model, &mut opt, &vec![ex; 8]).unwrap();
+        assert!(loss.is_finite() && loss > 0.0, "{loss}");
+        let after = crate::models::cnn::flat_f64(&model.vs.variables()["pivot_head.weight"]);
+        assert_ne!(before, after, "the step changed the weights");
     }
 }

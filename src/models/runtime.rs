@@ -633,6 +633,7 @@ impl Shared {
                 if c.input != InputShape::encoded(c.input.window) {
                     return Err(format!("input shape {:?} is not this layout's", c.input));
                 }
+                c.check()?;
                 Ok(CnnModel::new(c, device))
             },
             |m: &mut CnnModel| &mut m.vs,

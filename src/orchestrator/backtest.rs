@@ -21,8 +21,10 @@
 //! benchmark buys `position_fraction` of the starting equity at the first close.
 //!
 //! **Batching.** When no expert reads earlier outputs, inputs are built `batch` candles ahead
-//! and inferred together; decisions do not depend on the account, so this gives the same
-//! decisions and trades as stepping one candle at a time.
+//! and the experts compute what does not depend on the account for all of them at once (the
+//! CNN); the steps then run one by one, and after each the experts are told the position its
+//! fills left, which the next step's DQN state holds. This gives the same decisions and
+//! trades as stepping one candle at a time.
 
 use std::collections::BTreeMap;
 
@@ -493,15 +495,12 @@ pub fn run(
                 .map_err(|source| BacktestError::Candle { index, source })?;
             inputs.push(feed.input(engine.store().outputs(), t));
         }
-        let reports = if batch == 1 {
-            inputs
-                .into_iter()
-                .map(|x| engine.step(x))
-                .collect::<Vec<_>>()
-        } else {
-            engine.step_batch(inputs)
-        };
-        for (c, r) in spec.candles[i..upto].iter().zip(reports) {
+        if batch > 1 {
+            engine.prefetch(&inputs);
+        }
+        // Steps run one by one so each sees the position the earlier steps' fills left.
+        for (c, x) in spec.candles[i..upto].iter().zip(inputs) {
+            let r = engine.step(x);
             let t = close_of(c);
             let d = &r.decision;
             hold.portfolio.mark(spec.symbol, c.close);
@@ -578,6 +577,8 @@ pub fn run(
             if !desk.paper.portfolio().qty(spec.symbol).is_zero() {
                 exposed += 1;
             }
+            let direction = desk.paper.portfolio().qty(spec.symbol).raw().signum() as i8;
+            engine.observe_position(spec.symbol, direction);
             equity.push((t, desk.paper.equity().to_f64()));
             benchmark.push((t, hold.portfolio.equity().to_f64()));
             decisions.push(DecisionRecord::from(d));

@@ -227,6 +227,24 @@ impl Coordinator {
         self.slots.iter().any(|s| s.uses_last_predictions)
     }
 
+    /// Lets every inline expert compute ahead the account-independent part of `inputs`.
+    pub fn prefetch(&mut self, inputs: &[&BaseDataInput]) {
+        for slot in &mut self.slots {
+            if let Runner::Inline(expert) = &mut slot.runner {
+                expert.prefetch(inputs);
+            }
+        }
+    }
+
+    /// Tells every inline expert the account's position direction in `symbol`.
+    pub fn observe_position(&mut self, symbol: &str, direction: i8) {
+        for slot in &mut self.slots {
+            if let Runner::Inline(expert) = &mut slot.runner {
+                expert.observe_position(symbol, direction);
+            }
+        }
+    }
+
     /// Runs one step on `input`.
     pub fn step(&mut self, input: Arc<BaseDataInput>) -> StepOutputs {
         self.step += 1;

@@ -271,6 +271,18 @@ impl Engine {
             .collect()
     }
 
+    /// Lets the experts compute ahead what of `inputs` does not depend on the account; the
+    /// caller then steps them one by one with [`Self::step`].
+    pub fn prefetch(&mut self, inputs: &[BaseDataInput]) {
+        let refs: Vec<&BaseDataInput> = inputs.iter().collect();
+        self.coordinator.prefetch(&refs);
+    }
+
+    /// Tells the experts the account's position direction in `symbol` (−1, 0, 1).
+    pub fn observe_position(&mut self, symbol: &str, direction: i8) {
+        self.coordinator.observe_position(symbol, direction);
+    }
+
     fn prepare(&mut self, mut input: BaseDataInput) -> Arc<BaseDataInput> {
         input.last_predictions = self
             .store

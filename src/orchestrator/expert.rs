@@ -92,6 +92,15 @@ pub trait Expert: Send {
     ) -> Vec<Result<ModelOutput, ExpertError>> {
         steps.iter().map(|(i, u)| self.infer(i, u)).collect()
     }
+
+    /// Computes ahead, in one batch, the part of the coming steps on `inputs` that does not
+    /// depend on the account (a backtest then steps them one by one, each seeing the position
+    /// the earlier steps' fills left); later [`Self::infer`] calls must answer as without it.
+    fn prefetch(&mut self, _inputs: &[&BaseDataInput]) {}
+
+    /// The account's position in `symbol` is now `direction` (−1 short, 0 flat, 1 long):
+    /// experts whose state holds the position (the DQN) use it from the next step on.
+    fn observe_position(&mut self, _symbol: &str, _direction: i8) {}
 }
 
 impl Expert for Box<dyn Expert> {
@@ -116,6 +125,12 @@ impl Expert for Box<dyn Expert> {
         steps: &[(&BaseDataInput, &Upstream)],
     ) -> Vec<Result<ModelOutput, ExpertError>> {
         (**self).infer_batch(steps)
+    }
+    fn prefetch(&mut self, inputs: &[&BaseDataInput]) {
+        (**self).prefetch(inputs)
+    }
+    fn observe_position(&mut self, symbol: &str, direction: i8) {
+        (**self).observe_position(symbol, direction)
     }
 }
 

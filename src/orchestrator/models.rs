@@ -14,6 +14,11 @@
 //! `last_predictions` (empty), so steps do not depend on each other and backtests may batch
 //! them; with `true` they see them and steps run in time order.
 //!
+//! **Position.** The DQN's state ends with the account's position in the symbol, as the
+//! backtest reports it after each step's fills ([`Expert::observe_position`]). The CNN does
+//! not depend on it, so a backtest computes the CNN for a batch ahead ([`Expert::prefetch`])
+//! and then runs the DQN step by step with the position of that moment.
+//!
 //! **Walk-forward.** [`ModelFolds`] trains fresh models on each fold's train window (the only
 //! candles walk-forward hands it) and tests with exactly those weights.
 
@@ -37,7 +42,7 @@ use crate::models::dqn::{DqnAgent, DqnError};
 use crate::models::env::{EnvConfig, EnvError, TradingEnv};
 use crate::models::input::{Anchor, InputShape, ModelRows};
 use crate::models::rl_train::{
-    RlTrainConfig, agent_config, market_features, market_width, rl_features, train_dqn,
+    RlTrainConfig, agent_config, market_features, rl_features, train_dqn,
 };
 use crate::models::runtime::{InferenceCore, spec_for};
 
@@ -83,6 +88,13 @@ impl InvalidLog {
     }
 }
 
+/// A step's account-independent part: the CNN's output and the DQN's state without the
+/// position.
+struct Prepared {
+    cnn: ModelOutput,
+    state: Vec<f32>,
+}
+
 /// The models and the DQN outputs waiting for their expert.
 struct Shared {
     core: InferenceCore,
@@ -92,18 +104,23 @@ struct Shared {
     see_last_predictions: bool,
     /// DQN outputs of the newest CNN pass, by (symbol, time).
     pending: BTreeMap<(Symbol, i64), Result<ModelOutput, ExpertError>>,
+    /// CNN passes computed ahead by [`Expert::prefetch`], by (symbol, time).
+    prefetched: BTreeMap<(Symbol, i64), Result<Prepared, ExpertError>>,
+    /// The account's position direction per symbol, as last observed.
+    positions: BTreeMap<Symbol, i8>,
 }
 
 fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn key(input: &BaseDataInput) -> (Symbol, i64) {
+    (input.symbol.clone(), input.timestamp_ms)
+}
+
 impl Shared {
-    /// `[cnn, dqn]` outputs per input, in one batch.
-    fn run(
-        &self,
-        inputs: &[&BaseDataInput],
-    ) -> Vec<Result<(ModelOutput, ModelOutput), ExpertError>> {
+    /// The CNN pass (in one batch) and the DQN's state without the position, per input.
+    fn prepare(&self, inputs: &[&BaseDataInput]) -> Vec<Result<Prepared, ExpertError>> {
         let cnn_cfg = self.core.cnn.net.config();
         let mut rows = ModelRows::new(cnn_cfg.input);
         let mut market = Vec::new();
@@ -136,7 +153,7 @@ impl Shared {
             });
             match pushed {
                 Ok(enc) => {
-                    market.extend(market_features(
+                    market.push(market_features(
                         &enc,
                         self.core.spec.timeframe,
                         self.core.spec.recent,
@@ -153,21 +170,21 @@ impl Shared {
         let device = self.core.cnn.vs.device();
         let out: CnnOutput = self.core.cnn.infer(&rows.all(device));
         let preds = predictions(&out);
-        let n = valid.len() as i64;
-        let mut parts = vec![
-            Tensor::from_slice(&market)
-                .view([n, market_width(self.core.spec.recent) as i64])
-                .to_device(device),
-        ];
-        if self.core.spec.cnn_features > 0 {
-            parts.push(out.state_features().to_device(device));
-        }
-        // The experts do not see the account: the DQN is asked as if flat, so decisions do not
-        // depend on fills (and backtest batches equal single steps).
-        parts.push(Tensor::zeros([n, 1], (tch::Kind::Float, device)));
-        let decisions = self.core.dqn.decide_batch(&Tensor::cat(&parts, 1));
-        for (k, &i) in valid.iter().enumerate() {
+        let cnn_state = if self.core.spec.cnn_features > 0 {
+            Vec::<f32>::try_from(
+                &out.state_features()
+                    .to_device(Device::Cpu)
+                    .contiguous()
+                    .view([-1]),
+            )
+            .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let cw = cnn_state.len() / valid.len();
+        for ((k, &i), mut state) in valid.iter().enumerate().zip(market) {
             let input = inputs[i];
+            state.extend_from_slice(&cnn_state[k * cw..(k + 1) * cw]);
             let cnn = preds[k].to_model_output(
                 &self.core.names.0,
                 &input.symbol,
@@ -175,34 +192,105 @@ impl Shared {
                 Anchor::of(input, cnn_cfg.timeframe).as_ref(),
                 BTreeMap::new(),
             );
-            let dqn = decisions[k].to_model_output(
-                &self.core.names.1,
-                &input.symbol,
-                input.timestamp_ms,
-                BTreeMap::new(),
-            );
-            answers[i] = Ok((cnn, dqn));
+            answers[i] = Ok(Prepared { cnn, state });
         }
         answers
     }
 
+    /// The DQN's outputs on prepared steps, each state ending with the symbol's observed
+    /// position (the one the training environment's state holds).
+    fn decide(&self, inputs: &[&BaseDataInput], prepared: &[&Prepared]) -> Vec<ModelOutput> {
+        if prepared.is_empty() {
+            return Vec::new();
+        }
+        let device = self.core.dqn.vs.device();
+        let width = prepared[0].state.len() + 1;
+        let mut states = Vec::with_capacity(prepared.len() * width);
+        for (input, p) in inputs.iter().zip(prepared) {
+            states.extend_from_slice(&p.state);
+            states.push(f32::from(
+                self.positions
+                    .get(&input.symbol)
+                    .copied()
+                    .unwrap_or(0)
+                    .clamp(-1, 1),
+            ));
+        }
+        let states = Tensor::from_slice(&states)
+            .view([prepared.len() as i64, width as i64])
+            .to_device(device);
+        self.core
+            .dqn
+            .decide_batch(&states)
+            .iter()
+            .zip(inputs)
+            .map(|(d, input)| {
+                d.to_model_output(
+                    &self.core.names.1,
+                    &input.symbol,
+                    input.timestamp_ms,
+                    BTreeMap::new(),
+                )
+            })
+            .collect()
+    }
+
+    /// Computes the CNN passes of `inputs` ahead (only when steps do not read earlier
+    /// outputs, so a pass does not depend on the steps before it).
+    fn prefetch(&mut self, inputs: &[&BaseDataInput]) {
+        self.prefetched.clear();
+        if self.see_last_predictions {
+            return;
+        }
+        let prepared = self.prepare(inputs);
+        for (input, p) in inputs.iter().zip(prepared) {
+            self.prefetched.insert(key(input), p);
+        }
+    }
+
     fn infer_cnn(&mut self, inputs: &[&BaseDataInput]) -> Vec<Result<ModelOutput, ExpertError>> {
-        let results = self.run(inputs);
+        let mut ready: Vec<Option<Result<Prepared, ExpertError>>> = inputs
+            .iter()
+            .map(|input| self.prefetched.remove(&key(input)))
+            .collect();
+        let missing: Vec<&BaseDataInput> = inputs
+            .iter()
+            .zip(&ready)
+            .filter(|(_, r)| r.is_none())
+            .map(|(input, _)| *input)
+            .collect();
+        let mut computed = self.prepare(&missing).into_iter();
+        let ready: Vec<Result<Prepared, ExpertError>> = ready
+            .iter_mut()
+            .map(|r| {
+                r.take().unwrap_or_else(|| {
+                    computed
+                        .next()
+                        .unwrap_or_else(|| Err(ExpertError::Model("no answer".into())))
+                })
+            })
+            .collect();
+        let (ok_inputs, ok): (Vec<&BaseDataInput>, Vec<&Prepared>) = inputs
+            .iter()
+            .zip(&ready)
+            .filter_map(|(input, r)| r.as_ref().ok().map(|p| (*input, p)))
+            .unzip();
+        let mut dqn = self.decide(&ok_inputs, &ok).into_iter();
         self.pending.clear();
         inputs
             .iter()
-            .zip(results)
-            .map(|(input, r)| {
-                let key = (input.symbol.clone(), input.timestamp_ms);
-                match r {
-                    Ok((cnn, dqn)) => {
-                        self.pending.insert(key, Ok(dqn));
-                        Ok(cnn)
-                    }
-                    Err(e) => {
-                        self.pending.insert(key, Err(e.clone()));
-                        Err(e)
-                    }
+            .zip(ready)
+            .map(|(input, r)| match r {
+                Ok(p) => {
+                    let out = dqn
+                        .next()
+                        .ok_or_else(|| ExpertError::Model("no DQN output".into()));
+                    self.pending.insert(key(input), out);
+                    Ok(p.cnn)
+                }
+                Err(e) => {
+                    self.pending.insert(key(input), Err(e.clone()));
+                    Err(e)
                 }
             })
             .collect()
@@ -266,6 +354,8 @@ pub fn model_experts_with(
         input_cfg,
         see_last_predictions,
         pending: BTreeMap::new(),
+        prefetched: BTreeMap::new(),
+        positions: BTreeMap::new(),
     }));
     (
         CnnExpert {
@@ -302,6 +392,16 @@ impl Expert for CnnExpert {
     ) -> Vec<Result<ModelOutput, ExpertError>> {
         let inputs: Vec<&BaseDataInput> = steps.iter().map(|(i, _)| *i).collect();
         lock(&self.shared).infer_cnn(&inputs)
+    }
+
+    fn prefetch(&mut self, inputs: &[&BaseDataInput]) {
+        lock(&self.shared).prefetch(inputs);
+    }
+
+    fn observe_position(&mut self, symbol: &str, direction: i8) {
+        lock(&self.shared)
+            .positions
+            .insert(symbol.to_string(), direction);
     }
 }
 
