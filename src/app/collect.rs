@@ -53,12 +53,16 @@ pub fn run(config: Config, args: CollectArgs) -> Result<i32, Failure> {
         feed.set_printer(collector.tap(&symbols, config.buffers.depth_buffer));
         // Followed venues' trades and tops go to the same sinks, tagged with the venue.
         let mut venue_records = super::venues::VenueRecorder::new(&config);
-        let (trades, fanout) = (venue_records.clone(), collector.fanout().clone());
-        feed.set_venue_printer(Box::new(move |venue, ev| {
-            if let Some(r) = trades.trade(venue, ev) {
-                fanout.send(r);
-            }
-        }));
+        if !config.venues.follow.is_empty() {
+            // The printer holds a sink sender: the feed must be dropped before the sinks can
+            // drain and shut down (below).
+            let (trades, fanout) = (venue_records.clone(), collector.fanout().clone());
+            feed.set_venue_printer(Box::new(move |venue, ev| {
+                if let Some(r) = trades.trade(venue, ev) {
+                    fanout.send(r);
+                }
+            }));
+        }
         let api: Option<ApiHandle> = if config.api.enabled {
             let handle = serve(
                 &config.api.bind,
@@ -108,6 +112,7 @@ pub fn run(config: Config, args: CollectArgs) -> Result<i32, Failure> {
             }
         };
         feed.stop().await;
+        drop(feed);
         collector.on_snapshot(&snapshots.borrow().clone());
         let report = collector.shutdown().await.map_err(Failure::runtime)?;
         println!(
