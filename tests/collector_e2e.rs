@@ -4,6 +4,7 @@
 
 #[path = "common/servers.rs"]
 mod servers;
+mod venues_common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -323,4 +324,57 @@ async fn the_collect_command_stores_and_refuses_an_open_bind_without_a_token() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not a loopback address"), "{stderr}");
+}
+
+/// `collect` following a venue: the venue's trades and book tops are stored under its name
+/// beside the primary's, and the command still shuts down when its duration is up (the venue
+/// path holds a sender of the sinks, which must be gone before they can drain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_stores_the_trades_and_tops_of_followed_venues() {
+    let pg = PgServer::start();
+    let redis = RedisServer::start();
+    let bybit = venues_common::VenueServer::start("BYBIT.ws.25.0").await;
+    let dir = tempfile::tempdir().unwrap();
+    // Bybit's recording has ETHUSDT; its books stay usable for the whole run.
+    let config = format!(
+        "[venues]\nfollow = [\"bybit\"]\nstale_after_ms = 600000\n\n\
+         [venues.endpoints.bybit]\nws = \"{}\"\nrest = \"http://127.0.0.1:9\"\n",
+        bybit.url
+    );
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
+    let env = vec![
+        ("MMTRADER_COLLECTOR__DATABASE_URL", pg.url()),
+        ("MMTRADER_COLLECTOR__REDIS_URL", redis.url()),
+        ("MMTRADER_API__BIND", "127.0.0.1:0".to_string()),
+        ("MMTRADER_DATA__BACKFILL_FRAMES", "10".to_string()),
+    ];
+    let d = dir.path().to_path_buf();
+    let out =
+        tokio::task::spawn_blocking(move || mmtrader(&d, &env, &["collect", "--duration", "6"]))
+            .await
+            .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = connect(&pg.url(), Duration::from_secs(5)).await.unwrap();
+    let count = |sql: &'static str| {
+        let db = &db;
+        async move { db.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    let venue_trades = count("SELECT count(*) FROM trades WHERE exchange = 'bybit'").await;
+    let own_trades = count("SELECT count(*) FROM trades WHERE exchange <> 'bybit'").await;
+    let venue_tops = count("SELECT count(*) FROM book_top WHERE exchange = 'bybit'").await;
+    assert!(
+        venue_trades > 0 && own_trades > 0 && venue_tops > 0,
+        "bybit trades {venue_trades}, primary trades {own_trades}, bybit tops {venue_tops}"
+    );
+    let symbols: i64 =
+        count("SELECT count(*) FROM trades WHERE exchange = 'bybit' AND symbol <> 'ETHUSDT'").await;
+    assert_eq!(
+        symbols, 0,
+        "venue trades are stored under the desk's symbol"
+    );
 }

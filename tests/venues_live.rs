@@ -9,80 +9,15 @@ mod venues_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use mmtrader::app::pipeline::{Endpoints, FeedProcess};
 use mmtrader::app::venues::{VenueEndpoint, VenuesConfig};
 use mmtrader::config::Config;
 use mmtrader::feeds::aggregate::Skipped;
 use mmtrader::feeds::health::LinkState;
 use mmtrader::feeds::normalized::Venue;
-use mmtrader::feeds::raw_replay::{CaptureLine, Payload, parse_capture_line};
 use mmtrader::market::snapshot::MarketSnapshot;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message;
-use venues_common::{capture, lines};
-
-/// A loopback venue: replays the recorded frames to every connection, then stays open (the
-/// client's messages are read and ignored) until killed.
-struct VenueServer {
-    url: String,
-    kill: watch::Sender<bool>,
-}
-
-impl VenueServer {
-    async fn start(file: &str) -> Self {
-        let frames: Arc<Vec<Message>> = Arc::new(
-            lines(&capture(file))
-                .iter()
-                .filter_map(|l| match parse_capture_line(l).ok()? {
-                    CaptureLine::Received { payload, .. } => Some(match payload {
-                        Payload::Text(t) => Message::text(t),
-                        Payload::Binary(b) => Message::binary(b),
-                    }),
-                    _ => None,
-                })
-                .collect(),
-        );
-        assert!(!frames.is_empty(), "{file}: no received frames");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}/", listener.local_addr().unwrap());
-        let (kill, killed) = watch::channel(false);
-        let mut accept_killed = killed.clone();
-        tokio::spawn(async move {
-            loop {
-                let tcp = tokio::select! {
-                    r = listener.accept() => match r { Ok((tcp, _)) => tcp, Err(_) => return },
-                    _ = accept_killed.changed() => return,
-                };
-                let (frames, mut conn_killed) = (frames.clone(), killed.clone());
-                tokio::spawn(async move {
-                    let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
-                        return;
-                    };
-                    let (mut tx, mut rx) = ws.split();
-                    let serve = async {
-                        for f in frames.iter() {
-                            if tx.send(f.clone()).await.is_err() {
-                                return;
-                            }
-                        }
-                        while let Some(Ok(_)) = rx.next().await {}
-                    };
-                    // Dropping the socket on a kill is an abrupt loss, as when a server dies.
-                    tokio::select! {
-                        _ = serve => {}
-                        _ = conn_killed.changed() => {}
-                    }
-                });
-            }
-        });
-        Self { url, kill }
-    }
-
-    fn kill(&self) {
-        let _ = self.kill.send(true);
-    }
-}
+use venues_common::VenueServer;
 
 async fn wait_until(
     rx: &mut watch::Receiver<Arc<MarketSnapshot>>,
