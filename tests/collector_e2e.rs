@@ -272,28 +272,35 @@ fn mmtrader(dir: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> std
     cmd.output().expect("mmtrader could not be started")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_collect_command_stores_and_refuses_an_open_bind_without_a_token() {
-    let pg = PgServer::start();
-    let redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
+/// Runs `mmtrader collect --duration 6` in `dir` into the given servers; returns its stdout
+/// after checking it exited successfully.
+async fn collect_six_seconds(pg: &PgServer, redis: &RedisServer, dir: &std::path::Path) -> String {
     let env = vec![
         ("MMTRADER_COLLECTOR__DATABASE_URL", pg.url()),
         ("MMTRADER_COLLECTOR__REDIS_URL", redis.url()),
         ("MMTRADER_API__BIND", "127.0.0.1:0".to_string()),
         ("MMTRADER_DATA__BACKFILL_FRAMES", "10".to_string()),
     ];
-    let d = dir.path().to_path_buf();
+    let d = dir.to_path_buf();
     let out =
         tokio::task::spawn_blocking(move || mmtrader(&d, &env, &["collect", "--duration", "6"]))
             .await
             .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collect_command_stores_and_refuses_an_open_bind_without_a_token() {
+    let pg = PgServer::start();
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = collect_six_seconds(&pg, &redis, dir.path()).await;
     assert!(
         stdout.contains("collect: api on http://127.0.0.1:"),
         "{stdout}"
@@ -342,23 +349,8 @@ async fn collect_stores_the_trades_and_tops_of_followed_venues() {
         bybit.url
     );
     std::fs::write(dir.path().join("config.toml"), config).unwrap();
-    let env = vec![
-        ("MMTRADER_COLLECTOR__DATABASE_URL", pg.url()),
-        ("MMTRADER_COLLECTOR__REDIS_URL", redis.url()),
-        ("MMTRADER_API__BIND", "127.0.0.1:0".to_string()),
-        ("MMTRADER_DATA__BACKFILL_FRAMES", "10".to_string()),
-    ];
-    let d = dir.path().to_path_buf();
-    let out =
-        tokio::task::spawn_blocking(move || mmtrader(&d, &env, &["collect", "--duration", "6"]))
-            .await
-            .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = collect_six_seconds(&pg, &redis, dir.path()).await;
+    assert!(stdout.contains("0 rows left in spill files"), "{stdout}");
     let db = connect(&pg.url(), Duration::from_secs(5)).await.unwrap();
     let count = |sql: &'static str| {
         let db = &db;
