@@ -967,3 +967,59 @@ async fn reconciliation_resubmits_unsent_intents_adopts_lost_events_and_cancels_
     assert_eq!(s, Default::default());
     sim.shutdown().await;
 }
+
+/// The MEXC executor speaks MEXC's dialect to the simulator, which accepts it (its key header,
+/// IOC and FOK as order types): immediate orders fill or expire, a resting order is listed and
+/// canceled, and the fills are in the account's trades, which is how MEXC fills are learned.
+#[tokio::test]
+async fn the_mexc_client_trades_against_the_simulator_in_its_own_dialect() {
+    let sim = sim().await;
+    let c = mmtrader::exec::mexc_spot::client(
+        cfg(&sim, 5000),
+        Credentials {
+            api_key: DEFAULT_API_KEY.into(),
+            secret: Secret::new(DEFAULT_SECRET),
+        },
+    )
+    .unwrap();
+    assert_eq!(c.rest().dialect().key_header, "X-MEXC-APIKEY");
+    c.rest().sync_time().await.unwrap();
+    assert_eq!(c.load_instruments().await.unwrap(), 2);
+    let (bid, ask) = top(&sim).await;
+    let limit = |side, qty, price, tif, id| spec(side, qty, OrderKind::Limit { price, tif }, id);
+    // Through the ask, IMMEDIATE_OR_CANCEL fills at once.
+    let above = ask + Price::parse("50").unwrap();
+    let ioc = c
+        .place(&limit(Side::Buy, "0.05", above, Tif::Ioc, "mx-ioc"))
+        .await
+        .unwrap();
+    assert_eq!(ioc.status, Some(OrderState::Filled), "{ioc:?}");
+    assert_eq!(ioc.executed_qty, q("0.05"));
+    // FILL_OR_KILL far below the ask cannot fill: it expires with nothing done.
+    let below = bid - Price::parse("100").unwrap();
+    let fok = c
+        .place(&limit(Side::Buy, "0.05", below, Tif::Fok, "mx-fok"))
+        .await
+        .unwrap();
+    assert_eq!(fok.status, Some(OrderState::Expired), "{fok:?}");
+    assert_eq!(fok.executed_qty, Qty::ZERO);
+    // A plain LIMIT rests, is listed, and is canceled.
+    let rest = c
+        .place(&limit(Side::Buy, "0.05", below, Tif::Gtc, "mx-gtc"))
+        .await
+        .unwrap();
+    assert_eq!(rest.status, Some(OrderState::New));
+    let open = c.open_orders(Some(SYM)).await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].client_order_id, "mx-gtc");
+    let canceled = c.cancel(SYM, "mx-gtc").await.unwrap();
+    assert_eq!(canceled.status, Some(OrderState::Canceled));
+    assert_eq!(
+        c.query(SYM, "mx-ioc").await.unwrap().status,
+        Some(OrderState::Filled)
+    );
+    let trades = c.my_trades(SYM, Some(&ioc.order_id)).await.unwrap();
+    let filled: Qty = trades.iter().fold(Qty::ZERO, |a, t| a + t.qty);
+    assert_eq!(filled, q("0.05"));
+    sim.shutdown().await;
+}

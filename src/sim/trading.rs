@@ -2,7 +2,8 @@
 //! keys and the user-data websocket, over the [`matching`](super::matching) engine.
 //!
 //! Signed requests are checked like Binance checks them: the account comes from the
-//! `X-MBX-APIKEY` header, the signature is HMAC-SHA256 over the exact query string followed by
+//! `X-MBX-APIKEY` header (or MEXC's `X-MEXC-APIKEY`, whose requests are read in MEXC's spelling:
+//! IOC and FOK as order types, no time in force), the signature is HMAC-SHA256 over the exact query string followed by
 //! the exact body (the `signature` pair removed), and the `timestamp` must fall in
 //! `[serverTime - recvWindow, serverTime + 1000)`. Tests can skew the server clock and inject
 //! order-entry faults (a lost response, a 5xx before or after the order reached the engine).
@@ -305,6 +306,34 @@ fn book_levels(model: &MarketModel, sym: usize) -> (Vec<Level>, Vec<Level>) {
 pub(crate) struct Signed {
     account: usize,
     params: HashMap<String, String>,
+    dialect: Dialect,
+}
+
+/// Whose spelling of the spot v3 protocol a request uses. MEXC's spot v3 is Binance's with its
+/// own key header and order types; speaking both lets the MEXC executor run against the
+/// simulator too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Binance,
+    Mexc,
+}
+
+impl Dialect {
+    fn key_header(self) -> &'static str {
+        match self {
+            Dialect::Binance => "x-mbx-apikey",
+            Dialect::Mexc => "x-mexc-apikey",
+        }
+    }
+}
+
+/// A request in MEXC's dialect carries MEXC's key header.
+fn dialect_of(headers: &HeaderMap) -> Dialect {
+    if headers.contains_key(Dialect::Mexc.key_header()) {
+        Dialect::Mexc
+    } else {
+        Dialect::Binance
+    }
 }
 
 /// The raw query and body of a request, as a signature covers them. Binance reads no body on
@@ -370,7 +399,7 @@ fn unauthorized() -> ApiError {
 
 fn api_key_account(t: &Trading, headers: &HeaderMap) -> Result<usize, ApiError> {
     let key = headers
-        .get("x-mbx-apikey")
+        .get(dialect_of(headers).key_header())
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| rejected(-2014, "API-key format invalid."))?;
     t.cfg.account_of_key(key).ok_or_else(unauthorized)
@@ -438,7 +467,11 @@ fn authenticate(
             "Timestamp for this request is outside of the recvWindow.",
         ));
     }
-    Ok(Signed { account, params })
+    Ok(Signed {
+        account,
+        params,
+        dialect: dialect_of(headers),
+    })
 }
 
 fn unknown_listen_key() -> ApiError {
@@ -517,7 +550,11 @@ pub async fn time(State(s): State<Arc<Shared>>) -> Response {
 /// `POST /api/v3/order`.
 pub(crate) async fn post_order(
     State(s): State<Arc<Shared>>,
-    Signed { account, params }: Signed,
+    Signed {
+        account,
+        params,
+        dialect,
+    }: Signed,
 ) -> Result<Response, ApiError> {
     let t = &s.trading;
     let fault = t
@@ -539,14 +576,37 @@ pub(crate) async fn post_order(
         Some(_) => return Err(rejected(-1117, "Invalid side.")),
         None => return Err(ApiError::mandatory("side")),
     };
-    let kind = match params.get("type") {
-        None => return Err(ApiError::mandatory("type")),
-        Some(v) => OrderType::parse(v).ok_or_else(|| rejected(-1116, "Invalid orderType."))?,
+    let Some(v) = params.get("type").map(String::as_str) else {
+        return Err(ApiError::mandatory("type"));
     };
-    let tif = match params.get("timeInForce") {
-        None => None,
-        Some(v) => {
-            Some(TimeInForce::parse(v).ok_or_else(|| rejected(-1115, "Invalid timeInForce."))?)
+    let invalid_type = || rejected(-1116, "Invalid orderType.");
+    let (kind, tif) = match dialect {
+        Dialect::Binance => {
+            let kind = OrderType::parse(v).ok_or_else(invalid_type)?;
+            let tif = match params.get("timeInForce") {
+                None => None,
+                Some(t) => Some(
+                    TimeInForce::parse(t).ok_or_else(|| rejected(-1115, "Invalid timeInForce."))?,
+                ),
+            };
+            (kind, tif)
+        }
+        // MEXC spells a limit order's time in force as its order type.
+        Dialect::Mexc => {
+            if params.contains_key("timeInForce") {
+                return Err(rejected(
+                    -1106,
+                    "Parameter 'timeInForce' sent when not required.",
+                ));
+            }
+            match v {
+                "LIMIT" => (OrderType::Limit, Some(TimeInForce::Gtc)),
+                "IMMEDIATE_OR_CANCEL" => (OrderType::Limit, Some(TimeInForce::Ioc)),
+                "FILL_OR_KILL" => (OrderType::Limit, Some(TimeInForce::Fok)),
+                "MARKET" => (OrderType::Market, None),
+                "LIMIT_MAKER" => (OrderType::LimitMaker, None),
+                _ => return Err(invalid_type()),
+            }
         }
     };
     if params.contains_key("quoteOrderQty") {
@@ -649,7 +709,9 @@ pub(crate) async fn post_order(
 /// `GET /api/v3/order`.
 pub(crate) async fn get_order(
     State(s): State<Arc<Shared>>,
-    Signed { account, params }: Signed,
+    Signed {
+        account, params, ..
+    }: Signed,
 ) -> Result<Response, ApiError> {
     let sym = sym_of(&s, &params)?;
     let r = order_ref(&params)?;
@@ -663,7 +725,9 @@ pub(crate) async fn get_order(
 /// `DELETE /api/v3/order`.
 pub(crate) async fn delete_order(
     State(s): State<Arc<Shared>>,
-    Signed { account, params }: Signed,
+    Signed {
+        account, params, ..
+    }: Signed,
 ) -> Result<Response, ApiError> {
     let t = &s.trading;
     let sym = sym_of(&s, &params)?;
@@ -687,7 +751,9 @@ pub(crate) async fn delete_order(
 /// `GET /api/v3/openOrders`.
 pub(crate) async fn open_orders(
     State(s): State<Arc<Shared>>,
-    Signed { account, params }: Signed,
+    Signed {
+        account, params, ..
+    }: Signed,
 ) -> Result<Response, ApiError> {
     let sym = if params.contains_key("symbol") {
         Some(sym_of(&s, &params)?)
@@ -706,7 +772,9 @@ pub(crate) async fn open_orders(
 /// `GET /api/v3/account`.
 pub(crate) async fn account(
     State(s): State<Arc<Shared>>,
-    Signed { account, params }: Signed,
+    Signed {
+        account, params, ..
+    }: Signed,
 ) -> Result<Response, ApiError> {
     let omit_zero = params.get("omitZeroBalances").is_some_and(|v| v == "true");
     let engine = s.trading.engine();
@@ -734,7 +802,9 @@ pub(crate) async fn account(
 /// `GET /api/v3/myTrades`.
 pub(crate) async fn my_trades(
     State(s): State<Arc<Shared>>,
-    Signed { account, params }: Signed,
+    Signed {
+        account, params, ..
+    }: Signed,
 ) -> Result<Response, ApiError> {
     let sym = sym_of(&s, &params)?;
     let parse_id = |name: &'static str| -> Result<Option<u64>, ApiError> {
