@@ -566,6 +566,19 @@ mod tests {
     }
 
     #[test]
+    fn header_shows_a_market_data_fallback() {
+        // The text the feed publishes while on the secondary (app::pipeline).
+        let mut snap = fixture::market();
+        snap.source = "sim (down) → mexc fallback, 1 switches".into();
+        let s = text(&draw_with(&snap, &desk(), &UiState::default(), 80, 24));
+        let header = s.lines().next().unwrap_or_default();
+        assert!(
+            header.contains("source sim (down) → mexc fallback, 1 switches"),
+            "{header}"
+        );
+    }
+
+    #[test]
     fn chart_pane_80x24() {
         let s = focused(Pane::Chart, 80, 24);
         assert!(s.contains("Candles ETH/USDT 1m · 300 kept"), "{s}");
