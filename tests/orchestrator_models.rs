@@ -29,7 +29,13 @@ fn inputs(n: usize) -> Vec<BaseDataInput> {
         .collect()
 }
 
+/// libtorch's random generator is process-wide and these tests run in parallel: seeding and
+/// drawing the fresh weights take turns, or two coordinators meant to be identical would draw
+/// from each other's sequence.
+static TORCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn coordinator(validate: bool) -> Coordinator {
+    let _turn = TORCH.lock().unwrap_or_else(|p| p.into_inner());
     tch::set_num_threads(1);
     tch::manual_seed(7);
     let core = InferenceCore::fresh(
