@@ -382,30 +382,16 @@ mod tests {
     use super::*;
     use crate::analysis::input::InputConfig;
     use crate::analysis::model_output::ModelOutputStore;
-    use crate::market::types::Qty;
     use crate::orchestrator::history::HistoryFeed;
+    use crate::orchestrator::history::tests::zigzag;
 
     /// The input after `n` 1 m candles whose close moves by `step` each minute (with a
     /// small zig-zag so there are pivots and a variance).
     fn trending(n: usize, step: f64) -> BaseDataInput {
         let mut feed = HistoryFeed::new("ETHUSDT", 60_000, InputConfig::default()).unwrap();
         let mut t = 0;
-        let mut prev = 2_000.0;
-        for i in 0..n {
-            let close = 2_000.0 + step * i as f64 + if i % 4 < 2 { 0.3 } else { -0.3 };
-            let (o, c) = (Price::from_f64_round(prev), Price::from_f64_round(close));
-            t = feed
-                .push(&Candle {
-                    open_time_ms: i as i64 * 60_000,
-                    open: o,
-                    high: o.max(c) + Price::from_units(1),
-                    low: o.min(c) - Price::from_units(1),
-                    close: c,
-                    volume: Qty::from_units(3),
-                    trades: 5,
-                })
-                .unwrap();
-            prev = close;
+        for c in zigzag(n, step) {
+            t = feed.push(&c).unwrap();
         }
         feed.input(&ModelOutputStore::default(), t)
     }

@@ -163,6 +163,27 @@ pub(crate) mod tests {
     use super::*;
     use crate::market::types::Qty;
 
+    /// `n` 1 m candles from time 0 trending by `step` per candle with a two-up two-down
+    /// zig-zag of ±0.3 on top, so every few candles make a pivot.
+    pub(crate) fn zigzag(n: usize, step: f64) -> Vec<Candle> {
+        let close = |i: usize| 2_000.0 + step * i as f64 + if i % 4 < 2 { 0.3 } else { -0.3 };
+        (0..n)
+            .map(|i| {
+                let prev = if i == 0 { 2_000.0 } else { close(i - 1) };
+                let (o, c) = (Price::from_f64_round(prev), Price::from_f64_round(close(i)));
+                Candle {
+                    open_time_ms: i as i64 * 60_000,
+                    open: o,
+                    high: o.max(c) + Price::from_units(1),
+                    low: o.min(c) - Price::from_units(1),
+                    close: c,
+                    volume: Qty::from_units(3),
+                    trades: 5,
+                }
+            })
+            .collect()
+    }
+
     /// `n` candles of `interval_ms` from `start_ms`: a sine wave on a slow drift (deterministic).
     pub(crate) fn wave(n: usize, start_ms: i64, interval_ms: i64) -> Vec<Candle> {
         (0..n)

@@ -678,13 +678,13 @@ mod tests {
     use super::*;
     use crate::analysis::input::InputConfig;
     use crate::analysis::model_output::ModelOutputStore;
-    use crate::market::types::{Candle, Price, Qty};
     use crate::orchestrator::config::{OrchestratorConfig, TriggerConfig};
     use crate::orchestrator::coordinator::RunMode;
     use crate::orchestrator::decision::ThresholdHandle;
     use crate::orchestrator::engine::Engine;
     use crate::orchestrator::expert::{PivotMomentumConfig, PivotMomentumExpert};
     use crate::orchestrator::history::HistoryFeed;
+    use crate::orchestrator::history::tests::zigzag;
 
     /// Reports of `steps` steps over a zig-zag uptrend of 1 m candles.
     fn reports(steps: usize) -> Vec<StepReport> {
@@ -699,22 +699,8 @@ mod tests {
         let mut engine =
             Engine::new(cfg, vec![Box::new(expert)], RunMode::Inline, thresholds).unwrap();
         let mut out = Vec::new();
-        let mut prev = 2_000.0;
-        for i in 0..40 + steps {
-            let close = 2_000.0 + 0.5 * i as f64 + if i % 4 < 2 { 0.3 } else { -0.3 };
-            let (o, c) = (Price::from_f64_round(prev), Price::from_f64_round(close));
-            let t = feed
-                .push(&Candle {
-                    open_time_ms: i as i64 * 60_000,
-                    open: o,
-                    high: o.max(c) + Price::from_units(1),
-                    low: o.min(c) - Price::from_units(1),
-                    close: c,
-                    volume: Qty::from_units(3),
-                    trades: 5,
-                })
-                .unwrap();
-            prev = close;
+        for (i, c) in zigzag(40 + steps, 0.5).iter().enumerate() {
+            let t = feed.push(c).unwrap();
             if i >= 40 {
                 out.push(engine.step(feed.input(&ModelOutputStore::default(), t)));
             }
