@@ -105,7 +105,7 @@ fn trains_tiny_models_then_backtests_with_their_checkpoints() {
     assert_eq!(code, 0, "{out}\n{err}");
     let dqn = format!("dqn_agent/{}", saved_id(&out));
 
-    let backtest = |out_dir: &Path, extra: &[&str]| {
+    let backtest = |checkpoints: &str, out_dir: &Path, extra: &[&str]| {
         let mut args = vec![
             "backtest",
             "--data",
@@ -113,7 +113,7 @@ fn trains_tiny_models_then_backtests_with_their_checkpoints() {
             "--from",
             &from,
             "--checkpoints",
-            ck,
+            checkpoints,
             "--out",
             out_dir.to_str().unwrap(),
         ];
@@ -121,7 +121,7 @@ fn trains_tiny_models_then_backtests_with_their_checkpoints() {
         mmtrader(&args)
     };
     let first = dir.path().join("first");
-    let (code, out, err) = backtest(&first, &[]);
+    let (code, out, err) = backtest(ck, &first, &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
         out.contains(&format!("models: CNN {cnn}, DQN {dqn}")),
@@ -143,33 +143,22 @@ fn trains_tiny_models_then_backtests_with_their_checkpoints() {
     assert!(trades.lines().count() > 1, "no trades:\n{out}");
 
     let second = dir.path().join("second");
-    let (code, _, err) = backtest(&second, &[]);
+    let (code, _, err) = backtest(ck, &second, &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(trades, read(&second.join("trades.csv")), "runs differ");
 
     // Without checkpoints the models are refused, and run fresh only when asked to.
     let empty = dir.path().join("empty");
     let none = dir.path().join("none");
-    let mut args = vec![
-        "backtest",
-        "--data",
-        data,
-        "--from",
-        &from,
-        "--checkpoints",
-        empty.to_str().unwrap(),
-        "--out",
-        none.to_str().unwrap(),
-    ];
-    let (code, out, err) = mmtrader(&args);
+    let empty = empty.to_str().unwrap();
+    let (code, out, err) = backtest(empty, &none, &[]);
     assert_ne!(code, 0, "{out}");
     assert!(
         err.contains("--allow-fresh") && err.contains("noise"),
         "{err}"
     );
     assert!(!none.join("report.html").exists());
-    args.push("--allow-fresh");
-    let (code, out, err) = mmtrader(&args);
+    let (code, out, err) = backtest(empty, &none, &["--allow-fresh"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(err.contains("FRESH RANDOM WEIGHTS"), "{err}");
     let used: serde_json::Value = serde_json::from_str(&read(&none.join("models.json"))).unwrap();

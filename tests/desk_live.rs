@@ -24,6 +24,9 @@ use mmtrader::trading::executor::ExecutorKind;
 use mmtrader::trading::order::{ClientOrderId, OrderStatus};
 use mmtrader::trading::risk::OrderIntent;
 
+#[path = "common/book_ticker.rs"]
+mod book_ticker;
+
 const SYM: &str = "ETHUSDT";
 
 fn sim_target(sim: &SimHandle) -> LiveTarget {
@@ -54,17 +57,8 @@ async fn observer(sim: &SimHandle) -> BinanceSpot {
 }
 
 async fn mid(sim: &SimHandle) -> Price {
-    let v: serde_json::Value = reqwest::get(format!(
-        "{}/api/v3/ticker/bookTicker?symbol={SYM}",
-        sim.rest_url()
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let p = |k: &str| Price::parse(v[k].as_str().unwrap()).unwrap();
-    Price((p("bidPrice").raw() + p("askPrice").raw()) / 2)
+    let (bid, ask) = book_ticker::book_ticker(sim, SYM).await;
+    Price((bid.raw() + ask.raw()) / 2)
 }
 
 fn decision(action: Action, price: Price) -> Decision {

@@ -18,6 +18,9 @@ use mmtrader::sim::trading::OrderFault;
 use mmtrader::sim::{SimConfig, SimHandle, start};
 use reqwest::Method;
 
+#[path = "common/book_ticker.rs"]
+mod book_ticker;
+
 const SYM: &str = "ETHUSDT";
 
 fn cfg(sim: &SimHandle, timeout_ms: u64) -> BinanceSpotConfig {
@@ -54,17 +57,7 @@ async fn sim() -> SimHandle {
 
 /// Best bid and ask of ETHUSDT from the public book ticker.
 async fn top(sim: &SimHandle) -> (Price, Price) {
-    let v: serde_json::Value = reqwest::get(format!(
-        "{}/api/v3/ticker/bookTicker?symbol={SYM}",
-        sim.rest_url()
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let p = |k: &str| Price::parse(v[k].as_str().unwrap()).unwrap();
-    (p("bidPrice"), p("askPrice"))
+    book_ticker::book_ticker(sim, SYM).await
 }
 
 fn q(s: &str) -> Qty {

@@ -90,11 +90,7 @@ async fn live_path_survives_faults_and_a_simulator_restart() {
     sim_cfg.ping_interval_ms = 300;
     sim_cfg.pong_timeout_ms = 2_500;
     let mut sim = mmtrader::sim::start(sim_cfg).await.unwrap();
-    let endpoints = Endpoints {
-        name: "sim".into(),
-        rest: sim.rest_url(),
-        ws: sim.ws_url(),
-    };
+    let endpoints = Endpoints::of_sim(&sim, "sim");
     let (mut feed, mut rx) = FeedProcess::new(cfg.clone(), endpoints);
     feed.set_snapshot_candles(cfg.data.candles_kept);
     feed.start().unwrap();

@@ -207,11 +207,7 @@ async fn start_rig() -> Rig {
     fb.dedupe_window_ms = 200;
     let sim_cfg = mmtrader::app::sim::sim_config(&cfg, "127.0.0.1:0").unwrap();
     let sim = mmtrader::sim::start(sim_cfg).await.unwrap();
-    let endpoints = Endpoints {
-        name: "sim".into(),
-        rest: sim.rest_url(),
-        ws: sim.ws_url(),
-    };
+    let endpoints = Endpoints::of_sim(&sim, "sim");
     let (mut feed, mut rx) = FeedProcess::new(cfg.clone(), endpoints);
     feed.set_snapshot_candles(cfg.data.candles_kept);
     feed.start().unwrap();

@@ -91,11 +91,7 @@ async fn the_aggregated_cob_follows_live_venues_and_survives_losing_one() {
     );
     let sim_cfg = mmtrader::app::sim::sim_config(&cfg, "127.0.0.1:0").unwrap();
     let sim = mmtrader::sim::start(sim_cfg).await.unwrap();
-    let endpoints = Endpoints {
-        name: "sim".into(),
-        rest: sim.rest_url(),
-        ws: sim.ws_url(),
-    };
+    let endpoints = Endpoints::of_sim(&sim, "sim");
     let (mut feed, mut rx) = FeedProcess::new(cfg.clone(), endpoints);
     feed.start().unwrap();
 

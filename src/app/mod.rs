@@ -40,11 +40,7 @@ pub async fn endpoints(
             let sim = crate::sim::start(sim::sim_config(config, &config.sim.bind)?)
                 .await
                 .map_err(|e| Failure::runtime(e.context("starting the simulated exchange")))?;
-            let ep = Endpoints {
-                name: format!("sim {}", sim.local_addr()),
-                rest: sim.rest_url(),
-                ws: sim.ws_url(),
-            };
+            let ep = Endpoints::of_sim(&sim, format!("sim {}", sim.local_addr()));
             Ok((ep, Some(sim)))
         }
         DataSource::Redis => Ok((

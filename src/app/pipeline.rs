@@ -56,6 +56,17 @@ pub struct Endpoints {
     pub ws: String,
 }
 
+impl Endpoints {
+    /// A running simulator's REST and websocket endpoints, shown as `name`.
+    pub fn of_sim(sim: &crate::sim::SimHandle, name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            rest: sim.rest_url(),
+            ws: sim.ws_url(),
+        }
+    }
+}
+
 /// One symbol's feed-side state.
 struct SymbolFeed {
     display: String,
