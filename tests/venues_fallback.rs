@@ -18,7 +18,7 @@ use mmtrader::feeds::mexc::proto::{
 };
 use mmtrader::feeds::mexc::protocol::encode_push;
 use mmtrader::market::snapshot::{BookStatus, MarketSnapshot};
-use mmtrader::market::types::{Price, Qty, Timeframe};
+use mmtrader::market::types::{Candle, Price, Qty, Timeframe};
 use tokio::sync::watch;
 
 /// Every MEXC trade: price 77.77, size 0.001, one per 50 ms of (synthetic) exchange time, so a
@@ -30,6 +30,8 @@ const MEXC_QTY: &str = "0.001";
 struct MockMexc {
     /// Per symbol: depth version and trade counter.
     state: Mutex<HashMap<String, (u64, i64)>>,
+    /// Per symbol: the time of every trade sent (each of `MEXC_QTY`).
+    sent: Mutex<HashMap<String, Vec<i64>>>,
     t0: i64,
 }
 
@@ -78,6 +80,7 @@ async fn session(mut s: WebSocket, m: Arc<MockMexc>) {
                         *e
                     };
                     let time = m.t0 + 50 * k;
+                    m.sent.lock().unwrap().entry(sym.clone()).or_default().push(time);
                     let depth = encode_push(sym, &format!("spot@public.aggre.depth.v3.api.pb@100ms@{sym}"),
                         Body::PublicAggreDepths(PublicAggreDepths {
                             asks: vec![],
@@ -111,6 +114,7 @@ async fn start_mock() -> (String, Arc<MockMexc>) {
     let now = mmtrader::logging::now_ms();
     let m = Arc::new(MockMexc {
         state: Mutex::new(HashMap::new()),
+        sent: Mutex::new(HashMap::new()),
         t0: now - now.rem_euclid(1000),
     });
     let app = axum::Router::new()
@@ -121,6 +125,25 @@ async fn start_mock() -> (String, Arc<MockMexc>) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (format!("{addr}"), m)
+}
+
+/// Whether some cut `c` explains a boundary second's candle: the `before` trades with time
+/// < c plus the `after` trades with time >= c give exactly its trade count and volume (a
+/// hole or a duplicate at the switch breaks this for every cut). Candidate cuts are the
+/// second's start and one past each `before` trade (a cut is the last applied trade + 1).
+fn boundary_fits(c: &Candle, before: &[(i64, Qty)], after: &[(i64, Qty)]) -> bool {
+    let start = c.open_time_ms;
+    let inside = |t: i64| t >= start && t < start + 1_000;
+    std::iter::once(start)
+        .chain(before.iter().map(|(t, _)| t + 1))
+        .any(|cut| {
+            let picked = before
+                .iter()
+                .filter(|(t, _)| inside(*t) && *t < cut)
+                .chain(after.iter().filter(|(t, _)| inside(*t) && *t >= cut));
+            let (n, vol) = picked.fold((0u64, Qty::ZERO), |(n, v), (_, q)| (n + 1, v + *q));
+            n == c.trades && vol == c.volume
+        })
 }
 
 async fn wait_until(
@@ -164,11 +187,12 @@ struct Rig {
     sim: mmtrader::sim::SimHandle,
     feed: FeedProcess,
     rx: watch::Receiver<Arc<MarketSnapshot>>,
+    mexc: Arc<MockMexc>,
 }
 
 /// Starts the rig and waits until the primary is live and the fallback connected.
 async fn start_rig() -> Rig {
-    let (mock, _) = start_mock().await;
+    let (mock, mexc) = start_mock().await;
     let mut cfg = Config::default();
     cfg.reconnect.initial_backoff_ms = 100;
     cfg.reconnect.max_backoff_ms = 500;
@@ -203,7 +227,12 @@ async fn start_rig() -> Rig {
         },
     )
     .await;
-    Rig { sim, feed, rx }
+    Rig {
+        sim,
+        feed,
+        rx,
+        mexc,
+    }
 }
 
 /// Waits until market data (book and trades) comes from MEXC; returns that snapshot.
@@ -257,7 +286,7 @@ async fn market_data_falls_back_to_mexc_and_returns_without_hole_or_duplicate() 
         mut sim,
         mut feed,
         mut rx,
-        ..
+        mexc,
     } = start_rig().await;
 
     // Binance dies: market data switches to MEXC (book and trades), visible in the snapshot.
@@ -289,7 +318,9 @@ async fn market_data_falls_back_to_mexc_and_returns_without_hole_or_duplicate() 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let snap = rx.borrow().clone();
     feed.stop().await;
+    let history = sim.history().clone();
     sim.shutdown().await;
+    let mexc_sent = mexc.sent.lock().unwrap().clone();
 
     let mexc_vol_per_sec = Qty::parse("0.02").unwrap();
     for x in &snap.symbols {
@@ -326,6 +357,39 @@ async fn market_data_falls_back_to_mexc_and_returns_without_hole_or_duplicate() 
                 c.open_time_ms
             );
         }
+        // The two boundary seconds: the primary's trades before the cut plus MEXC's from it
+        // (and back), both known exactly (the simulator's history, the mock's sent trades).
+        let sym = history
+            .specs()
+            .iter()
+            .position(|s| s.symbol == x.exchange)
+            .unwrap();
+        let spec = &history.specs()[sym];
+        let primary = |c: &Candle| -> Vec<(i64, Qty)> {
+            let (_, trades) = history.leaf_trades(sym, c.open_time_ms).unwrap();
+            trades
+                .iter()
+                .map(|t| (t.time_ms, spec.qty(t.qty)))
+                .collect()
+        };
+        let secondary: Vec<(i64, Qty)> = mexc_sent[&x.exchange]
+            .iter()
+            .map(|t| (*t, Qty::parse(MEXC_QTY).unwrap()))
+            .collect();
+        let to_mexc = &candles[first];
+        assert!(
+            boundary_fits(to_mexc, &primary(to_mexc), &secondary),
+            "{}: switch second {:?} is not primary-before-cut plus MEXC-from-cut",
+            x.exchange,
+            to_mexc
+        );
+        let back = &candles[last];
+        assert!(
+            boundary_fits(back, &secondary, &primary(back)),
+            "{}: return second {:?} is not MEXC-before-cut plus primary-from-cut",
+            x.exchange,
+            back
+        );
         // One contiguous MEXC period: the source switched once each way.
         assert_eq!(
             last - first + 1,

@@ -1070,6 +1070,113 @@ mod tests {
         assert_eq!(from_1m, Some(t0 + 1_000 - 60_000 * (frames - 1)));
     }
 
+    /// The desk's side of the no-hole rule at a fallback switch: the first live trade came at
+    /// +229 ms, the REST recovery of the earlier ones was still in flight when Binance died and
+    /// lands after the switch to MEXC. Those trades are Binance's own time (before the cut) and
+    /// must complete the boundary second, next to MEXC's trades from the cut on.
+    #[test]
+    fn a_trade_recovery_in_flight_at_a_fallback_switch_still_completes_the_boundary_second() {
+        use crate::market::types::{Side, Trade};
+        let mut cfg = Config::default();
+        cfg.exchanges.fallback.enabled = true;
+        cfg.exchanges.fallback.stale_after_ms = 1_000;
+        let mut state = MarketTaskState::new(&cfg, "test");
+        let t0 = 1_700_000_000_000;
+        let exchange = state.symbols[0].exchange.clone();
+        let trade = |symbol: &str, id: u64, at: i64, units: i64| Trade {
+            symbol: symbol.to_string(),
+            id,
+            price: Price::from_units(100 + units),
+            qty: Qty::from_units(units),
+            time_ms: t0 + at,
+            taker_side: Side::Buy,
+        };
+        let mut out = Vec::new();
+        state.on_event(FeedEvent::Connected { connects: 1 }, t0, &mut out);
+        state.on_second(t0);
+        out.clear();
+        let live = BinanceEvent::AggTrade(trade(&exchange, 40, 229, 1));
+        state.on_event(FeedEvent::Market(live), t0 + 230, &mut out);
+        assert!(
+            out.iter()
+                .any(|c| matches!(c, FeedCommand::RecoverTrades { .. })),
+            "the first live trade asks for the rest of its minute: {out:?}"
+        );
+        // MEXC is connected with every book synced, and prints from +250.
+        let mut book = OrderBook::new();
+        let level = |units| Level {
+            price: Price::from_units(units),
+            qty: Qty::from_units(1),
+        };
+        book.apply_snapshot(&[level(99)], &[level(101)], 1);
+        let connected = ConnectionState::Connected { connects: 1 };
+        state.on_fallback_event(RunnerEvent::Event(NormEvent::Connection(connected)), t0);
+        let instruments: Vec<String> = state
+            .fallback
+            .as_ref()
+            .unwrap()
+            .instruments
+            .keys()
+            .cloned()
+            .collect();
+        for instrument in &instruments {
+            let book = Arc::new(book.clone());
+            state.on_fallback_event(
+                RunnerEvent::Book {
+                    instrument: instrument.clone(),
+                    book,
+                },
+                t0,
+            );
+        }
+        let eth = state
+            .fallback
+            .as_ref()
+            .unwrap()
+            .instruments
+            .iter()
+            .find(|(_, i)| **i == 0)
+            .unwrap()
+            .0
+            .clone();
+        let mexc = trade(&eth, 900_001, 250, 10);
+        state.on_fallback_event(RunnerEvent::Event(NormEvent::Trade(mexc)), t0 + 260);
+        let down = FeedEvent::Disconnected {
+            reason: "closed by server".into(),
+            retry_in: Duration::from_millis(100),
+        };
+        state.on_event(down, t0 + 300, &mut out);
+        state.on_second(t0 + 2_000);
+        assert_eq!(state.active_source(), Source::Secondary);
+        // The recovery lands now, on MEXC.
+        let recovered = FeedEvent::RecoveredTrades {
+            symbol: exchange.clone(),
+            trades: vec![
+                trade(&exchange, 37, 6, 2),
+                trade(&exchange, 38, 93, 3),
+                trade(&exchange, 39, 188, 4),
+            ],
+            complete: true,
+        };
+        state.on_event(recovered, t0 + 2_100, &mut out);
+        let market = &state.symbols[0].market;
+        let second = market
+            .candles()
+            .series(Timeframe::S1)
+            .candles()
+            .find(|c| c.open_time_ms == t0)
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (second.trades, second.volume),
+            (5, Qty::from_units(1 + 2 + 3 + 4 + 10))
+        );
+        assert_eq!(
+            (second.open, second.close),
+            (Price::from_units(102), Price::from_units(110))
+        );
+    }
+
     #[test]
     fn input_tap_builds_each_live_symbols_input_with_the_reference_series() {
         use crate::market::types::{Side, Trade};

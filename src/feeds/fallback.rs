@@ -17,8 +17,11 @@
 //! - near the cut (within `dedupe_window_ms`), a new-source trade with the same price and
 //!   quantity as an applied old-source trade whose time differs by at most the window is
 //!   taken for the same print seen twice and dropped;
-//! - trades of the old source that arrive after the switch (late frames, REST recovery of
-//!   the gap by id) are dropped.
+//! - trades of the old source that arrive after the switch are applied when they fall in its
+//!   own period, before the cut: nobody else covers that time, and they can arrive late (a
+//!   REST recovery of missed trades still in flight when the old source died). Those from the
+//!   cut on (late frames, REST recovery of the gap by id after it came back) are held for a
+//!   switch back, at which point they are covered by the other source's period.
 //!
 //! The candle bucket containing the cut is therefore rebuilt from the old source's trades
 //! before the cut and the new source's from the cut on, and later buckets from the new
@@ -276,6 +279,9 @@ pub struct MergeCounters {
 pub struct TradeMerger {
     active: Source,
     cut_ms: i64,
+    /// Start of the inactive source's own period, which ended at the cut (None before the
+    /// first switch, when it had none).
+    previous_from_ms: Option<i64>,
     window_ms: i64,
     buffer_ms: i64,
     last_applied_ms: Option<i64>,
@@ -292,6 +298,7 @@ impl TradeMerger {
         Self {
             active: Source::Primary,
             cut_ms: i64::MIN,
+            previous_from_ms: None,
             window_ms: cfg.dedupe_window_ms as i64,
             buffer_ms: cfg.buffer_ms as i64,
             last_applied_ms: None,
@@ -326,6 +333,10 @@ impl TradeMerger {
             self.counters.covered += 1;
             return;
         }
+        self.apply(source, t, out);
+    }
+
+    fn apply(&mut self, source: Source, t: Trade, out: &mut Vec<Trade>) {
         if self.is_duplicate(source, &t) {
             self.counters.duplicates += 1;
             return;
@@ -349,6 +360,13 @@ impl TradeMerger {
             self.accept(source, trade, out);
             return;
         }
+        if self
+            .previous_from_ms
+            .is_some_and(|from| (from..self.cut_ms).contains(&trade.time_ms))
+        {
+            self.apply(source, trade, out);
+            return;
+        }
         let newest = trade.time_ms;
         self.held.push_back(trade);
         while self
@@ -367,6 +385,7 @@ impl TradeMerger {
             return;
         }
         self.active = source;
+        self.previous_from_ms = Some(self.cut_ms);
         self.cut_ms = self.last_applied_ms.map_or(now_ms, |t| t.saturating_add(1));
         let mut held: Vec<Trade> = self.held.drain(..).collect();
         held.sort_by_key(|t| (t.time_ms, t.id));
@@ -523,5 +542,36 @@ mod tests {
         assert_eq!(out.iter().map(|t| t.id).collect::<Vec<_>>(), [4]);
         let c = m.counters();
         assert_eq!((c.applied, c.covered, c.duplicates), (5, 2, 1));
+    }
+
+    #[test]
+    fn old_source_trades_of_its_own_period_arriving_after_the_switch_are_applied() {
+        let mut m = TradeMerger::new(&FallbackConfig::default());
+        let mut out = Vec::new();
+        // Live primary trades from 5_229 on; the REST recovery of the earlier ones is in flight.
+        m.on_trade(Source::Primary, t(40, 5_229, 10, 1), &mut out);
+        m.on_trade(Source::Secondary, t(900, 5_250, 20, 1), &mut out);
+        m.switch_to(Source::Secondary, 7_000, &mut out);
+        assert_eq!(m.cut_ms(), 5_230);
+        // The recovery lands after the switch: before the cut it is the primary's own time.
+        for (id, time) in [(37, 5_006), (38, 5_093), (39, 5_188)] {
+            m.on_trade(Source::Primary, t(id, time, 10, 1), &mut out);
+        }
+        // From the cut on the secondary covers the time: held, then covered at the switch back.
+        m.on_trade(Source::Primary, t(41, 5_300, 10, 1), &mut out);
+        m.on_trade(Source::Secondary, t(901, 7_100, 20, 1), &mut out);
+        let ids: Vec<u64> = out.iter().map(|t| t.id).collect();
+        assert_eq!(ids, [40, 900, 37, 38, 39, 901]);
+        out.clear();
+        m.switch_to(Source::Primary, 8_000, &mut out);
+        assert_eq!(m.cut_ms(), 7_101);
+        assert!(out.is_empty(), "{out:?}");
+        // Back on the primary, the secondary's late trades fill only its own period.
+        m.on_trade(Source::Secondary, t(902, 7_050, 20, 1), &mut out);
+        m.on_trade(Source::Secondary, t(899, 5_100, 20, 1), &mut out);
+        m.on_trade(Source::Secondary, t(903, 7_200, 20, 1), &mut out);
+        assert_eq!(out.iter().map(|t| t.id).collect::<Vec<_>>(), [902]);
+        let c = m.counters();
+        assert_eq!((c.applied, c.covered, c.duplicates), (7, 1, 0));
     }
 }
