@@ -576,14 +576,14 @@ impl MarketTaskState {
                 fb.mergers[i].on_trade(Source::Primary, t, &mut out);
                 self.apply_trades(i, out);
             }
-            None => self.apply_trades(i, vec![t]),
+            None => self.apply_trades(i, vec![(Source::Primary, t)]),
         }
     }
 
-    fn apply_trades(&mut self, i: usize, trades: Vec<Trade>) {
+    fn apply_trades(&mut self, i: usize, trades: Vec<(Source, Trade)>) {
         let s = &mut self.symbols[i];
-        for t in &trades {
-            if let Err(e) = s.market.on_trade(t) {
+        for (source, t) in &trades {
+            if let Err(e) = s.market.on_feed_trade(*source as u8, t) {
                 tracing::warn!(symbol = %s.exchange, error = %e, "trade rejected");
             }
         }
@@ -1139,7 +1139,8 @@ mod tests {
             .unwrap()
             .0
             .clone();
-        let mexc = trade(&eth, 900_001, 250, 10);
+        // Its id equals the Binance trade's: ids are unique per exchange only.
+        let mexc = trade(&eth, 40, 250, 10);
         state.on_fallback_event(RunnerEvent::Event(NormEvent::Trade(mexc)), t0 + 260);
         let down = FeedEvent::Disconnected {
             reason: "closed by server".into(),

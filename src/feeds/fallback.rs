@@ -328,7 +328,7 @@ impl TradeMerger {
             })
     }
 
-    fn accept(&mut self, source: Source, t: Trade, out: &mut Vec<Trade>) {
+    fn accept(&mut self, source: Source, t: Trade, out: &mut Vec<(Source, Trade)>) {
         if t.time_ms < self.cut_ms {
             self.counters.covered += 1;
             return;
@@ -336,7 +336,7 @@ impl TradeMerger {
         self.apply(source, t, out);
     }
 
-    fn apply(&mut self, source: Source, t: Trade, out: &mut Vec<Trade>) {
+    fn apply(&mut self, source: Source, t: Trade, out: &mut Vec<(Source, Trade)>) {
         if self.is_duplicate(source, &t) {
             self.counters.duplicates += 1;
             return;
@@ -351,11 +351,11 @@ impl TradeMerger {
             self.recent.pop_front();
         }
         self.counters.applied += 1;
-        out.push(t);
+        out.push((source, t));
     }
 
-    /// One trade from a source; the trades to apply are appended to `out`.
-    pub fn on_trade(&mut self, source: Source, trade: Trade, out: &mut Vec<Trade>) {
+    /// One trade from a source; the trades to apply, with their source, are appended to `out`.
+    pub fn on_trade(&mut self, source: Source, trade: Trade, out: &mut Vec<(Source, Trade)>) {
         if source == self.active {
             self.accept(source, trade, out);
             return;
@@ -380,7 +380,7 @@ impl TradeMerger {
 
     /// Switches the source at `now_ms`; the held trades of the new source that fall after the
     /// cut are appended to `out`.
-    pub fn switch_to(&mut self, source: Source, now_ms: i64, out: &mut Vec<Trade>) {
+    pub fn switch_to(&mut self, source: Source, now_ms: i64, out: &mut Vec<(Source, Trade)>) {
         if source == self.active {
             return;
         }
@@ -520,7 +520,7 @@ mod tests {
         out.clear();
         m.switch_to(Source::Secondary, 3_000, &mut out);
         assert_eq!(m.cut_ms(), 1_001);
-        let ids: Vec<u64> = out.iter().map(|t| t.id).collect();
+        let ids: Vec<u64> = out.iter().map(|(_, t)| t.id).collect();
         assert_eq!(
             ids,
             [103],
@@ -535,11 +535,11 @@ mod tests {
         out.clear();
         m.switch_to(Source::Primary, 3_300, &mut out);
         assert_eq!(m.cut_ms(), 3_101);
-        assert_eq!(out.iter().map(|t| t.id).collect::<Vec<_>>(), [3]);
+        assert_eq!(out.iter().map(|(_, t)| t.id).collect::<Vec<_>>(), [3]);
         out.clear();
         m.on_trade(Source::Secondary, t(105, 3_400, 12, 1), &mut out);
         m.on_trade(Source::Primary, t(4, 3_500, 12, 1), &mut out);
-        assert_eq!(out.iter().map(|t| t.id).collect::<Vec<_>>(), [4]);
+        assert_eq!(out.iter().map(|(_, t)| t.id).collect::<Vec<_>>(), [4]);
         let c = m.counters();
         assert_eq!((c.applied, c.covered, c.duplicates), (5, 2, 1));
     }
@@ -560,8 +560,12 @@ mod tests {
         // From the cut on the secondary covers the time: held, then covered at the switch back.
         m.on_trade(Source::Primary, t(41, 5_300, 10, 1), &mut out);
         m.on_trade(Source::Secondary, t(901, 7_100, 20, 1), &mut out);
-        let ids: Vec<u64> = out.iter().map(|t| t.id).collect();
-        assert_eq!(ids, [40, 900, 37, 38, 39, 901]);
+        let ids: Vec<(Source, u64)> = out.iter().map(|(s, t)| (*s, t.id)).collect();
+        let (p, s) = (Source::Primary, Source::Secondary);
+        assert_eq!(
+            ids,
+            [(p, 40), (s, 900), (p, 37), (p, 38), (p, 39), (s, 901)]
+        );
         out.clear();
         m.switch_to(Source::Primary, 8_000, &mut out);
         assert_eq!(m.cut_ms(), 7_101);
@@ -570,7 +574,7 @@ mod tests {
         m.on_trade(Source::Secondary, t(902, 7_050, 20, 1), &mut out);
         m.on_trade(Source::Secondary, t(899, 5_100, 20, 1), &mut out);
         m.on_trade(Source::Secondary, t(903, 7_200, 20, 1), &mut out);
-        assert_eq!(out.iter().map(|t| t.id).collect::<Vec<_>>(), [902]);
+        assert_eq!(out.iter().map(|(_, t)| t.id).collect::<Vec<_>>(), [902]);
         let c = m.counters();
         assert_eq!((c.applied, c.covered, c.duplicates), (7, 1, 0));
     }

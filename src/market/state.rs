@@ -38,10 +38,11 @@ pub struct SymbolMarket {
     trades: u64,
     rejected_trades: u64,
     duplicate_trades: u64,
-    /// Recently applied trade ids: the same trade can arrive live and again from a REST
-    /// recovery after a reconnect, and must count once.
-    seen_ids: HashSet<u64>,
-    seen_order: VecDeque<u64>,
+    /// Recently applied (feed, trade id): the same trade can arrive live and again from a
+    /// REST recovery after a reconnect, and must count once. Ids are unique per exchange
+    /// only, so the feed is part of the key.
+    seen_ids: HashSet<(u8, u64)>,
+    seen_order: VecDeque<(u8, u64)>,
     /// Per coarse timeframe (1h, 1d): the first interval still rebuilt from the finer one.
     derive_from: [Option<i64>; 2],
 }
@@ -78,7 +79,14 @@ impl SymbolMarket {
     /// One trade from the feed: candles of every timeframe, ticks, order flow. A trade id
     /// already applied (within the tick buffer's capacity) is counted and ignored.
     pub fn on_trade(&mut self, trade: &Trade) -> Result<(), CandleError> {
-        if self.seen_ids.contains(&trade.id) {
+        self.on_feed_trade(0, trade)
+    }
+
+    /// [`Self::on_trade`] for a symbol fed by several exchanges in turn (a market-data
+    /// fallback): `feed` names the exchange, so equal ids from two exchanges are two trades.
+    pub fn on_feed_trade(&mut self, feed: u8, trade: &Trade) -> Result<(), CandleError> {
+        let key = (feed, trade.id);
+        if self.seen_ids.contains(&key) {
             self.duplicate_trades += 1;
             return Ok(());
         }
@@ -89,8 +97,8 @@ impl SymbolMarket {
         for (slot, (tf, _)) in self.derive_from.iter_mut().zip(DERIVED) {
             slot.get_or_insert(tf.floor(trade.time_ms));
         }
-        self.seen_ids.insert(trade.id);
-        self.seen_order.push_back(trade.id);
+        self.seen_ids.insert(key);
+        self.seen_order.push_back(key);
         if self.seen_order.len() > self.cfg.tick_capacity.max(1)
             && let Some(old) = self.seen_order.pop_front()
         {
@@ -241,6 +249,21 @@ mod tests {
             qty: Qty::from_units(2),
             taker_side: side,
         }
+    }
+
+    #[test]
+    fn trade_ids_count_once_per_feed() {
+        let mut m = SymbolMarket::new(cfg());
+        m.on_trade(&trade(2, 1_500, 3001, Side::Sell)).unwrap();
+        // The same id from another exchange (a fallback feed) is another trade.
+        m.on_feed_trade(1, &trade(2, 1_600, 3001, Side::Sell))
+            .unwrap();
+        m.on_feed_trade(1, &trade(2, 1_600, 3001, Side::Sell))
+            .unwrap();
+        m.on_trade(&trade(2, 1_500, 3001, Side::Sell)).unwrap();
+        assert_eq!((m.trades(), m.duplicate_trades()), (2, 2));
+        let s1 = m.candles().series(Timeframe::S1).candles().next().unwrap();
+        assert_eq!((s1.trades, s1.volume), (2, Qty::from_units(4)));
     }
 
     #[test]
