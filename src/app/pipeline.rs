@@ -1129,16 +1129,7 @@ mod tests {
                 t0,
             );
         }
-        let eth = state
-            .fallback
-            .as_ref()
-            .unwrap()
-            .instruments
-            .iter()
-            .find(|(_, i)| **i == 0)
-            .unwrap()
-            .0
-            .clone();
+        let eth = crate::feeds::normalized::canonical(&cfg.symbols[0].base, &cfg.symbols[0].quote);
         // Its id equals the Binance trade's: ids are unique per exchange only.
         let mexc = trade(&eth, 40, 250, 10);
         state.on_fallback_event(RunnerEvent::Event(NormEvent::Trade(mexc)), t0 + 260);
