@@ -43,6 +43,7 @@ enum TradingCommand {
     SetRunning(bool),
     Flatten,
     KillSwitch,
+    Resume,
     GoLive(Box<Result<LiveTarget, GoLiveError>>),
     LiveReady(Box<Result<LiveHandover, GoLiveError>>),
     Shutdown,
@@ -213,6 +214,9 @@ impl DeskProcesses {
             }
             DeskCommand::KillSwitch => {
                 let _ = self.trading_tx.send(TradingCommand::KillSwitch);
+            }
+            DeskCommand::Resume => {
+                let _ = self.trading_tx.send(TradingCommand::Resume);
             }
             DeskCommand::GoLive => {
                 let target = LiveTarget::resolve(&self.config, self.sim_urls.clone());
@@ -407,6 +411,13 @@ fn trading_loop(
                     tracing::warn!("kill switch");
                     session.kill_switch(now);
                 }
+                TradingCommand::Resume => match session.resume(now) {
+                    Ok(Some(was)) => tracing::warn!(
+                        "halt lifted by hand (was: {was}); trading stays stopped until started"
+                    ),
+                    Ok(None) => tracing::info!("nothing to resume: trading is not halted"),
+                    Err(e) => tracing::error!("cannot resume: {e}"),
+                },
                 TradingCommand::GoLive(target) => match *target {
                     Err(e) => tracing::error!("going live refused, staying on paper: {e}"),
                     Ok(_) if connecting => tracing::info!("already connecting the live executor"),

@@ -30,12 +30,14 @@ use crate::exec::venue::exchange_symbol;
 use crate::market::book::OrderBook;
 use crate::market::instrument::Instrument;
 use crate::market::snapshot::{MarketSnapshot, SymbolView};
-use crate::market::types::{Price, Qty, Side};
+use crate::market::types::{Price, Qty, SCALE, SCALE_DECIMALS, Side};
 use crate::orchestrator::decision::Decision;
 use crate::trading::executor::{ExecutionConfig, Executor, ExecutorKind, MarketEvent};
 use crate::trading::journal::{Journal, JournalError, JournalRecord};
 use crate::trading::money::Money;
-use crate::trading::order::{ClientIdGen, ExecutionEvent, OrderKind, OrderRequest, OrderStatus};
+use crate::trading::order::{
+    ClientIdGen, ClientOrderId, ExecutionEvent, OrderKind, OrderRequest, OrderStatus,
+};
 use crate::trading::paper::{PaperConfig, PaperExecutor};
 use crate::trading::position::Portfolio;
 use crate::trading::risk::{OrderIntent, RiskAction, RiskConfig, RiskContext, RiskManager};
@@ -266,7 +268,22 @@ pub struct TradingSession {
     fills: u64,
     max_position: BTreeMap<String, Qty>,
     positions: Arc<PositionBoard>,
+    book_updates: HashMap<String, u64>,
+    flattening: Option<Flattening>,
+    journal_failure: Arc<Mutex<Option<String>>>,
+    unjournaled: Vec<ExecutionEvent>,
 }
+
+/// A flatten in progress (`X`, the kill switch, a flatten halt): kept until every position is
+/// flat, so a flatten order that expires or is rejected is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Flattening {
+    since_ms: i64,
+    last_sent_ms: i64,
+}
+
+/// How long a flatten waits for its working orders before sending fresh ones.
+const FLATTEN_RETRY_MS: i64 = 1_000;
 
 impl std::fmt::Debug for TradingSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -279,20 +296,35 @@ impl std::fmt::Debug for TradingSession {
     }
 }
 
-/// Journals each protective exit an executor places by itself before it is placed.
-fn exit_hook(journal: &Arc<Mutex<Journal>>) -> Box<dyn FnMut(&OrderRequest) -> bool + Send> {
+/// Journals each protective exit an executor places by itself before it is placed; a failed
+/// write keeps the exit unplaced and halts trading through `failure`.
+fn exit_hook(
+    journal: &Arc<Mutex<Journal>>,
+    failure: &Arc<Mutex<Option<String>>>,
+) -> Box<dyn FnMut(&OrderRequest) -> bool + Send> {
     let journal = Arc::clone(journal);
+    let failure = Arc::clone(failure);
     Box::new(move |request| {
-        let Ok(mut j) = journal.lock() else {
-            return false;
+        let result = match journal.lock() {
+            Ok(mut j) => j
+                .record(JournalRecord::Intent {
+                    request: request.clone(),
+                    protection: Default::default(),
+                    time_ms: crate::logging::now_ms(),
+                })
+                .map_err(|e| e.to_string()),
+            Err(_) => Err("journal lock poisoned".to_string()),
         };
-        j.record(JournalRecord::Intent {
-            request: request.clone(),
-            protection: Default::default(),
-            time_ms: crate::logging::now_ms(),
-        })
-        .map_err(|e| tracing::error!(error = %e, "journal write failed; exit not placed"))
-        .is_ok()
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "journal write failed; exit not placed");
+                if let Ok(mut f) = failure.lock() {
+                    f.get_or_insert(e);
+                }
+                false
+            }
+        }
     })
 }
 
@@ -313,11 +345,14 @@ impl TradingSession {
         let mut paper = PaperExecutor::new(PaperConfig::from_execution(exec, &quote));
         let mut portfolio = Portfolio::new(exec.starting_equity, 4096);
         for p in state.positions() {
-            portfolio.restore(p.clone());
-            paper.restore_position(p);
+            portfolio.restore(p);
         }
+        // Positions, their stops and take-profits, and the exit id sequence: a restarted paper
+        // account protects what it holds and never reuses an exit id.
+        paper.restore_from_journal(state);
         let journal = Arc::new(Mutex::new(journal));
-        paper.set_exit_hook(exit_hook(&journal));
+        let journal_failure = Arc::new(Mutex::new(None));
+        paper.set_exit_hook(exit_hook(&journal, &journal_failure));
         Ok(Self {
             risk: RiskManager::new(cfg.risk.clone(), exec),
             risk_cfg: cfg.risk.clone(),
@@ -341,6 +376,10 @@ impl TradingSession {
             fills: 0,
             max_position: cfg.risk.max_position_qty.clone(),
             positions: Arc::new(PositionBoard::default()),
+            book_updates: HashMap::new(),
+            flattening: None,
+            journal_failure,
+            unjournaled: Vec::new(),
         })
     }
 
@@ -357,7 +396,37 @@ impl TradingSession {
 
     /// Turns order sending on or off (positions and their stops stay managed either way).
     pub fn set_running(&mut self, on: bool) {
+        if on && let Some(why) = self.journal_failure() {
+            tracing::error!("trading stays stopped: the journal failed ({why}); resume first");
+            return;
+        }
         self.running = on;
+    }
+
+    /// Lifts the halt in force by hand (the trader confirmed): a failed journal must take
+    /// records again first, and the reports it held back are applied. Trading stays stopped
+    /// until started. Returns what was lifted (`None`: nothing was halted).
+    pub fn resume(&mut self, now: i64) -> Result<Option<String>, String> {
+        let journal = self.journal_failure();
+        if journal.is_some() {
+            if let Ok(mut f) = self.journal_failure.lock() {
+                *f = None;
+            }
+            self.pump();
+            if let Some(why) = self.journal_failure() {
+                return Err(format!("the journal still fails: {why}"));
+            }
+        }
+        let halt = self.risk.status(now).halt.map(|h| h.reason.to_string());
+        if halt.is_some() {
+            self.risk.resume(now, self.portfolio.equity());
+        }
+        self.running = false;
+        Ok(match (journal, halt) {
+            (Some(j), Some(h)) => Some(format!("journal failure ({j}) and {h}")),
+            (Some(j), None) => Some(format!("journal failure ({j})")),
+            (None, h) => h,
+        })
     }
 
     /// The executor in force as the screen names it: `paper`, `live: sim`, `live: binance`.
@@ -461,7 +530,7 @@ impl TradingSession {
                 .map(|(o, p)| (o.clone(), *p)),
         );
         let journal = Arc::new(Mutex::new(journal));
-        exec.set_exit_hook(exit_hook(&journal));
+        exec.set_exit_hook(exit_hook(&journal, &self.journal_failure));
         for (symbol, book) in &self.books {
             if let (Some(b), Some(a)) = (book.best_bid(), book.best_ask()) {
                 portfolio.mark(symbol, Price((b.price.raw() + a.price.raw()) / 2));
@@ -511,6 +580,7 @@ impl TradingSession {
         self.apply_risk_actions(now);
         self.exec.on_time(now);
         self.pump();
+        self.drive_flatten(now);
     }
 
     fn feed_symbol(&mut self, view: &SymbolView, now: i64) {
@@ -518,11 +588,24 @@ impl TradingSession {
         if !view.bids.is_empty() && !view.asks.is_empty() {
             let book = self.books.entry(symbol.to_string()).or_default();
             book.apply_snapshot(&view.bids, &view.asks, now.max(0) as u64);
-            if let (Some(b), Some(a)) = (book.best_bid(), book.best_ask()) {
-                self.portfolio
-                    .mark(symbol, Price((b.price.raw() + a.price.raw()) / 2));
+            let mid = match (book.best_bid(), book.best_ask()) {
+                (Some(b), Some(a)) => Some(Price((b.price.raw() + a.price.raw()) / 2)),
+                _ => None,
+            };
+            if let Some(mid) = mid {
+                self.portfolio.mark(symbol, mid);
             }
             self.exec.on_market(MarketEvent::Book { symbol, book }, now);
+            // A live book that keeps changing is market data even when nobody trades: the
+            // stale-data breaker must not halt a quiet symbol whose book is alive.
+            let updates = view.book.applied + view.book.resyncs;
+            let changed = self.book_updates.insert(symbol.to_string(), updates) != Some(updates);
+            if changed
+                && view.status == crate::market::snapshot::BookStatus::Live
+                && let Some(mid) = mid
+            {
+                self.risk.on_market(symbol, mid, now);
+            }
         }
         if let Some(t) = &view.last_trade
             && self.last_trade_ids.get(symbol) != Some(&t.id)
@@ -537,8 +620,11 @@ impl TradingSession {
         for action in self.risk.take_actions() {
             match action {
                 RiskAction::CancelAll(reason) => {
-                    tracing::warn!(%reason, "risk: cancelling every working order");
-                    self.cancel_all(now);
+                    tracing::warn!(
+                        %reason,
+                        "risk: cancelling working entries (stops and take-profits stay)"
+                    );
+                    self.cancel_entries(now);
                 }
                 RiskAction::FlattenAll(reason) => {
                     tracing::warn!(%reason, "risk: flattening every position");
@@ -548,24 +634,96 @@ impl TradingSession {
         }
     }
 
-    fn cancel_all(&mut self, now: i64) {
-        for o in self.exec.open_orders() {
-            let id = o.request.client_id.clone();
-            if self.journal_record(JournalRecord::CancelRequest {
-                client_id: id.clone(),
-                time_ms: now,
-            }) && let Err(e) = self.exec.cancel(&id)
-            {
-                tracing::warn!(error = %e, "cancel failed");
-            }
+    /// Cancels every working entry; reduce-only orders (stops, take-profits, flattens) stay,
+    /// so a halt never leaves a position without its protection.
+    fn cancel_entries(&mut self, now: i64) {
+        let entries: Vec<_> = self
+            .exec
+            .open_orders()
+            .into_iter()
+            .filter(|o| !o.request.reduce_only)
+            .map(|o| o.request.client_id)
+            .collect();
+        for id in entries {
+            self.cancel_order(&id, now);
         }
         self.pump();
     }
 
-    /// Closes every position at market (reduce-only orders the risk manager never refuses).
+    fn cancel_order(&mut self, id: &ClientOrderId, now: i64) {
+        if self.journal_record(JournalRecord::CancelRequest {
+            client_id: id.clone(),
+            time_ms: now,
+        }) && let Err(e) = self.exec.cancel(id)
+        {
+            tracing::warn!(error = %e, client_id = %id, "cancel failed");
+        }
+    }
+
+    /// Closes every position at market: working entries are cancelled, resting exits of each
+    /// position are cancelled (they hold the balance the close needs), then one reduce-only
+    /// market order per position is sent. The flatten stays in force until the account is
+    /// flat: an order that expires or is rejected is followed by a fresh one.
     pub fn flatten(&mut self, now: i64) {
-        let positions: Vec<_> = self.portfolio.positions().cloned().collect();
-        for order in self.risk.flatten_orders(&positions, &mut self.ids, now) {
+        self.flattening = Some(Flattening {
+            since_ms: now,
+            last_sent_ms: i64::MIN,
+        });
+        self.cancel_entries(now);
+        self.drive_flatten(now);
+    }
+
+    /// Sends what an unfinished flatten still needs, and says when the account is flat.
+    fn drive_flatten(&mut self, now: i64) {
+        let Some(mut f) = self.flattening else {
+            return;
+        };
+        let open: Vec<_> = self
+            .portfolio
+            .positions()
+            .filter(|p| !p.is_flat())
+            .cloned()
+            .collect();
+        let working = self.exec.open_orders();
+        if open.is_empty() {
+            // Exits left resting for a position that is gone would sell what the account no
+            // longer holds: cancel them with the flatten's end.
+            let stale_exits: Vec<_> = working
+                .iter()
+                .filter(|o| o.request.reduce_only && !matches!(o.request.kind, OrderKind::Market))
+                .map(|o| o.request.client_id.clone())
+                .collect();
+            for id in &stale_exits {
+                self.cancel_order(id, now);
+            }
+            self.flattening = None;
+            tracing::warn!(
+                "flatten done: the account is flat ({} ms)",
+                now.saturating_sub(f.since_ms)
+            );
+            return;
+        }
+        let closing = |symbol: &str| {
+            working.iter().any(|o| {
+                o.request.symbol == symbol
+                    && o.request.reduce_only
+                    && matches!(o.request.kind, OrderKind::Market)
+            })
+        };
+        let need: Vec<_> = open.into_iter().filter(|p| !closing(&p.symbol)).collect();
+        if need.is_empty() || now.saturating_sub(f.last_sent_ms) < FLATTEN_RETRY_MS {
+            return;
+        }
+        // Resting exits lock the quantity on a venue: cancel them before the close is sent.
+        let resting: Vec<_> = working
+            .iter()
+            .filter(|o| o.request.reduce_only && need.iter().any(|p| p.symbol == o.request.symbol))
+            .map(|o| o.request.client_id.clone())
+            .collect();
+        for id in &resting {
+            self.cancel_order(id, now);
+        }
+        for order in self.risk.flatten_orders(&need, &mut self.ids, now) {
             let (request, protection) = (order.request().clone(), *order.protection());
             if !self.journal_record(JournalRecord::Intent {
                 request,
@@ -578,15 +736,32 @@ impl TradingSession {
                 tracing::error!(error = %e, "flatten order not accepted");
             }
         }
+        f.last_sent_ms = now;
+        self.flattening = Some(f);
         self.pump();
     }
 
-    /// The kill switch: halt, cancel every order, and flatten when configured.
+    /// The kill switch: halt, stop sending model orders, cancel every working entry, and
+    /// (when configured) flatten every position; the flatten orders themselves are never
+    /// cancelled by it.
     pub fn kill_switch(&mut self, now: i64) {
         self.risk.kill_switch(now);
         self.running = false;
         self.apply_risk_actions(now);
-        self.cancel_all(now);
+        self.cancel_entries(now);
+        // Pressed again while already halted: the halt raised no new action, but whatever
+        // is still open is closed all the same.
+        if self.risk.config().kill_switch_flattens
+            && self.flattening.is_none()
+            && self.portfolio.positions().any(|p| !p.is_flat())
+        {
+            self.flatten(now);
+        }
+    }
+
+    /// Whether a flatten is still working toward a flat account.
+    pub fn is_flattening(&self) -> bool {
+        self.flattening.is_some()
     }
 
     /// Turns one decision into at most one approved, journaled order.
@@ -638,6 +813,10 @@ impl TradingSession {
         time_ms: i64,
         reason: &str,
     ) -> DecisionOutcome {
+        if let Some(why) = self.journal_failure() {
+            self.running = false;
+            return DecisionOutcome::Refused(format!("journal failed: {why}"));
+        }
         if !self.running {
             return DecisionOutcome::Ignored("trading stopped");
         }
@@ -690,12 +869,19 @@ impl TradingSession {
         }
     }
 
-    /// Journals every execution report before the account moves on.
+    /// Journals every execution report before the account moves on. A report the journal
+    /// cannot take is kept (with every later one, in order) and applied only once it is
+    /// journaled: the account never moves on a report a restart would not know.
     pub fn pump(&mut self) {
+        let mut reports = std::mem::take(&mut self.unjournaled);
+        reports.extend(self.exec.poll_events());
         let mut filled = false;
-        for ev in self.exec.poll_events() {
+        let mut reports = reports.into_iter();
+        while let Some(ev) = reports.next() {
             if !self.journal_record(JournalRecord::Event(ev.clone())) {
-                continue;
+                self.unjournaled.push(ev);
+                self.unjournaled.extend(reports);
+                break;
             }
             if let ExecutionEvent::Filled(f) = &ev {
                 self.fills += 1;
@@ -708,17 +894,38 @@ impl TradingSession {
         }
     }
 
-    fn journal_record(&self, record: JournalRecord) -> bool {
-        match self.journal.lock() {
-            Ok(mut j) => match j.record(record) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::error!(error = %e, "journal write failed");
-                    false
-                }
-            },
-            Err(_) => false,
+    /// Writes one record; a failure halts trading (fail closed) until the journal takes
+    /// records again and the trader resumes.
+    fn journal_record(&mut self, record: JournalRecord) -> bool {
+        let result = match self.journal.lock() {
+            Ok(mut j) => j.record(record).map_err(|e| e.to_string()),
+            Err(_) => Err("journal lock poisoned".to_string()),
+        };
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                self.fail_journal(e);
+                false
+            }
         }
+    }
+
+    fn fail_journal(&mut self, why: String) {
+        self.running = false;
+        if let Ok(mut f) = self.journal_failure.lock()
+            && f.is_none()
+        {
+            tracing::error!(
+                "journal write failed: {why}; trading HALTED (no order is sent and no report \
+                 applied until the journal works again and trading is resumed)"
+            );
+            *f = Some(why);
+        }
+    }
+
+    /// Why the journal refused a write, while that halts trading.
+    pub fn journal_failure(&self) -> Option<String> {
+        self.journal_failure.lock().ok().and_then(|f| f.clone())
     }
 
     /// Runs `f` on the journal in force (paper or live).
@@ -729,11 +936,18 @@ impl TradingSession {
     /// The screen's view of the account, risk usage and halt.
     pub fn view(&self, now: i64) -> TradingView {
         let portfolio = &self.portfolio;
+        let decimals = |symbol: &str| {
+            self.instruments
+                .get(symbol)
+                .map_or(2, |i| tick_decimals(i.tick_size))
+        };
         let positions: Vec<PositionRow> = portfolio
             .positions()
             .filter(|p| !p.is_flat())
             .map(|p| {
                 let mark = portfolio.mark_of(&p.symbol);
+                let exits = self.exec.exits(&p.symbol);
+                let tick = self.instruments.get(&p.symbol).map(|i| i.tick_size);
                 PositionRow {
                     symbol: p.symbol.clone(),
                     side: if p.qty.raw() > 0 {
@@ -742,9 +956,12 @@ impl TradingSession {
                         Side::Sell
                     },
                     qty: Qty(p.qty.raw().abs()),
-                    entry: p.avg_entry().unwrap_or(Price::ZERO),
+                    entry: round_to_tick(p.avg_entry().unwrap_or(Price::ZERO), tick),
                     unrealized: mark.map(|m| money_to_price(p.unrealized(m))),
-                    stop: None,
+                    stop: exits.stop,
+                    take_profit: exits.take_profit,
+                    mark,
+                    price_decimals: decimals(&p.symbol),
                 }
             })
             .collect();
@@ -760,6 +977,7 @@ impl TradingSession {
                 qty: o.request.qty,
                 filled: o.filled_qty,
                 price: o.request.kind.limit_price().or(o.request.kind.stop_price()),
+                price_decimals: decimals(&o.request.symbol),
             })
             .collect();
         let status = self.risk.status(now);
@@ -776,17 +994,39 @@ impl TradingSession {
                 });
             }
         }
-        if cfg.max_position_notional.raw() > 0 {
-            let gross = portfolio.gross_exposure();
+        // Gross exposure is bounded by equity × max leverage (the risk manager's check); the
+        // per-symbol notional limit is a bound of its own, one bar per open position.
+        let gross = portfolio.gross_exposure();
+        let exposure_limit =
+            Money(equity.raw().max(0) * cfg.max_leverage.raw() as i128 / SCALE as i128);
+        if exposure_limit.raw() > 0 {
             limits.push(LimitUsage {
                 name: "exposure".into(),
-                used: gross.raw() as f64 / cfg.max_position_notional.raw() as f64,
+                used: gross.raw() as f64 / exposure_limit.raw() as f64,
                 text: format!(
-                    "{:.0} / {:.0}",
+                    "{:.0} / {:.0} ({}x equity)",
                     money_to_price(gross).to_f64(),
-                    money_to_price(cfg.max_position_notional).to_f64()
+                    money_to_price(exposure_limit).to_f64(),
+                    cfg.max_leverage
                 ),
             });
+        }
+        if cfg.max_position_notional.raw() > 0 {
+            for p in portfolio.positions().filter(|p| !p.is_flat()) {
+                let Some(mark) = portfolio.mark_of(&p.symbol) else {
+                    continue;
+                };
+                let notional = Money::notional(mark, Qty(p.qty.raw().abs()));
+                limits.push(LimitUsage {
+                    name: format!("notional {}", p.symbol),
+                    used: notional.raw() as f64 / cfg.max_position_notional.raw() as f64,
+                    text: format!(
+                        "{:.0} / {:.0}",
+                        money_to_price(notional).to_f64(),
+                        money_to_price(cfg.max_position_notional).to_f64()
+                    ),
+                });
+            }
         }
         if cfg.max_drawdown_bps > 0 && status.equity_peak.raw() > 0 {
             let dd = (status.equity_peak - equity).raw().max(0) as f64 * 10_000.0
@@ -826,7 +1066,14 @@ impl TradingSession {
             equity: money_to_price(equity),
             fills: self.fills,
             limits,
-            halted: status.halt.map(|h| h.reason.to_string()),
+            halted: match (self.journal_failure(), status.halt) {
+                (Some(j), _) => Some(format!("journal write failed: {j}")),
+                (None, h) => h.map(|h| h.reason.to_string()),
+            },
+            flatten: self.flattening.map(|_| {
+                let n = portfolio.positions().filter(|p| !p.is_flat()).count();
+                format!("flattening: {n} position(s) still open")
+            }),
         }
     }
 
@@ -848,6 +1095,28 @@ impl TradingSession {
     /// The account's position in `symbol` (signed quantity).
     pub fn position_qty(&self, symbol: &str) -> Qty {
         self.portfolio.qty(symbol)
+    }
+}
+
+/// Decimals a tick size has (`0.01` → 2); prices are shown at the instrument's tick.
+fn tick_decimals(tick: Price) -> usize {
+    let mut raw = tick.raw();
+    if raw <= 0 {
+        return SCALE_DECIMALS as usize;
+    }
+    let mut d = SCALE_DECIMALS as usize;
+    while d > 0 && raw % 10 == 0 {
+        raw /= 10;
+        d -= 1;
+    }
+    d
+}
+
+/// `p` to the nearest multiple of `tick` (half away from zero); unchanged without a tick.
+fn round_to_tick(p: Price, tick: Option<Price>) -> Price {
+    match tick.map(Price::raw).filter(|&t| t > 0) {
+        Some(t) => Price((p.raw() + t / 2).div_euclid(t) * t),
+        None => p,
     }
 }
 
@@ -889,6 +1158,73 @@ mod tests {
         }
         snap.symbols[0].instrument = Some(Arc::new(instrument()));
         snap
+    }
+
+    fn btc_instrument() -> Instrument {
+        Instrument {
+            symbol: "BTCUSDT".into(),
+            base_asset: "BTC".into(),
+            step_size: Qty::parse("0.00001").unwrap(),
+            min_qty: Qty::parse("0.00001").unwrap(),
+            ..instrument()
+        }
+    }
+
+    /// Both symbols tradable, trades stamped at `t_ms`.
+    fn market2(t_ms: i64) -> MarketSnapshot {
+        let mut snap = market(t_ms);
+        snap.symbols[1].instrument = Some(Arc::new(btc_instrument()));
+        snap
+    }
+
+    /// A new public trade on symbol `i` at `price`.
+    fn trade(mut snap: MarketSnapshot, i: usize, id: u64, price: Price) -> MarketSnapshot {
+        let t = snap.symbols[i].last_trade.as_mut().unwrap();
+        t.id = id;
+        t.price = price;
+        snap
+    }
+
+    fn decision_for(symbol: &str, action: Action, t_ms: i64, price: Price) -> Decision {
+        Decision {
+            symbol: symbol.into(),
+            ..decision(action, t_ms, price)
+        }
+    }
+
+    fn pct(p: Price, bps: i64) -> Price {
+        Price(p.raw() + p.raw() / 10_000 * bps)
+    }
+
+    /// A session whose paper orders execute at once, fed one snapshot at `t0`.
+    fn instant_session(dir: &Path, t0: i64) -> TradingSession {
+        let mut cfg = Config::default();
+        cfg.execution.latency_ms = 0;
+        let mut s = TradingSession::open(&cfg, dir).unwrap();
+        s.on_snapshot(&market(t0));
+        s
+    }
+
+    /// A session at the default paper latency holding a long in both symbols.
+    fn two_longs(dir: &Path, t0: i64) -> (TradingSession, Config) {
+        let mut cfg = Config::default();
+        cfg.risk.max_position_notional = Money::from_units(4_000);
+        assert_eq!(cfg.execution.latency_ms, 50, "the desk's default latency");
+        let mut s = TradingSession::open(&cfg, dir).unwrap();
+        s.on_snapshot(&market2(t0));
+        s.set_running(true);
+        for sym in ["ETHUSDT", "BTCUSDT"] {
+            let mid = s.exec.last_price(sym).unwrap();
+            assert!(matches!(
+                s.on_decision(&decision_for(sym, Action::Buy, t0, mid)),
+                DecisionOutcome::Sent(_)
+            ));
+        }
+        s.on_snapshot(&market2(t0 + 100));
+        s.on_snapshot(&market2(t0 + 200));
+        assert!(s.position_qty("ETHUSDT").raw() > 0);
+        assert!(s.position_qty("BTCUSDT").raw() > 0);
+        (s, cfg)
     }
 
     fn decision(action: Action, t_ms: i64, price: Price) -> Decision {
@@ -1048,11 +1384,8 @@ mod tests {
     #[test]
     fn the_kill_switch_halts_and_refusals_carry_reasons() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config::default();
-        cfg.execution.latency_ms = 0;
         let t0 = fixture::NOW_MS;
-        let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
-        s.on_snapshot(&market(t0));
+        let mut s = instant_session(dir.path(), t0);
         let mid = s.exec.last_price("ETHUSDT").unwrap();
         s.set_running(true);
         s.kill_switch(t0);
@@ -1064,5 +1397,290 @@ mod tests {
         }
         assert_eq!(s.counts().1, 1);
         assert!(s.view(t0).halted.is_some());
+    }
+
+    #[test]
+    fn the_kill_switch_flattens_at_the_default_latency() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = fixture::NOW_MS;
+        let (mut s, _) = two_longs(dir.path(), t0);
+        s.kill_switch(t0 + 300);
+        assert!(s.is_flattening());
+        let view = s.view(t0 + 300);
+        assert!(
+            view.flatten.is_some(),
+            "the screen says a flatten is working"
+        );
+        for k in 1..=10 {
+            s.on_snapshot(&market2(t0 + 300 + k * 100));
+        }
+        assert_eq!(s.position_qty("ETHUSDT"), Qty::ZERO, "ETH still open");
+        assert_eq!(s.position_qty("BTCUSDT"), Qty::ZERO, "BTC still open");
+        let view = s.view(t0 + 1_300);
+        assert!(view.positions.is_empty());
+        assert!(view.orders.is_empty(), "{:?}", view.orders);
+        assert!(view.halted.is_some(), "still halted after flattening");
+        assert_eq!(
+            view.flatten, None,
+            "the flatten is over once the account is flat"
+        );
+        assert!(!s.is_flattening());
+        // Pressing it again on a flat, halted account sends nothing.
+        let sent = s.counts().0;
+        s.kill_switch(t0 + 1_400);
+        s.on_snapshot(&market2(t0 + 1_500));
+        assert_eq!(s.counts().0, sent);
+        assert!(
+            s.with_journal(|j| j.state().open_orders().is_empty())
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn a_flatten_whose_order_finds_no_book_is_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = fixture::NOW_MS;
+        let (mut s, _) = two_longs(dir.path(), t0);
+        s.flatten(t0 + 300);
+        // The ETH bids vanish while the flatten order waits out its latency: it expires.
+        let mut empty = market2(t0 + 400);
+        empty.symbols[0].bids.clear();
+        // The session skips a one-sided book, so the executor is shown the empty one directly.
+        for t in [t0 + 400, t0 + 401] {
+            let book = OrderBook::default();
+            let event = MarketEvent::Book {
+                symbol: "ETHUSDT",
+                book: &book,
+            };
+            s.exec.on_market(event, t);
+            s.on_snapshot(&empty);
+        }
+        assert!(s.position_qty("ETHUSDT").raw() > 0, "nothing to sell into");
+        assert!(s.is_flattening());
+        // The book comes back: a fresh flatten order closes what is left.
+        for k in 0..20 {
+            s.on_snapshot(&market2(t0 + 1_500 + k * 100));
+        }
+        assert_eq!(s.position_qty("ETHUSDT"), Qty::ZERO);
+        assert_eq!(s.position_qty("BTCUSDT"), Qty::ZERO);
+        assert!(!s.is_flattening());
+    }
+
+    #[test]
+    fn a_breaker_halt_cancels_entries_and_keeps_every_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.risk.max_position_notional = Money::from_units(4_000);
+        let t0 = fixture::NOW_MS;
+        let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
+        s.on_snapshot(&market2(t0));
+        s.set_running(true);
+        let eth = s.exec.last_price("ETHUSDT").unwrap();
+        assert!(matches!(
+            s.on_decision(&decision_for("ETHUSDT", Action::Buy, t0, eth)),
+            DecisionOutcome::Sent(_)
+        ));
+        s.on_snapshot(&market2(t0 + 100));
+        let long = s.position_qty("ETHUSDT");
+        assert!(long.raw() > 0);
+        // A resting take-profit on the position and a resting entry on BTC.
+        let mut tp = OrderIntent::new(
+            s.next_client_id(),
+            "ETHUSDT",
+            Side::Sell,
+            OrderKind::Limit {
+                price: pct(eth, 300),
+                post_only: false,
+            },
+        );
+        tp.qty = Some(long);
+        tp.reduce_only = true;
+        assert!(matches!(
+            s.place(tp, Some(eth), t0 + 100, "test"),
+            DecisionOutcome::Sent(_)
+        ));
+        let btc = s.exec.last_price("BTCUSDT").unwrap();
+        let mut entry = OrderIntent::new(
+            s.next_client_id(),
+            "BTCUSDT",
+            Side::Buy,
+            OrderKind::Limit {
+                price: pct(btc, -300),
+                post_only: false,
+            },
+        );
+        entry.qty = Some(Qty::parse("0.001").unwrap());
+        assert!(matches!(
+            s.place(entry, Some(btc), t0 + 100, "test"),
+            DecisionOutcome::Sent(_)
+        ));
+        s.on_snapshot(&market2(t0 + 200));
+        assert_eq!(s.view(t0 + 200).orders.len(), 2);
+        // No trade and no book change for longer than stale_data_secs: a breaker halt.
+        s.on_snapshot(&market2(t0 + 11_000));
+        let view = s.view(t0 + 11_000);
+        let halted = view.halted.clone().expect("stale data halts");
+        assert!(halted.contains("no market data"), "{halted}");
+        assert_eq!(view.orders.len(), 1, "{:?}", view.orders);
+        assert_eq!(
+            view.orders[0].symbol, "ETHUSDT",
+            "the exit stays, the entry goes"
+        );
+        assert_eq!(view.positions.len(), 1);
+        assert!(
+            view.positions[0].stop.is_some(),
+            "the position keeps its stop"
+        );
+        assert_eq!(
+            s.position_qty("ETHUSDT"),
+            long,
+            "a breaker halt does not flatten"
+        );
+    }
+
+    #[test]
+    fn a_live_book_keeps_a_quiet_symbol_from_going_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::default();
+        let t0 = fixture::NOW_MS;
+        let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
+        let mut updates = 0;
+        // 30 s without a single new trade, but the books keep changing every second.
+        for k in 0..=30 {
+            let mut snap = market2(t0 + k * 1_000);
+            for v in &mut snap.symbols {
+                updates += 1;
+                v.book.applied = updates;
+            }
+            s.on_snapshot(&snap);
+            assert_eq!(s.view(t0 + k * 1_000).halted, None, "halted at {k} s");
+        }
+        // Then the books freeze too: that is stale data.
+        for k in 31..=42 {
+            let mut snap = market2(t0 + k * 1_000);
+            for v in &mut snap.symbols {
+                v.book.applied = updates;
+            }
+            s.on_snapshot(&snap);
+        }
+        let halted = s.view(t0 + 42_000).halted.expect("a frozen book is stale");
+        assert!(halted.contains("no market data"), "{halted}");
+    }
+
+    #[test]
+    fn a_paper_restart_restores_exits_and_never_reuses_an_exit_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.execution.latency_ms = 0;
+        let t0 = fixture::NOW_MS;
+        let mut id = 1_000;
+        let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
+        s.on_snapshot(&market(t0));
+        s.set_running(true);
+        let mid = s.exec.last_price("ETHUSDT").unwrap();
+        // Long, stopped out (exit id one), long again.
+        for round in 0..2 {
+            let t = t0 + round * 10_000;
+            assert!(matches!(
+                s.on_decision(&decision(Action::Buy, t, mid)),
+                DecisionOutcome::Sent(_)
+            ));
+            s.on_snapshot(&market(t + 100));
+            assert!(s.position_qty("ETHUSDT").raw() > 0);
+            if round == 0 {
+                id += 1;
+                s.on_snapshot(&trade(market(t + 200), 0, id, pct(mid, -200)));
+                s.on_snapshot(&market(t + 300));
+                assert_eq!(s.position_qty("ETHUSDT"), Qty::ZERO, "stopped out");
+            }
+        }
+        let stop = s.view(t0 + 10_200).positions[0].stop;
+        assert!(stop.is_some());
+        drop(s);
+
+        let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
+        let view = s.view(t0 + 20_000);
+        assert_eq!(view.positions.len(), 1);
+        assert_eq!(
+            view.positions[0].stop, stop,
+            "the restored position keeps its stop"
+        );
+        s.on_snapshot(&market(t0 + 20_000));
+        id += 1;
+        s.on_snapshot(&trade(market(t0 + 20_100), 0, id, pct(mid, -200)));
+        s.on_snapshot(&market(t0 + 20_200));
+        assert_eq!(
+            s.position_qty("ETHUSDT"),
+            Qty::ZERO,
+            "the restored stop fired"
+        );
+        let ids: Vec<String> = s
+            .with_journal(|j| {
+                j.state()
+                    .orders()
+                    .map(|(o, _)| o.request.client_id.to_string())
+                    .collect()
+            })
+            .unwrap();
+        let exits: Vec<&String> = ids.iter().filter(|i| i.starts_with("mmx-")).collect();
+        assert_eq!(exits.len(), 2, "two distinct exits journaled: {ids:?}");
+        assert_ne!(exits[0], exits[1]);
+    }
+
+    #[test]
+    fn the_screen_shows_exposure_against_its_real_limit_and_exits_at_the_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = fixture::NOW_MS;
+        let (s, cfg) = two_longs(dir.path(), t0);
+        let view = s.view(t0 + 200);
+        let exposure = view
+            .limits
+            .iter()
+            .find(|l| l.name == "exposure")
+            .expect("an exposure bar");
+        assert!(exposure.used > 0.5 && exposure.used <= 1.0, "{exposure:?}");
+        assert!(exposure.text.contains("1x equity"), "{}", exposure.text);
+        let limit = money_to_price(cfg.risk.max_position_notional).to_f64();
+        for l in view
+            .limits
+            .iter()
+            .filter(|l| l.name.starts_with("notional"))
+        {
+            assert!(
+                l.used <= 1.0 && l.text.ends_with(&format!("{limit:.0}")),
+                "{l:?}"
+            );
+        }
+        assert_eq!(view.positions.len(), 2);
+        let tick = instrument().tick_size.raw();
+        for p in &view.positions {
+            assert_eq!(p.price_decimals, 2);
+            assert_eq!(p.entry.raw() % tick, 0, "entry at the tick: {}", p.entry);
+            let stop = p.stop.expect("every position shows its stop");
+            assert!(stop < p.entry);
+        }
+    }
+
+    #[test]
+    fn a_halt_is_lifted_by_resume_and_trading_stays_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = fixture::NOW_MS;
+        let mut s = instant_session(dir.path(), t0);
+        assert_eq!(s.resume(t0), Ok(None), "nothing to lift");
+        s.kill_switch(t0);
+        assert!(s.view(t0).halted.is_some());
+        let lifted = s
+            .resume(t0 + 1)
+            .unwrap()
+            .expect("the kill switch was lifted");
+        assert!(lifted.contains("kill switch"), "{lifted}");
+        assert_eq!(s.view(t0 + 1).halted, None);
+        assert!(!s.is_running());
+        s.set_running(true);
+        let mid = s.exec.last_price("ETHUSDT").unwrap();
+        assert!(matches!(
+            s.on_decision(&decision(Action::Buy, t0 + 2, mid)),
+            DecisionOutcome::Sent(_)
+        ));
     }
 }

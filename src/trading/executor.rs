@@ -201,4 +201,37 @@ pub trait Executor {
 
     /// Last traded or mid price the executor has seen for a symbol.
     fn last_price(&self, symbol: &str) -> Option<Price>;
+
+    /// The stop-loss and take-profit protecting `symbol`'s position: by default its resting
+    /// reduce-only stop and take-profit orders (a venue holds them); the paper executor
+    /// watches them itself and says so.
+    fn exits(&self, symbol: &str) -> ExitLevels {
+        let mut levels = ExitLevels::default();
+        for o in self.open_orders() {
+            if o.request.symbol != symbol || !o.request.reduce_only {
+                continue;
+            }
+            match o.request.kind {
+                crate::trading::order::OrderKind::StopLoss { stop }
+                | crate::trading::order::OrderKind::StopLossLimit { stop, .. } => {
+                    levels.stop = Some(stop)
+                }
+                crate::trading::order::OrderKind::TakeProfit { stop }
+                | crate::trading::order::OrderKind::TakeProfitLimit { stop, .. } => {
+                    levels.take_profit = Some(stop)
+                }
+                _ => {}
+            }
+        }
+        levels
+    }
+}
+
+/// The exits protecting one position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExitLevels {
+    /// Stop-loss trigger (after trailing).
+    pub stop: Option<Price>,
+    /// Take-profit trigger.
+    pub take_profit: Option<Price>,
 }

@@ -809,6 +809,16 @@ impl Executor for PaperExecutor {
             .copied()
             .or_else(|| self.books.get(symbol).and_then(OrderBook::mid))
     }
+
+    fn exits(&self, symbol: &str) -> crate::trading::executor::ExitLevels {
+        self.exits
+            .get(symbol)
+            .map(|plan| crate::trading::executor::ExitLevels {
+                stop: plan.stop,
+                take_profit: plan.take_profit,
+            })
+            .unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

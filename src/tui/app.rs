@@ -99,6 +99,8 @@ pub enum Confirmation {
     Flatten,
     /// Halt, cancel all, flatten.
     KillSwitch,
+    /// Lift the halt in force.
+    Resume,
 }
 
 impl Confirmation {
@@ -108,6 +110,7 @@ impl Confirmation {
             Confirmation::GoLive => "Switch to LIVE trading with real orders?",
             Confirmation::Flatten => "Flatten every position at market?",
             Confirmation::KillSwitch => "Kill switch: halt trading, cancel all orders, flatten?",
+            Confirmation::Resume => "Lift the halt? Trading stays stopped until you start it.",
         }
     }
 
@@ -116,6 +119,7 @@ impl Confirmation {
             Confirmation::GoLive => DeskCommand::GoLive,
             Confirmation::Flatten => DeskCommand::Flatten,
             Confirmation::KillSwitch => DeskCommand::KillSwitch,
+            Confirmation::Resume => DeskCommand::Resume,
         }
     }
 }
@@ -184,6 +188,7 @@ impl UiState {
             Action::GoLive => self.confirm = Some(Confirmation::GoLive),
             Action::Flatten => self.confirm = Some(Confirmation::Flatten),
             Action::KillSwitch => self.confirm = Some(Confirmation::KillSwitch),
+            Action::Resume => self.confirm = Some(Confirmation::Resume),
             Action::NextParam
             | Action::PrevParam
             | Action::RaiseParam
@@ -318,9 +323,14 @@ fn render_pane(
             theme,
             focused,
         ),
-        (Pane::Positions, _) => {
-            panes::positions::render(frame, area, input.desk.trading.as_ref(), theme, focused)
-        }
+        (Pane::Positions, _) => panes::positions::render(
+            frame,
+            area,
+            input.desk.trading.as_ref(),
+            input.keys.short_label(Action::Resume),
+            theme,
+            focused,
+        ),
         (Pane::Logs, _) => panes::logs::render(
             frame,
             area,
@@ -697,10 +707,24 @@ mod tests {
         let p = text(&draw_with(&snap, &desk, &ui(Pane::Positions), 80, 24));
         assert!(p.contains("PAPER running"), "{p}");
         assert!(p.contains("rPnL +12.34 uPnL +3.10"), "{p}");
-        assert!(p.contains("long  0.5 @ 3012.4 u +3.10"), "{p}");
-        assert!(p.contains("stop 2980"), "{p}");
+        assert!(p.contains("long  0.5 @ 3012.40 u +3.10"), "{p}");
+        assert!(p.contains("stop 2980.00 (127 bp) tp 3100.00"), "{p}");
         assert!(p.contains("position ETHUSDT"), "{p}");
         insta::assert_snapshot!("positions_pane_running_80x24", p);
+        // A halt says why and how to lift it; a flatten says it is still working; a position
+        // without a stop says so loudly.
+        let mut halted = desk.clone();
+        let t = halted.trading.as_mut().unwrap();
+        t.halted = Some("kill switch".into());
+        t.flatten = Some("flattening: 1 position(s) still open".into());
+        t.positions[0].stop = None;
+        let h = text(&draw_with(&snap, &halted, &ui(Pane::Positions), 80, 24));
+        assert!(
+            h.contains("HALTED: kill switch · R resumes (asks y/n)"),
+            "{h}"
+        );
+        assert!(h.contains("FLATTENING: 1 POSITION(S) STILL OPEN"), "{h}");
+        assert!(h.contains("NO STOP"), "{h}");
         let s = text(&draw_with(&snap, &desk, &ui(Pane::System), 100, 30));
         assert!(
             s.contains("inference running") && s.contains("training running"),
@@ -911,5 +935,13 @@ mod tests {
             Some(DeskCommand::KillSwitch)
         );
         assert_eq!(ui.apply(Action::Confirm, 2, &tunables), None);
+        // Lifting a halt asks first too.
+        assert_eq!(ui.apply(Action::Resume, 2, &tunables), None);
+        let s = text(&draw_with(&fixture::market(), &desk(), &ui, 80, 24));
+        assert!(s.contains("Lift the halt?"), "{s}");
+        assert_eq!(
+            ui.apply(Action::Confirm, 2, &tunables),
+            Some(DeskCommand::Resume)
+        );
     }
 }

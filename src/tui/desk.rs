@@ -48,6 +48,8 @@ pub enum DeskCommand {
     Flatten,
     /// Halt, cancel every order and flatten (confirmed by the user).
     KillSwitch,
+    /// Lift the halt in force (confirmed by the user); trading stays stopped.
+    Resume,
 }
 
 /// A parameter that can be changed while running, with the value in force.
@@ -163,6 +165,12 @@ pub struct PositionRow {
     pub unrealized: Option<Price>,
     /// Protective stop in force.
     pub stop: Option<Price>,
+    /// Take-profit in force.
+    pub take_profit: Option<Price>,
+    /// The mark the unrealized PnL is taken at.
+    pub mark: Option<Price>,
+    /// Decimals of the instrument's tick: prices are shown at the tick.
+    pub price_decimals: usize,
 }
 
 /// One working order.
@@ -180,6 +188,8 @@ pub struct OrderRow {
     pub filled: Qty,
     /// Limit or stop price.
     pub price: Option<Price>,
+    /// Decimals of the instrument's tick.
+    pub price_decimals: usize,
 }
 
 /// One risk limit and how much of it is used.
@@ -216,6 +226,8 @@ pub struct TradingView {
     pub limits: Vec<LimitUsage>,
     /// Why trading is halted (circuit breaker, drawdown, kill switch), if it is.
     pub halted: Option<String>,
+    /// A flatten's progress (`flattening 2 positions`), or `account flat` once it is done.
+    pub flatten: Option<String>,
 }
 
 /// Everything non-market the screen shows.

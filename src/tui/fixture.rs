@@ -306,6 +306,9 @@ pub fn trading() -> TradingView {
             entry: p("3012.40"),
             unrealized: Some(p("3.10")),
             stop: Some(p("2980.00")),
+            take_profit: Some(p("3100.00")),
+            mark: Some(p("3018.60")),
+            price_decimals: 2,
         }],
         orders: vec![OrderRow {
             symbol: "ETHUSDT".into(),
@@ -314,6 +317,7 @@ pub fn trading() -> TradingView {
             qty: q("0.5"),
             filled: Qty::ZERO,
             price: Some(p("2980.00")),
+            price_decimals: 2,
         }],
         realized: p("12.34"),
         unrealized: p("3.10"),
@@ -337,6 +341,7 @@ pub fn trading() -> TradingView {
             },
         ],
         halted: None,
+        flatten: None,
     }
 }
 

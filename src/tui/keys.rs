@@ -56,6 +56,8 @@ pub enum Action {
     Flatten,
     /// Halt trading, cancel every order and flatten (asks for confirmation).
     KillSwitch,
+    /// Lift a halt (kill switch, drawdown, breaker) by hand (asks for confirmation).
+    Resume,
     /// Answer yes to the open confirmation.
     Confirm,
     /// Answer no to the open confirmation.
@@ -215,6 +217,12 @@ const DEFAULTS: &[DefaultBinding] = &[
         keys: &["K"],
         action: Action::KillSwitch,
         help: "kill switch (asks y/n)",
+    },
+    DefaultBinding {
+        name: "resume",
+        keys: &["R"],
+        action: Action::Resume,
+        help: "lift a halt (asks y/n)",
     },
     DefaultBinding {
         name: "confirm",

@@ -26,6 +26,7 @@ pub fn render(
     frame: &mut Frame,
     area: Rect,
     trading: Option<&TradingView>,
+    resume_key: &str,
     theme: &Theme,
     focused: bool,
 ) {
@@ -60,8 +61,16 @@ pub fn render(
             ]));
             if let Some(why) = &t.halted {
                 lines.push(Line::from(Span::styled(
-                    format!("HALTED: {why}"),
+                    format!("HALTED: {why} · {resume_key} resumes (asks y/n)"),
                     Style::default().fg(theme.down).add_modifier(Modifier::BOLD),
+                )));
+            }
+            if let Some(f) = &t.flatten {
+                lines.push(Line::from(Span::styled(
+                    f.to_uppercase(),
+                    Style::default()
+                        .fg(theme.warning)
+                        .add_modifier(Modifier::BOLD),
                 )));
             }
             if t.positions.is_empty() {
@@ -72,17 +81,36 @@ pub fn render(
                     Side::Buy => ("long ", theme.up),
                     Side::Sell => ("short", theme.down),
                 };
+                let d = p.price_decimals;
                 let mut spans = vec![
                     Span::raw(format!("{:<9}", p.symbol)),
                     Span::styled(side, Style::default().fg(color)),
-                    Span::raw(format!(" {} @ {}", p.qty, p.entry)),
+                    Span::raw(format!(" {} @ {:.d$}", p.qty, p.entry)),
                 ];
                 if let Some(u) = p.unrealized {
                     spans.push(Span::raw(" u "));
                     spans.push(Span::styled(signed(u), pnl_style(u)));
                 }
-                if let Some(s) = p.stop {
-                    spans.push(Span::styled(format!(" stop {s}"), muted));
+                match p.stop {
+                    Some(s) => {
+                        let dist = p
+                            .mark
+                            .filter(|m| m.raw() > 0)
+                            .map(|m| {
+                                let bps =
+                                    (m.raw() - s.raw()).abs() as i128 * 10_000 / m.raw() as i128;
+                                format!(" ({bps} bp)")
+                            })
+                            .unwrap_or_default();
+                        spans.push(Span::styled(format!(" stop {s:.d$}{dist}"), muted));
+                    }
+                    None => spans.push(Span::styled(
+                        " NO STOP",
+                        Style::default().fg(theme.down).add_modifier(Modifier::BOLD),
+                    )),
+                }
+                if let Some(tp) = p.take_profit {
+                    spans.push(Span::styled(format!(" tp {tp:.d$}"), muted));
                 }
                 lines.push(Line::from(spans));
             }
@@ -91,7 +119,8 @@ pub fn render(
                     Side::Buy => "buy",
                     Side::Sell => "sell",
                 };
-                let price = o.price.map(|p| format!(" @ {p}")).unwrap_or_default();
+                let d = o.price_decimals;
+                let price = o.price.map(|p| format!(" @ {p:.d$}")).unwrap_or_default();
                 lines.push(Line::from(Span::styled(
                     format!(
                         "order {} {side} {} {}/{}{price}",
