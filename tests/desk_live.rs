@@ -16,7 +16,7 @@ use mmtrader::exec::binance_spot::{
 use mmtrader::exec::connect::ExecSection;
 use mmtrader::exec::signing::{Credentials, Secret};
 use mmtrader::logging::now_ms;
-use mmtrader::market::types::{Price, Side};
+use mmtrader::market::types::{Price, Qty, Side};
 use mmtrader::orchestrator::decision::{Decision, Thresholds};
 use mmtrader::sim::accounts::{DEFAULT_API_KEY, DEFAULT_SECRET};
 use mmtrader::sim::{SimConfig, SimHandle, start};
@@ -34,6 +34,7 @@ fn sim_target(sim: &SimHandle) -> LiveTarget {
         kind: ExecutorKind::Sim,
         section: ExecSection::default(),
         sim: Some((sim.rest_url(), sim.ws_url())),
+        resubmit_max_age_ms: 15_000,
     }
 }
 
@@ -214,6 +215,7 @@ async fn a_failed_go_live_leaves_paper_trading_running_and_names_no_secret() {
             format!("http://127.0.0.1:{port}"),
             format!("ws://127.0.0.1:{port}"),
         )),
+        resubmit_max_age_ms: 15_000,
     };
     let journal = s.open_live_journal(target.name()).unwrap();
     let err = connect_live(&target, journal, s.symbols())
@@ -402,5 +404,79 @@ async fn a_live_journal_holding_more_than_the_account_is_a_mismatch() {
     assert!(matches!(err, GoLiveError::Reconcile(_)), "{text}");
     assert!(text.contains("mismatch") && text.contains(SYM), "{text}");
     assert_eq!(s.executor_label(), "paper");
+    sim.shutdown().await;
+}
+
+/// A live journal left with intents the venue never saw: at go-live the young one is sent
+/// again once the risk check approves it at today's prices; a stale one and one the risk
+/// check now refuses are journaled as rejected and never reach the venue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn going_live_resends_young_unsent_intents_through_the_risk_check_only() {
+    use mmtrader::trading::journal::JournalRecord;
+    use mmtrader::trading::order::{OrderKind, OrderRequest, TimeInForce};
+    let sim = start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.data.source = DataSource::Sim;
+    let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
+    // The desk's view of the sim's book, as the feed would give it.
+    let (bid, ask) = book_ticker::book_ticker(&sim, SYM).await;
+    let mut snap = mmtrader::tui::fixture::market();
+    snap.time_ms = now_ms();
+    let eth = &mut snap.symbols[0];
+    let lot = Qty::parse("5").unwrap();
+    eth.bids = vec![mmtrader::market::types::Level {
+        price: bid,
+        qty: lot,
+    }];
+    eth.asks = vec![mmtrader::market::types::Level {
+        price: ask,
+        qty: lot,
+    }];
+    s.on_snapshot(&snap);
+
+    let target = LiveTarget::resolve(&cfg, Some((sim.rest_url(), sim.ws_url()))).unwrap();
+    let mut journal = s.open_live_journal(target.name()).unwrap();
+    let request = |id: &str, qty: &str| OrderRequest {
+        client_id: ClientOrderId::parse(id).unwrap(),
+        symbol: SYM.into(),
+        side: Side::Buy,
+        kind: OrderKind::Market,
+        qty: Qty::parse(qty).unwrap(),
+        reduce_only: false,
+        time_in_force: TimeInForce::Gtc,
+    };
+    // Journaled, then the desk died before sending: 9 s ago (certainly unseen, still young),
+    // long ago (stale), and 9 s ago but beyond today's position limit.
+    let young = now_ms() - 9_000;
+    for (id, qty, t) in [
+        ("mm-7", "0.01", young),
+        ("mm-8", "0.01", 1),
+        ("mm-9", "50", young),
+    ] {
+        journal
+            .record(JournalRecord::Intent {
+                request: request(id, qty),
+                protection: Default::default(),
+                time_ms: t,
+            })
+            .unwrap();
+    }
+    let handover = connect_live(&target, journal, s.symbols()).await.unwrap();
+    s.go_live(handover, now_ms()).unwrap();
+    pump_until(&mut s, "the resubmitted fill", |s| {
+        status(s, "mm-7") == Some(OrderStatus::Filled)
+    })
+    .await;
+    assert_eq!(status(&s, "mm-8"), Some(OrderStatus::Rejected), "stale");
+    assert_eq!(
+        status(&s, "mm-9"),
+        Some(OrderStatus::Rejected),
+        "refused by risk"
+    );
+    assert_eq!(sim.trading().orders_with_client_id(0, "mm-7"), 1);
+    assert_eq!(sim.trading().orders_with_client_id(0, "mm-8"), 0);
+    assert_eq!(sim.trading().orders_with_client_id(0, "mm-9"), 0);
+    assert_eq!(s.position_qty(SYM), Qty::parse("0.01").unwrap());
     sim.shutdown().await;
 }

@@ -551,7 +551,31 @@ async fn errors_and_clients_never_show_the_secret() {
 // ------------------------------------------------------------------ executor, journal, kill -9
 
 use mmtrader::exec::executor::ExchangeExecutor;
-use mmtrader::exec::reconcile::reconcile_startup;
+use mmtrader::exec::reconcile::{ReconcileSummary, policy_for, reconcile_startup};
+
+/// Start-up as the desk does it: reconcile, then send the intents the venue certainly never
+/// saw (the desk's risk check approves them first; these tests' intents are all within limits).
+async fn startup(c: &BinanceSpot, journal: &mut Journal, now: i64) -> ReconcileSummary {
+    let policy = policy_for(c, 15_000);
+    let summary = reconcile_startup(c, journal, &[SYM.to_string()], now, &policy)
+        .await
+        .unwrap();
+    for (request, _) in &summary.to_resubmit {
+        let inst = c.instrument(SYM).unwrap();
+        let assets = mmtrader::exec::venue::Assets {
+            base: inst.base_asset,
+            quote: inst.quote_asset,
+        };
+        let reply = c
+            .place(&mmtrader::exec::venue::spec_of(request))
+            .await
+            .unwrap();
+        for ev in mmtrader::exec::venue::events_of_reply(request, &assets, &reply) {
+            journal.record(JournalRecord::Event(ev)).unwrap();
+        }
+    }
+    summary
+}
 use mmtrader::market::instrument::Instrument;
 use mmtrader::trading::executor::{ExecutionConfig, Executor, Protection};
 use mmtrader::trading::journal::{Journal, JournalRecord};
@@ -700,9 +724,7 @@ async fn kill9_child() {
     let inst = c.instrument(SYM).unwrap();
     let mut journal = Journal::open(std::path::Path::new(dir), PREFIX, true).unwrap();
     let now = mmtrader::exec::rest::local_ms();
-    reconcile_startup(&c, &mut journal, &[SYM.to_string()], now)
-        .await
-        .unwrap();
+    startup(&c, &mut journal, now).await;
     let mut ids = ClientIdGen::new(PREFIX, journal.state().next_seq()).unwrap();
     let adopted: Vec<_> = journal
         .state()
@@ -835,9 +857,7 @@ async fn kill9_restart_never_loses_or_doubles_an_order() {
     let c = client(&sim).await;
     let mut journal = Journal::open(dir.path(), PREFIX, true).unwrap();
     let now = mmtrader::exec::rest::local_ms();
-    let summary = reconcile_startup(&c, &mut journal, &[SYM.to_string()], now)
-        .await
-        .unwrap();
+    let summary = startup(&c, &mut journal, now).await;
     eprintln!(
         "kill9 seed {seed}: {} orders journaled; final reconciliation {summary:?}",
         journal.state().orders().count()
@@ -899,14 +919,19 @@ async fn reconciliation_resubmits_unsent_intents_adopts_lost_events_and_cancels_
         reduce_only: false,
         time_in_force: mmtrader::trading::order::TimeInForce::Gtc,
     };
-    let intent = |r| JournalRecord::Intent {
+    let intent = |r, time_ms| JournalRecord::Intent {
         request: r,
         protection: Protection::default(),
-        time_ms: 1,
+        time_ms,
     };
-    // Killed after journaling, before sending.
+    // Killed after journaling, before sending: 9 s ago (the venue's answer is certain by now
+    // and the intent is young enough to send again), and a stale one from long ago.
+    let young = mmtrader::exec::rest::local_ms() - 9_000;
     journal
-        .record(intent(request("rc-1", TradeKind::Market)))
+        .record(intent(request("rc-1", TradeKind::Market), young))
+        .unwrap();
+    journal
+        .record(intent(request("rc-3", TradeKind::Market), 1))
         .unwrap();
     // Killed after sending, before journaling what the venue said.
     let far = bid - Price::parse("300").unwrap();
@@ -917,7 +942,7 @@ async fn reconciliation_resubmits_unsent_intents_adopts_lost_events_and_cancels_
             post_only: false,
         },
     );
-    journal.record(intent(resting.clone())).unwrap();
+    journal.record(intent(resting.clone(), 1)).unwrap();
     c.place(&mmtrader::exec::venue::spec_of(&resting))
         .await
         .unwrap();
@@ -934,11 +959,31 @@ async fn reconciliation_resubmits_unsent_intents_adopts_lost_events_and_cancels_
     .await
     .unwrap();
     let now = mmtrader::exec::rest::local_ms();
-    let s = reconcile_startup(&c, &mut journal, &[SYM.to_string()], now)
+    let policy = policy_for(&c, 15_000);
+    let s = reconcile_startup(&c, &mut journal, &[SYM.to_string()], now, &policy)
         .await
         .unwrap();
-    assert_eq!(s.resubmitted, vec![id("rc-1")]);
+    let handed_back: Vec<_> = s
+        .to_resubmit
+        .iter()
+        .map(|(r, _)| r.client_id.clone())
+        .collect();
+    assert_eq!(handed_back, vec![id("rc-1")]);
+    assert_eq!(
+        sim.trading().orders_with_client_id(0, "rc-1"),
+        0,
+        "reconciliation itself never sends"
+    );
+    assert_eq!(s.stale_rejected, vec![id("rc-3")]);
+    assert_eq!(
+        journal.state().order(&id("rc-3")).unwrap().status,
+        OrderStatus::Rejected,
+        "a stale intent ends in the journal"
+    );
     assert_eq!(s.strays_cancelled, vec![id("stray-1")]);
+    // What the desk does next once its risk check approves: send rc-1 under its own id.
+    let s2 = startup(&c, &mut journal, now).await;
+    assert_eq!(s2.to_resubmit.len(), 1);
     assert!(s.adopted >= 1);
     let st = journal.state();
     assert_eq!(st.order(&id("rc-1")).unwrap().status, OrderStatus::Filled);
@@ -953,8 +998,9 @@ async fn reconciliation_resubmits_unsent_intents_adopts_lost_events_and_cancels_
         c.query(SYM, "stray-1").await.unwrap().status,
         Some(OrderState::Canceled)
     );
+    assert_eq!(sim.trading().orders_with_client_id(0, "rc-3"), 0);
     // Everything agrees now: a second pass does nothing.
-    let s = reconcile_startup(&c, &mut journal, &[SYM.to_string()], now)
+    let s = reconcile_startup(&c, &mut journal, &[SYM.to_string()], now, &policy)
         .await
         .unwrap();
     assert_eq!(s, Default::default());

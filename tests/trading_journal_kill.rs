@@ -16,8 +16,8 @@ use mmtrader::market::instrument::{Instrument, InstrumentStatus};
 use mmtrader::market::types::{Level, Price, Qty, Side};
 use mmtrader::trading::executor::{ExecutionConfig, Executor, MarketEvent};
 use mmtrader::trading::journal::{
-    ExchangeView, JOURNAL_FILE, Journal, JournalRecord, ReconcileAction, RecordLog, VenueOrder,
-    reconcile,
+    ExchangeView, JOURNAL_FILE, Journal, JournalRecord, ReconcileAction, ReconcilePolicy,
+    RecordLog, VenueOrder, reconcile,
 };
 use mmtrader::trading::money::Money;
 use mmtrader::trading::order::{
@@ -225,7 +225,13 @@ fn run_child(dir: &Path) {
     )
     .unwrap();
     let now = 0;
-    for action in reconcile(journal.state(), &exchange.view(), now) {
+    // The in-process exchange's view is complete and immediate.
+    for action in reconcile(
+        journal.state(),
+        &exchange.view(),
+        now,
+        &ReconcilePolicy::IMMEDIATE,
+    ) {
         match action {
             ReconcileAction::Adopt(ev) => journal.record(JournalRecord::Event(ev)).unwrap(),
             ReconcileAction::Resubmit {
@@ -238,6 +244,9 @@ fn run_child(dir: &Path) {
             }
             ReconcileAction::CancelStray { client_id } => {
                 panic!("the exchange holds {client_id}, which the journal never saw")
+            }
+            ReconcileAction::Recheck { client_id, .. } => {
+                panic!("an immediate exchange leaves nothing in doubt ({client_id})")
             }
         }
     }
@@ -380,5 +389,5 @@ fn kill_at_random_points_loses_and_doubles_nothing() {
         state.position_qty(SYMBOL),
         exchange.paper.portfolio().qty(SYMBOL)
     );
-    assert!(reconcile(state, &exchange.view(), 0).is_empty());
+    assert!(reconcile(state, &exchange.view(), 0, &ReconcilePolicy::IMMEDIATE).is_empty());
 }

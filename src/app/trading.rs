@@ -25,7 +25,7 @@ use crate::analysis::model_output::Action;
 use crate::config::{Config, DataSource};
 use crate::exec::connect::{ExecSection, executor_name, start_executor};
 use crate::exec::executor::ExchangeExecutor;
-use crate::exec::reconcile::{LiveCheck, ReconcileError, reconcile_for_live};
+use crate::exec::reconcile::{LiveCheck, ReconcileError, policy_for, reconcile_for_live};
 use crate::exec::venue::exchange_symbol;
 use crate::market::book::OrderBook;
 use crate::market::instrument::Instrument;
@@ -105,6 +105,8 @@ pub struct LiveTarget {
     pub section: ExecSection,
     /// The simulator's REST and websocket base URLs, when it runs.
     pub sim: Option<(String, String)>,
+    /// Journaled intents older than this are never resubmitted by reconciliation, ms.
+    pub resubmit_max_age_ms: i64,
 }
 
 impl LiveTarget {
@@ -121,6 +123,7 @@ impl LiveTarget {
             kind,
             section: cfg.exec.clone(),
             sim,
+            resubmit_max_age_ms: cfg.execution.resubmit_max_age_ms(),
         })
     }
 
@@ -185,11 +188,13 @@ pub async fn connect_live(
             name,
             reason: format!("{e:#}"),
         })?;
+    let policy = policy_for(exec.client(), target.resubmit_max_age_ms);
     match reconcile_for_live(
         exec.client(),
         &mut journal,
         symbols,
         crate::logging::now_ms(),
+        &policy,
     )
     .await
     {
@@ -523,10 +528,18 @@ impl TradingSession {
                 self.instruments.insert(symbol.clone(), inst);
             }
         }
+        // Intents handed back for resubmission are not at the venue: they are checked and
+        // sent below, never adopted as working orders.
+        let unsent: Vec<&ClientOrderId> = check
+            .summary
+            .to_resubmit
+            .iter()
+            .map(|(r, _)| &r.client_id)
+            .collect();
         exec.adopt(
             state
                 .orders()
-                .filter(|(o, _)| o.status.is_open())
+                .filter(|(o, _)| o.status.is_open() && !unsent.contains(&o.client_id()))
                 .map(|(o, p)| (o.clone(), *p)),
         );
         let journal = Arc::new(Mutex::new(journal));
@@ -535,12 +548,15 @@ impl TradingSession {
             if let (Some(b), Some(a)) = (book.best_bid(), book.best_ask()) {
                 portfolio.mark(symbol, Price((b.price.raw() + a.price.raw()) / 2));
             }
+            // The new executor prices its first checks (a resubmission's) from today's book.
+            exec.on_market(MarketEvent::Book { symbol, book }, now);
         }
         let s = &check.summary;
         tracing::warn!(
             executor = name,
             adopted = s.adopted,
-            resubmitted = ?s.resubmitted,
+            to_resubmit = s.to_resubmit.len(),
+            stale_rejected = ?s.stale_rejected,
             strays_cancelled = ?s.strays_cancelled,
             "LIVE: orders now go to {name}; the paper account is left behind (paper positions \
              are not carried over)"
@@ -554,7 +570,73 @@ impl TradingSession {
         self.executor_label = format!("live: {name}");
         self.live = true;
         self.pump();
+        self.resubmit(check.summary.to_resubmit, now);
         Ok(())
+    }
+
+    /// Sends again the intents reconciliation found the venue certainly never saw, each only
+    /// if the risk manager approves it again, unchanged, at today's prices; every other one
+    /// is journaled as rejected so no later recovery sends it.
+    fn resubmit(
+        &mut self,
+        intents: Vec<(OrderRequest, crate::trading::risk::Protection)>,
+        now: i64,
+    ) {
+        for (request, protection) in intents {
+            let id = request.client_id.clone();
+            let verdict = self.recheck(&request, &protection, now);
+            match verdict {
+                Ok(approved) => match self.exec.submit(approved) {
+                    Ok(()) => tracing::warn!(client_id = %id, "reconciliation: intent resubmitted"),
+                    Err(e) => self.reject_unsent(&id, format!("resubmission not taken: {e}"), now),
+                },
+                Err(why) => {
+                    tracing::warn!(client_id = %id, "reconciliation: intent not resubmitted: {why}");
+                    self.reject_unsent(&id, why, now);
+                }
+            }
+        }
+        self.pump();
+    }
+
+    fn recheck(
+        &mut self,
+        request: &OrderRequest,
+        protection: &crate::trading::risk::Protection,
+        now: i64,
+    ) -> Result<crate::trading::risk::ApprovedOrder, String> {
+        let instrument = self
+            .instruments
+            .get(&request.symbol)
+            .ok_or_else(|| format!("no instrument rules for {}", request.symbol))?;
+        let reference = self
+            .exec
+            .last_price(&request.symbol)
+            .filter(|p| p.raw() > 0)
+            .ok_or_else(|| format!("no price for {} to check it again at", request.symbol))?;
+        let open = self.exec.open_orders();
+        let ctx = RiskContext::from_account(now, instrument, reference, &self.portfolio, &open);
+        let approved = self
+            .risk
+            .check(OrderIntent::from_request(request, protection), &ctx)
+            .map_err(|r| format!("refused by the risk check at today's prices: {r}"))?;
+        if approved.request() != request {
+            return Err(format!(
+                "the risk check at today's prices changed it ({} -> {})",
+                request.qty,
+                approved.request().qty
+            ));
+        }
+        Ok(approved)
+    }
+
+    /// Journals that an intent ended without reaching the executor, so no recovery sends it.
+    fn reject_unsent(&mut self, id: &ClientOrderId, why: String, now: i64) {
+        self.journal_record(JournalRecord::Event(ExecutionEvent::Rejected {
+            client_id: id.clone(),
+            reason: crate::trading::order::RejectReason::NotSent(why),
+            time_ms: now,
+        }));
     }
 
     /// The instrument rules orders are rounded and checked against (from exchangeInfo).
@@ -726,7 +808,7 @@ impl TradingSession {
         for order in self.risk.flatten_orders(&need, &mut self.ids, now) {
             let (request, protection) = (order.request().clone(), *order.protection());
             if !self.journal_record(JournalRecord::Intent {
-                request,
+                request: request.clone(),
                 protection,
                 time_ms: now,
             }) {
@@ -734,6 +816,7 @@ impl TradingSession {
             }
             if let Err(e) = self.exec.submit(order) {
                 tracing::error!(error = %e, "flatten order not accepted");
+                self.reject_unsent(&request.client_id, e.to_string(), now);
             }
         }
         f.last_sent_ms = now;
@@ -851,6 +934,8 @@ impl TradingSession {
                 }
                 if let Err(e) = self.exec.submit(approved) {
                     tracing::error!(error = %e, "executor refused an approved order");
+                    // Journaled as ended, so no restart or reconciliation ever sends it.
+                    self.reject_unsent(&request.client_id, e.to_string(), time_ms);
                     return DecisionOutcome::Refused(e.to_string());
                 }
                 self.sent += 1;

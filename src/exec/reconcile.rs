@@ -3,22 +3,36 @@
 //! The venue is asked about every order the journal still has open (by client id, fills from
 //! the account's trade list) and for its open orders on the same symbols; the pure
 //! [`journal::reconcile`](crate::trading::journal::reconcile) decides what to do, and this
-//! module does it: venue events are journaled, intents the venue never saw are sent again with
-//! their journaled client id (the venue refuses a duplicate, so nothing executes twice), and
-//! open venue orders the journal does not know are cancelled. Before a running desk goes live,
-//! [`reconcile_for_live`] refuses instead of cancelling what the journal does not know.
+//! module does it: venue events are journaled and open venue orders the journal does not know
+//! are cancelled. An intent the venue does not know is never sent blind: Binance refuses a
+//! duplicate client id only while the first order is open, and a filled order can be
+//! invisible to queries for a while, so the venue is asked again until its answer is certain
+//! ([`ReconcilePolicy::certainty_ms`]). An intent it then certainly never saw is rejected in the
+//! journal when older than [`ReconcilePolicy::max_intent_age_ms`]; a younger one is handed back
+//! in [`ReconcileSummary::to_resubmit`] for the caller to check again with the risk manager at
+//! today's prices before sending it. Before a running desk goes live, [`reconcile_for_live`]
+//! refuses instead of cancelling what the journal does not know.
 
 use std::collections::BTreeSet;
 
 use super::binance_spot::BinanceSpot;
 use super::rest::ExecError;
-use super::venue::{Assets, events_of_reply, exchange_symbol, fills_of_trades, spec_of, status_of};
+use super::venue::{Assets, exchange_symbol, fills_of_trades, status_of};
 use super::wire::AssetBalance;
 use crate::market::types::Qty;
 use crate::trading::journal::{
-    ExchangeView, Journal, JournalError, JournalRecord, ReconcileAction, VenueOrder, reconcile,
+    ExchangeView, Journal, JournalError, JournalRecord, ReconcileAction, ReconcilePolicy,
+    VenueOrder, reconcile,
 };
-use crate::trading::order::{ClientOrderId, ExecutionEvent};
+use crate::trading::order::{ClientOrderId, OrderRequest};
+use crate::trading::risk::Protection;
+
+/// How long after `recvWindow` a filled order may still be invisible to a query: Binance
+/// documents no bound, so the margin is generous against what is seen in practice.
+pub const QUERY_DELAY_MARGIN_MS: i64 = 3_000;
+
+/// Rechecks of intents the venue does not know yet before reconciliation gives up.
+const MAX_RECHECKS: usize = 4;
 
 /// Why reconciliation stopped.
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +54,11 @@ pub enum ReconcileError {
 pub struct ReconcileSummary {
     /// Venue events journaled (acks, fills, final statuses).
     pub adopted: usize,
-    /// Intents sent again (the venue had never seen them).
-    pub resubmitted: Vec<ClientOrderId>,
+    /// Intents the venue certainly never saw and young enough to send again, once the caller's
+    /// risk check approves them at today's prices (nothing here was sent).
+    pub to_resubmit: Vec<(OrderRequest, Protection)>,
+    /// Intents the venue certainly never saw, too old to send: journaled as rejected.
+    pub stale_rejected: Vec<ClientOrderId>,
     /// Venue orders unknown to the journal, cancelled.
     pub strays_cancelled: Vec<ClientOrderId>,
 }
@@ -116,6 +133,53 @@ pub async fn exchange_view(
     Ok(view)
 }
 
+/// The policy for `client`'s venue: the venue's answer about an intent is certain once the
+/// request's `recvWindow` has passed plus [`QUERY_DELAY_MARGIN_MS`].
+pub fn policy_for(client: &BinanceSpot, max_intent_age_ms: i64) -> ReconcilePolicy {
+    ReconcilePolicy {
+        certainty_ms: (client.config().recv_window_ms as i64).saturating_add(QUERY_DELAY_MARGIN_MS),
+        max_intent_age_ms,
+    }
+}
+
+/// The venue's view and the actions it calls for, once no intent is left in doubt: while the
+/// venue does not know an intent that may still be in flight or not yet queryable, it waits
+/// for the certainty point and asks again (nothing is sent meanwhile).
+async fn settled(
+    client: &BinanceSpot,
+    journal: &Journal,
+    symbols: &[String],
+    now_ms: i64,
+    policy: &ReconcilePolicy,
+) -> Result<Vec<ReconcileAction>, ReconcileError> {
+    let mut now = now_ms;
+    for _ in 0..MAX_RECHECKS {
+        let view = exchange_view(client, journal, symbols).await?;
+        let actions = reconcile(journal.state(), &view, now, policy);
+        let due = actions
+            .iter()
+            .filter_map(|a| match a {
+                ReconcileAction::Recheck { at_ms, .. } => Some(*at_ms),
+                _ => None,
+            })
+            .max();
+        let Some(due) = due else {
+            return Ok(actions);
+        };
+        let wait = due.saturating_sub(now).clamp(1, policy.certainty_ms.max(1));
+        tracing::info!(
+            wait_ms = wait,
+            "reconciliation: the venue does not know a recent intent yet; asking again before \
+             deciding (nothing is sent meanwhile)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
+        now = now.saturating_add(wait);
+    }
+    Err(ReconcileError::Mismatch(
+        "the venue's answer about a recent intent stayed uncertain; nothing was sent".into(),
+    ))
+}
+
 /// Brings the journal and the venue into agreement (see the module doc); every event is
 /// journaled before anything else acts on it.
 pub async fn reconcile_startup(
@@ -123,10 +187,10 @@ pub async fn reconcile_startup(
     journal: &mut Journal,
     extra_symbols: &[String],
     now_ms: i64,
+    policy: &ReconcilePolicy,
 ) -> Result<ReconcileSummary, ReconcileError> {
-    let view = exchange_view(client, journal, extra_symbols).await?;
-    let actions = reconcile(journal.state(), &view, now_ms);
-    apply_actions(client, journal, extra_symbols, actions, now_ms).await
+    let actions = settled(client, journal, extra_symbols, now_ms, policy).await?;
+    apply_actions(client, journal, extra_symbols, actions).await
 }
 
 /// What a go-live check found: the reconciliation done and the account's balances.
@@ -149,9 +213,9 @@ pub async fn reconcile_for_live(
     journal: &mut Journal,
     symbols: &[String],
     now_ms: i64,
+    policy: &ReconcilePolicy,
 ) -> Result<LiveCheck, ReconcileError> {
-    let view = exchange_view(client, journal, symbols).await?;
-    let actions = reconcile(journal.state(), &view, now_ms);
+    let actions = settled(client, journal, symbols, now_ms, policy).await?;
     let strays: Vec<&str> = actions
         .iter()
         .filter_map(|a| match a {
@@ -194,7 +258,7 @@ pub async fn reconcile_for_live(
             )));
         }
     }
-    let summary = apply_actions(client, journal, symbols, actions, now_ms).await?;
+    let summary = apply_actions(client, journal, symbols, actions).await?;
     let balances = client.balances().await?;
     Ok(LiveCheck { summary, balances })
 }
@@ -204,30 +268,31 @@ async fn apply_actions(
     journal: &mut Journal,
     extra_symbols: &[String],
     actions: Vec<ReconcileAction>,
-    now_ms: i64,
 ) -> Result<ReconcileSummary, ReconcileError> {
     let mut summary = ReconcileSummary::default();
     for a in actions {
         match a {
             ReconcileAction::Adopt(ev) => {
+                if let crate::trading::order::ExecutionEvent::Rejected {
+                    client_id,
+                    reason: crate::trading::order::RejectReason::NotSent(_),
+                    ..
+                } = &ev
+                {
+                    summary.stale_rejected.push(client_id.clone());
+                }
                 journal.record(JournalRecord::Event(ev))?;
                 summary.adopted += 1;
             }
-            ReconcileAction::Resubmit { request, .. } => {
-                let events = match client.place(&spec_of(&request)).await {
-                    Ok(o) => events_of_reply(&request, &assets(client, &request.symbol), &o),
-                    // Still unknown: leave the intent open; the next reconciliation decides.
-                    Err(e) if e.outcome_unknown() => return Err(e.into()),
-                    Err(e) => vec![ExecutionEvent::Rejected {
-                        client_id: request.client_id.clone(),
-                        reason: super::venue::reject_reason(&e),
-                        time_ms: now_ms,
-                    }],
-                };
-                for ev in events {
-                    journal.record(JournalRecord::Event(ev))?;
-                }
-                summary.resubmitted.push(request.client_id);
+            ReconcileAction::Resubmit {
+                request,
+                protection,
+            } => summary.to_resubmit.push((request, protection)),
+            // `settled` returns only once nothing is left in doubt.
+            ReconcileAction::Recheck { client_id, .. } => {
+                return Err(ReconcileError::Mismatch(format!(
+                    "{client_id} is still in doubt at the venue; nothing was sent"
+                )));
             }
             ReconcileAction::CancelStray { client_id } => {
                 // The view does not keep symbols: try each symbol reconciliation looked at.

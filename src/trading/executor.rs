@@ -106,6 +106,9 @@ pub struct ExecutionConfig {
     pub journal_dir: PathBuf,
     /// Client order id prefix (letters, digits, '-', '_'; at most 15 characters).
     pub client_id_prefix: String,
+    /// A journaled intent the venue never saw is sent again after a restart or at go-live
+    /// only while younger than this (and approved again by the risk check), seconds.
+    pub resubmit_max_age_secs: u64,
 }
 
 impl Default for ExecutionConfig {
@@ -121,6 +124,7 @@ impl Default for ExecutionConfig {
             trailing_stop_bps: 0,
             journal_dir: PathBuf::from("journal"),
             client_id_prefix: "mm".into(),
+            resubmit_max_age_secs: 15,
         }
     }
 }
@@ -147,6 +151,11 @@ impl ExecutionConfig {
             return Err(("execution.journal_dir", "expected a directory path".into()));
         }
         Ok(())
+    }
+
+    /// [`Self::resubmit_max_age_secs`] in ms.
+    pub fn resubmit_max_age_ms(&self) -> i64 {
+        (self.resubmit_max_age_secs.min(i64::MAX as u64 / 1000) * 1000) as i64
     }
 
     /// The journal directory: `journal_dir` under `data_dir` unless it is absolute.

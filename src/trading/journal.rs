@@ -478,13 +478,24 @@ pub struct ExchangeView {
 pub enum ReconcileAction {
     /// Journal the venue's event (an unknown fill, an ack, a final status) and book it.
     Adopt(ExecutionEvent),
-    /// The intent was journaled but the venue never saw it: send it again with the same
-    /// client id (the venue refuses a duplicate, so it can never execute twice).
+    /// The intent was journaled, the venue certainly never saw it, and it is young enough
+    /// to still mean what it meant: it may be sent again under its client id, after the
+    /// caller has checked it again with the risk manager at today's prices. (Binance refuses
+    /// a duplicate client id only while the first order is open, so a resend is safe only
+    /// once the venue has certainly not seen the first: see [`ReconcilePolicy`].)
     Resubmit {
         /// The order.
         request: OrderRequest,
         /// Its exits.
         protection: Protection,
+    },
+    /// The venue does not know the intent yet, but the request may still be in flight or
+    /// executed and not yet queryable: ask again at `at_ms`. Never sent meanwhile.
+    Recheck {
+        /// The order.
+        client_id: ClientOrderId,
+        /// When the venue's answer becomes certain, ms.
+        at_ms: i64,
     },
     /// The venue has an open order we do not want there: one the journal does not know, or
     /// one whose cancel was journaled but never took effect. Cancel it at the venue.
@@ -494,9 +505,34 @@ pub enum ReconcileAction {
     },
 }
 
+/// How reconciliation treats an intent the venue does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcilePolicy {
+    /// Until this long after its intent was journaled, the venue's "no such order" is not
+    /// certain: the request may still be in flight (Binance accepts it until its timestamp
+    /// plus `recvWindow`), or executed and not yet queryable. Looked up again then.
+    pub certainty_ms: i64,
+    /// An intent older than this is never sent again: the decision behind it is stale. It is
+    /// journaled as rejected instead.
+    pub max_intent_age_ms: i64,
+}
+
+impl ReconcilePolicy {
+    /// For a venue whose view is complete and immediate (tests' in-process exchanges).
+    pub const IMMEDIATE: Self = Self {
+        certainty_ms: 0,
+        max_intent_age_ms: i64::MAX,
+    };
+}
+
 /// Compares the journal with the venue and lists the actions, in an order that is safe to
 /// apply (fills before the final statuses they lead to). Pure.
-pub fn reconcile(state: &JournalState, venue: &ExchangeView, now_ms: i64) -> Vec<ReconcileAction> {
+pub fn reconcile(
+    state: &JournalState,
+    venue: &ExchangeView,
+    now_ms: i64,
+    policy: &ReconcilePolicy,
+) -> Vec<ReconcileAction> {
     let mut actions = Vec::new();
     let venue_orders: BTreeMap<&ClientOrderId, &VenueOrder> =
         venue.orders.iter().map(|o| (&o.client_id, o)).collect();
@@ -564,11 +600,36 @@ pub fn reconcile(state: &JournalState, venue: &ExchangeView, now_ms: i64) -> Vec
                 };
                 actions.extend(ev.map(ReconcileAction::Adopt));
             }
-            None if o.status == OrderStatus::New && !state.cancel_requested(id) => {
-                actions.push(ReconcileAction::Resubmit {
-                    request: o.request.clone(),
-                    protection: *protection,
-                });
+            None if o.status == OrderStatus::New => {
+                let age = now_ms.saturating_sub(o.updated_ms);
+                if age < policy.certainty_ms {
+                    actions.push(ReconcileAction::Recheck {
+                        client_id: id.clone(),
+                        at_ms: o.updated_ms.saturating_add(policy.certainty_ms),
+                    });
+                } else if state.cancel_requested(id) || age > policy.max_intent_age_ms {
+                    // Never reached the venue, and either the trader cancelled it or the
+                    // decision is too old to act on: it ends here, journaled, unsent.
+                    let why = if state.cancel_requested(id) {
+                        "cancelled before it reached the venue; not sent".to_string()
+                    } else {
+                        format!(
+                            "intent {} s old (limit {} s) never reached the venue; not resubmitted",
+                            age / 1000,
+                            policy.max_intent_age_ms / 1000
+                        )
+                    };
+                    actions.push(ReconcileAction::Adopt(ExecutionEvent::Rejected {
+                        client_id: id.clone(),
+                        reason: crate::trading::order::RejectReason::NotSent(why),
+                        time_ms: now_ms,
+                    }));
+                } else {
+                    actions.push(ReconcileAction::Resubmit {
+                        request: o.request.clone(),
+                        protection: *protection,
+                    });
+                }
             }
             None => {
                 // Acknowledged once (or we asked to cancel it) and gone from the venue.
@@ -781,7 +842,7 @@ mod tests {
             ],
             fills: vec![fill(1, "t1"), fill(1, "t1")],
         };
-        let acts = reconcile(&s, &venue, 50);
+        let acts = reconcile(&s, &venue, 50, &ReconcilePolicy::IMMEDIATE);
         let mut expected = vec![
             ReconcileAction::Adopt(ExecutionEvent::Acknowledged {
                 client_id: id(1),
@@ -835,12 +896,63 @@ mod tests {
             filled_qty: Qty::ZERO,
         });
         assert!(
-            reconcile(&s, &venue5, 60).contains(&ReconcileAction::CancelStray { client_id: id(5) })
+            reconcile(&s, &venue5, 60, &ReconcilePolicy::IMMEDIATE)
+                .contains(&ReconcileAction::CancelStray { client_id: id(5) })
         );
         let venue = venue5;
-        let again = reconcile(&s, &venue, 60);
+        let again = reconcile(&s, &venue, 60, &ReconcilePolicy::IMMEDIATE);
         // The resubmit, the stray and the cancel to repeat remain: the venue must act.
         assert_eq!(again.len(), 3, "{again:?}");
         assert_eq!(s.order(&id(1)).unwrap().status, OrderStatus::Filled);
+    }
+
+    #[test]
+    fn an_unknown_intent_is_rechecked_then_resubmitted_young_and_refused_old() {
+        let policy = ReconcilePolicy {
+            certainty_ms: 8_000,
+            max_intent_age_ms: 15_000,
+        };
+        let mut s = JournalState::new("mm");
+        // Intent 1 journaled at t = 1 ms; the venue has never heard of it.
+        s.apply(&intent(1)).unwrap();
+        let venue = ExchangeView::default();
+        // Still in flight or not yet queryable: looked up again, never sent meanwhile.
+        assert_eq!(
+            reconcile(&s, &venue, 3_000, &policy),
+            vec![ReconcileAction::Recheck {
+                client_id: id(1),
+                at_ms: 8_001,
+            }]
+        );
+        // Certainly unseen and still young: may be resubmitted (after the risk check).
+        assert!(matches!(
+            reconcile(&s, &venue, 9_000, &policy).as_slice(),
+            [ReconcileAction::Resubmit { .. }]
+        ));
+        // Too old: ends as rejected, never sent.
+        match reconcile(&s, &venue, 20_000, &policy).as_slice() {
+            [ReconcileAction::Adopt(ExecutionEvent::Rejected { reason, .. })] => {
+                assert!(reason.to_string().contains("not resubmitted"), "{reason}")
+            }
+            other => panic!("a stale intent must not be resubmitted: {other:?}"),
+        }
+        // One the trader asked to cancel is never placed by recovery, young or not.
+        s.apply(&JournalRecord::CancelRequest {
+            client_id: id(1),
+            time_ms: 2,
+        })
+        .unwrap();
+        assert!(matches!(
+            reconcile(&s, &venue, 3_000, &policy).as_slice(),
+            [ReconcileAction::Recheck { .. }]
+        ));
+        for now in [9_000, 20_000] {
+            match reconcile(&s, &venue, now, &policy).as_slice() {
+                [ReconcileAction::Adopt(ExecutionEvent::Rejected { reason, .. })] => {
+                    assert!(reason.to_string().contains("cancelled"), "{reason}")
+                }
+                other => panic!("a cancelled intent must never be sent: {other:?}"),
+            }
+        }
     }
 }

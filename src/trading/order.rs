@@ -367,6 +367,10 @@ pub enum RejectReason {
     /// The venue does not support this order type.
     #[error("unsupported order type {0}")]
     Unsupported(String),
+    /// Never sent: the desk itself ended it (a stale intent after a restart, a refusal on
+    /// resubmission, a submit the executor did not take).
+    #[error("not sent: {0}")]
+    NotSent(String),
     /// Any other venue error, with its code and message.
     #[error("exchange error {code}: {message}")]
     Exchange {
