@@ -536,7 +536,7 @@ impl TradingSession {
     fn apply_risk_actions(&mut self, now: i64) {
         for action in self.risk.take_actions() {
             match action {
-                RiskAction::CancelAll(reason) => {
+                RiskAction::CancelEntries(reason) => {
                     tracing::warn!(%reason, "risk: cancelling every working order");
                     self.cancel_all(now);
                 }
