@@ -701,7 +701,7 @@ impl TradingSession {
     fn apply_risk_actions(&mut self, now: i64) {
         for action in self.risk.take_actions() {
             match action {
-                RiskAction::CancelAll(reason) => {
+                RiskAction::CancelEntries(reason) => {
                     tracing::warn!(
                         %reason,
                         "risk: cancelling working entries (stops and take-profits stay)"

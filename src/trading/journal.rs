@@ -7,11 +7,17 @@
 //! next append starts on a clean line. A damaged record anywhere else is real corruption and
 //! opening fails with the line number.
 //!
+//! A failed append (write or fsync) is cut back to the last good record before the error is
+//! returned, so a record whose append returned an error is never replayed and the next one
+//! starts on a clean line. When even that cut fails, the log is marked failed
+//! ([`RecordLog::failure`], [`Journal::failure`]) and refuses every append until a retried cut
+//! succeeds.
+//!
 //! Replay ([`JournalState`]) and reconciliation ([`reconcile`]) are pure.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -52,6 +58,19 @@ pub enum JournalError {
     /// A record could not be encoded.
     #[error("journal record could not be encoded: {0}")]
     Encode(String),
+    /// An earlier append failed and its bytes could not be cut off: nothing is appended until
+    /// they are.
+    #[error(
+        "journal {path} has failed ({why}); cutting it back to its last good record failed again: {source}"
+    )]
+    Failed {
+        /// The file.
+        path: PathBuf,
+        /// What failed first.
+        why: String,
+        /// Why the retried cut failed.
+        source: std::io::Error,
+    },
 }
 
 /// One journal entry.
@@ -164,12 +183,48 @@ pub fn parse_records<T: DeserializeOwned>(
     })
 }
 
+/// The file operations a [`RecordLog`] performs after opening. [`File`] is the real one; the
+/// trait is the fault-injection seam: [`RecordLog::open_with`] wraps the opened file, so tests
+/// can make writes and syncs fail while every byte still goes to the real file.
+pub trait LogFile: Send + Sync + std::fmt::Debug {
+    /// Writes all of `buf` at the end of the file; may write a prefix and then fail.
+    fn append(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Flushes the file's data (and its length) to disk.
+    fn sync_data(&mut self) -> io::Result<()>;
+    /// Cuts the file to `len` bytes.
+    fn set_len(&mut self, len: u64) -> io::Result<()>;
+    /// Flushes the file's data and metadata to disk.
+    fn sync_all(&mut self) -> io::Result<()>;
+}
+
+impl LogFile for File {
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        Write::write_all(self, buf)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)
+    }
+
+    fn sync_all(&mut self) -> io::Result<()> {
+        File::sync_all(self)
+    }
+}
+
 /// An append-only file of checksummed records, each fsynced before `append` returns.
 #[derive(Debug)]
 pub struct RecordLog {
-    file: File,
+    file: Box<dyn LogFile>,
     path: PathBuf,
     sync: bool,
+    /// Length of the file up to the end of the last record whose append returned `Ok`.
+    good_len: u64,
+    /// Set while bytes of a failed append may lie past `good_len` (the cut-back failed).
+    failed: Option<String>,
 }
 
 impl RecordLog {
@@ -178,6 +233,16 @@ impl RecordLog {
     pub fn open<T: DeserializeOwned>(
         path: &Path,
         sync: bool,
+    ) -> Result<(Self, ReadOutcome<T>), JournalError> {
+        Self::open_with(path, sync, |f| f)
+    }
+
+    /// [`Self::open`], with every later write, sync and cut going through `wrap(file)`: the
+    /// fault-injection seam (a wrapper that fails on demand around the real file).
+    pub fn open_with<T: DeserializeOwned, W: LogFile + 'static>(
+        path: &Path,
+        sync: bool,
+        wrap: impl FnOnce(File) -> W,
     ) -> Result<(Self, ReadOutcome<T>), JournalError> {
         let io = |source| JournalError::Io {
             path: path.to_path_buf(),
@@ -207,32 +272,88 @@ impl RecordLog {
         }
         Ok((
             Self {
-                file,
+                file: Box::new(wrap(file)),
                 path: path.to_path_buf(),
                 sync,
+                good_len: outcome.good_len,
+                failed: None,
             },
             outcome,
         ))
     }
 
     /// Appends one record and (unless opened without sync) waits until it is on disk.
+    ///
+    /// On any error nothing of the record stays in the file: the bytes written are cut off
+    /// before this returns, or, when that fails too, the log is marked failed and every later
+    /// append first retries the cut and is refused ([`JournalError::Failed`]) until it works.
     pub fn append<T: Serialize>(&mut self, record: &T) -> Result<(), JournalError> {
         let json = serde_json::to_vec(record).map_err(|e| JournalError::Encode(e.to_string()))?;
-        let io = |source| JournalError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        // One write call per record: a crash tears at most this record.
-        self.file.write_all(&frame(&json)).map_err(io)?;
-        if self.sync {
-            self.file.sync_data().map_err(io)?;
+        if let Some(why) = self.failed.clone() {
+            if let Err(source) = self.cut_back() {
+                return Err(JournalError::Failed {
+                    path: self.path.clone(),
+                    why,
+                    source,
+                });
+            }
+            tracing::info!(path = %self.path.display(), "journal cut back to its last good record");
+            self.failed = None;
         }
-        Ok(())
+        let framed = frame(&json);
+        // One write call per record: a crash tears at most this record.
+        let mut result = self.file.append(&framed);
+        if result.is_ok() && self.sync {
+            result = self.file.sync_data();
+        }
+        match result {
+            Ok(()) => {
+                self.good_len += framed.len() as u64;
+                Ok(())
+            }
+            Err(source) => {
+                // After a failed fsync the written bytes may or may not reach the disk: the
+                // record is cut off either way, so it counts as never written.
+                if let Err(cut) = self.cut_back() {
+                    tracing::error!(path = %self.path.display(), error = %cut, "journal append failed and could not be cut back");
+                    self.failed = Some(format!(
+                        "an append failed ({source}) and cutting it off failed ({cut})"
+                    ));
+                }
+                Err(JournalError::Io {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Cuts the file back to the end of the last good record, durably.
+    fn cut_back(&mut self) -> io::Result<()> {
+        self.file.set_len(self.good_len)?;
+        self.file.sync_all()
+    }
+
+    /// Why the log refuses appends: an append failed and its bytes could not be cut off yet.
+    /// `None` when the file holds exactly the records whose append returned `Ok`.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
     }
 
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl Drop for RecordLog {
+    fn drop(&mut self) {
+        // Last chance to keep a failed record out of the next replay.
+        if self.failed.is_some()
+            && let Err(e) = self.cut_back()
+        {
+            tracing::error!(path = %self.path.display(), error = %e, "journal closed with bytes of a failed append in it");
+        }
     }
 }
 
@@ -247,11 +368,22 @@ impl Journal {
     /// Opens the journal in `dir` (created if missing) and replays it; ids with `prefix`
     /// determine the next client id.
     pub fn open(dir: &Path, prefix: &str, sync: bool) -> Result<Self, JournalError> {
+        Self::open_with(dir, prefix, sync, |f| f)
+    }
+
+    /// [`Self::open`] through the fault-injection seam of [`RecordLog::open_with`].
+    pub fn open_with<W: LogFile + 'static>(
+        dir: &Path,
+        prefix: &str,
+        sync: bool,
+        wrap: impl FnOnce(File) -> W,
+    ) -> Result<Self, JournalError> {
         std::fs::create_dir_all(dir).map_err(|source| JournalError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
-        let (log, outcome) = RecordLog::open::<JournalRecord>(&dir.join(JOURNAL_FILE), sync)?;
+        let (log, outcome) =
+            RecordLog::open_with::<JournalRecord, W>(&dir.join(JOURNAL_FILE), sync, wrap)?;
         let mut state = JournalState::new(prefix);
         state.dropped_tail = outcome.dropped_tail;
         for r in &outcome.records {
@@ -265,13 +397,21 @@ impl Journal {
     }
 
     /// Writes a record durably, then applies it to the state. Callers take the action the
-    /// record describes only after this returns `Ok`.
+    /// record describes only after this returns `Ok`; on an error the record is neither in
+    /// the file nor in the state, and the owner must stop acting (halt trading).
     pub fn record(&mut self, record: JournalRecord) -> Result<(), JournalError> {
         self.log.append(&record)?;
         if let Err(e) = self.state.apply(&record) {
             tracing::warn!(error = %e, "journaled record did not change the order state");
         }
         Ok(())
+    }
+
+    /// Why the journal refuses records (see [`RecordLog::failure`]); `None` when it accepts
+    /// them. A single failed `record` that was cut back cleanly does not set this: its error
+    /// is the signal.
+    pub fn failure(&self) -> Option<&str> {
+        self.log.failure()
     }
 
     /// The replayed state.
@@ -651,6 +791,93 @@ pub fn reconcile(
     actions
 }
 
+/// A [`LogFile`] that fails on demand around a real file, for tests of the failure paths
+/// (here and in the trading session's tests).
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::fs::File;
+    use std::io::{self, Write};
+    use std::sync::{Arc, Mutex};
+
+    use super::LogFile;
+
+    /// Failures still to inject; the test keeps a handle and arms them between appends.
+    #[derive(Debug, Default, Clone, PartialEq, Eq)]
+    pub(crate) struct Plan {
+        /// The next write puts this many bytes of its buffer in the file, then fails (a
+        /// number at or above the length writes everything and still reports failure).
+        pub(crate) write_fails_after: Option<usize>,
+        /// The next this-many data syncs fail.
+        pub(crate) sync_data_failures: u32,
+        /// The next this-many `set_len` calls fail (without cutting).
+        pub(crate) set_len_failures: u32,
+        /// The next this-many `sync_all` calls fail.
+        pub(crate) sync_all_failures: u32,
+    }
+
+    /// The real file, with failures taken from a shared [`Plan`].
+    #[derive(Debug)]
+    pub(crate) struct FaultyFile {
+        file: File,
+        plan: Arc<Mutex<Plan>>,
+    }
+
+    impl FaultyFile {
+        /// Wraps `file`; failures come from `plan`.
+        pub(crate) fn new(file: File, plan: Arc<Mutex<Plan>>) -> Self {
+            Self { file, plan }
+        }
+
+        fn plan(&self) -> std::sync::MutexGuard<'_, Plan> {
+            self.plan.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+
+    fn injected(what: &str) -> io::Error {
+        io::Error::other(format!("injected {what} failure"))
+    }
+
+    fn take(n: &mut u32) -> bool {
+        let fail = *n > 0;
+        *n = n.saturating_sub(1);
+        fail
+    }
+
+    impl LogFile for FaultyFile {
+        fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+            let cut = self.plan().write_fails_after.take();
+            match cut {
+                Some(n) => {
+                    self.file.write_all(&buf[..n.min(buf.len())])?;
+                    Err(injected("write"))
+                }
+                None => self.file.write_all(buf),
+            }
+        }
+
+        fn sync_data(&mut self) -> io::Result<()> {
+            if take(&mut self.plan().sync_data_failures) {
+                return Err(injected("fsync"));
+            }
+            self.file.sync_data()
+        }
+
+        fn set_len(&mut self, len: u64) -> io::Result<()> {
+            if take(&mut self.plan().set_len_failures) {
+                return Err(injected("set_len"));
+            }
+            self.file.set_len(len)
+        }
+
+        fn sync_all(&mut self) -> io::Result<()> {
+            if take(&mut self.plan().sync_all_failures) {
+                return Err(injected("sync_all"));
+            }
+            self.file.sync_all()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -953,6 +1180,200 @@ mod tests {
                 }
                 other => panic!("a cancelled intent must never be sent: {other:?}"),
             }
+        }
+    }
+
+    use super::faults::{FaultyFile, Plan};
+    use std::sync::{Arc, Mutex};
+
+    fn faulty_log(path: &Path) -> (RecordLog, Arc<Mutex<Plan>>) {
+        let plan = Arc::new(Mutex::new(Plan::default()));
+        let handle = plan.clone();
+        let (log, _) =
+            RecordLog::open_with::<u64, _>(path, true, move |f| FaultyFile::new(f, handle))
+                .unwrap();
+        (log, plan)
+    }
+
+    fn arm(plan: &Arc<Mutex<Plan>>, p: Plan) {
+        *plan.lock().unwrap() = p;
+    }
+
+    fn on_disk(path: &Path) -> ReadOutcome<u64> {
+        parse_records::<u64>(&std::fs::read(path).unwrap(), path).unwrap()
+    }
+
+    #[test]
+    fn partial_write_is_cut_off_before_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let (mut log, plan) = faulty_log(&path);
+        log.append(&1u64).unwrap();
+        // Half the record reaches the file, then the write fails.
+        arm(
+            &plan,
+            Plan {
+                write_fails_after: Some(5),
+                ..Plan::default()
+            },
+        );
+        assert!(matches!(log.append(&2u64), Err(JournalError::Io { .. })));
+        assert_eq!(log.failure(), None);
+        log.append(&3u64).unwrap();
+        log.append(&4u64).unwrap();
+        drop(log);
+        // Before the cut-back, the torn bytes and record 3 shared a line: a corrupt record in
+        // the middle of the file.
+        let (_, out) = RecordLog::open::<u64>(&path, true).unwrap();
+        assert_eq!(out.records, vec![1, 3, 4]);
+        assert!(!out.dropped_tail);
+    }
+
+    #[test]
+    fn failed_fsync_means_the_record_was_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Arc::new(Mutex::new(Plan::default()));
+        let handle = plan.clone();
+        let mut j = Journal::open_with(dir.path(), "mm", true, move |f| FaultyFile::new(f, handle))
+            .unwrap();
+        j.record(intent(1)).unwrap();
+        // The whole record is written, the fsync fails: it is cut off again.
+        arm(
+            &plan,
+            Plan {
+                sync_data_failures: 1,
+                ..Plan::default()
+            },
+        );
+        assert!(matches!(j.record(intent(2)), Err(JournalError::Io { .. })));
+        assert!(
+            j.state().order(&id(2)).is_none(),
+            "applied without being written"
+        );
+        assert_eq!(j.failure(), None);
+        assert_eq!(on_disk_records(&j).len(), 1);
+        drop(j);
+        let j = Journal::open(dir.path(), "mm", true).unwrap();
+        assert!(j.state().order(&id(1)).is_some());
+        assert!(j.state().order(&id(2)).is_none());
+        assert!(!j.state().dropped_tail);
+    }
+
+    fn on_disk_records(j: &Journal) -> Vec<JournalRecord> {
+        let bytes = std::fs::read(j.path()).unwrap();
+        let out = parse_records::<JournalRecord>(&bytes, j.path()).unwrap();
+        assert!(!out.dropped_tail);
+        out.records
+    }
+
+    #[test]
+    fn failed_cut_back_refuses_appends_until_the_cut_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let (mut log, plan) = faulty_log(&path);
+        log.append(&1u64).unwrap();
+        // The write fails after writing everything, and the first two cuts fail as well.
+        arm(
+            &plan,
+            Plan {
+                write_fails_after: Some(usize::MAX),
+                set_len_failures: 2,
+                ..Plan::default()
+            },
+        );
+        assert!(matches!(log.append(&2u64), Err(JournalError::Io { .. })));
+        let why = log.failure().unwrap().to_string();
+        assert!(why.contains("injected write failure"), "{why}");
+        // The failed record is still in the file, so nothing may be appended after it.
+        let err = log.append(&3u64).unwrap_err();
+        assert!(matches!(err, JournalError::Failed { .. }), "{err}");
+        assert!(err.to_string().contains("log.jsonl"), "{err}");
+        assert_eq!(on_disk(&path).records, vec![1, 2]);
+        // The cut works now: the failed record goes, the new one starts on a clean line.
+        log.append(&4u64).unwrap();
+        assert_eq!(log.failure(), None);
+        assert_eq!(on_disk(&path).records, vec![1, 4]);
+        // A sync failure of the cut is a failed cut too.
+        arm(
+            &plan,
+            Plan {
+                sync_data_failures: 1,
+                sync_all_failures: 1,
+                ..Plan::default()
+            },
+        );
+        assert!(log.append(&5u64).is_err());
+        assert!(log.failure().is_some());
+        drop(log);
+        // Closing retried the cut.
+        let (_, out) = RecordLog::open::<u64>(&path, true).unwrap();
+        assert_eq!((out.records, out.dropped_tail), (vec![1, 4], false));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Fault {
+        None,
+        Write(usize),
+        Sync,
+    }
+
+    fn fault() -> impl Strategy<Value = Fault> {
+        prop_oneof![
+            3 => Just(Fault::None),
+            2 => (0usize..40).prop_map(Fault::Write),
+            1 => Just(Fault::Sync),
+        ]
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Whatever fails and however often the cut-back fails with it, the file always holds
+        /// exactly the records whose append returned `Ok` (with the bytes of one failed append
+        /// past them only while the log says it has failed), and reopening replays exactly those.
+        #[test]
+        fn replay_equals_the_appends_that_returned_ok(
+            steps in proptest::collection::vec((fault(), 0u32..3, 0u32..2), 1..40)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("log.jsonl");
+            let (mut log, plan) = faulty_log(&path);
+            let mut ok: Vec<u64> = Vec::new();
+            for (n, (f, cut_fails, cut_sync_fails)) in steps.into_iter().enumerate() {
+                let n = n as u64;
+                arm(&plan, Plan {
+                    write_fails_after: match f { Fault::Write(k) => Some(k), _ => None },
+                    sync_data_failures: u32::from(matches!(f, Fault::Sync)),
+                    set_len_failures: cut_fails,
+                    sync_all_failures: cut_sync_fails,
+                });
+                let was_failed = log.failure().is_some();
+                let r = log.append(&n);
+                if r.is_ok() {
+                    ok.push(n);
+                }
+                // Success needs no fault this time (and a cut that worked, if one was due).
+                let clean = matches!(f, Fault::None) && (!was_failed || (cut_fails == 0 && cut_sync_fails == 0));
+                prop_assert_eq!(r.is_ok(), clean, "step {}: {:?}", n, r);
+                let disk = on_disk(&path);
+                if log.failure().is_none() {
+                    prop_assert_eq!(&disk.records, &ok);
+                    prop_assert!(!disk.dropped_tail);
+                } else {
+                    prop_assert_eq!(&disk.records[..ok.len()], &ok[..]);
+                }
+            }
+            arm(&plan, Plan::default());
+            drop(log);
+            let (mut log, out) = RecordLog::open::<u64>(&path, true).unwrap();
+            prop_assert_eq!(&out.records, &ok);
+            prop_assert!(!out.dropped_tail);
+            log.append(&999u64).unwrap();
+            drop(log);
+            ok.push(999);
+            let (_, out) = RecordLog::open::<u64>(&path, true).unwrap();
+            prop_assert_eq!(out.records, ok);
         }
     }
 }

@@ -23,14 +23,15 @@ const DAY_MS: i64 = 86_400_000;
 /// The order-rate window.
 const MINUTE_MS: i64 = 60_000;
 
-/// What a halt does to open positions.
+/// What a halt does to open positions. Either way working entries are cancelled and every
+/// protective exit (stop-loss, take-profit) stays: a halt never leaves a position naked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HaltPolicy {
-    /// Cancel working orders, keep positions (their stops stay).
+    /// Cancel working entries, keep positions with their stop-loss and take-profit.
     #[default]
     None,
-    /// Cancel working orders and close every position at market.
+    /// Cancel working entries and close every position at market.
     Flatten,
 }
 
@@ -466,8 +467,10 @@ pub enum Refusal {
 /// Something the owner of the executor must do because of a halt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RiskAction {
-    /// Cancel every working order.
-    CancelAll(HaltReason),
+    /// Cancel every working entry (orders that are not reduce-only). Protective exits
+    /// (stop-loss, take-profit, trailing stops) and flatten orders stay working, so no
+    /// position loses its protection.
+    CancelEntries(HaltReason),
     /// Close every position at market (see [`RiskManager::flatten_orders`]).
     FlattenAll(HaltReason),
 }
@@ -637,7 +640,7 @@ impl RiskManager {
             return;
         }
         tracing::warn!(%reason, "trading halted");
-        self.actions.push(RiskAction::CancelAll(reason.clone()));
+        self.actions.push(RiskAction::CancelEntries(reason.clone()));
         if flatten {
             self.actions.push(RiskAction::FlattenAll(reason.clone()));
         }
@@ -653,7 +656,7 @@ impl RiskManager {
         self.start_halt(reason, now_ms, until_ms, flatten);
     }
 
-    /// Halts, cancels everything and (when configured) flattens: until [`Self::resume`].
+    /// Halts, cancels working entries and (when configured) flattens: until [`Self::resume`].
     pub fn kill_switch(&mut self, now_ms: i64) {
         let flatten = self.cfg.kill_switch_flattens;
         self.start_halt(HaltReason::KillSwitch, now_ms, None, flatten);
@@ -1339,7 +1342,10 @@ mod tests {
             r.halt().unwrap().reason,
             HaltReason::Drawdown { .. }
         ));
-        assert!(matches!(r.take_actions()[..], [RiskAction::CancelAll(_)]));
+        assert!(matches!(
+            r.take_actions()[..],
+            [RiskAction::CancelEntries(_)]
+        ));
         let mut i = intent(1, Side::Buy, OrderKind::Market);
         i.qty = Some(q("0.01"));
         assert!(matches!(
@@ -1419,7 +1425,7 @@ mod tests {
         let acts = r.take_actions();
         assert!(matches!(
             acts[..],
-            [RiskAction::CancelAll(_), RiskAction::FlattenAll(_)]
+            [RiskAction::CancelEntries(_), RiskAction::FlattenAll(_)]
         ));
         r.on_market("ETHUSDT", p("1990"), 361_000);
         assert!(r.halt().is_none());
@@ -1432,7 +1438,7 @@ mod tests {
         assert!(matches!(
             r.take_actions()[..],
             [
-                RiskAction::CancelAll(HaltReason::KillSwitch),
+                RiskAction::CancelEntries(HaltReason::KillSwitch),
                 RiskAction::FlattenAll(_)
             ]
         ));
