@@ -1768,4 +1768,68 @@ mod tests {
             DecisionOutcome::Sent(_)
         ));
     }
+
+    #[test]
+    fn a_journal_write_failure_halts_trading_and_loses_no_report() {
+        use crate::trading::journal::faults::{FaultyFile, Plan};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::default();
+        let t0 = fixture::NOW_MS;
+        let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
+        // The same journal file, through a seam that fails writes on demand.
+        let plan = Arc::new(Mutex::new(Plan::default()));
+        let handle = Arc::clone(&plan);
+        let faulty =
+            Journal::open_with(dir.path(), "mm", true, move |f| FaultyFile::new(f, handle))
+                .unwrap();
+        *s.journal.lock().unwrap() = faulty;
+        s.on_snapshot(&market(t0));
+        s.set_running(true);
+        let mid = s.exec.last_price("ETHUSDT").unwrap();
+        assert!(matches!(
+            s.on_decision(&decision(Action::Buy, t0, mid)),
+            DecisionOutcome::Sent(_)
+        ));
+        // The disk fails before the executor reports the fill.
+        plan.lock().unwrap().sync_data_failures = u32::MAX;
+        s.on_snapshot(&market(t0 + 100));
+        assert_eq!(
+            s.position_qty("ETHUSDT"),
+            Qty::ZERO,
+            "a report the journal did not take is not applied"
+        );
+        let halted = s.view(t0 + 100).halted.expect("a journal failure halts");
+        assert!(halted.contains("journal write failed"), "{halted}");
+        assert!(!s.is_running());
+        s.set_running(true);
+        assert!(
+            !s.is_running(),
+            "trading cannot be started while the journal fails"
+        );
+        assert!(matches!(
+            s.on_decision(&decision(Action::Buy, t0 + 100, mid)),
+            DecisionOutcome::Ignored(_) | DecisionOutcome::Refused(_)
+        ));
+        assert!(
+            s.resume(t0 + 150).is_err(),
+            "not while the disk still fails"
+        );
+        // The disk recovers: resuming journals the held reports, in order, then applies them.
+        plan.lock().unwrap().sync_data_failures = 0;
+        let lifted = s
+            .resume(t0 + 200)
+            .unwrap()
+            .expect("the journal halt is lifted");
+        assert!(lifted.contains("journal"), "{lifted}");
+        let long = s.position_qty("ETHUSDT");
+        assert!(long.raw() > 0, "the held fill is applied once journaled");
+        assert_eq!(s.view(t0 + 200).halted, None);
+        drop(s);
+        let replayed = TradingSession::open(&cfg, dir.path()).unwrap();
+        assert_eq!(
+            replayed.position_qty("ETHUSDT"),
+            long,
+            "the journal has the fill"
+        );
+    }
 }
