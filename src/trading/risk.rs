@@ -16,6 +16,7 @@ use crate::trading::order::{
     ClientIdGen, ClientOrderId, OrderKind, OrderRequest, OrderState, TimeInForce,
 };
 use crate::trading::position::{Portfolio, Position};
+use crate::trading::risk_state::{DayBaseline, RiskState};
 use crate::trading::serde_num::{de_money, de_price, de_qty_map};
 
 /// One UTC day in ms.
@@ -669,6 +670,64 @@ impl RiskManager {
         self.equity_peak = Some(equity);
         let day = now_ms.div_euclid(DAY_MS);
         self.day = Some((day, equity));
+    }
+
+    /// What a restart must not forget: the halt, the equity peak, the UTC-day baseline and
+    /// the order-rate window. Save it (see [`crate::trading::risk_state::RiskStore`]) after
+    /// every change that matters: a halt, a resume, a new peak or day, an approval.
+    pub fn state(&self) -> RiskState {
+        RiskState {
+            halt: self.halt.clone(),
+            equity_peak: self.equity_peak,
+            day: self
+                .day
+                .map(|(day, start_equity)| DayBaseline { day, start_equity }),
+            approvals_ms: self.approvals.iter().copied().collect(),
+        }
+    }
+
+    /// Takes back a saved state at `now_ms` (on a fresh manager, before any update).
+    ///
+    /// The peak, the day baseline and the approvals still inside the order-rate window are
+    /// restored as saved. A saved halt whose time is up ends (a daily-loss halt from an
+    /// earlier UTC day, an extreme-move halt past its cool-down); any other stays: a
+    /// kill-switch or drawdown halt until [`Self::resume`], a stale-data halt until its
+    /// symbol's data is seen fresh. A halt already in force is replaced only by a kill switch
+    /// (the precedence of a new halt). A halt that stays queues
+    /// [`RiskAction::CancelEntries`], so entries left working before the restart are
+    /// cancelled; it does not flatten again.
+    pub fn restore(&mut self, state: RiskState, now_ms: i64) {
+        self.equity_peak = state.equity_peak;
+        self.day = state.day.map(|d| (d.day, d.start_equity));
+        let mut approvals = state.approvals_ms;
+        // Pruning pops from the front, so the window must be oldest first.
+        approvals.sort_unstable();
+        self.approvals = approvals
+            .into_iter()
+            .filter(|&t| t > now_ms - MINUTE_MS)
+            .collect();
+        let Some(h) = state.halt else { return };
+        let over = match &h.reason {
+            HaltReason::DailyLoss { .. } => {
+                h.until_ms.is_some_and(|u| now_ms >= u)
+                    || now_ms.div_euclid(DAY_MS) > h.since_ms.div_euclid(DAY_MS)
+            }
+            _ => h.until_ms.is_some_and(|u| now_ms >= u),
+        };
+        if over {
+            tracing::info!(reason = %h.reason, "restored halt is over");
+            return;
+        }
+        let replace = match &self.halt {
+            None => true,
+            Some(cur) => h.reason == HaltReason::KillSwitch && cur.reason != HaltReason::KillSwitch,
+        };
+        if replace {
+            tracing::warn!(reason = %h.reason, "trading halted (restored)");
+            self.actions
+                .push(RiskAction::CancelEntries(h.reason.clone()));
+            self.halt = Some(h);
+        }
     }
 
     /// Ends halts whose time is up or whose cause is gone.
@@ -1803,5 +1862,266 @@ mod working_order_tests {
                 prop_assert!(Qty(pos.raw().abs()) <= limit, "position {} over {}", pos, limit);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+    use crate::market::instrument::InstrumentStatus;
+    use crate::trading::risk_state::RiskStore;
+
+    fn eth() -> Instrument {
+        Instrument {
+            symbol: "ETHUSDT".into(),
+            base_asset: "ETH".into(),
+            quote_asset: "USDT".into(),
+            tick_size: Price::parse("0.01").unwrap(),
+            step_size: Qty::parse("0.0001").unwrap(),
+            min_qty: Qty::parse("0.0001").unwrap(),
+            max_qty: Qty::ZERO,
+            min_notional: Price::from_units(5),
+            status: InstrumentStatus::Trading,
+        }
+    }
+
+    fn ctx(inst: &Instrument, now_ms: i64) -> RiskContext<'_> {
+        RiskContext {
+            now_ms,
+            instrument: inst,
+            reference_price: Price::from_units(2_000),
+            equity: Money::from_units(10_000),
+            position_qty: Qty::ZERO,
+            open_buy_qty: Qty::ZERO,
+            open_sell_qty: Qty::ZERO,
+            gross_exposure: Money::ZERO,
+            open_order_exposure: Money::ZERO,
+        }
+    }
+
+    fn buy(n: u64) -> OrderIntent {
+        let mut i = OrderIntent::new(
+            ClientOrderId::new("r", n).unwrap(),
+            "ETHUSDT",
+            Side::Buy,
+            OrderKind::Market,
+        );
+        i.qty = Some(Qty::parse("0.01").unwrap());
+        i
+    }
+
+    fn cfg() -> RiskConfig {
+        RiskConfig {
+            stale_data_secs: 0,
+            extreme_move_bps: 0,
+            ..RiskConfig::default()
+        }
+    }
+
+    fn fresh() -> RiskManager {
+        RiskManager::new(cfg(), &ExecutionConfig::default())
+    }
+
+    /// Saves `r`'s state to a file and restores it into a fresh manager at `now_ms`.
+    fn restart(r: &RiskManager, now_ms: i64) -> RiskManager {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RiskStore::in_dir(dir.path());
+        store.save(&r.state()).unwrap();
+        let mut back = fresh();
+        back.restore(store.load().unwrap().unwrap(), now_ms);
+        back
+    }
+
+    #[test]
+    fn kill_switch_halt_survives_a_restart() {
+        let inst = eth();
+        let mut r = fresh();
+        r.kill_switch(1_000);
+        let mut back = restart(&r, 30 * DAY_MS);
+        assert!(back.state().kill_switch());
+        assert_eq!(
+            back.halt(),
+            Some(&Halt {
+                reason: HaltReason::KillSwitch,
+                since_ms: 1_000,
+                until_ms: None
+            })
+        );
+        assert_eq!(
+            back.take_actions(),
+            vec![RiskAction::CancelEntries(HaltReason::KillSwitch)]
+        );
+        back.on_equity(Money::from_units(10_000), 30 * DAY_MS + 1);
+        back.on_time(31 * DAY_MS);
+        assert_eq!(
+            back.check(buy(1), &ctx(&inst, 31 * DAY_MS)),
+            Err(Refusal::Halted(HaltReason::KillSwitch))
+        );
+        back.resume(31 * DAY_MS, Money::from_units(10_000));
+        assert!(back.check(buy(2), &ctx(&inst, 31 * DAY_MS + 1)).is_ok());
+    }
+
+    #[test]
+    fn drawdown_halt_survives_with_its_peak() {
+        let inst = eth();
+        let mut r = RiskManager::new(
+            RiskConfig {
+                daily_loss_limit_bps: 0,
+                ..cfg()
+            },
+            &ExecutionConfig::default(),
+        );
+        r.on_equity(Money::from_units(10_000), 0);
+        // Without a halt the peak alone must survive: a fresh manager would measure the
+        // drawdown from the first equity it sees.
+        let mut quiet = restart(&r, 5);
+        assert_eq!(quiet.state().equity_peak, Some(Money::from_units(10_000)));
+        quiet.on_equity(Money::from_units(8_999), 6);
+        assert!(matches!(
+            quiet.halt().map(|h| &h.reason),
+            Some(HaltReason::Drawdown { .. })
+        ));
+        r.on_equity(Money::from_units(8_999), 10);
+        let mut back = restart(&r, DAY_MS * 3);
+        let want = HaltReason::Drawdown {
+            peak: Money::from_units(10_000),
+            drawdown: Money::from_units(1_001),
+            limit_bps: 1_000,
+        };
+        assert_eq!(back.halt().map(|h| &h.reason), Some(&want));
+        assert_eq!(
+            back.status(DAY_MS * 3).equity_peak,
+            Money::from_units(10_000)
+        );
+        // Equity recovering a little does not end it; only a resume does.
+        back.on_equity(Money::from_units(9_500), DAY_MS * 3 + 1);
+        assert_eq!(
+            back.check(buy(1), &ctx(&inst, DAY_MS * 3 + 2)),
+            Err(Refusal::Halted(want))
+        );
+        back.resume(DAY_MS * 3 + 3, Money::from_units(9_500));
+        assert!(back.check(buy(2), &ctx(&inst, DAY_MS * 3 + 4)).is_ok());
+    }
+
+    #[test]
+    fn daily_loss_halt_from_yesterday_ends_on_restore() {
+        let inst = eth();
+        let mut r = fresh();
+        let t0 = 5 * DAY_MS + 1_000;
+        r.on_equity(Money::from_units(10_000), t0);
+        r.on_equity(Money::from_units(9_650), t0 + 10);
+        assert!(matches!(
+            r.halt().map(|h| &h.reason),
+            Some(HaltReason::DailyLoss { .. })
+        ));
+        // Restored the same day it stays, with the day's baseline.
+        let mut same_day = restart(&r, 6 * DAY_MS - 1);
+        assert!(matches!(
+            same_day.check(buy(1), &ctx(&inst, 6 * DAY_MS - 1)),
+            Err(Refusal::Halted(HaltReason::DailyLoss { .. }))
+        ));
+        assert_eq!(
+            same_day.status(0).day_start_equity,
+            Money::from_units(10_000)
+        );
+        // Restored the next UTC day it is over, even with its end time removed by hand.
+        let mut state = r.state();
+        state.halt.as_mut().unwrap().until_ms = None;
+        let mut next_day = fresh();
+        next_day.restore(state, 6 * DAY_MS + 5);
+        assert_eq!(next_day.halt(), None);
+        assert!(next_day.take_actions().is_empty());
+        next_day.on_equity(Money::from_units(9_650), 6 * DAY_MS + 6);
+        assert!(next_day.check(buy(2), &ctx(&inst, 6 * DAY_MS + 7)).is_ok());
+    }
+
+    #[test]
+    fn order_rate_window_and_data_halts_survive() {
+        let inst = eth();
+        let mut r = RiskManager::new(
+            RiskConfig {
+                max_orders_per_minute: 3,
+                ..cfg()
+            },
+            &ExecutionConfig::default(),
+        );
+        for n in 0..3 {
+            r.check(buy(n), &ctx(&inst, n as i64 * 1_000)).unwrap();
+        }
+        let mut back = RiskManager::new(r.config().clone(), &ExecutionConfig::default());
+        back.restore(r.state(), 30_000);
+        assert_eq!(
+            back.check(buy(9), &ctx(&inst, 59_000)),
+            Err(Refusal::OrderRate { limit: 3, count: 3 })
+        );
+        assert!(back.check(buy(10), &ctx(&inst, 60_000)).is_ok());
+
+        // A stale-data halt stays until the symbol's data is seen again.
+        let stale = RiskState {
+            halt: Some(Halt {
+                reason: HaltReason::StaleData {
+                    symbol: "ETHUSDT".into(),
+                    silent_ms: 10_001,
+                    limit_ms: 10_000,
+                },
+                since_ms: 100,
+                until_ms: None,
+            }),
+            ..RiskState::default()
+        };
+        let mut back = RiskManager::new(RiskConfig::default(), &ExecutionConfig::default());
+        back.restore(stale, 200_000);
+        assert!(matches!(
+            back.check(buy(1), &ctx(&inst, 200_001)),
+            Err(Refusal::Halted(HaltReason::StaleData { .. }))
+        ));
+        back.on_market("ETHUSDT", Price::from_units(2_000), 200_002);
+        assert!(back.check(buy(2), &ctx(&inst, 200_003)).is_ok());
+
+        // An extreme-move halt past its cool-down is over; one within it stays.
+        let moved = |until| RiskState {
+            halt: Some(Halt {
+                reason: HaltReason::ExtremeMove {
+                    symbol: "ETHUSDT".into(),
+                    move_bps: 600,
+                    limit_bps: 500,
+                    window_ms: 60_000,
+                },
+                since_ms: 0,
+                until_ms: Some(until),
+            }),
+            ..RiskState::default()
+        };
+        let mut over = fresh();
+        over.restore(moved(1_000), 1_000);
+        assert_eq!(over.halt(), None);
+        let mut held = fresh();
+        held.restore(moved(1_001), 1_000);
+        assert!(held.halt().is_some());
+    }
+
+    #[test]
+    fn a_kill_switch_in_force_is_not_replaced_by_a_restored_breaker() {
+        let mut r = fresh();
+        r.kill_switch(5);
+        let _ = r.take_actions();
+        let mut other = fresh();
+        other.on_equity(Money::from_units(10_000), 0);
+        other.on_equity(Money::from_units(8_000), 1);
+        r.restore(other.state(), 10);
+        assert_eq!(r.halt().unwrap().reason, HaltReason::KillSwitch);
+        // And a restored kill switch outranks a breaker already in force.
+        other.restore(
+            RiskState {
+                halt: Some(Halt {
+                    reason: HaltReason::KillSwitch,
+                    since_ms: 3,
+                    until_ms: None,
+                }),
+                ..other.state()
+            },
+            10,
+        );
+        assert_eq!(other.halt().unwrap().reason, HaltReason::KillSwitch);
     }
 }
