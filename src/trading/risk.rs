@@ -567,6 +567,20 @@ fn round_tick(inst: &Instrument, p: Price, up: bool) -> Price {
     })
 }
 
+/// Whether `price × qty` exceeds `limit`, compared exactly (no truncation at the 8th decimal,
+/// which would let a product a fraction of a unit over the limit pass).
+fn exceeds(price: Price, qty: Qty, limit: Money) -> bool {
+    let exact = price.raw() as i128 * qty.raw() as i128;
+    exact > limit.raw().saturating_mul(SCALE as i128)
+}
+
+/// `price × qty` rounded up at the 8th decimal (for amounts that must not be understated).
+fn notional_ceil(price: Price, qty: Qty) -> Money {
+    let exact = price.raw() as i128 * qty.raw() as i128;
+    let scale = SCALE as i128;
+    Money(exact.div_euclid(scale) + i128::from(exact.rem_euclid(scale) != 0))
+}
+
 /// `price × (1 ± bps)`, exact then floored to the 8th decimal.
 fn offset_bps(price: Price, bps: u32, up: bool) -> Price {
     let d = price.raw() as i128 * bps as i128 / 10_000;
@@ -925,9 +939,15 @@ impl RiskManager {
         }
         let side = intent.side;
         let kind = round_kind(inst, side, intent.kind, intent.reduce_only);
+        // Where the entry fills: at its limit, else (a conditional market order) at its
+        // trigger, else at the market. Taking the market for a triggered order would measure
+        // the stop distance, and so the risk, from a price it never fills at.
+        let entry = kind
+            .limit_price()
+            .or(kind.stop_price())
+            .unwrap_or(ctx.reference_price);
         // The price the order is valued at: its limit/trigger or the market, whichever is
         // worse for the limits (the larger).
-        let entry = kind.limit_price().unwrap_or(ctx.reference_price);
         let value_price = [
             Some(ctx.reference_price),
             kind.limit_price(),
@@ -964,11 +984,10 @@ impl RiskManager {
             }
         };
         inst.check_qty(qty)?;
-        let risk = Money::notional(dist, qty);
-        if risk > budget {
+        if exceeds(dist, qty, budget) {
             return Err(Refusal::RiskPerTrade {
                 limit: budget,
-                would_be: risk,
+                would_be: notional_ceil(dist, qty),
             });
         }
         let n = Money::notional(entry, qty);
@@ -1050,17 +1069,17 @@ impl RiskManager {
         {
             return Err(Refusal::PositionQty { limit, would_be });
         }
-        let notional = Money::notional(value_price, would_be);
-        if notional > self.cfg.max_position_notional {
+        if exceeds(value_price, would_be, self.cfg.max_position_notional) {
             return Err(Refusal::PositionNotional {
                 limit: self.cfg.max_position_notional,
-                would_be: notional,
+                would_be: notional_ceil(value_price, would_be),
             });
         }
         let growth = (after_abs - before.unsigned_abs()).min(i64::MAX as u128) as i64;
-        let gross = ctx.gross_exposure
-            + ctx.open_order_exposure
-            + Money::notional(value_price, Qty(growth));
+        // Rounded up: the position's exposure is truncated once as a whole, which can exceed
+        // the truncated exposure before plus a truncated growth by one unit of the 8th decimal.
+        let gross =
+            ctx.gross_exposure + ctx.open_order_exposure + notional_ceil(value_price, Qty(growth));
         let limit = Money(ctx.equity.raw() * self.cfg.max_leverage.raw() as i128 / SCALE as i128);
         if gross > limit {
             return Err(Refusal::Leverage {
@@ -1199,7 +1218,6 @@ fn round_kind(inst: &Instrument, side: Side, kind: OrderKind, reduce_only: bool)
 mod tests {
     use super::*;
     use crate::market::instrument::InstrumentStatus;
-    use proptest::prelude::*;
 
     fn p(s: &str) -> Price {
         Price::parse(s).unwrap()
@@ -1515,130 +1533,118 @@ mod tests {
         assert_eq!(r.halt().unwrap().reason, HaltReason::KillSwitch);
     }
 
-    #[derive(Debug, Clone)]
-    enum Op {
-        Price(i64),
-        Wait(i64),
-        Intent {
-            buy: bool,
-            qty: Option<i64>,
-            limit_off: Option<i64>,
-            reduce: bool,
-        },
+    #[test]
+    fn conditional_entry_is_measured_from_its_trigger() {
+        let inst = eth();
+        let mut r = rm();
+        // A buy stop at 2100 fills there, not at the 2000 market: 120 to the stop, not 20.
+        let mut i = intent(1, Side::Buy, OrderKind::StopLoss { stop: p("2100") });
+        i.qty = Some(q("2.5"));
+        i.stop_loss = Some(p("1980"));
+        assert_eq!(
+            r.check(i.clone(), &ctx(&inst, 0, "2000")),
+            Err(Refusal::RiskPerTrade {
+                limit: m("50"),
+                would_be: m("300")
+            })
+        );
+        i.qty = None;
+        let a = r.check(i, &ctx(&inst, 0, "2000")).unwrap();
+        // 50 at risk over 120: 0.41666…, floored to the step.
+        assert_eq!(a.request().qty, q("0.4166"));
+        // A buy triggered on a fall below its own stop would be stopped out at once.
+        let mut dip = intent(2, Side::Buy, OrderKind::TakeProfit { stop: p("1950") });
+        dip.qty = Some(q("0.1"));
+        dip.stop_loss = Some(p("1980"));
+        assert_eq!(
+            r.check(dip, &ctx(&inst, 0, "2000")),
+            Err(Refusal::BadStop {
+                side: Side::Buy,
+                entry: p("1950"),
+                stop: p("1980")
+            })
+        );
     }
 
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            (1_000i64..3_000).prop_map(Op::Price),
-            (0i64..30_000).prop_map(Op::Wait),
-            (
-                any::<bool>(),
-                proptest::option::of(1i64..500_000_000),
-                proptest::option::of(-2_000i64..2_000),
-                proptest::bool::weighted(0.2)
-            )
-                .prop_map(|(buy, qty, limit_off, reduce)| Op::Intent {
-                    buy,
-                    qty,
-                    limit_off,
-                    reduce
-                }),
-        ]
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(200))]
-        /// Whatever intents and prices arrive, an approved order filled at once never takes the
-        /// position, its notional or the leverage past the limits, and the approvals in any
-        /// 60 s window never exceed the order rate.
-        #[test]
-        fn limits_are_never_exceeded(ops in proptest::collection::vec(op(), 1..120)) {
-            let inst = eth();
-            let cfg = RiskConfig {
-                max_position_qty: [("ETHUSDT".to_string(), q("3"))].into(),
-                max_position_notional: Money::from_units(4_000),
-                max_leverage: p("0.5"),
-                max_orders_per_minute: 5,
-                stale_data_secs: 0,
-                extreme_move_bps: 0,
-                ..RiskConfig::default()
-            };
-            let lim_qty = q("3");
-            let mut r = RiskManager::new(cfg.clone(), &ExecutionConfig::default());
-            let mut pf = Portfolio::new(Money::from_units(10_000), 16);
-            let mut price = 2_000i64;
-            let mut now = 0i64;
-            let mut approvals: Vec<i64> = Vec::new();
-            for (n, op) in ops.into_iter().enumerate() {
-                match op {
-                    Op::Price(x) => {
-                        price = x;
-                        pf.mark("ETHUSDT", Price::from_units(x));
-                    }
-                    Op::Wait(ms) => now += ms,
-                    Op::Intent { buy, qty, limit_off, reduce } => {
-                        let side = if buy { Side::Buy } else { Side::Sell };
-                        let kind = match limit_off {
-                            None => OrderKind::Market,
-                            Some(off) => OrderKind::Limit {
-                                price: Price(Price::from_units(price).raw() + off * 1_000_000),
-                                post_only: false,
-                            },
-                        };
-                        let mut i = intent(n as u64, side, kind);
-                        i.qty = qty.map(Qty);
-                        i.reduce_only = reduce;
-                        let pos = pf.position("ETHUSDT");
-                        let c = RiskContext {
-                            now_ms: now,
-                            instrument: &inst,
-                            reference_price: Price::from_units(price),
-                            equity: pf.equity(),
-                            position_qty: pos.qty,
-                            open_buy_qty: Qty::ZERO,
-                            open_sell_qty: Qty::ZERO,
-                            gross_exposure: pf.gross_exposure(),
-                            open_order_exposure: Money::ZERO,
-                        };
-                        let before = pos.qty.raw().abs();
-                        let gross_before = pf.gross_exposure();
-                        if let Ok(a) = r.check(i, &c) {
-                            approvals.push(now);
-                            let req = a.request();
-                            // Filled at once at the market: the worst case for the limits.
-                            let fill_price = Price::from_units(price);
-                            let fill = crate::trading::order::Fill {
-                                client_id: req.client_id.clone(),
-                                symbol: req.symbol.clone(),
-                                side: req.side,
-                                price: fill_price,
-                                qty: req.qty,
-                                fee: Qty::ZERO,
-                                fee_asset: "USDT".into(),
-                                fee_quote: Money::ZERO,
-                                is_maker: false,
-                                time_ms: now,
-                                trade_id: n.to_string(),
-                            };
-                            pf.apply_fill(&fill);
-                            let after = pf.qty("ETHUSDT").raw().abs();
-                            if req.reduce_only {
-                                prop_assert!(after < before);
-                            } else if after > before {
-                                prop_assert!(Qty(after) <= lim_qty);
-                                prop_assert!(Money::notional(fill_price, Qty(after)) <= cfg.max_position_notional);
-                                let lev_limit = Money(pf.equity().raw() * cfg.max_leverage.raw() as i128 / SCALE as i128);
-                                prop_assert!(pf.gross_exposure() <= lev_limit.max(gross_before));
-                            }
-                        }
-                    }
-                }
-                for (k, &t) in approvals.iter().enumerate() {
-                    let in_window = approvals[k..].iter().filter(|&&u| u < t + MINUTE_MS).count();
-                    prop_assert!(in_window <= cfg.max_orders_per_minute as usize);
-                }
-            }
+    /// An instrument whose products of price and quantity leave digits past the 8th decimal.
+    fn fine() -> Instrument {
+        Instrument {
+            tick_size: Price(1),
+            step_size: Qty(1),
+            min_qty: Qty(1),
+            min_notional: Price::ZERO,
+            max_qty: Qty::ZERO,
+            ..eth()
         }
+    }
+
+    #[test]
+    fn limits_compare_exact_products_not_truncated_notionals() {
+        let inst = fine();
+        let mut r = rm();
+        // 0.0007 × 71428.57142858 = 50.0000000000006: over the 50 budget, though its
+        // notional truncated at the 8th decimal is exactly 50.
+        let mut i = intent(1, Side::Buy, OrderKind::Market);
+        i.qty = Some(q("0.0007"));
+        i.stop_loss = Some(p("28571.42857142"));
+        assert_eq!(
+            r.check(i, &ctx(&inst, 0, "100000")),
+            Err(Refusal::RiskPerTrade {
+                limit: m("50"),
+                would_be: m("50.00000001")
+            })
+        );
+        // 0.0007 × 100000.00000001 = 70.000000000007: over a 70 notional limit.
+        let mut r = RiskManager::new(
+            RiskConfig {
+                max_position_notional: m("70"),
+                ..RiskConfig::default()
+            },
+            &ExecutionConfig::default(),
+        );
+        let mut i = intent(2, Side::Buy, OrderKind::Market);
+        i.qty = Some(q("0.0007"));
+        i.stop_loss = Some(p("99000"));
+        assert_eq!(
+            r.check(i, &ctx(&inst, 0, "100000.00000001")),
+            Err(Refusal::PositionNotional {
+                limit: m("70"),
+                would_be: m("70.00000001")
+            })
+        );
+    }
+
+    #[test]
+    fn leverage_counts_the_rounding_of_the_grown_position() {
+        let inst = fine();
+        let mut r = RiskManager::new(
+            RiskConfig {
+                max_leverage: p("0.5"),
+                risk_per_trade_bps: 10_000,
+                ..RiskConfig::default()
+            },
+            &ExecutionConfig::default(),
+        );
+        let mark = p("0.6");
+        let held = Qty(50_000_000_001);
+        let mut c = ctx(&inst, 0, "0.6");
+        c.equity = m("600");
+        c.position_qty = held;
+        c.gross_exposure = Money::notional(mark, held);
+        assert_eq!(c.gross_exposure, m("300"));
+        let mut i = intent(1, Side::Buy, OrderKind::Market);
+        i.qty = Some(Qty(1));
+        // Filled, the position's exposure would be 300.00000001 (its truncation as a whole
+        // gains the unit that the truncated parts lose): over 600 × 0.5.
+        let limit = m("300");
+        assert!(Money::notional(mark, Qty(held.raw() + 1)) > limit);
+        assert_eq!(
+            r.check(i, &c),
+            Err(Refusal::Leverage {
+                limit,
+                would_be: m("300.00000001")
+            })
+        );
     }
 }
 
