@@ -769,6 +769,8 @@ impl RiskManager {
 
     /// A market price update (trade or mid) for the breakers.
     pub fn on_market(&mut self, symbol: &str, price: Price, time_ms: i64) {
+        // A halt that is over must not mask a breaker this update trips.
+        self.expire_halt(time_ms);
         let window_ms = (self.cfg.extreme_move_window_secs as i64).saturating_mul(1000);
         let feed = if let Some(f) = self.feeds.get_mut(symbol) {
             f
@@ -797,6 +799,7 @@ impl RiskManager {
 
     /// Advances the clock: stale-data breaker and halt expiry.
     pub fn on_time(&mut self, now_ms: i64) {
+        self.expire_halt(now_ms);
         let limit = self.stale_limit_ms();
         if limit > 0 {
             let stale = self
@@ -821,6 +824,7 @@ impl RiskManager {
 
     /// An equity update: peak, UTC-day start, drawdown and daily-loss breakers.
     pub fn on_equity(&mut self, equity: Money, now_ms: i64) {
+        self.expire_halt(now_ms);
         let day = now_ms.div_euclid(DAY_MS);
         match self.day {
             Some((d, _)) if d == day => {}
@@ -1531,6 +1535,28 @@ mod tests {
         );
         r.on_time(10 * DAY_MS);
         assert_eq!(r.halt().unwrap().reason, HaltReason::KillSwitch);
+    }
+
+    #[test]
+    fn an_expired_halt_does_not_mask_a_new_breaker() {
+        let mut r = rm();
+        let t0 = 5 * DAY_MS;
+        r.on_equity(Money::from_units(10_000), t0);
+        r.on_equity(Money::from_units(9_650), t0 + 1);
+        assert!(matches!(
+            r.halt().map(|h| &h.reason),
+            Some(HaltReason::DailyLoss { .. })
+        ));
+        // The daily-loss halt is over at midnight; the same update breaches the drawdown.
+        r.on_equity(Money::from_units(8_900), 6 * DAY_MS);
+        assert!(
+            matches!(
+                r.halt().map(|h| &h.reason),
+                Some(HaltReason::Drawdown { .. })
+            ),
+            "{:?}",
+            r.halt()
+        );
     }
 
     #[test]
