@@ -10,4 +10,5 @@ pub mod order;
 pub mod paper;
 pub mod position;
 pub mod risk;
+pub mod risk_state;
 pub mod serde_num;

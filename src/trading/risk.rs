@@ -16,6 +16,7 @@ use crate::trading::order::{
     ClientIdGen, ClientOrderId, OrderKind, OrderRequest, OrderState, TimeInForce,
 };
 use crate::trading::position::{Portfolio, Position};
+use crate::trading::risk_state::{DayBaseline, RiskState};
 use crate::trading::serde_num::{de_money, de_price, de_qty_map};
 
 /// One UTC day in ms.
@@ -566,6 +567,20 @@ fn round_tick(inst: &Instrument, p: Price, up: bool) -> Price {
     })
 }
 
+/// Whether `price × qty` exceeds `limit`, compared exactly (no truncation at the 8th decimal,
+/// which would let a product a fraction of a unit over the limit pass).
+fn exceeds(price: Price, qty: Qty, limit: Money) -> bool {
+    let exact = price.raw() as i128 * qty.raw() as i128;
+    exact > limit.raw().saturating_mul(SCALE as i128)
+}
+
+/// `price × qty` rounded up at the 8th decimal (for amounts that must not be understated).
+fn notional_ceil(price: Price, qty: Qty) -> Money {
+    let exact = price.raw() as i128 * qty.raw() as i128;
+    let scale = SCALE as i128;
+    Money(exact.div_euclid(scale) + i128::from(exact.rem_euclid(scale) != 0))
+}
+
 /// `price × (1 ± bps)`, exact then floored to the 8th decimal.
 fn offset_bps(price: Price, bps: u32, up: bool) -> Price {
     let d = price.raw() as i128 * bps as i128 / 10_000;
@@ -671,6 +686,64 @@ impl RiskManager {
         self.day = Some((day, equity));
     }
 
+    /// What a restart must not forget: the halt, the equity peak, the UTC-day baseline and
+    /// the order-rate window. Save it (see [`crate::trading::risk_state::RiskStore`]) after
+    /// every change that matters: a halt, a resume, a new peak or day, an approval.
+    pub fn state(&self) -> RiskState {
+        RiskState {
+            halt: self.halt.clone(),
+            equity_peak: self.equity_peak,
+            day: self
+                .day
+                .map(|(day, start_equity)| DayBaseline { day, start_equity }),
+            approvals_ms: self.approvals.iter().copied().collect(),
+        }
+    }
+
+    /// Takes back a saved state at `now_ms` (on a fresh manager, before any update).
+    ///
+    /// The peak, the day baseline and the approvals still inside the order-rate window are
+    /// restored as saved. A saved halt whose time is up ends (a daily-loss halt from an
+    /// earlier UTC day, an extreme-move halt past its cool-down); any other stays: a
+    /// kill-switch or drawdown halt until [`Self::resume`], a stale-data halt until its
+    /// symbol's data is seen fresh. A halt already in force is replaced only by a kill switch
+    /// (the precedence of a new halt). A halt that stays queues
+    /// [`RiskAction::CancelEntries`], so entries left working before the restart are
+    /// cancelled; it does not flatten again.
+    pub fn restore(&mut self, state: RiskState, now_ms: i64) {
+        self.equity_peak = state.equity_peak;
+        self.day = state.day.map(|d| (d.day, d.start_equity));
+        let mut approvals = state.approvals_ms;
+        // Pruning pops from the front, so the window must be oldest first.
+        approvals.sort_unstable();
+        self.approvals = approvals
+            .into_iter()
+            .filter(|&t| t > now_ms - MINUTE_MS)
+            .collect();
+        let Some(h) = state.halt else { return };
+        let over = match &h.reason {
+            HaltReason::DailyLoss { .. } => {
+                h.until_ms.is_some_and(|u| now_ms >= u)
+                    || now_ms.div_euclid(DAY_MS) > h.since_ms.div_euclid(DAY_MS)
+            }
+            _ => h.until_ms.is_some_and(|u| now_ms >= u),
+        };
+        if over {
+            tracing::info!(reason = %h.reason, "restored halt is over");
+            return;
+        }
+        let replace = match &self.halt {
+            None => true,
+            Some(cur) => h.reason == HaltReason::KillSwitch && cur.reason != HaltReason::KillSwitch,
+        };
+        if replace {
+            tracing::warn!(reason = %h.reason, "trading halted (restored)");
+            self.actions
+                .push(RiskAction::CancelEntries(h.reason.clone()));
+            self.halt = Some(h);
+        }
+    }
+
     /// Ends halts whose time is up or whose cause is gone.
     fn expire_halt(&mut self, now_ms: i64) {
         let Some(h) = &self.halt else { return };
@@ -696,6 +769,8 @@ impl RiskManager {
 
     /// A market price update (trade or mid) for the breakers.
     pub fn on_market(&mut self, symbol: &str, price: Price, time_ms: i64) {
+        // A halt that is over must not mask a breaker this update trips.
+        self.expire_halt(time_ms);
         let window_ms = (self.cfg.extreme_move_window_secs as i64).saturating_mul(1000);
         let feed = if let Some(f) = self.feeds.get_mut(symbol) {
             f
@@ -724,6 +799,7 @@ impl RiskManager {
 
     /// Advances the clock: stale-data breaker and halt expiry.
     pub fn on_time(&mut self, now_ms: i64) {
+        self.expire_halt(now_ms);
         let limit = self.stale_limit_ms();
         if limit > 0 {
             let stale = self
@@ -748,6 +824,7 @@ impl RiskManager {
 
     /// An equity update: peak, UTC-day start, drawdown and daily-loss breakers.
     pub fn on_equity(&mut self, equity: Money, now_ms: i64) {
+        self.expire_halt(now_ms);
         let day = now_ms.div_euclid(DAY_MS);
         match self.day {
             Some((d, _)) if d == day => {}
@@ -866,9 +943,15 @@ impl RiskManager {
         }
         let side = intent.side;
         let kind = round_kind(inst, side, intent.kind, intent.reduce_only);
+        // Where the entry fills: at its limit, else (a conditional market order) at its
+        // trigger, else at the market. Taking the market for a triggered order would measure
+        // the stop distance, and so the risk, from a price it never fills at.
+        let entry = kind
+            .limit_price()
+            .or(kind.stop_price())
+            .unwrap_or(ctx.reference_price);
         // The price the order is valued at: its limit/trigger or the market, whichever is
         // worse for the limits (the larger).
-        let entry = kind.limit_price().unwrap_or(ctx.reference_price);
         let value_price = [
             Some(ctx.reference_price),
             kind.limit_price(),
@@ -905,11 +988,10 @@ impl RiskManager {
             }
         };
         inst.check_qty(qty)?;
-        let risk = Money::notional(dist, qty);
-        if risk > budget {
+        if exceeds(dist, qty, budget) {
             return Err(Refusal::RiskPerTrade {
                 limit: budget,
-                would_be: risk,
+                would_be: notional_ceil(dist, qty),
             });
         }
         let n = Money::notional(entry, qty);
@@ -991,17 +1073,17 @@ impl RiskManager {
         {
             return Err(Refusal::PositionQty { limit, would_be });
         }
-        let notional = Money::notional(value_price, would_be);
-        if notional > self.cfg.max_position_notional {
+        if exceeds(value_price, would_be, self.cfg.max_position_notional) {
             return Err(Refusal::PositionNotional {
                 limit: self.cfg.max_position_notional,
-                would_be: notional,
+                would_be: notional_ceil(value_price, would_be),
             });
         }
         let growth = (after_abs - before.unsigned_abs()).min(i64::MAX as u128) as i64;
-        let gross = ctx.gross_exposure
-            + ctx.open_order_exposure
-            + Money::notional(value_price, Qty(growth));
+        // Rounded up: the position's exposure is truncated once as a whole, which can exceed
+        // the truncated exposure before plus a truncated growth by one unit of the 8th decimal.
+        let gross =
+            ctx.gross_exposure + ctx.open_order_exposure + notional_ceil(value_price, Qty(growth));
         let limit = Money(ctx.equity.raw() * self.cfg.max_leverage.raw() as i128 / SCALE as i128);
         if gross > limit {
             return Err(Refusal::Leverage {
@@ -1140,7 +1222,6 @@ fn round_kind(inst: &Instrument, side: Side, kind: OrderKind, reduce_only: bool)
 mod tests {
     use super::*;
     use crate::market::instrument::InstrumentStatus;
-    use proptest::prelude::*;
 
     fn p(s: &str) -> Price {
         Price::parse(s).unwrap()
@@ -1456,130 +1537,140 @@ mod tests {
         assert_eq!(r.halt().unwrap().reason, HaltReason::KillSwitch);
     }
 
-    #[derive(Debug, Clone)]
-    enum Op {
-        Price(i64),
-        Wait(i64),
-        Intent {
-            buy: bool,
-            qty: Option<i64>,
-            limit_off: Option<i64>,
-            reduce: bool,
-        },
+    #[test]
+    fn an_expired_halt_does_not_mask_a_new_breaker() {
+        let mut r = rm();
+        let t0 = 5 * DAY_MS;
+        r.on_equity(Money::from_units(10_000), t0);
+        r.on_equity(Money::from_units(9_650), t0 + 1);
+        assert!(matches!(
+            r.halt().map(|h| &h.reason),
+            Some(HaltReason::DailyLoss { .. })
+        ));
+        // The daily-loss halt is over at midnight; the same update breaches the drawdown.
+        r.on_equity(Money::from_units(8_900), 6 * DAY_MS);
+        assert!(
+            matches!(
+                r.halt().map(|h| &h.reason),
+                Some(HaltReason::Drawdown { .. })
+            ),
+            "{:?}",
+            r.halt()
+        );
     }
 
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            (1_000i64..3_000).prop_map(Op::Price),
-            (0i64..30_000).prop_map(Op::Wait),
-            (
-                any::<bool>(),
-                proptest::option::of(1i64..500_000_000),
-                proptest::option::of(-2_000i64..2_000),
-                proptest::bool::weighted(0.2)
-            )
-                .prop_map(|(buy, qty, limit_off, reduce)| Op::Intent {
-                    buy,
-                    qty,
-                    limit_off,
-                    reduce
-                }),
-        ]
+    #[test]
+    fn conditional_entry_is_measured_from_its_trigger() {
+        let inst = eth();
+        let mut r = rm();
+        // A buy stop at 2100 fills there, not at the 2000 market: 120 to the stop, not 20.
+        let mut i = intent(1, Side::Buy, OrderKind::StopLoss { stop: p("2100") });
+        i.qty = Some(q("2.5"));
+        i.stop_loss = Some(p("1980"));
+        assert_eq!(
+            r.check(i.clone(), &ctx(&inst, 0, "2000")),
+            Err(Refusal::RiskPerTrade {
+                limit: m("50"),
+                would_be: m("300")
+            })
+        );
+        i.qty = None;
+        let a = r.check(i, &ctx(&inst, 0, "2000")).unwrap();
+        // 50 at risk over 120: 0.41666…, floored to the step.
+        assert_eq!(a.request().qty, q("0.4166"));
+        // A buy triggered on a fall below its own stop would be stopped out at once.
+        let mut dip = intent(2, Side::Buy, OrderKind::TakeProfit { stop: p("1950") });
+        dip.qty = Some(q("0.1"));
+        dip.stop_loss = Some(p("1980"));
+        assert_eq!(
+            r.check(dip, &ctx(&inst, 0, "2000")),
+            Err(Refusal::BadStop {
+                side: Side::Buy,
+                entry: p("1950"),
+                stop: p("1980")
+            })
+        );
     }
 
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(200))]
-        /// Whatever intents and prices arrive, an approved order filled at once never takes the
-        /// position, its notional or the leverage past the limits, and the approvals in any
-        /// 60 s window never exceed the order rate.
-        #[test]
-        fn limits_are_never_exceeded(ops in proptest::collection::vec(op(), 1..120)) {
-            let inst = eth();
-            let cfg = RiskConfig {
-                max_position_qty: [("ETHUSDT".to_string(), q("3"))].into(),
-                max_position_notional: Money::from_units(4_000),
-                max_leverage: p("0.5"),
-                max_orders_per_minute: 5,
-                stale_data_secs: 0,
-                extreme_move_bps: 0,
-                ..RiskConfig::default()
-            };
-            let lim_qty = q("3");
-            let mut r = RiskManager::new(cfg.clone(), &ExecutionConfig::default());
-            let mut pf = Portfolio::new(Money::from_units(10_000), 16);
-            let mut price = 2_000i64;
-            let mut now = 0i64;
-            let mut approvals: Vec<i64> = Vec::new();
-            for (n, op) in ops.into_iter().enumerate() {
-                match op {
-                    Op::Price(x) => {
-                        price = x;
-                        pf.mark("ETHUSDT", Price::from_units(x));
-                    }
-                    Op::Wait(ms) => now += ms,
-                    Op::Intent { buy, qty, limit_off, reduce } => {
-                        let side = if buy { Side::Buy } else { Side::Sell };
-                        let kind = match limit_off {
-                            None => OrderKind::Market,
-                            Some(off) => OrderKind::Limit {
-                                price: Price(Price::from_units(price).raw() + off * 1_000_000),
-                                post_only: false,
-                            },
-                        };
-                        let mut i = intent(n as u64, side, kind);
-                        i.qty = qty.map(Qty);
-                        i.reduce_only = reduce;
-                        let pos = pf.position("ETHUSDT");
-                        let c = RiskContext {
-                            now_ms: now,
-                            instrument: &inst,
-                            reference_price: Price::from_units(price),
-                            equity: pf.equity(),
-                            position_qty: pos.qty,
-                            open_buy_qty: Qty::ZERO,
-                            open_sell_qty: Qty::ZERO,
-                            gross_exposure: pf.gross_exposure(),
-                            open_order_exposure: Money::ZERO,
-                        };
-                        let before = pos.qty.raw().abs();
-                        let gross_before = pf.gross_exposure();
-                        if let Ok(a) = r.check(i, &c) {
-                            approvals.push(now);
-                            let req = a.request();
-                            // Filled at once at the market: the worst case for the limits.
-                            let fill_price = Price::from_units(price);
-                            let fill = crate::trading::order::Fill {
-                                client_id: req.client_id.clone(),
-                                symbol: req.symbol.clone(),
-                                side: req.side,
-                                price: fill_price,
-                                qty: req.qty,
-                                fee: Qty::ZERO,
-                                fee_asset: "USDT".into(),
-                                fee_quote: Money::ZERO,
-                                is_maker: false,
-                                time_ms: now,
-                                trade_id: n.to_string(),
-                            };
-                            pf.apply_fill(&fill);
-                            let after = pf.qty("ETHUSDT").raw().abs();
-                            if req.reduce_only {
-                                prop_assert!(after < before);
-                            } else if after > before {
-                                prop_assert!(Qty(after) <= lim_qty);
-                                prop_assert!(Money::notional(fill_price, Qty(after)) <= cfg.max_position_notional);
-                                let lev_limit = Money(pf.equity().raw() * cfg.max_leverage.raw() as i128 / SCALE as i128);
-                                prop_assert!(pf.gross_exposure() <= lev_limit.max(gross_before));
-                            }
-                        }
-                    }
-                }
-                for (k, &t) in approvals.iter().enumerate() {
-                    let in_window = approvals[k..].iter().filter(|&&u| u < t + MINUTE_MS).count();
-                    prop_assert!(in_window <= cfg.max_orders_per_minute as usize);
-                }
-            }
+    /// An instrument whose products of price and quantity leave digits past the 8th decimal.
+    fn fine() -> Instrument {
+        Instrument {
+            tick_size: Price(1),
+            step_size: Qty(1),
+            min_qty: Qty(1),
+            min_notional: Price::ZERO,
+            max_qty: Qty::ZERO,
+            ..eth()
         }
+    }
+
+    #[test]
+    fn limits_compare_exact_products_not_truncated_notionals() {
+        let inst = fine();
+        let mut r = rm();
+        // 0.0007 × 71428.57142858 = 50.0000000000006: over the 50 budget, though its
+        // notional truncated at the 8th decimal is exactly 50.
+        let mut i = intent(1, Side::Buy, OrderKind::Market);
+        i.qty = Some(q("0.0007"));
+        i.stop_loss = Some(p("28571.42857142"));
+        assert_eq!(
+            r.check(i, &ctx(&inst, 0, "100000")),
+            Err(Refusal::RiskPerTrade {
+                limit: m("50"),
+                would_be: m("50.00000001")
+            })
+        );
+        // 0.0007 × 100000.00000001 = 70.000000000007: over a 70 notional limit.
+        let mut r = RiskManager::new(
+            RiskConfig {
+                max_position_notional: m("70"),
+                ..RiskConfig::default()
+            },
+            &ExecutionConfig::default(),
+        );
+        let mut i = intent(2, Side::Buy, OrderKind::Market);
+        i.qty = Some(q("0.0007"));
+        i.stop_loss = Some(p("99000"));
+        assert_eq!(
+            r.check(i, &ctx(&inst, 0, "100000.00000001")),
+            Err(Refusal::PositionNotional {
+                limit: m("70"),
+                would_be: m("70.00000001")
+            })
+        );
+    }
+
+    #[test]
+    fn leverage_counts_the_rounding_of_the_grown_position() {
+        let inst = fine();
+        let mut r = RiskManager::new(
+            RiskConfig {
+                max_leverage: p("0.5"),
+                risk_per_trade_bps: 10_000,
+                ..RiskConfig::default()
+            },
+            &ExecutionConfig::default(),
+        );
+        let mark = p("0.6");
+        let held = Qty(50_000_000_001);
+        let mut c = ctx(&inst, 0, "0.6");
+        c.equity = m("600");
+        c.position_qty = held;
+        c.gross_exposure = Money::notional(mark, held);
+        assert_eq!(c.gross_exposure, m("300"));
+        let mut i = intent(1, Side::Buy, OrderKind::Market);
+        i.qty = Some(Qty(1));
+        // Filled, the position's exposure would be 300.00000001 (its truncation as a whole
+        // gains the unit that the truncated parts lose): over 600 × 0.5.
+        let limit = m("300");
+        assert!(Money::notional(mark, Qty(held.raw() + 1)) > limit);
+        assert_eq!(
+            r.check(i, &c),
+            Err(Refusal::Leverage {
+                limit,
+                would_be: m("300.00000001")
+            })
+        );
     }
 }
 
@@ -1803,5 +1894,266 @@ mod working_order_tests {
                 prop_assert!(Qty(pos.raw().abs()) <= limit, "position {} over {}", pos, limit);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+    use crate::market::instrument::InstrumentStatus;
+    use crate::trading::risk_state::RiskStore;
+
+    fn eth() -> Instrument {
+        Instrument {
+            symbol: "ETHUSDT".into(),
+            base_asset: "ETH".into(),
+            quote_asset: "USDT".into(),
+            tick_size: Price::parse("0.01").unwrap(),
+            step_size: Qty::parse("0.0001").unwrap(),
+            min_qty: Qty::parse("0.0001").unwrap(),
+            max_qty: Qty::ZERO,
+            min_notional: Price::from_units(5),
+            status: InstrumentStatus::Trading,
+        }
+    }
+
+    fn ctx(inst: &Instrument, now_ms: i64) -> RiskContext<'_> {
+        RiskContext {
+            now_ms,
+            instrument: inst,
+            reference_price: Price::from_units(2_000),
+            equity: Money::from_units(10_000),
+            position_qty: Qty::ZERO,
+            open_buy_qty: Qty::ZERO,
+            open_sell_qty: Qty::ZERO,
+            gross_exposure: Money::ZERO,
+            open_order_exposure: Money::ZERO,
+        }
+    }
+
+    fn buy(n: u64) -> OrderIntent {
+        let mut i = OrderIntent::new(
+            ClientOrderId::new("r", n).unwrap(),
+            "ETHUSDT",
+            Side::Buy,
+            OrderKind::Market,
+        );
+        i.qty = Some(Qty::parse("0.01").unwrap());
+        i
+    }
+
+    fn cfg() -> RiskConfig {
+        RiskConfig {
+            stale_data_secs: 0,
+            extreme_move_bps: 0,
+            ..RiskConfig::default()
+        }
+    }
+
+    fn fresh() -> RiskManager {
+        RiskManager::new(cfg(), &ExecutionConfig::default())
+    }
+
+    /// Saves `r`'s state to a file and restores it into a fresh manager at `now_ms`.
+    fn restart(r: &RiskManager, now_ms: i64) -> RiskManager {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RiskStore::in_dir(dir.path());
+        store.save(&r.state()).unwrap();
+        let mut back = fresh();
+        back.restore(store.load().unwrap().unwrap(), now_ms);
+        back
+    }
+
+    #[test]
+    fn kill_switch_halt_survives_a_restart() {
+        let inst = eth();
+        let mut r = fresh();
+        r.kill_switch(1_000);
+        let mut back = restart(&r, 30 * DAY_MS);
+        assert!(back.state().kill_switch());
+        assert_eq!(
+            back.halt(),
+            Some(&Halt {
+                reason: HaltReason::KillSwitch,
+                since_ms: 1_000,
+                until_ms: None
+            })
+        );
+        assert_eq!(
+            back.take_actions(),
+            vec![RiskAction::CancelEntries(HaltReason::KillSwitch)]
+        );
+        back.on_equity(Money::from_units(10_000), 30 * DAY_MS + 1);
+        back.on_time(31 * DAY_MS);
+        assert_eq!(
+            back.check(buy(1), &ctx(&inst, 31 * DAY_MS)),
+            Err(Refusal::Halted(HaltReason::KillSwitch))
+        );
+        back.resume(31 * DAY_MS, Money::from_units(10_000));
+        assert!(back.check(buy(2), &ctx(&inst, 31 * DAY_MS + 1)).is_ok());
+    }
+
+    #[test]
+    fn drawdown_halt_survives_with_its_peak() {
+        let inst = eth();
+        let mut r = RiskManager::new(
+            RiskConfig {
+                daily_loss_limit_bps: 0,
+                ..cfg()
+            },
+            &ExecutionConfig::default(),
+        );
+        r.on_equity(Money::from_units(10_000), 0);
+        // Without a halt the peak alone must survive: a fresh manager would measure the
+        // drawdown from the first equity it sees.
+        let mut quiet = restart(&r, 5);
+        assert_eq!(quiet.state().equity_peak, Some(Money::from_units(10_000)));
+        quiet.on_equity(Money::from_units(8_999), 6);
+        assert!(matches!(
+            quiet.halt().map(|h| &h.reason),
+            Some(HaltReason::Drawdown { .. })
+        ));
+        r.on_equity(Money::from_units(8_999), 10);
+        let mut back = restart(&r, DAY_MS * 3);
+        let want = HaltReason::Drawdown {
+            peak: Money::from_units(10_000),
+            drawdown: Money::from_units(1_001),
+            limit_bps: 1_000,
+        };
+        assert_eq!(back.halt().map(|h| &h.reason), Some(&want));
+        assert_eq!(
+            back.status(DAY_MS * 3).equity_peak,
+            Money::from_units(10_000)
+        );
+        // Equity recovering a little does not end it; only a resume does.
+        back.on_equity(Money::from_units(9_500), DAY_MS * 3 + 1);
+        assert_eq!(
+            back.check(buy(1), &ctx(&inst, DAY_MS * 3 + 2)),
+            Err(Refusal::Halted(want))
+        );
+        back.resume(DAY_MS * 3 + 3, Money::from_units(9_500));
+        assert!(back.check(buy(2), &ctx(&inst, DAY_MS * 3 + 4)).is_ok());
+    }
+
+    #[test]
+    fn daily_loss_halt_from_yesterday_ends_on_restore() {
+        let inst = eth();
+        let mut r = fresh();
+        let t0 = 5 * DAY_MS + 1_000;
+        r.on_equity(Money::from_units(10_000), t0);
+        r.on_equity(Money::from_units(9_650), t0 + 10);
+        assert!(matches!(
+            r.halt().map(|h| &h.reason),
+            Some(HaltReason::DailyLoss { .. })
+        ));
+        // Restored the same day it stays, with the day's baseline.
+        let mut same_day = restart(&r, 6 * DAY_MS - 1);
+        assert!(matches!(
+            same_day.check(buy(1), &ctx(&inst, 6 * DAY_MS - 1)),
+            Err(Refusal::Halted(HaltReason::DailyLoss { .. }))
+        ));
+        assert_eq!(
+            same_day.status(0).day_start_equity,
+            Money::from_units(10_000)
+        );
+        // Restored the next UTC day it is over, even with its end time removed by hand.
+        let mut state = r.state();
+        state.halt.as_mut().unwrap().until_ms = None;
+        let mut next_day = fresh();
+        next_day.restore(state, 6 * DAY_MS + 5);
+        assert_eq!(next_day.halt(), None);
+        assert!(next_day.take_actions().is_empty());
+        next_day.on_equity(Money::from_units(9_650), 6 * DAY_MS + 6);
+        assert!(next_day.check(buy(2), &ctx(&inst, 6 * DAY_MS + 7)).is_ok());
+    }
+
+    #[test]
+    fn order_rate_window_and_data_halts_survive() {
+        let inst = eth();
+        let mut r = RiskManager::new(
+            RiskConfig {
+                max_orders_per_minute: 3,
+                ..cfg()
+            },
+            &ExecutionConfig::default(),
+        );
+        for n in 0..3 {
+            r.check(buy(n), &ctx(&inst, n as i64 * 1_000)).unwrap();
+        }
+        let mut back = RiskManager::new(r.config().clone(), &ExecutionConfig::default());
+        back.restore(r.state(), 30_000);
+        assert_eq!(
+            back.check(buy(9), &ctx(&inst, 59_000)),
+            Err(Refusal::OrderRate { limit: 3, count: 3 })
+        );
+        assert!(back.check(buy(10), &ctx(&inst, 60_000)).is_ok());
+
+        // A stale-data halt stays until the symbol's data is seen again.
+        let stale = RiskState {
+            halt: Some(Halt {
+                reason: HaltReason::StaleData {
+                    symbol: "ETHUSDT".into(),
+                    silent_ms: 10_001,
+                    limit_ms: 10_000,
+                },
+                since_ms: 100,
+                until_ms: None,
+            }),
+            ..RiskState::default()
+        };
+        let mut back = RiskManager::new(RiskConfig::default(), &ExecutionConfig::default());
+        back.restore(stale, 200_000);
+        assert!(matches!(
+            back.check(buy(1), &ctx(&inst, 200_001)),
+            Err(Refusal::Halted(HaltReason::StaleData { .. }))
+        ));
+        back.on_market("ETHUSDT", Price::from_units(2_000), 200_002);
+        assert!(back.check(buy(2), &ctx(&inst, 200_003)).is_ok());
+
+        // An extreme-move halt past its cool-down is over; one within it stays.
+        let moved = |until| RiskState {
+            halt: Some(Halt {
+                reason: HaltReason::ExtremeMove {
+                    symbol: "ETHUSDT".into(),
+                    move_bps: 600,
+                    limit_bps: 500,
+                    window_ms: 60_000,
+                },
+                since_ms: 0,
+                until_ms: Some(until),
+            }),
+            ..RiskState::default()
+        };
+        let mut over = fresh();
+        over.restore(moved(1_000), 1_000);
+        assert_eq!(over.halt(), None);
+        let mut held = fresh();
+        held.restore(moved(1_001), 1_000);
+        assert!(held.halt().is_some());
+    }
+
+    #[test]
+    fn a_kill_switch_in_force_is_not_replaced_by_a_restored_breaker() {
+        let mut r = fresh();
+        r.kill_switch(5);
+        let _ = r.take_actions();
+        let mut other = fresh();
+        other.on_equity(Money::from_units(10_000), 0);
+        other.on_equity(Money::from_units(8_000), 1);
+        r.restore(other.state(), 10);
+        assert_eq!(r.halt().unwrap().reason, HaltReason::KillSwitch);
+        // And a restored kill switch outranks a breaker already in force.
+        other.restore(
+            RiskState {
+                halt: Some(Halt {
+                    reason: HaltReason::KillSwitch,
+                    since_ms: 3,
+                    until_ms: None,
+                }),
+                ..other.state()
+            },
+            10,
+        );
+        assert_eq!(other.halt().unwrap().reason, HaltReason::KillSwitch);
     }
 }
