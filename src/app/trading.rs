@@ -41,6 +41,7 @@ use crate::trading::order::{
 use crate::trading::paper::{PaperConfig, PaperExecutor};
 use crate::trading::position::Portfolio;
 use crate::trading::risk::{OrderIntent, RiskAction, RiskConfig, RiskContext, RiskManager};
+use crate::trading::risk_state::{RiskState, RiskStore, RiskStoreError};
 use crate::tui::desk::{LimitUsage, OrderRow, PositionRow, TradingView};
 
 /// Why the trading session could not start.
@@ -52,6 +53,10 @@ pub enum TradingError {
     /// The configured client id prefix is not valid.
     #[error("execution.client_id_prefix: {0}")]
     Prefix(String),
+    /// The saved risk state (halt, equity peak, day baseline) exists but cannot be read:
+    /// starting without the halt it may hold could trade when it must not.
+    #[error("{0}; fix or remove the file after checking why trading was halted")]
+    RiskState(#[from] RiskStoreError),
 }
 
 /// Why the desk stays on paper after the user asked to go live. Messages never carry
@@ -92,6 +97,9 @@ pub enum GoLiveError {
     /// The configured client id prefix is not valid.
     #[error("execution.client_id_prefix: {0}")]
     Prefix(String),
+    /// The live account's saved risk state exists but cannot be read.
+    #[error("{0}")]
+    RiskState(#[from] RiskStoreError),
 }
 
 /// What going live connects to: the configured exchange executor, or the simulator's signed
@@ -277,7 +285,13 @@ pub struct TradingSession {
     flattening: Option<Flattening>,
     journal_failure: Arc<Mutex<Option<String>>>,
     unjournaled: Vec<ExecutionEvent>,
+    risk_store: RiskStore,
+    risk_saved: RiskState,
+    risk_saved_ms: i64,
 }
+
+/// How often an unchanged halt's risk state (a new equity peak, an approval) is saved at most.
+const RISK_SAVE_EVERY_MS: i64 = 1_000;
 
 /// A flatten in progress (`X`, the kill switch, a flatten halt): kept until every position is
 /// flat, so a flatten order that expires or is rejected is sent again.
@@ -325,7 +339,7 @@ fn exit_hook(
             Err(e) => {
                 tracing::error!(error = %e, "journal write failed; exit not placed");
                 if let Ok(mut f) = failure.lock() {
-                    f.get_or_insert(e);
+                    f.get_or_insert(format!("journal write failed: {e}"));
                 }
                 false
             }
@@ -358,8 +372,18 @@ impl TradingSession {
         let journal = Arc::new(Mutex::new(journal));
         let journal_failure = Arc::new(Mutex::new(None));
         paper.set_exit_hook(exit_hook(&journal, &journal_failure));
+        // The halt, peak and day baseline of the last run: a kill switch survives a restart.
+        let risk_store = RiskStore::in_dir(journal_dir);
+        let mut risk = RiskManager::new(cfg.risk.clone(), exec);
+        let risk_saved = risk_store.load()?.unwrap_or_default();
+        if risk_saved != RiskState::default() {
+            risk.restore(risk_saved.clone(), crate::logging::now_ms());
+        }
         Ok(Self {
-            risk: RiskManager::new(cfg.risk.clone(), exec),
+            risk,
+            risk_store,
+            risk_saved,
+            risk_saved_ms: i64::MIN,
             risk_cfg: cfg.risk.clone(),
             exec_cfg: exec.clone(),
             exec: Box::new(paper),
@@ -427,9 +451,13 @@ impl TradingSession {
             self.risk.resume(now, self.portfolio.equity());
         }
         self.running = false;
+        self.persist_risk(now);
+        if let Some(why) = self.journal_failure() {
+            return Err(why);
+        }
         Ok(match (journal, halt) {
-            (Some(j), Some(h)) => Some(format!("journal failure ({j}) and {h}")),
-            (Some(j), None) => Some(format!("journal failure ({j})")),
+            (Some(j), Some(h)) => Some(format!("{j}, and {h}")),
+            (Some(j), None) => Some(j),
             (None, h) => h,
         })
     }
@@ -504,6 +532,15 @@ impl TradingSession {
                 return Err(GoLiveError::Prefix(e.to_string()));
             }
         };
+        // The live account's own halt, peak and day baseline, kept beside its journal.
+        let live_store = RiskStore::in_dir(journal.path().parent().unwrap_or(Path::new(".")));
+        let live_risk = match live_store.load() {
+            Ok(saved) => saved.unwrap_or_default(),
+            Err(e) => {
+                exec.shutdown();
+                return Err(e.into());
+            }
+        };
         let quote_held = check
             .balances
             .iter()
@@ -567,6 +604,11 @@ impl TradingSession {
         self.portfolio = portfolio;
         self.positions.publish(&self.portfolio);
         self.risk = RiskManager::new(self.risk_cfg.clone(), &self.exec_cfg);
+        if live_risk != RiskState::default() {
+            self.risk.restore(live_risk.clone(), now);
+        }
+        self.risk_store = live_store;
+        self.risk_saved = live_risk;
         self.executor_label = format!("live: {name}");
         self.live = true;
         self.pump();
@@ -663,6 +705,28 @@ impl TradingSession {
         self.exec.on_time(now);
         self.pump();
         self.drive_flatten(now);
+        self.persist_risk(now);
+    }
+
+    /// Saves the risk state when it changed: at once for a new halt, resume or day, at most
+    /// once a second for a new peak or approval. A save that fails halts trading like a
+    /// journal failure (fail closed: a halt must not be forgotten by the next start).
+    fn persist_risk(&mut self, now: i64) {
+        let state = self.risk.state();
+        if state == self.risk_saved {
+            return;
+        }
+        let urgent = state.halt != self.risk_saved.halt || state.day != self.risk_saved.day;
+        if !urgent && now.saturating_sub(self.risk_saved_ms) < RISK_SAVE_EVERY_MS {
+            return;
+        }
+        match self.risk_store.save(&state) {
+            Ok(()) => {
+                self.risk_saved = state;
+                self.risk_saved_ms = now;
+            }
+            Err(e) => self.fail_journal(format!("risk state not saved: {e}")),
+        }
     }
 
     fn feed_symbol(&mut self, view: &SymbolView, now: i64) {
@@ -840,6 +904,7 @@ impl TradingSession {
         {
             self.flatten(now);
         }
+        self.persist_risk(now);
     }
 
     /// Whether a flatten is still working toward a flat account.
@@ -949,6 +1014,7 @@ impl TradingSession {
                     "order sent"
                 );
                 self.pump();
+                self.persist_risk(time_ms);
                 DecisionOutcome::Sent(request.client_id.to_string())
             }
         }
@@ -989,7 +1055,7 @@ impl TradingSession {
         match result {
             Ok(()) => true,
             Err(e) => {
-                self.fail_journal(e);
+                self.fail_journal(format!("journal write failed: {e}"));
                 false
             }
         }
@@ -1001,14 +1067,14 @@ impl TradingSession {
             && f.is_none()
         {
             tracing::error!(
-                "journal write failed: {why}; trading HALTED (no order is sent and no report \
-                 applied until the journal works again and trading is resumed)"
+                "{why}; trading HALTED (no order is sent and no report applied until the \
+                 disk works again and the halt is lifted)"
             );
             *f = Some(why);
         }
     }
 
-    /// Why the journal refused a write, while that halts trading.
+    /// Why the journal (or the risk state file) refused a write, while that halts trading.
     pub fn journal_failure(&self) -> Option<String> {
         self.journal_failure.lock().ok().and_then(|f| f.clone())
     }
@@ -1152,7 +1218,7 @@ impl TradingSession {
             fills: self.fills,
             limits,
             halted: match (self.journal_failure(), status.halt) {
-                (Some(j), _) => Some(format!("journal write failed: {j}")),
+                (Some(j), _) => Some(j),
                 (None, h) => h.map(|h| h.reason.to_string()),
             },
             flatten: self.flattening.map(|_| {
@@ -1831,5 +1897,50 @@ mod tests {
             long,
             "the journal has the fill"
         );
+    }
+
+    #[test]
+    fn the_kill_switch_and_the_equity_peak_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = fixture::NOW_MS;
+        let mut s = instant_session(dir.path(), t0);
+        let peak = s.risk.status(t0).equity_peak;
+        assert!(peak.raw() > 0);
+        s.kill_switch(t0 + 1);
+        drop(s);
+        let cfg = {
+            let mut c = Config::default();
+            c.execution.latency_ms = 0;
+            c
+        };
+        let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
+        let halted = s
+            .view(t0 + 2)
+            .halted
+            .expect("the kill switch survives a restart");
+        assert!(halted.contains("kill switch"), "{halted}");
+        assert_eq!(s.risk.status(t0 + 2).equity_peak, peak);
+        s.on_snapshot(&market(t0 + 3));
+        s.set_running(true);
+        let mid = s.exec.last_price("ETHUSDT").unwrap();
+        assert!(matches!(
+            s.on_decision(&decision(Action::Buy, t0 + 3, mid)),
+            DecisionOutcome::Refused(_)
+        ));
+        // Lifted by hand, and that too survives a restart.
+        s.resume(t0 + 4).unwrap();
+        drop(s);
+        let s = TradingSession::open(&cfg, dir.path()).unwrap();
+        assert_eq!(s.view(t0 + 5).halted, None);
+    }
+
+    #[test]
+    fn an_unreadable_risk_state_refuses_to_start_and_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::trading::risk_state::RISK_STATE_FILE);
+        std::fs::write(&path, b"{ not json").unwrap();
+        let err = TradingSession::open(&Config::default(), dir.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
     }
 }
