@@ -2157,3 +2157,362 @@ mod restore_tests {
         assert_eq!(other.halt().unwrap().reason, HaltReason::KillSwitch);
     }
 }
+
+#[cfg(test)]
+mod property_tests {
+    use super::*;
+    use crate::market::instrument::InstrumentStatus;
+    use crate::trading::order::Fill;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A new reference price (and mark): whole units plus a raw fraction.
+        Price(i64, i64),
+        /// Time passes, ms.
+        Wait(i64),
+        /// Half a UTC day passes.
+        HalfDay,
+        /// The account's equity goes to the breakers.
+        Equity,
+        Kill,
+        Resume,
+        /// Flatten orders for every position, filled at the reference price.
+        Flatten,
+        /// The manager's state goes through JSON into a fresh manager.
+        Restart,
+        Intent {
+            buy: bool,
+            /// Raw quantity; `None` sizes from the stop.
+            qty: Option<i64>,
+            /// Limit price, bps from the reference (`None`: market).
+            limit_bps: Option<i64>,
+            /// Stop distance, bps from the reference on the losing side (`None`: default;
+            /// negative: the wrong side).
+            stop_bps: Option<i64>,
+            reduce: bool,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (1_000i64..3_000, 0i64..100_000_000).prop_map(|(u, f)| Op::Price(u, f)),
+            2 => (0i64..40_000).prop_map(Op::Wait),
+            1 => Just(Op::HalfDay),
+            3 => Just(Op::Equity),
+            1 => Just(Op::Kill),
+            3 => Just(Op::Resume),
+            1 => Just(Op::Flatten),
+            1 => Just(Op::Restart),
+            8 => (
+                any::<bool>(),
+                proptest::option::of(1i64..400_000_000),
+                proptest::option::weighted(0.4, -300i64..300),
+                proptest::option::weighted(0.7, -20i64..400),
+                proptest::bool::weighted(0.2),
+            )
+                .prop_map(|(buy, qty, limit_bps, stop_bps, reduce)| Op::Intent {
+                    buy,
+                    qty,
+                    limit_bps,
+                    stop_bps,
+                    reduce,
+                }),
+        ]
+    }
+
+    /// Limits and instrument precision for one run.
+    #[derive(Debug, Clone)]
+    struct Setup {
+        /// (tick, step), raw: coarse like Binance ETHUSDT, or fine enough that products of
+        /// price and quantity have digits past the 8th decimal.
+        precision: (i64, i64),
+        qty_limit: Option<i64>,
+        notional_limit: i64,
+        leverage: &'static str,
+        risk_bps: u32,
+        rate: u32,
+        drawdown_bps: u32,
+        daily_bps: u32,
+        /// Quantity of another symbol held throughout (BTC at 50000), raw: gross exposure
+        /// that is not the traded symbol's.
+        other_qty: i64,
+    }
+
+    fn setup() -> impl Strategy<Value = Setup> {
+        (
+            prop_oneof![
+                Just((1_000_000i64, 10_000i64)),
+                Just((1, 1)),
+                Just((1_000_000, 1)),
+                Just((1, 100_000)),
+            ],
+            proptest::option::of(1i64..5),
+            1_000i64..8_000,
+            prop_oneof![Just("0.5"), Just("1"), Just("2.5")],
+            10u32..300,
+            2u32..30,
+            200u32..1_500,
+            100u32..600,
+            0i64..12_000_000,
+        )
+            .prop_map(
+                |(
+                    precision,
+                    qty_limit,
+                    notional_limit,
+                    leverage,
+                    risk_bps,
+                    rate,
+                    dd,
+                    daily,
+                    other_qty,
+                )| {
+                    Setup {
+                        other_qty,
+                        precision,
+                        qty_limit,
+                        notional_limit,
+                        leverage,
+                        risk_bps,
+                        rate,
+                        drawdown_bps: dd,
+                        daily_bps: daily,
+                    }
+                },
+            )
+    }
+
+    fn bps_from(p: Price, bps: i64) -> Price {
+        Price(p.raw() + (p.raw() as i128 * bps as i128 / 10_000) as i64)
+    }
+
+    fn fill_at(pf: &mut Portfolio, req: &OrderRequest, price: Price, n: usize) {
+        pf.apply_fill(&Fill {
+            client_id: req.client_id.clone(),
+            symbol: req.symbol.clone(),
+            side: req.side,
+            price,
+            qty: req.qty,
+            fee: Qty::ZERO,
+            fee_asset: "USDT".into(),
+            fee_quote: Money::ZERO,
+            is_maker: false,
+            time_ms: 0,
+            trade_id: format!("t{n}"),
+        });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+        /// Every approved order is filled at once (market orders and marketable limits at
+        /// the reference price, passive limits at their limit: the worst each can get).
+        /// Whatever the intents, prices, times, halts, flattens and restarts:
+        /// - an entry that grows the position leaves its quantity, its notional at the mark
+        ///   and the gross exposure within their limits, and its loss at the stop within the
+        ///   per-trade budget, each computed here from the config, exactly;
+        /// - an exit only shrinks the position, never flips it;
+        /// - approvals in any 60 s window never exceed the order rate;
+        /// - while the kill switch is on, every entry is refused;
+        /// - a manager restored from the JSON of another's `state()` gives the same answer to
+        ///   every later check as the original (so it refuses everything the original does).
+        #[test]
+        fn approved_orders_stay_within_limits_and_restarts_change_nothing(
+            setup in setup(),
+            ops in proptest::collection::vec(op(), 1..100),
+        ) {
+            let (tick, step) = setup.precision;
+            let inst = Instrument {
+                symbol: "ETHUSDT".into(),
+                base_asset: "ETH".into(),
+                quote_asset: "USDT".into(),
+                tick_size: Price(tick),
+                step_size: Qty(step),
+                min_qty: Qty(step),
+                max_qty: Qty::ZERO,
+                min_notional: Price::from_units(5),
+                status: InstrumentStatus::Trading,
+            };
+            let cfg = RiskConfig {
+                max_position_qty: setup
+                    .qty_limit
+                    .map(|u| ("ETHUSDT".to_string(), Qty::from_units(u)))
+                    .into_iter()
+                    .collect(),
+                max_position_notional: Money::from_units(setup.notional_limit),
+                risk_per_trade_bps: setup.risk_bps,
+                max_leverage: Price::parse(setup.leverage).unwrap(),
+                max_drawdown_bps: setup.drawdown_bps,
+                daily_loss_limit_bps: setup.daily_bps,
+                max_orders_per_minute: setup.rate,
+                stale_data_secs: 0,
+                extreme_move_bps: 0,
+                ..RiskConfig::default()
+            };
+            let exec = ExecutionConfig::default();
+            let scale = SCALE as i128;
+            let mut a = RiskManager::new(cfg.clone(), &exec);
+            let mut b = a.clone();
+            let mut ids_a = ClientIdGen::new("fl", 1).unwrap();
+            let mut ids_b = ids_a.clone();
+            let mut pf = Portfolio::new(Money::from_units(10_000), 16);
+            let mut price = Price::from_units(2_000);
+            pf.mark("ETHUSDT", price);
+            if setup.other_qty > 0 {
+                let btc = OrderRequest {
+                    client_id: ClientOrderId::new("btc", 1).unwrap(),
+                    symbol: "BTCUSDT".into(),
+                    side: Side::Buy,
+                    kind: OrderKind::Market,
+                    qty: Qty(setup.other_qty),
+                    reduce_only: false,
+                    time_in_force: TimeInForce::Gtc,
+                };
+                fill_at(&mut pf, &btc, Price::from_units(50_000), 0);
+            }
+            let mut now = 100 * DAY_MS + 1;
+            let mut approvals: Vec<i64> = Vec::new();
+            let mut killed = false;
+            for (n, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Price(units, frac) => {
+                        price = Price(units * SCALE + frac);
+                        pf.mark("ETHUSDT", price);
+                    }
+                    Op::Wait(ms) => {
+                        now += ms;
+                        a.on_time(now);
+                        b.on_time(now);
+                    }
+                    Op::HalfDay => now += DAY_MS / 2,
+                    Op::Equity => {
+                        let e = pf.equity();
+                        a.on_equity(e, now);
+                        b.on_equity(e, now);
+                    }
+                    Op::Kill => {
+                        a.kill_switch(now);
+                        b.kill_switch(now);
+                        killed = true;
+                    }
+                    Op::Resume => {
+                        let e = pf.equity();
+                        a.resume(now, e);
+                        b.resume(now, e);
+                        killed = false;
+                    }
+                    Op::Flatten => {
+                        let positions: Vec<Position> = pf.positions().cloned().collect();
+                        let fa = a.flatten_orders(&positions, &mut ids_a, now);
+                        let fb = b.flatten_orders(&positions, &mut ids_b, now);
+                        prop_assert_eq!(&fa, &fb);
+                        for o in &fa {
+                            prop_assert!(o.request().reduce_only);
+                            fill_at(&mut pf, o.request(), price, n);
+                        }
+                        prop_assert!(pf.positions().all(Position::is_flat));
+                    }
+                    Op::Restart => {
+                        let json = serde_json::to_string(&a.state()).unwrap();
+                        let saved: RiskState = serde_json::from_str(&json).unwrap();
+                        prop_assert_eq!(&saved, &a.state());
+                        b = RiskManager::new(cfg.clone(), &exec);
+                        b.restore(saved, now);
+                        let _ = a.take_actions();
+                        let _ = b.take_actions();
+                    }
+                    Op::Intent { buy, qty, limit_bps, stop_bps, reduce } => {
+                        let side = if buy { Side::Buy } else { Side::Sell };
+                        let kind = match limit_bps {
+                            None => OrderKind::Market,
+                            Some(bps) => OrderKind::Limit {
+                                price: bps_from(price, bps),
+                                post_only: false,
+                            },
+                        };
+                        let mut i = OrderIntent::new(
+                            ClientOrderId::new("p", n as u64).unwrap(),
+                            "ETHUSDT",
+                            side,
+                            kind,
+                        );
+                        i.qty = qty.map(Qty);
+                        i.stop_loss = stop_bps.map(|bps| bps_from(price, if buy { -bps } else { bps }));
+                        i.reduce_only = reduce;
+                        let before = pf.qty("ETHUSDT").raw();
+                        let equity = pf.equity();
+                        let c = RiskContext {
+                            now_ms: now,
+                            instrument: &inst,
+                            reference_price: price,
+                            equity,
+                            position_qty: Qty(before),
+                            open_buy_qty: Qty::ZERO,
+                            open_sell_qty: Qty::ZERO,
+                            gross_exposure: pf.gross_exposure(),
+                            open_order_exposure: Money::ZERO,
+                        };
+                        let ra = a.check(i.clone(), &c);
+                        let rb = b.check(i, &c);
+                        prop_assert_eq!(&ra, &rb, "restored manager disagrees at op {}", n);
+                        if killed && !reduce {
+                            prop_assert_eq!(
+                                ra.as_ref().err(),
+                                Some(&Refusal::Halted(HaltReason::KillSwitch))
+                            );
+                        }
+                        let Ok(approved) = ra else { continue };
+                        approvals.push(now);
+                        let req = approved.request().clone();
+                        let fill_price = match req.kind {
+                            OrderKind::Limit { price: l, .. } if buy => l.min(price),
+                            OrderKind::Limit { price: l, .. } => l.max(price),
+                            _ => price,
+                        };
+                        if !req.reduce_only {
+                            let stop = approved.protection().stop_loss;
+                            prop_assert!(stop.is_some(), "entry without a stop");
+                            // The loss if the stop is hit (none when it lies beyond the fill on
+                            // the winning side: it triggers at once, at the market).
+                            let against = if buy {
+                                fill_price.raw() - stop.unwrap().raw()
+                            } else {
+                                stop.unwrap().raw() - fill_price.raw()
+                            };
+                            let dist = against.max(0) as i128;
+                            let budget = equity.raw() * setup.risk_bps as i128 / 10_000;
+                            prop_assert!(
+                                dist * req.qty.raw() as i128 <= budget * scale,
+                                "risk {} × {} over budget {}", dist, req.qty, budget
+                            );
+                        }
+                        fill_at(&mut pf, &req, fill_price, n);
+                        let after = pf.qty("ETHUSDT").raw();
+                        if req.reduce_only {
+                            prop_assert!(after.abs() < before.abs());
+                            prop_assert!(after == 0 || after.signum() == before.signum());
+                        } else if after.abs() > before.abs() {
+                            let held = after.unsigned_abs() as i128;
+                            if let Some(u) = setup.qty_limit {
+                                prop_assert!(held <= u as i128 * scale, "qty {}", after);
+                            }
+                            prop_assert!(
+                                price.raw() as i128 * held <= setup.notional_limit as i128 * scale * scale,
+                                "notional of {} at {}", after, price
+                            );
+                            let lev_limit = equity.raw() * cfg.max_leverage.raw() as i128 / scale;
+                            prop_assert!(
+                                pf.gross_exposure().raw() <= lev_limit,
+                                "gross {} over {}", pf.gross_exposure(), Money(lev_limit)
+                            );
+                        }
+                        for (k, &t) in approvals.iter().enumerate() {
+                            let in_window = approvals[k..].iter().filter(|&&u| u < t + MINUTE_MS).count();
+                            prop_assert!(in_window <= setup.rate as usize);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
