@@ -940,6 +940,24 @@ impl TradingSession {
                 return DecisionOutcome::Ignored("nothing to sell");
             }
             Side::Sell => {
+                let working = self.exec.open_orders();
+                if working.iter().any(|o| {
+                    o.request.symbol == symbol
+                        && o.request.reduce_only
+                        && matches!(o.request.kind, OrderKind::Market)
+                }) {
+                    return DecisionOutcome::Ignored("a close is already working");
+                }
+                // A resting stop or take-profit holds the quantity on a venue (and would
+                // close it a second time): cancel it before the close goes out.
+                let resting: Vec<ClientOrderId> = working
+                    .iter()
+                    .filter(|o| o.request.symbol == symbol && o.request.reduce_only)
+                    .map(|o| o.request.client_id.clone())
+                    .collect();
+                for id in &resting {
+                    self.cancel_order(id, d.time_ms);
+                }
                 intent.qty = Some(position);
                 intent.reduce_only = true;
             }
@@ -1942,5 +1960,45 @@ mod tests {
         let err = TradingSession::open(&Config::default(), dir.path()).unwrap_err();
         let text = err.to_string();
         assert!(text.contains(&path.display().to_string()), "{text}");
+    }
+
+    #[test]
+    fn a_model_sell_cancels_the_resting_exit_and_never_stacks_a_second_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = fixture::NOW_MS;
+        let (mut s, _) = two_longs(dir.path(), t0);
+        let eth = s.exec.last_price("ETHUSDT").unwrap();
+        let long = s.position_qty("ETHUSDT");
+        let mut tp = OrderIntent::new(
+            s.next_client_id(),
+            "ETHUSDT",
+            Side::Sell,
+            OrderKind::Limit {
+                price: pct(eth, 300),
+                post_only: false,
+            },
+        );
+        tp.qty = Some(long);
+        tp.reduce_only = true;
+        assert!(matches!(
+            s.place(tp, Some(eth), t0 + 200, "test"),
+            DecisionOutcome::Sent(_)
+        ));
+        s.on_snapshot(&market2(t0 + 250));
+        assert_eq!(s.view(t0 + 250).orders.len(), 1, "the take-profit rests");
+        assert!(matches!(
+            s.on_decision(&decision_for("ETHUSDT", Action::Sell, t0 + 300, eth)),
+            DecisionOutcome::Sent(_)
+        ));
+        // The resting take-profit is gone; only the close works (latency not yet over).
+        let orders = s.view(t0 + 300).orders;
+        assert_eq!(orders.len(), 1, "{orders:?}");
+        assert_eq!(orders[0].kind, "market");
+        assert_eq!(
+            s.on_decision(&decision_for("ETHUSDT", Action::Sell, t0 + 310, eth)),
+            DecisionOutcome::Ignored("a close is already working")
+        );
+        s.on_snapshot(&market2(t0 + 400));
+        assert_eq!(s.position_qty("ETHUSDT"), Qty::ZERO);
     }
 }
