@@ -2,9 +2,17 @@
 //!
 //! Orders go out only after the instrument's filters are applied: prices rounded to the tick
 //! toward the passive side, quantities floored to the step, below-minimum notionals refused.
-//! Every order carries a client order id, and a placement whose outcome is unknown (timeout,
-//! 5xx, -1007) is looked up by that id before anything is resent, so a retry never doubles an
-//! order.
+//!
+//! No order is sent twice. Binance refuses a duplicate `newClientOrderId` only while the first
+//! order is open, and a filled market order can be invisible to `GET /api/v3/order` for a
+//! while, so "the lookup found nothing" proves nothing and a resend could execute again. The
+//! rule here: a send that failed before the request left (connection refused) is retried under
+//! the same id; a send whose outcome is unknown (timeout, 5xx, -1007) is only ever resolved by
+//! asking: the order by client id, and the account's trades since the send (a trade of an
+//! order id we do not know is looked up by order id to learn its client id). It is declared
+//! never received only once it is still unknown after its request can no longer execute
+//! (timestamp + recvWindow) plus `visibility_margin_ms`: then [`ExecError::NotReceived`], and
+//! nothing is resent.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,7 +22,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
-use super::rest::{BINANCE, Dialect, ExecError, SignedRest};
+use super::rest::{BINANCE, Dialect, ExecError, SignedRest, local_ms};
 use super::signing::{Credentials, Query};
 use super::wire::{
     self, AccountTrade, AssetBalance, ExchangeOrder, WireError, parse_account, parse_order,
@@ -37,10 +45,19 @@ pub struct BinanceSpotConfig {
     pub timeout_ms: u64,
     /// Request weight per minute the client allows itself (it stops at 90 %).
     pub weight_limit_1m: u32,
-    /// Placements tried for one order when the exchange is unavailable before accepting it.
+    /// Sends of one order when the connection cannot be made (nothing left; same client id).
     pub place_attempts: u32,
-    /// Wait before looking up an order whose placement outcome is unknown, ms.
+    /// Wait before looking up an order whose placement outcome is unknown, ms; the wait
+    /// doubles after each inconclusive look, up to `resolve_backoff_max_ms`.
     pub unknown_settle_ms: u64,
+    /// Longest wait between looks at an order whose outcome is unknown, ms.
+    pub resolve_backoff_max_ms: u64,
+    /// How long past its timestamp + recvWindow an in-doubt order the venue does not know is
+    /// still looked for before it is declared never received, ms. It covers the venue's delay
+    /// in making a filled order queryable, so it must exceed that delay.
+    pub visibility_margin_ms: u64,
+    /// [`BinanceSpot::place`] gives up with an unknown outcome after asking this long, ms.
+    pub resolve_timeout_ms: u64,
     /// Listen-key keepalive interval, seconds (Binance: every 30 minutes).
     pub keepalive_s: u64,
     /// Credentials file (TOML, mode 0600) used when the environment has none.
@@ -57,6 +74,9 @@ impl Default for BinanceSpotConfig {
             weight_limit_1m: 6000,
             place_attempts: 3,
             unknown_settle_ms: 500,
+            resolve_backoff_max_ms: 2000,
+            visibility_margin_ms: 5000,
+            resolve_timeout_ms: 60_000,
             keepalive_s: 30 * 60,
             credentials_file: None,
         }
@@ -305,6 +325,35 @@ pub fn order_params(spec: &OrderSpec) -> Query {
     q
 }
 
+/// What one send of an order left us knowing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sent {
+    /// The exchange answered: the order as it has it.
+    Placed(ExchangeOrder),
+    /// No certain answer: the order may or may not have executed. Resolve it with
+    /// [`BinanceSpot::probe`], never by sending again.
+    InDoubt {
+        /// The request's `timestamp` (server clock, ms).
+        sent_ms: i64,
+        /// What went wrong.
+        reason: ExecError,
+    },
+}
+
+/// One look at an order whose send was in doubt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// The exchange has it.
+    Found(ExchangeOrder),
+    /// It never reached the engine: still unknown after its request expired plus the margin.
+    NeverReceived {
+        /// Time from the request's timestamp to this verdict, ms.
+        waited_ms: i64,
+    },
+    /// Not known yet; look again later.
+    NotYet,
+}
+
 /// Which order dialect the account speaks (the signed transport is shared).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
@@ -321,6 +370,9 @@ pub struct BinanceSpot {
     rest: SignedRest,
     cfg: BinanceSpotConfig,
     instruments: RwLock<HashMap<String, Instrument>>,
+    /// Client id of every order id seen in a reply: a trade of an order id not in here may be
+    /// an in-doubt order of ours and is looked up.
+    known: RwLock<HashMap<(String, String), String>>,
 }
 
 impl BinanceSpot {
@@ -354,6 +406,7 @@ impl BinanceSpot {
             rest,
             cfg,
             instruments: RwLock::new(HashMap::new()),
+            known: RwLock::new(HashMap::new()),
         })
     }
 
@@ -370,6 +423,32 @@ impl BinanceSpot {
     /// The configuration.
     pub fn config(&self) -> &BinanceSpotConfig {
         &self.cfg
+    }
+
+    fn remember(&self, o: &ExchangeOrder) {
+        if !o.client_order_id.is_empty() {
+            self.known
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    (o.symbol.clone(), o.order_id.clone()),
+                    o.client_order_id.clone(),
+                );
+        }
+    }
+
+    fn known_client_id(&self, symbol: &str, order_id: &str) -> Option<String> {
+        self.known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(symbol.to_string(), order_id.to_string()))
+            .cloned()
+    }
+
+    fn decode_order(&self, path: &str, body: &str) -> Result<ExchangeOrder, ExecError> {
+        let o = self.decode(path, parse_order(body))?;
+        self.remember(&o);
+        Ok(o)
     }
 
     fn decode<T>(&self, path: &str, r: Result<T, WireError>) -> Result<T, ExecError> {
@@ -439,10 +518,11 @@ impl BinanceSpot {
         Ok(apply_filters(&inst, spec)?)
     }
 
-    /// Places an order exactly once: filters, sends, and when the outcome is unknown looks the
-    /// client id up before resending (a duplicate-id rejection also resolves to the existing
-    /// order). `Err(Unknown)` means the order's fate could not be learned: reconcile later.
-    pub async fn place(&self, spec: &OrderSpec) -> Result<ExchangeOrder, ExecError> {
+    /// Sends an order once: filters, sends, and retries only a send that never left (the
+    /// connection could not be made). A duplicate-id rejection resolves to the open order of
+    /// that id. A timeout, 5xx or -1007 is [`Sent::InDoubt`]: the caller resolves it with
+    /// [`BinanceSpot::probe`].
+    pub async fn send_order(&self, spec: &OrderSpec) -> Result<Sent, ExecError> {
         let spec = self.prepare(spec)?;
         let params = match self.flavor {
             Flavor::Binance => order_params(&spec),
@@ -450,33 +530,187 @@ impl BinanceSpot {
         };
         let path = "/api/v3/order";
         let attempts = self.cfg.place_attempts.max(1);
-        let mut last_err = None;
-        for attempt in 0..attempts {
-            match self.rest.signed(Method::POST, path, &params, 1).await {
-                Ok(body) => return self.decode(path, parse_order(&body)),
-                Err(e) if is_duplicate(&e) => {
-                    return self.query(&spec.symbol, &spec.client_id).await;
+        let mut delay = Duration::from_millis(self.cfg.unknown_settle_ms.max(10));
+        let mut attempt = 1;
+        loop {
+            let (r, sent_ms) = self
+                .rest
+                .signed_stamped(Method::POST, path, &params, 1)
+                .await;
+            match r {
+                Ok(body) => {
+                    return Ok(match self.decode_order(path, &body) {
+                        Ok(o) => Sent::Placed(o),
+                        // Accepted, but the reply is unreadable: its state must be asked for.
+                        Err(reason) => Sent::InDoubt { sent_ms, reason },
+                    });
                 }
-                Err(e @ (ExecError::Unknown { .. } | ExecError::Connect { .. })) => {
+                Err(e) if is_duplicate(&e) => {
+                    // An open order already carries this id: that order is this one.
+                    return Ok(match self.query(&spec.symbol, &spec.client_id).await {
+                        Ok(o) => Sent::Placed(o),
+                        Err(_) => Sent::InDoubt { sent_ms, reason: e },
+                    });
+                }
+                Err(e @ ExecError::Connect { .. }) if attempt < attempts => {
                     tracing::warn!(
                         client_id = %spec.client_id,
                         attempt,
-                        "order placement outcome unknown: {e}; looking it up before any resend"
+                        "order not sent ({e}); sending again under the same id"
                     );
-                    tokio::time::sleep(Duration::from_millis(self.cfg.unknown_settle_ms)).await;
-                    match self.lookup(&spec.symbol, &spec.client_id).await? {
-                        Some(o) => return Ok(o),
-                        None => last_err = Some(e),
-                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.backoff_max());
+                    attempt += 1;
+                }
+                Err(reason) if reason.outcome_unknown() => {
+                    tracing::warn!(
+                        client_id = %spec.client_id,
+                        "order outcome unknown ({reason}); resolving it by asking, not by resending"
+                    );
+                    return Ok(Sent::InDoubt { sent_ms, reason });
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(last_err.unwrap_or_else(|| ExecError::Unknown {
-            exchange: self.rest.dialect().name,
-            path: path.into(),
-            reason: "no attempt made".into(),
-        }))
+    }
+
+    fn backoff_max(&self) -> Duration {
+        Duration::from_millis(self.cfg.resolve_backoff_max_ms.max(10))
+    }
+
+    /// One look at an order whose send at `sent_ms` (its timestamp, server clock) was in
+    /// doubt: by client id, then among the account's trades since the send (trades of order
+    /// ids we do not know are looked up by order id). An error means the exchange could not be
+    /// asked; look again later.
+    pub async fn probe(
+        &self,
+        symbol: &str,
+        client_id: &str,
+        sent_ms: i64,
+    ) -> Result<Probe, ExecError> {
+        let dialect = self.rest.dialect();
+        match self.query(symbol, client_id).await {
+            Ok(o) => return Ok(Probe::Found(o)),
+            Err(e) if e.is_unknown_order(dialect) => {}
+            Err(e) => return Err(e),
+        }
+        // Trades carry their time; allow for the estimated clock offset being off.
+        let since = sent_ms - 2000;
+        let trades = self.my_trades_since(symbol, since).await?;
+        let mut unidentified = false;
+        let mut asked = std::collections::HashSet::new();
+        for t in &trades {
+            match self.known_client_id(symbol, &t.order_id) {
+                Some(c) if c != client_id => continue,
+                _ => {}
+            }
+            if !asked.insert(t.order_id.clone()) {
+                continue;
+            }
+            match self.query_by_id(symbol, &t.order_id).await {
+                Ok(o) if o.client_order_id == client_id => return Ok(Probe::Found(o)),
+                Ok(_) => {}
+                // A trade whose order cannot be named yet might be ours: no verdict.
+                Err(e) if e.is_unknown_order(dialect) => unidentified = true,
+                Err(e) => return Err(e),
+            }
+        }
+        let waited_ms = self.rest.server_ms() - sent_ms;
+        let expired_after = (self.rest.recv_window_ms() + self.cfg.visibility_margin_ms) as i64;
+        if !unidentified && waited_ms > expired_after {
+            Ok(Probe::NeverReceived { waited_ms })
+        } else {
+            Ok(Probe::NotYet)
+        }
+    }
+
+    /// Probes an in-doubt order with backoff until the exchange answers for certain (at most
+    /// `resolve_timeout_ms`, then an unknown outcome); a found order comes with its fills.
+    pub async fn resolve(
+        &self,
+        spec: &OrderSpec,
+        sent_ms: i64,
+    ) -> Result<ExchangeOrder, ExecError> {
+        let path = "/api/v3/order";
+        let give_up = local_ms() + self.cfg.resolve_timeout_ms as i64;
+        let mut delay = Duration::from_millis(self.cfg.unknown_settle_ms.max(10));
+        loop {
+            tokio::time::sleep(delay).await;
+            match self.probe(&spec.symbol, &spec.client_id, sent_ms).await {
+                Ok(Probe::Found(o)) => return self.with_fills(o, give_up).await,
+                Ok(Probe::NeverReceived { waited_ms }) => {
+                    return Err(ExecError::NotReceived {
+                        exchange: self.rest.dialect().name,
+                        path: path.into(),
+                        waited_ms,
+                    });
+                }
+                Ok(Probe::NotYet) => {}
+                Err(e) => tracing::warn!(client_id = %spec.client_id, "order lookup failed: {e}"),
+            }
+            if local_ms() > give_up {
+                return Err(ExecError::Unknown {
+                    exchange: self.rest.dialect().name,
+                    path: path.into(),
+                    reason: format!(
+                        "still unknown {} s after sending",
+                        (self.rest.server_ms() - sent_ms) / 1000
+                    ),
+                });
+            }
+            delay = (delay * 2).min(self.backoff_max());
+        }
+    }
+
+    /// `o` with its fills from the account's trades, waiting until they add up to its executed
+    /// quantity (trades can be listed later than the order).
+    async fn with_fills(
+        &self,
+        mut o: ExchangeOrder,
+        give_up: i64,
+    ) -> Result<ExchangeOrder, ExecError> {
+        let mut delay = Duration::from_millis(self.cfg.unknown_settle_ms.max(10));
+        while o.executed_qty.raw() > 0 {
+            let trades = self.my_trades(&o.symbol, Some(&o.order_id)).await?;
+            let got = trades.iter().fold(Qty::ZERO, |a, t| a + t.qty);
+            if got >= o.executed_qty {
+                o.fills = trades
+                    .iter()
+                    .map(|t| wire::OrderFill {
+                        trade_id: t.id,
+                        price: t.price,
+                        qty: t.qty,
+                        commission: t.commission,
+                        commission_asset: t.commission_asset.clone(),
+                    })
+                    .collect();
+                break;
+            }
+            if local_ms() > give_up {
+                return Err(ExecError::Unknown {
+                    exchange: self.rest.dialect().name,
+                    path: "/api/v3/myTrades".into(),
+                    reason: format!(
+                        "order {} executed {} but its trades list {got}",
+                        o.order_id, o.executed_qty
+                    ),
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(self.backoff_max());
+        }
+        Ok(o)
+    }
+
+    /// Places an order and learns its fate for certain: [`BinanceSpot::send_order`], then for
+    /// an in-doubt send [`BinanceSpot::resolve`]. `Err(NotReceived)` means it never reached the
+    /// engine (and was not resent); `Err(Unknown)` that its fate could not be learned within
+    /// `resolve_timeout_ms`: reconcile later, never resend blindly.
+    pub async fn place(&self, spec: &OrderSpec) -> Result<ExchangeOrder, ExecError> {
+        match self.send_order(spec).await? {
+            Sent::Placed(o) => Ok(o),
+            Sent::InDoubt { sent_ms, .. } => self.resolve(spec, sent_ms).await,
+        }
     }
 
     /// `Some(order)` when the exchange knows the client id, `None` when it says it does not;
@@ -519,7 +753,21 @@ impl BinanceSpot {
             .with("origClientOrderId", client_id);
         let path = "/api/v3/order";
         let body = self.rest.signed(Method::GET, path, &q, 4).await?;
-        self.decode(path, parse_order(&body))
+        self.decode_order(path, &body)
+    }
+
+    /// `GET /api/v3/order` by exchange order id.
+    pub async fn query_by_id(
+        &self,
+        symbol: &str,
+        order_id: &str,
+    ) -> Result<ExchangeOrder, ExecError> {
+        let q = Query::new()
+            .with("symbol", symbol)
+            .with("orderId", order_id);
+        let path = "/api/v3/order";
+        let body = self.rest.signed(Method::GET, path, &q, 4).await?;
+        self.decode_order(path, &body)
     }
 
     /// `DELETE /api/v3/order` by client id.
@@ -529,7 +777,7 @@ impl BinanceSpot {
             .with("origClientOrderId", client_id);
         let path = "/api/v3/order";
         let body = self.rest.signed(Method::DELETE, path, &q, 1).await?;
-        self.decode(path, parse_order(&body))
+        self.decode_order(path, &body)
     }
 
     /// `GET /api/v3/openOrders` (one symbol, or all at weight 80).
@@ -541,7 +789,11 @@ impl BinanceSpot {
         let path = "/api/v3/openOrders";
         let weight = if symbol.is_some() { 6 } else { 80 };
         let body = self.rest.signed(Method::GET, path, &q, weight).await?;
-        self.decode(path, parse_orders(&body))
+        let orders = self.decode(path, parse_orders(&body))?;
+        for o in &orders {
+            self.remember(o);
+        }
+        Ok(orders)
     }
 
     /// `GET /api/v3/myTrades` of a symbol, optionally of one order.
@@ -558,6 +810,21 @@ impl BinanceSpot {
         let path = "/api/v3/myTrades";
         let weight = if order_id.is_some() { 5 } else { 20 };
         let body = self.rest.signed(Method::GET, path, &q, weight).await?;
+        self.decode(path, parse_trades(&body))
+    }
+
+    /// `GET /api/v3/myTrades` of a symbol from `start_ms` on (the oldest 1000).
+    pub async fn my_trades_since(
+        &self,
+        symbol: &str,
+        start_ms: i64,
+    ) -> Result<Vec<AccountTrade>, ExecError> {
+        let q = Query::new()
+            .with("symbol", symbol)
+            .with("startTime", start_ms.to_string())
+            .with("limit", "1000");
+        let path = "/api/v3/myTrades";
+        let body = self.rest.signed(Method::GET, path, &q, 20).await?;
         self.decode(path, parse_trades(&body))
     }
 

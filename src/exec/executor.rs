@@ -1,47 +1,62 @@
 //! [`Executor`] over a real exchange account (Binance spot, its testnet, the simulator, MEXC).
 //!
 //! The trait is synchronous; requests go to an async worker task that talks REST and reads the
-//! user-data stream, and what the venue reports comes back as execution events. REST replies
-//! and the stream report the same things, so events are applied to the local order states and
-//! only those that change something (a new ack, a trade id not seen before, a first final
-//! status) are passed on: nothing is counted twice.
+//! user-data stream, and what the venue reports comes back as execution events. REST replies,
+//! the stream and `myTrades` report the same things, so events are applied to the local order
+//! states and only those that change something (a new ack, a trade id not seen before, a first
+//! final status) are passed on: nothing is counted twice. A fill reported after the order's
+//! final status (Binance often answers a cancel before the trade report of a fill just before
+//! it) is still a fill: it is counted once, and the status stays final.
+//!
+//! Nothing is sent twice and nothing is lost: an order whose send was in doubt (timeout, 5xx)
+//! is only looked up ([`BinanceSpot::probe`], with backoff) until the venue knows it or it is
+//! certainly too late for it to execute, when it is reported rejected, not resent. A cancel
+//! that fails is retried with backoff until the venue says the order is closed; an in-doubt
+//! order the trader cancelled is never placed by any recovery path, and cancelled if it turns
+//! out to exist and be open. A final status whose fills are not all known yet keeps the trades
+//! of the order being asked for until they add up.
 //!
 //! Protective exits: when an entry with a stop-loss / take-profit fills, the executor places
-//! them on the venue as reduce-only STOP_LOSS / TAKE_PROFIT orders for the filled quantity (ids
-//! `<entry>-s` / `<entry>-t`) and cancels the other when one executes. Trailing stops are not
-//! placed on the venue.
+//! them on the venue as reduce-only STOP_LOSS / TAKE_PROFIT orders for the quantity the account
+//! received (the filled quantity less a commission charged in the base asset, Binance's default
+//! on a buy; ids `<entry>-s` / `<entry>-t`) and cancels the other when one executes. Positions
+//! are likewise what the account holds. Trailing stops are not placed on the venue.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use super::binance_spot::{BinanceSpot, Flavor};
+use super::binance_spot::{BinanceSpot, Flavor, Probe, Sent};
 use super::rest::{ExecError, local_ms};
 use super::user_stream::{UserEvent, UserStream, UserStreamConfig};
 use super::venue::{
     Assets, events_of_reply, events_of_report, exchange_symbol, fills_of_trades, reject_reason,
     spec_of,
 };
-use super::wire::UserStreamEvent;
-use crate::market::types::{Price, Side};
+use super::wire::{ExchangeOrder, ExecutionReport, UserStreamEvent};
+use crate::market::types::{Price, Qty, Side};
 use crate::trading::executor::{ApprovedOrder, Executor, ExecutorError, MarketEvent, Protection};
 use crate::trading::order::{
-    CancelReason, ClientOrderId, ExecutionEvent, OrderKind, OrderRequest, OrderState, OrderStatus,
-    TimeInForce,
+    ClientOrderId, ExecutionEvent, Fill, OrderError, OrderKind, OrderRequest, OrderState,
+    OrderStatus, TimeInForce,
 };
 use crate::trading::position::Position;
 
 enum Cmd {
     Submit(OrderRequest),
     Cancel(OrderRequest),
-    Check(Vec<OrderRequest>),
+    /// Orders taken over from the journal, with the venue id of those acknowledged.
+    Adopt(Vec<(OrderRequest, Option<String>)>),
 }
 
-/// How often orders whose placement outcome was unknown are looked up again.
-const RECHECK_EVERY: Duration = Duration::from_secs(5);
+/// How often orders are polled when there is no user-data stream (MEXC).
+const POLL_EVERY: Duration = Duration::from_secs(5);
+/// How often the worker checks which orders are due a look.
+const TICK: Duration = Duration::from_millis(50);
 
 /// An exchange account behind the [`Executor`] interface.
 pub struct ExchangeExecutor {
@@ -53,6 +68,8 @@ pub struct ExchangeExecutor {
     protections: HashMap<ClientOrderId, Protection>,
     siblings: HashMap<ClientOrderId, ClientOrderId>,
     positions: BTreeMap<String, Position>,
+    /// Commission charged in the base asset per order (it reduces what a buy delivers).
+    base_fees: HashMap<ClientOrderId, Qty>,
     last_price: HashMap<String, Price>,
     exit_hook: Option<ExitHook>,
     worker: JoinHandle<()>,
@@ -92,6 +109,7 @@ impl ExchangeExecutor {
             protections: HashMap::new(),
             siblings: HashMap::new(),
             positions: BTreeMap::new(),
+            base_fees: HashMap::new(),
             last_price: HashMap::new(),
             exit_hook: None,
             worker,
@@ -114,13 +132,13 @@ impl ExchangeExecutor {
         let mut open = Vec::new();
         for (s, p) in states {
             if s.status.is_open() {
-                open.push(s.request.clone());
+                open.push((s.request.clone(), s.exchange_id.clone()));
             }
             self.protections.insert(s.client_id().clone(), p);
             self.orders.insert(s.client_id().clone(), s);
         }
         if !open.is_empty() {
-            let _ = self.cmd.send(Cmd::Check(open));
+            let _ = self.cmd.send(Cmd::Adopt(open));
         }
     }
 
@@ -138,15 +156,33 @@ impl ExchangeExecutor {
         let Some(o) = self.orders.get_mut(ev.client_id()) else {
             return false;
         };
-        if o.apply(ev).is_err() {
+        let counted = match (o.apply(ev), ev) {
+            (Ok(()), _) => true,
+            // The order model refuses any change after a final status; a trade is not a change
+            // of status but money that moved.
+            (Err(OrderError::Transition(_)), ExecutionEvent::Filled(f)) => late_fill(o, f),
             // A duplicate (same trade id, second ack, late final status): already counted.
+            _ => false,
+        };
+        if !counted {
             return false;
         }
         if let ExecutionEvent::Filled(f) = ev {
+            let base = self
+                .client
+                .instrument(&exchange_symbol(&f.symbol))
+                .map(|i| i.base_asset);
+            // A buy's fee in the base asset is base the account never received.
+            let held = if f.side == Side::Buy && base.as_deref() == Some(f.fee_asset.as_str()) {
+                *self.base_fees.entry(f.client_id.clone()).or_default() += f.fee;
+                f.qty - f.fee
+            } else {
+                f.qty
+            };
             self.positions
                 .entry(f.symbol.clone())
                 .or_insert_with(|| Position::flat(&f.symbol))
-                .apply(f.side, f.price, f.qty, f.fee_quote);
+                .apply(f.side, f.price, held, f.fee_quote);
             self.last_price.insert(f.symbol.clone(), f.price);
         }
         true
@@ -191,12 +227,18 @@ impl ExchangeExecutor {
                 tracing::warn!(entry = %entry, "entry id too long for an exit id; exit not placed");
                 continue;
             };
+            let fee = self.base_fees.get(entry).copied().unwrap_or(Qty::ZERO);
+            // The venue floors to its step; the local order must ask for what it will fill.
+            let qty = match self.client.instrument(&exchange_symbol(&o.request.symbol)) {
+                Some(i) => i.floor_qty(o.filled_qty - fee),
+                None => o.filled_qty - fee,
+            };
             let req = OrderRequest {
                 client_id: id.clone(),
                 symbol: o.request.symbol.clone(),
                 side: exit_side,
                 kind,
-                qty: o.filled_qty,
+                qty,
                 reduce_only: true,
                 time_in_force: TimeInForce::Gtc,
             };
@@ -306,9 +348,126 @@ impl Executor for ExchangeExecutor {
     }
 }
 
+/// Counts a fill that arrived after the order's final status, once per trade id and within
+/// the order's quantity; the status stays final.
+fn late_fill(o: &mut OrderState, f: &Fill) -> bool {
+    let fits = o.filled_qty + f.qty <= o.request.qty;
+    if !o.status.is_terminal()
+        || f.qty.raw() <= 0
+        || f.price.raw() <= 0
+        || !fits
+        || o.trade_ids.contains(&f.trade_id)
+    {
+        return false;
+    }
+    tracing::info!(
+        client_id = %o.request.client_id,
+        trade_id = %f.trade_id,
+        qty = %f.qty,
+        status = ?o.status,
+        "fill reported after the order's final status; counted"
+    );
+    o.filled_qty += f.qty;
+    o.filled_notional += f.notional();
+    o.fees_quote += f.fee_quote;
+    o.trade_ids.push(f.trade_id.clone());
+    o.updated_ms = o.updated_ms.max(f.time_ms);
+    true
+}
+
+/// What the worker knows of one order and what it still has to find out.
 struct Tracked {
     req: OrderRequest,
     assets: Assets,
+    /// Exchange symbol.
+    sym: String,
+    /// Venue order id once known.
+    order_id: Option<String>,
+    /// Timestamp (server clock) of a send whose outcome is unknown; `Some` while in doubt.
+    in_doubt: Option<i64>,
+    /// The trader asked for a cancel that the venue has not confirmed.
+    cancel_wanted: bool,
+    /// The venue reported a final status.
+    closed: bool,
+    /// Ask the venue for the order's state (after a stream gap, or when adopted).
+    refresh: bool,
+    /// Quantity the venue says executed (the most it ever said).
+    executed: Qty,
+    /// Trade ids passed on, and their total.
+    trades: HashSet<String>,
+    filled: Qty,
+    /// When to look next, and the wait after the next inconclusive look.
+    next: Instant,
+    backoff: Duration,
+}
+
+impl Tracked {
+    fn new(req: OrderRequest, assets: Assets, first: Duration) -> Self {
+        Self {
+            sym: exchange_symbol(&req.symbol),
+            req,
+            assets,
+            order_id: None,
+            in_doubt: None,
+            cancel_wanted: false,
+            closed: false,
+            refresh: false,
+            executed: Qty::ZERO,
+            trades: HashSet::new(),
+            filled: Qty::ZERO,
+            next: Instant::now(),
+            backoff: first,
+        }
+    }
+
+    /// True while something about the order is still to be learned or done on the venue.
+    fn unsettled(&self, polled: bool) -> bool {
+        self.in_doubt.is_some()
+            || (!self.closed && (self.cancel_wanted || self.refresh || polled))
+            || (self.closed && self.filled < self.executed)
+    }
+
+    /// Look again after `first`, backing off from there.
+    fn look_in(&mut self, first: Duration) {
+        self.next = Instant::now() + first;
+        self.backoff = first;
+    }
+
+    /// The look was inconclusive: wait longer each time, up to `max`.
+    fn later(&mut self, max: Duration) {
+        self.next = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(max);
+    }
+
+    /// Takes what the venue says about the order (a reply or a query).
+    fn observe(&mut self, o: &ExchangeOrder) {
+        self.in_doubt = None;
+        self.order_id.get_or_insert_with(|| o.order_id.clone());
+        self.executed = self.executed.max(o.executed_qty);
+        if o.status.as_ref().is_some_and(|s| !s.is_open()) {
+            self.closed = true;
+        }
+    }
+
+    /// Takes what a stream report says about the order.
+    fn observe_report(&mut self, r: &ExecutionReport) {
+        self.in_doubt = None;
+        self.order_id.get_or_insert_with(|| r.order_id.clone());
+        self.executed = self.executed.max(r.cum_qty);
+        if !r.status.is_open() {
+            self.closed = true;
+        }
+    }
+}
+
+struct Worker {
+    client: Arc<BinanceSpot>,
+    events: mpsc::UnboundedSender<ExecutionEvent>,
+    orders: HashMap<String, Tracked>,
+    /// No user-data stream: open orders are polled.
+    polled: bool,
+    settle: Duration,
+    backoff_max: Duration,
 }
 
 async fn worker(
@@ -317,12 +476,18 @@ async fn worker(
     events: mpsc::UnboundedSender<ExecutionEvent>,
     mut stream: Option<UserStream>,
 ) {
-    let mut tracked: HashMap<String, Tracked> = HashMap::new();
-    let mut unsure: Vec<OrderRequest> = Vec::new();
-    let mut recheck = tokio::time::interval(RECHECK_EVERY);
+    let cfg = client.config();
+    let mut w = Worker {
+        settle: Duration::from_millis(cfg.unknown_settle_ms.max(10)),
+        backoff_max: Duration::from_millis(cfg.resolve_backoff_max_ms.max(10)),
+        client: client.clone(),
+        events,
+        orders: HashMap::new(),
+        polled: stream.is_none(),
+    };
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut connects = 0u64;
-    let mut closed: std::collections::HashSet<String> = std::collections::HashSet::new();
-    let mut newly_closed: Vec<String> = Vec::new();
     loop {
         let stream_ev = async {
             match stream.as_mut() {
@@ -334,95 +499,353 @@ async fn worker(
             c = cmds.recv() => {
                 let Some(c) = c else { break };
                 match c {
-                    Cmd::Submit(req) => {
-                        let assets = assets_of(&client, &req);
-                        tracked.insert(req.client_id.as_str().to_string(), Tracked { req: req.clone(), assets: assets.clone() });
-                        match client.place(&spec_of(&req)).await {
-                            Ok(o) => send_all(&events, events_of_reply(&req, &assets, &o)),
-                            Err(e) if e.outcome_unknown() => {
-                                tracing::warn!(client_id = %req.client_id, "placement outcome unknown ({e}); will look it up");
-                                unsure.push(req);
-                            }
-                            Err(e) => send_all(&events, vec![ExecutionEvent::Rejected {
-                                client_id: req.client_id.clone(),
-                                reason: reject_reason(&e),
-                                time_ms: local_ms(),
-                            }]),
-                        }
-                    }
-                    Cmd::Cancel(req) => {
-                        match client.cancel(&exchange_symbol(&req.symbol), req.client_id.as_str()).await {
-                            Ok(_) => send_all(&events, vec![ExecutionEvent::Cancelled {
-                                client_id: req.client_id.clone(),
-                                reason: CancelReason::Requested,
-                                time_ms: local_ms(),
-                            }]),
-                            // Already filled or gone: the venue's own events say how it ended.
-                            Err(e) => {
-                                tracing::info!(client_id = %req.client_id, "cancel not done: {e}");
-                                unsure.push(req);
-                            }
-                        }
-                    }
-                    Cmd::Check(reqs) => {
-                        for req in reqs {
-                            let assets = assets_of(&client, &req);
-                            tracked.insert(req.client_id.as_str().to_string(), Tracked { req: req.clone(), assets });
-                            unsure.push(req);
-                        }
-                        unsure = check(&client, &events, std::mem::take(&mut unsure)).await;
-                    }
+                    Cmd::Submit(req) => w.submit(req).await,
+                    Cmd::Cancel(req) => w.cancel(req.client_id.as_str()).await,
+                    Cmd::Adopt(orders) => w.adopt(orders),
                 }
             }
             ev = stream_ev => match ev {
-                Some(UserEvent::Event(UserStreamEvent::Execution(r))) => {
-                    if let Some(t) = tracked.get(&r.client_order_id)
-                        && let Ok(id) = ClientOrderId::parse(&r.client_order_id)
-                    {
-                        send_all(&events, events_of_report(&id, &t.req.symbol, &t.assets, &r));
-                    }
-                }
+                Some(UserEvent::Event(UserStreamEvent::Execution(r))) => w.report(&r),
                 Some(UserEvent::Connected) => {
                     connects += 1;
                     if connects > 1 {
                         // Reports may have been missed while the stream was down.
-                        unsure.extend(tracked.values().map(|t| t.req.clone()));
-                        unsure = check(&client, &events, std::mem::take(&mut unsure)).await;
+                        w.refresh_all();
                     }
                 }
                 Some(UserEvent::Disconnected(why)) => tracing::warn!("user-data stream down: {why}"),
                 Some(UserEvent::Malformed(why)) => tracing::warn!("user-data frame skipped: {why}"),
                 Some(UserEvent::Event(_)) => {}
-                None => stream = None,
+                None => {
+                    stream = None;
+                    w.polled = true;
+                }
             },
-            _ = recheck.tick() => {
-                if !unsure.is_empty() {
-                    unsure = check(&client, &events, std::mem::take(&mut unsure)).await;
-                }
-                if stream.is_none() {
-                    // No user-data stream (MEXC): poll the venue for every order not known done.
-                    for (cid, t) in &tracked {
-                        if closed.contains(cid) {
-                            continue;
-                        }
-                        match order_events(&client, &t.req).await {
-                            Ok(Some(evs)) => {
-                                if is_final(&t.req, &evs) {
-                                    newly_closed.push(cid.clone());
-                                }
-                                send_all(&events, evs);
-                            }
-                            Ok(None) => {}
-                            Err(e) => tracing::warn!(client_id = %cid, "order poll failed: {e}"),
-                        }
-                    }
-                    closed.extend(newly_closed.drain(..));
-                }
-            }
+            _ = tick.tick() => w.look_at_due().await,
         }
     }
     if let Some(s) = stream {
         s.shutdown().await;
+    }
+}
+
+impl Worker {
+    /// Passes events on, keeping count of the fills (a trade id once) and the final status.
+    fn emit(&mut self, cid: &str, evs: Vec<ExecutionEvent>) {
+        let Some(t) = self.orders.get_mut(cid) else {
+            return;
+        };
+        for ev in evs {
+            match &ev {
+                ExecutionEvent::Filled(f) => {
+                    if !t.trades.insert(f.trade_id.clone()) {
+                        continue;
+                    }
+                    t.filled += f.qty;
+                    t.executed = t.executed.max(t.filled);
+                }
+                ExecutionEvent::Acknowledged { exchange_id, .. } => {
+                    t.order_id.get_or_insert_with(|| exchange_id.clone());
+                }
+                ExecutionEvent::Cancelled { .. }
+                | ExecutionEvent::Expired { .. }
+                | ExecutionEvent::Rejected { .. } => t.closed = true,
+            }
+            let _ = self.events.send(ev);
+        }
+    }
+
+    async fn submit(&mut self, req: OrderRequest) {
+        let cid = req.client_id.as_str().to_string();
+        let assets = assets_of(&self.client, &req);
+        self.orders.insert(
+            cid.clone(),
+            Tracked::new(req.clone(), assets.clone(), self.settle),
+        );
+        match self.client.send_order(&spec_of(&req)).await {
+            Ok(Sent::Placed(o)) => {
+                let evs = events_of_reply(&req, &assets, &o);
+                if let Some(t) = self.orders.get_mut(&cid) {
+                    t.observe(&o);
+                    t.look_in(self.settle);
+                }
+                self.emit(&cid, evs);
+            }
+            Ok(Sent::InDoubt { sent_ms, reason }) => {
+                tracing::warn!(client_id = %cid, "placement outcome unknown ({reason}); looking it up");
+                if let Some(t) = self.orders.get_mut(&cid) {
+                    t.in_doubt = Some(sent_ms);
+                    t.look_in(self.settle);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(client_id = %cid, "order not placed: {e}");
+                let ev = ExecutionEvent::Rejected {
+                    client_id: req.client_id.clone(),
+                    reason: reject_reason(&e),
+                    time_ms: local_ms(),
+                };
+                self.emit(&cid, vec![ev]);
+            }
+        }
+    }
+
+    async fn cancel(&mut self, cid: &str) {
+        let Some(t) = self.orders.get_mut(cid) else {
+            tracing::warn!(client_id = %cid, "cancel of an order this executor never sent");
+            return;
+        };
+        if t.closed {
+            return;
+        }
+        t.cancel_wanted = true;
+        if t.in_doubt.is_some() {
+            // Not placed again, whatever the lookup finds: if it exists and is open, it is
+            // cancelled then.
+            tracing::info!(client_id = %cid, "cancel of an order still in doubt; resolving it first");
+            return;
+        }
+        self.try_cancel(cid).await;
+    }
+
+    fn adopt(&mut self, orders: Vec<(OrderRequest, Option<String>)>) {
+        let now_ms = self.client.rest().server_ms();
+        for (req, exchange_id) in orders {
+            let cid = req.client_id.as_str().to_string();
+            let assets = assets_of(&self.client, &req);
+            let mut t = Tracked::new(req, assets, self.settle);
+            match exchange_id {
+                Some(id) => {
+                    t.order_id = Some(id);
+                    t.refresh = true;
+                }
+                // Never acknowledged: it may have been sent before the restart, at the latest
+                // now, so it is judged as sent now.
+                None => t.in_doubt = Some(now_ms),
+            }
+            t.next = Instant::now();
+            self.orders.insert(cid, t);
+        }
+    }
+
+    fn report(&mut self, r: &ExecutionReport) {
+        let Some(t) = self.orders.get_mut(&r.client_order_id) else {
+            return;
+        };
+        let Ok(id) = ClientOrderId::parse(&r.client_order_id) else {
+            return;
+        };
+        let was_in_doubt = t.in_doubt.is_some();
+        t.observe_report(r);
+        if was_in_doubt || (t.closed && t.executed > t.filled) {
+            // The stream settled the doubt, or a final status came before its fills: act now.
+            t.look_in(self.settle);
+        }
+        let evs = events_of_report(&id, &t.req.symbol, &t.assets, r);
+        let cid = r.client_order_id.clone();
+        self.emit(&cid, evs);
+    }
+
+    fn refresh_all(&mut self) {
+        for t in self.orders.values_mut() {
+            if !t.closed && t.in_doubt.is_none() {
+                t.refresh = true;
+                t.next = Instant::now();
+            }
+        }
+    }
+
+    async fn look_at_due(&mut self) {
+        let now = Instant::now();
+        let polled = self.polled;
+        let due: Vec<String> = self
+            .orders
+            .iter()
+            .filter(|(_, t)| t.next <= now && t.unsettled(polled))
+            .map(|(c, _)| c.clone())
+            .collect();
+        for cid in due {
+            self.look(&cid).await;
+        }
+    }
+
+    async fn look(&mut self, cid: &str) {
+        let Some(t) = self.orders.get(cid) else {
+            return;
+        };
+        if let Some(sent_ms) = t.in_doubt {
+            self.probe(cid, sent_ms).await;
+        } else if t.cancel_wanted && !t.closed {
+            self.try_cancel(cid).await;
+        } else if !t.closed {
+            self.refresh(cid).await;
+        } else {
+            self.catch_up_trades(cid).await;
+        }
+    }
+
+    async fn probe(&mut self, cid: &str, sent_ms: i64) {
+        let Some(sym) = self.orders.get(cid).map(|t| t.sym.clone()) else {
+            return;
+        };
+        match self.client.probe(&sym, cid, sent_ms).await {
+            Ok(Probe::Found(o)) => {
+                tracing::info!(client_id = %cid, order_id = %o.order_id, "in-doubt order found on the venue");
+                self.venue_events(cid, &o).await;
+                // Cancelled while in doubt and still open: every moment it works may trade.
+                if self
+                    .orders
+                    .get(cid)
+                    .is_some_and(|t| t.cancel_wanted && !t.closed)
+                {
+                    self.try_cancel(cid).await;
+                }
+            }
+            Ok(Probe::NeverReceived { waited_ms }) => {
+                let e = ExecError::NotReceived {
+                    exchange: self.client.rest().dialect().name,
+                    path: "/api/v3/order".into(),
+                    waited_ms,
+                };
+                tracing::warn!(client_id = %cid, "{e}");
+                let Some(t) = self.orders.get_mut(cid) else {
+                    return;
+                };
+                t.in_doubt = None;
+                let ev = ExecutionEvent::Rejected {
+                    client_id: t.req.client_id.clone(),
+                    reason: reject_reason(&e),
+                    time_ms: local_ms(),
+                };
+                self.emit(cid, vec![ev]);
+            }
+            Ok(Probe::NotYet) => self.later(cid),
+            Err(e) => {
+                tracing::warn!(client_id = %cid, "lookup of an in-doubt order failed: {e}");
+                self.later(cid);
+            }
+        }
+    }
+
+    async fn try_cancel(&mut self, cid: &str) {
+        let Some(sym) = self.orders.get(cid).map(|t| t.sym.clone()) else {
+            return;
+        };
+        let dialect = self.client.rest().dialect().clone();
+        match self.client.cancel(&sym, cid).await {
+            Ok(o) => self.venue_events(cid, &o).await,
+            Err(e) if e.is_unknown_order(&dialect) => {
+                // Closed already, or not visible yet: only a final status ends the cancel.
+                match self.client.query(&sym, cid).await {
+                    Ok(o) if o.status.as_ref().is_some_and(|s| !s.is_open()) => {
+                        self.venue_events(cid, &o).await;
+                    }
+                    Ok(_) => self.later(cid),
+                    Err(q) => {
+                        tracing::info!(client_id = %cid, "cancel refused ({e}) and order not visible ({q}); retrying");
+                        self.later(cid);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(client_id = %cid, "cancel failed ({e}); retrying");
+                self.later(cid);
+            }
+        }
+    }
+
+    async fn refresh(&mut self, cid: &str) {
+        let Some(sym) = self.orders.get(cid).map(|t| t.sym.clone()) else {
+            return;
+        };
+        match self.client.query(&sym, cid).await {
+            Ok(o) => {
+                self.venue_events(cid, &o).await;
+                let polled = self.polled;
+                if let Some(t) = self.orders.get_mut(cid) {
+                    t.refresh = false;
+                    if polled {
+                        t.look_in(POLL_EVERY);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(client_id = %cid, "order lookup failed: {e}");
+                self.later(cid);
+            }
+        }
+    }
+
+    async fn catch_up_trades(&mut self, cid: &str) {
+        let Some(t) = self.orders.get(cid) else {
+            return;
+        };
+        let Some(order_id) = t.order_id.clone() else {
+            return;
+        };
+        let sym = t.sym.clone();
+        match self.client.my_trades(&sym, Some(&order_id)).await {
+            Ok(trades) => {
+                let evs = self.fills(cid, &trades);
+                self.emit(cid, evs);
+                self.later(cid);
+            }
+            Err(e) => {
+                tracing::warn!(client_id = %cid, "trade lookup failed: {e}");
+                self.later(cid);
+            }
+        }
+    }
+
+    fn fills(&self, cid: &str, trades: &[super::wire::AccountTrade]) -> Vec<ExecutionEvent> {
+        let Some(t) = self.orders.get(cid) else {
+            return Vec::new();
+        };
+        fills_of_trades(
+            &t.req.client_id,
+            &t.req.symbol,
+            t.req.side,
+            &t.assets,
+            trades,
+        )
+        .into_iter()
+        .map(ExecutionEvent::Filled)
+        .collect()
+    }
+
+    /// Events of what the venue says about an order: its ack, the fills not yet passed on
+    /// (from the account's trades), its final status.
+    async fn venue_events(&mut self, cid: &str, o: &ExchangeOrder) {
+        let Some(t) = self.orders.get_mut(cid) else {
+            return;
+        };
+        t.observe(o);
+        let (req, assets, filled, sym) = (t.req.clone(), t.assets.clone(), t.filled, t.sym.clone());
+        let mut evs = vec![ExecutionEvent::Acknowledged {
+            client_id: req.client_id.clone(),
+            exchange_id: o.order_id.clone(),
+            time_ms: o.time_ms,
+        }];
+        if o.executed_qty > filled {
+            match self.client.my_trades(&sym, Some(&o.order_id)).await {
+                Ok(trades) => evs.extend(self.fills(cid, &trades)),
+                Err(e) => tracing::warn!(client_id = %cid, "trade lookup failed: {e}"),
+            }
+        }
+        let mut bare = o.clone();
+        bare.fills.clear();
+        evs.extend(events_of_reply(&req, &assets, &bare).into_iter().skip(1));
+        self.emit(cid, evs);
+        if let Some(t) = self.orders.get_mut(cid) {
+            t.look_in(self.settle);
+        }
+    }
+
+    fn later(&mut self, cid: &str) {
+        let max = self.backoff_max;
+        if let Some(t) = self.orders.get_mut(cid) {
+            t.later(max);
+        }
     }
 }
 
@@ -437,90 +860,4 @@ fn assets_of(client: &BinanceSpot, req: &OrderRequest) -> Assets {
             Assets { base, quote }
         }
     }
-}
-
-fn send_all(tx: &mpsc::UnboundedSender<ExecutionEvent>, evs: Vec<ExecutionEvent>) {
-    for e in evs {
-        let _ = tx.send(e);
-    }
-}
-
-/// Looks orders up on the venue and reports what it knows; returns those it could not learn
-/// about (to try again later).
-async fn check(
-    client: &BinanceSpot,
-    events: &mpsc::UnboundedSender<ExecutionEvent>,
-    reqs: Vec<OrderRequest>,
-) -> Vec<OrderRequest> {
-    let mut again = Vec::new();
-    for req in reqs {
-        match order_events(client, &req).await {
-            Ok(Some(evs)) => send_all(events, evs),
-            // The venue never saw it: send it now, under the same client id.
-            Ok(None) => match client.place(&spec_of(&req)).await {
-                Ok(o) => send_all(events, events_of_reply(&req, &assets_of(client, &req), &o)),
-                Err(e) if e.outcome_unknown() => again.push(req),
-                Err(e) => send_all(
-                    events,
-                    vec![ExecutionEvent::Rejected {
-                        client_id: req.client_id.clone(),
-                        reason: reject_reason(&e),
-                        time_ms: local_ms(),
-                    }],
-                ),
-            },
-            Err(e) => {
-                tracing::warn!(client_id = %req.client_id, "order lookup failed: {e}");
-                again.push(req);
-            }
-        }
-    }
-    again
-}
-
-/// True when the events end the order (a final status, or fills adding up to its quantity).
-fn is_final(req: &OrderRequest, evs: &[ExecutionEvent]) -> bool {
-    let mut filled = crate::market::types::Qty::ZERO;
-    for e in evs {
-        match e {
-            ExecutionEvent::Filled(f) => filled += f.qty,
-            ExecutionEvent::Cancelled { .. }
-            | ExecutionEvent::Expired { .. }
-            | ExecutionEvent::Rejected { .. } => return true,
-            ExecutionEvent::Acknowledged { .. } => {}
-        }
-    }
-    filled >= req.qty
-}
-
-/// Everything the venue knows about one order as events (ack, every fill, final status);
-/// `None` when the venue has never seen the client id.
-pub async fn order_events(
-    client: &BinanceSpot,
-    req: &OrderRequest,
-) -> Result<Option<Vec<ExecutionEvent>>, ExecError> {
-    let sym = exchange_symbol(&req.symbol);
-    let Some(o) = client.lookup(&sym, req.client_id.as_str()).await? else {
-        return Ok(None);
-    };
-    let assets = assets_of(client, req);
-    let mut evs = vec![ExecutionEvent::Acknowledged {
-        client_id: req.client_id.clone(),
-        exchange_id: o.order_id.clone(),
-        time_ms: o.time_ms,
-    }];
-    if o.executed_qty.raw() > 0 {
-        let trades = client.my_trades(&sym, Some(&o.order_id)).await?;
-        evs.extend(
-            fills_of_trades(&req.client_id, &req.symbol, req.side, &assets, &trades)
-                .into_iter()
-                .map(ExecutionEvent::Filled),
-        );
-    }
-    let mut final_state = o.clone();
-    final_state.fills.clear();
-    let mut tail = events_of_reply(req, &assets, &final_state);
-    tail.remove(0);
-    evs.extend(tail);
-    Ok(Some(evs))
 }

@@ -96,6 +96,18 @@ pub enum ExecError {
         /// Time left.
         retry_after: Duration,
     },
+    /// An order whose send was in doubt is still unknown to the exchange after the request
+    /// can no longer execute (its timestamp + recvWindow + the visibility margin): it never
+    /// reached the engine. Definitive; it was not resent.
+    #[error("{exchange} {path}: not found {} s after sending; not resent", .waited_ms / 1000)]
+    NotReceived {
+        /// Exchange.
+        exchange: &'static str,
+        /// Request path.
+        path: String,
+        /// Time from the request's timestamp to the verdict, ms.
+        waited_ms: i64,
+    },
     /// The connection could not be made (nothing was sent).
     #[error("{exchange} {path}: connection failed: {reason}")]
     Connect {
@@ -144,6 +156,12 @@ impl ExecError {
     /// True when the request may have taken effect although no success reply arrived.
     pub fn outcome_unknown(&self) -> bool {
         matches!(self, Self::Unknown { .. })
+    }
+
+    /// True when the exchange says it has no such order (`-2013`, or `-2011` on a cancel).
+    pub fn is_unknown_order(&self, dialect: &Dialect) -> bool {
+        self.code()
+            .is_some_and(|c| dialect.unknown_order_codes.contains(&c))
     }
 }
 
@@ -252,6 +270,16 @@ impl SignedRest {
         self.offset_ms.load(Ordering::SeqCst)
     }
 
+    /// The server's clock as estimated here, ms.
+    pub fn server_ms(&self) -> i64 {
+        local_ms() + self.clock_offset_ms()
+    }
+
+    /// recvWindow sent with signed requests, ms.
+    pub fn recv_window_ms(&self) -> u64 {
+        self.recv_window_ms
+    }
+
     /// Weight used in the current minute, as last reported.
     pub fn used_weight(&self) -> u32 {
         self.limiter.used_weight()
@@ -290,14 +318,25 @@ impl SignedRest {
         params: &Query,
         weight: u32,
     ) -> Result<String, ExecError> {
+        self.signed_stamped(method, path, params, weight).await.0
+    }
+
+    /// [`SignedRest::signed`], also giving the `timestamp` of the request the result belongs
+    /// to (the last one sent): after it plus recvWindow the exchange no longer executes it, so
+    /// an order whose outcome is unknown is judged against it.
+    pub async fn signed_stamped(
+        &self,
+        method: Method,
+        path: &str,
+        params: &Query,
+        weight: u32,
+    ) -> (Result<String, ExecError>, i64) {
         let mut resynced = false;
         loop {
             let mut q = params.clone();
+            let timestamp = self.server_ms();
             q.push("recvWindow", self.recv_window_ms.to_string());
-            q.push(
-                "timestamp",
-                (local_ms() + self.clock_offset_ms()).to_string(),
-            );
+            q.push("timestamp", timestamp.to_string());
             let signed = q.signed(&self.creds.secret);
             match self.send(method.clone(), path, &signed, true, weight).await {
                 Err(e)
@@ -310,10 +349,12 @@ impl SignedRest {
                         path,
                         "timestamp rejected; re-syncing the clock"
                     );
-                    self.sync_time().await?;
+                    if let Err(e) = self.sync_time().await {
+                        return (Err(e), timestamp);
+                    }
                     resynced = true;
                 }
-                r => return r,
+                r => return (r, timestamp),
             }
         }
     }

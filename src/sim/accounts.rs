@@ -2,6 +2,12 @@
 //!
 //! The default account's key and secret are documented test values for the loopback simulator
 //! (see `config.toml`), not real credentials.
+//!
+//! Strict mode ([`SimTradingConfig::strict`]) makes the endpoints behave as Binance documents
+//! where the default is kinder: a taker order that closed at once (and its trades) is not
+//! visible to `GET /api/v3/order` / `myTrades` for a while, user-data reports arrive a while
+//! after the REST reply, and the strict test account ([`SimTradingConfig::strict_default`])
+//! holds quote currency only, so every sell needs a buy first and base-asset fees show.
 
 use std::collections::BTreeMap;
 
@@ -43,6 +49,17 @@ impl Default for SimAccountConfig {
     }
 }
 
+impl SimAccountConfig {
+    /// The default account's key and secret with 100000 USDT and nothing else: base assets
+    /// come only from buys, so a sell the account cannot cover is refused as on Binance.
+    pub fn quote_only() -> Self {
+        Self {
+            balances: [("USDT".to_string(), "100000".to_string())].into(),
+            ..Self::default()
+        }
+    }
+}
+
 /// `[sim.trading]`: the simulator's trading endpoints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -55,6 +72,16 @@ pub struct SimTradingConfig {
     pub taker_fee_bps: u32,
     /// Minutes a listenKey lives without a keepalive.
     pub listen_key_ttl_min: u64,
+    /// Binance's visibility and delivery delays (the three delays below apply only when set).
+    pub strict: bool,
+    /// Strict mode: an order that closed on placement (a filled market order) answers -2013
+    /// to `GET /api/v3/order` by `origClientOrderId` for this long, ms.
+    pub query_delay_ms: u64,
+    /// Strict mode: a trade is listed by `GET /api/v3/myTrades` this long after it executed, ms.
+    pub trades_delay_ms: u64,
+    /// Strict mode: user-data events are delivered this long after they happen (so after the
+    /// REST reply of the request that caused them), ms.
+    pub report_delay_ms: u64,
 }
 
 impl Default for SimTradingConfig {
@@ -64,7 +91,45 @@ impl Default for SimTradingConfig {
             maker_fee_bps: 10,
             taker_fee_bps: 10,
             listen_key_ttl_min: 60,
+            strict: false,
+            query_delay_ms: 1500,
+            trades_delay_ms: 1500,
+            report_delay_ms: 300,
         }
+    }
+}
+
+impl SimTradingConfig {
+    /// Strict mode with the quote-only test account: what tests that trade run against.
+    pub fn strict_default() -> Self {
+        Self {
+            accounts: vec![SimAccountConfig::quote_only()],
+            strict: true,
+            ..Self::default()
+        }
+    }
+
+    /// How long an order that closed on placement stays invisible to queries, ms.
+    pub fn query_delay(&self) -> i64 {
+        if self.strict {
+            self.query_delay_ms as i64
+        } else {
+            0
+        }
+    }
+
+    /// How long a trade stays out of `myTrades`, ms.
+    pub fn trades_delay(&self) -> i64 {
+        if self.strict {
+            self.trades_delay_ms as i64
+        } else {
+            0
+        }
+    }
+
+    /// How long user-data events are held back, ms.
+    pub fn report_delay(&self) -> u64 {
+        if self.strict { self.report_delay_ms } else { 0 }
     }
 }
 

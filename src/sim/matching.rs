@@ -10,6 +10,10 @@
 //!
 //! Asset amounts (balances, quote totals, commissions) are [`Qty`] values: exact 8-decimal
 //! amounts of whichever asset they name.
+//!
+//! An OCO ([`Engine::place_oco`]) is two orders of one list sharing one lock: the quantity is
+//! held once, and when one leg triggers or fills (even partly) the other expires, as on
+//! Binance; cancelling either leg cancels both.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -269,8 +273,11 @@ pub struct Order {
     pub update_ms: i64,
     /// False for a stop order that has not triggered yet.
     pub working: bool,
-    /// Amount still locked for it (quote for buys, base for sells).
+    /// Amount still locked for it (quote for buys, base for sells); the two legs of an OCO
+    /// both show the list's one lock, and the balance holds it once.
     pub locked: Qty,
+    /// Order list (OCO) it belongs to.
+    pub list_id: Option<u64>,
     seq: u64,
 }
 
@@ -320,6 +327,13 @@ pub enum EngineEvent {
         exec: ExecType,
         /// The fill, for `Trade`.
         fill: Option<Fill>,
+    },
+    /// An order list changed (`listStatus`).
+    List {
+        /// The list after the change.
+        list: OrderList,
+        /// Client ids of its legs, above first.
+        legs: [String; 2],
     },
     /// Balances changed (`outboundAccountPosition`, changed assets only).
     Balances {
@@ -378,6 +392,99 @@ pub enum OrderRef {
     Client(String),
 }
 
+/// One leg of an OCO as submitted (`above*` / `below*` parameters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OcoLeg {
+    /// Type.
+    pub kind: OrderType,
+    /// Limit price (limit types).
+    pub price: Option<Price>,
+    /// Stop price (stop types).
+    pub stop: Option<Price>,
+    /// Time in force (`*_LIMIT` types).
+    pub tif: Option<TimeInForce>,
+    /// Client order id of the leg.
+    pub client_id: String,
+}
+
+/// An OCO as submitted (`POST /api/v3/orderList/oco`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOco {
+    /// Symbol index.
+    pub sym: usize,
+    /// Side of both legs.
+    pub side: Side,
+    /// Quantity of each leg (held once).
+    pub qty: Qty,
+    /// The leg priced above the market.
+    pub above: OcoLeg,
+    /// The leg priced below the market.
+    pub below: OcoLeg,
+    /// Client id of the list.
+    pub list_client_id: String,
+}
+
+/// Binance's `listOrderStatus` of an order list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListStatus {
+    /// Both legs working.
+    Executing,
+    /// One leg executed or both were cancelled: nothing contingent is left.
+    AllDone,
+}
+
+impl ListStatus {
+    /// `listOrderStatus` text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Executing => "EXECUTING",
+            Self::AllDone => "ALL_DONE",
+        }
+    }
+
+    /// `listStatusType` text.
+    pub fn type_str(self) -> &'static str {
+        match self {
+            Self::Executing => "EXEC_STARTED",
+            Self::AllDone => "ALL_DONE",
+        }
+    }
+}
+
+/// An order list (OCO).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderList {
+    /// List id.
+    pub id: u64,
+    /// Owning account.
+    pub account: usize,
+    /// Symbol index.
+    pub sym: usize,
+    /// Client id of the list.
+    pub client_id: String,
+    /// Order ids of the legs, above first.
+    pub orders: [u64; 2],
+    /// Status.
+    pub status: ListStatus,
+    /// Last change, ms.
+    pub update_ms: i64,
+}
+
+/// Which of an account's fills `Engine::fills` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FillQuery {
+    /// Only this order's.
+    pub order_id: Option<u64>,
+    /// From this trade id on (oldest first).
+    pub from_id: Option<u64>,
+    /// Executed at or after, ms.
+    pub start_ms: Option<i64>,
+    /// Executed at or before, ms.
+    pub end_ms: Option<i64>,
+    /// At most this many.
+    pub limit: usize,
+}
+
 /// Best-first levels of both sides of the simulated book.
 #[derive(Debug, Clone, Copy)]
 pub struct BookView<'a> {
@@ -393,6 +500,7 @@ pub struct Engine {
     markets: Vec<MarketRules>,
     accounts: Vec<Account>,
     orders: BTreeMap<u64, Order>,
+    lists: BTreeMap<u64, OrderList>,
     by_client: HashMap<(usize, String), u64>,
     fills: Vec<Fill>,
     open_count: Vec<usize>,
@@ -400,6 +508,7 @@ pub struct Engine {
     maker_bps: i64,
     taker_bps: i64,
     next_order_id: u64,
+    next_list_id: u64,
     next_trade_id: u64,
     seq: u64,
 }
@@ -429,6 +538,7 @@ impl Engine {
             markets,
             accounts,
             orders: BTreeMap::new(),
+            lists: BTreeMap::new(),
             by_client: HashMap::new(),
             fills: Vec::new(),
             open_count: vec![0; n],
@@ -436,6 +546,7 @@ impl Engine {
             maker_bps: maker_bps as i64,
             taker_bps: taker_bps as i64,
             next_order_id: 1,
+            next_list_id: 1,
             next_trade_id: 1,
             seq: 0,
         }
@@ -511,30 +622,31 @@ impl Engine {
             .collect()
     }
 
-    /// An account's fills of a symbol (optionally of one order, from a trade id), oldest first.
-    pub fn fills(
-        &self,
-        account: usize,
-        sym: usize,
-        order_id: Option<u64>,
-        from_id: Option<u64>,
-        limit: usize,
-    ) -> Vec<&Fill> {
+    /// An account's fills of a symbol, oldest first: the latest `limit`, or the first `limit`
+    /// from `from_id` or `start_ms` on (as `GET /api/v3/myTrades` pages).
+    pub fn fills(&self, account: usize, sym: usize, q: &FillQuery) -> Vec<&Fill> {
         let mut v: Vec<&Fill> = self
             .fills
             .iter()
             .filter(|f| {
                 f.account == account
                     && f.sym == sym
-                    && order_id.is_none_or(|o| o == f.order_id)
-                    && from_id.is_none_or(|t| f.trade_id >= t)
+                    && q.order_id.is_none_or(|o| o == f.order_id)
+                    && q.from_id.is_none_or(|t| f.trade_id >= t)
+                    && q.start_ms.is_none_or(|t| f.time_ms >= t)
+                    && q.end_ms.is_none_or(|t| f.time_ms <= t)
             })
             .collect();
-        if from_id.is_none() && v.len() > limit {
-            v.drain(..v.len() - limit);
+        if q.from_id.is_none() && q.start_ms.is_none() && v.len() > q.limit {
+            v.drain(..v.len() - q.limit);
         }
-        v.truncate(limit);
+        v.truncate(q.limit);
         v
+    }
+
+    /// An order list of an account.
+    pub fn list(&self, account: usize, id: u64) -> Option<&OrderList> {
+        self.lists.get(&id).filter(|l| l.account == account)
     }
 
     fn check_filters(&self, req: &NewOrder, ref_price: Option<Price>) -> Result<(), Reject> {
@@ -574,24 +686,13 @@ impl Engine {
             return Err(Reject::Rejected("Unknown account or symbol."));
         }
         let k = req.kind;
-        if k.has_price() && req.price.is_none() {
-            return Err(Reject::Mandatory("price"));
-        }
-        if !k.has_price() && req.price.is_some() {
-            return Err(Reject::NotRequired("price"));
-        }
-        if k.has_stop() && req.stop.is_none() {
-            return Err(Reject::Mandatory("stopPrice"));
-        }
-        if !k.has_stop() && req.stop.is_some() {
-            return Err(Reject::NotRequired("stopPrice"));
-        }
-        if k.needs_tif() && req.tif.is_none() {
-            return Err(Reject::Mandatory("timeInForce"));
-        }
-        if !k.needs_tif() && req.tif.is_some() {
-            return Err(Reject::NotRequired("timeInForce"));
-        }
+        check_params(
+            k,
+            req.price,
+            req.stop,
+            req.tif,
+            ["price", "stopPrice", "timeInForce"],
+        )?;
         let opposite = match req.side {
             Side::Buy => book.asks,
             Side::Sell => book.bids,
@@ -658,6 +759,7 @@ impl Engine {
             update_ms: now_ms,
             working: !k.has_stop(),
             locked: lock,
+            list_id: None,
             seq: self.seq,
         };
         self.next_order_id += 1;
@@ -694,8 +796,238 @@ impl Engine {
         let mut events = Vec::new();
         let mut touched = Vec::new();
         self.finish(id, OrderStatus::Canceled, now_ms, &mut events, &mut touched);
+        // Cancelling one leg of an order list cancels the list (the lock went with this leg).
+        if let Some(other) = self.open_sibling(id) {
+            if let Some(o) = self.orders.get_mut(&other) {
+                o.locked = Qty::ZERO;
+            }
+            self.finish(
+                other,
+                OrderStatus::Canceled,
+                now_ms,
+                &mut events,
+                &mut touched,
+            );
+        }
+        self.close_list(id, now_ms, &mut events);
         self.push_balances(account, touched, now_ms, &mut events);
         Ok((self.orders[&id].clone(), events))
+    }
+
+    /// Places an OCO: two orders of one list holding the quantity once. Above the last price
+    /// goes the take-profit of a sell (LIMIT_MAKER, TAKE_PROFIT, TAKE_PROFIT_LIMIT) or the stop
+    /// of a buy (STOP_LOSS, STOP_LOSS_LIMIT); below, the other one.
+    pub fn place_oco(
+        &mut self,
+        account: usize,
+        req: NewOco,
+        book: BookView<'_>,
+        now_ms: i64,
+    ) -> Result<(OrderList, [Order; 2], Vec<EngineEvent>), Reject> {
+        if account >= self.accounts.len() || req.sym >= self.markets.len() {
+            return Err(Reject::Rejected("Unknown account or symbol."));
+        }
+        let profit = |k| {
+            matches!(
+                k,
+                OrderType::LimitMaker | OrderType::TakeProfit | OrderType::TakeProfitLimit
+            )
+        };
+        let loss = |k| matches!(k, OrderType::StopLoss | OrderType::StopLossLimit);
+        let (a, b) = (&req.above, &req.below);
+        let combination = match req.side {
+            Side::Sell => profit(a.kind) && loss(b.kind),
+            Side::Buy => loss(a.kind) && profit(b.kind),
+        };
+        if !combination {
+            return Err(Reject::Rejected("Unsupported order combination."));
+        }
+        check_params(
+            a.kind,
+            a.price,
+            a.stop,
+            a.tif,
+            ["abovePrice", "aboveStopPrice", "aboveTimeInForce"],
+        )?;
+        check_params(
+            b.kind,
+            b.price,
+            b.stop,
+            b.tif,
+            ["belowPrice", "belowStopPrice", "belowTimeInForce"],
+        )?;
+        let leg = |l: &OcoLeg| NewOrder {
+            sym: req.sym,
+            side: req.side,
+            kind: l.kind,
+            tif: l.tif,
+            qty: req.qty,
+            price: l.price,
+            stop: l.stop,
+            client_id: l.client_id.clone(),
+        };
+        let legs = [leg(a), leg(b)];
+        let opposite = match req.side {
+            Side::Buy => book.asks,
+            Side::Sell => book.bids,
+        };
+        for l in &legs {
+            self.check_filters(l, None)?;
+        }
+        let open_id = |c: &str| {
+            self.by_client
+                .get(&(account, c.to_string()))
+                .and_then(|id| self.orders.get(id))
+                .is_some_and(|o| o.status.is_open())
+        };
+        if a.client_id == b.client_id || open_id(&a.client_id) || open_id(&b.client_id) {
+            return Err(Reject::Rejected("Duplicate order sent."));
+        }
+        let last = self.last_price[req.sym].ok_or(Reject::Rejected("Market is closed."))?;
+        // The leg's trigger, or its limit for a LIMIT_MAKER.
+        let reference = |l: &OcoLeg| l.stop.or(l.price).unwrap_or_default();
+        if !(reference(a) > last && reference(b) < last) {
+            return Err(Reject::Rejected(
+                "The relationship of the prices for the orders is not correct.",
+            ));
+        }
+        for l in [a, b] {
+            if l.kind == OrderType::LimitMaker
+                && let (Some(p), Some(best)) = (l.price, opposite.first())
+                && crosses(req.side, p, best.price)
+            {
+                return Err(Reject::Rejected("Order would immediately match and take."));
+            }
+        }
+        let m = &self.markets[req.sym];
+        let (lock_asset, lock) = match req.side {
+            Side::Sell => (m.base.clone(), req.qty),
+            Side::Buy => (
+                m.quote.clone(),
+                legs.iter()
+                    .map(|l| ceil_notional(l.price.or(l.stop).unwrap_or_default(), req.qty))
+                    .max()
+                    .unwrap_or_default(),
+            ),
+        };
+        let bal = self.accounts[account]
+            .balances
+            .entry(lock_asset.clone())
+            .or_default();
+        if bal.free < lock {
+            return Err(Reject::Rejected(INSUFFICIENT));
+        }
+        bal.free -= lock;
+        bal.locked += lock;
+        let list_id = self.next_list_id;
+        self.next_list_id += 1;
+        let mut events = Vec::new();
+        let mut ids = [0u64; 2];
+        for (i, l) in legs.into_iter().enumerate() {
+            self.seq += 1;
+            let o = Order {
+                id: self.next_order_id,
+                account,
+                sym: req.sym,
+                client_id: l.client_id.clone(),
+                side: req.side,
+                kind: l.kind,
+                tif: l.tif.unwrap_or(TimeInForce::Gtc),
+                qty: req.qty,
+                price: l.price.unwrap_or_default(),
+                stop: l.stop.unwrap_or_default(),
+                executed: Qty::ZERO,
+                cum_quote: Qty::ZERO,
+                status: OrderStatus::New,
+                time_ms: now_ms,
+                update_ms: now_ms,
+                working: !l.kind.has_stop(),
+                locked: lock,
+                list_id: Some(list_id),
+                seq: self.seq,
+            };
+            self.next_order_id += 1;
+            ids[i] = o.id;
+            self.by_client.insert((account, l.client_id), o.id);
+            self.orders.insert(o.id, o.clone());
+            self.open_count[req.sym] += 1;
+            events.push(EngineEvent::Execution {
+                order: o,
+                exec: ExecType::New,
+                fill: None,
+            });
+        }
+        let list = OrderList {
+            id: list_id,
+            account,
+            sym: req.sym,
+            client_id: req.list_client_id,
+            orders: ids,
+            status: ListStatus::Executing,
+            update_ms: now_ms,
+        };
+        self.lists.insert(list_id, list.clone());
+        events.push(EngineEvent::List {
+            list: list.clone(),
+            legs: [a.client_id.clone(), b.client_id.clone()],
+        });
+        self.push_balances(account, vec![lock_asset], now_ms, &mut events);
+        let orders = [self.orders[&ids[0]].clone(), self.orders[&ids[1]].clone()];
+        Ok((list, orders, events))
+    }
+
+    /// The other leg of `id`'s order list while that leg is still open.
+    fn open_sibling(&self, id: u64) -> Option<u64> {
+        let list = self.lists.get(&self.orders.get(&id)?.list_id?)?;
+        let other = if list.orders[0] == id {
+            list.orders[1]
+        } else {
+            list.orders[0]
+        };
+        self.orders
+            .get(&other)
+            .filter(|o| o.status.is_open())
+            .map(|o| o.id)
+    }
+
+    /// Marks `id`'s order list done (once) and reports it.
+    fn close_list(&mut self, id: u64, now_ms: i64, events: &mut Vec<EngineEvent>) {
+        let Some(lid) = self.orders.get(&id).and_then(|o| o.list_id) else {
+            return;
+        };
+        let Some(list) = self.lists.get_mut(&lid) else {
+            return;
+        };
+        if list.status == ListStatus::AllDone {
+            return;
+        }
+        list.status = ListStatus::AllDone;
+        list.update_ms = now_ms;
+        let list = list.clone();
+        let legs = list.orders.map(|o| {
+            self.orders
+                .get(&o)
+                .map_or(String::new(), |o| o.client_id.clone())
+        });
+        events.push(EngineEvent::List { list, legs });
+    }
+
+    /// `id` triggered or traded: the other leg of its OCO expires, leaving the shared lock to
+    /// `id`.
+    fn expire_sibling(
+        &mut self,
+        id: u64,
+        now_ms: i64,
+        events: &mut Vec<EngineEvent>,
+        touched: &mut Vec<String>,
+    ) {
+        if let Some(other) = self.open_sibling(id) {
+            if let Some(o) = self.orders.get_mut(&other) {
+                o.locked = Qty::ZERO;
+            }
+            self.finish(other, OrderStatus::Expired, now_ms, events, touched);
+        }
+        self.close_list(id, now_ms, events);
     }
 
     /// The simulated tape printed a trade: trigger stops, fill resting orders it trades through.
@@ -726,11 +1058,17 @@ impl Engine {
             .map(|o| o.id)
             .collect();
         for id in stops {
-            let (account, kind, side, qty, locked) = {
-                let o = &self.orders[&id];
-                (o.account, o.kind, o.side, o.qty, o.locked)
-            };
+            if !self.orders[&id].status.is_open() {
+                // The other leg of its OCO triggered first.
+                continue;
+            }
+            let account = self.orders[&id].account;
             let t = touched.entry(account).or_default();
+            self.expire_sibling(id, now_ms, &mut events, t);
+            let (kind, side, qty, locked) = {
+                let o = &self.orders[&id];
+                (o.kind, o.side, o.qty, o.locked)
+            };
             if side == Side::Buy && matches!(kind, OrderType::StopLoss | OrderType::TakeProfit) {
                 // The lock was taken at the stop price; a market buy needs the walk's cost.
                 let cost = walk_cost(Side::Buy, book.asks, qty, None).0;
@@ -793,7 +1131,7 @@ impl Engine {
             } else {
                 remaining
             };
-            if q.raw() <= 0 {
+            if q.raw() <= 0 || !self.orders[&id].status.is_open() {
                 continue;
             }
             let account = self.orders[&id].account;
@@ -919,6 +1257,8 @@ impl Engine {
             exec: ExecType::Trade,
             fill: Some(f),
         });
+        // A leg of an OCO that trades, even partly, ends the other leg.
+        self.expire_sibling(id, now_ms, events, touched);
     }
 
     fn release(&mut self, id: u64) {
@@ -995,6 +1335,37 @@ impl Engine {
             time_ms: now_ms,
         });
     }
+}
+
+/// Refuses a missing or superfluous price, stop price or time in force (`names` as the
+/// request spells them).
+fn check_params(
+    k: OrderType,
+    price: Option<Price>,
+    stop: Option<Price>,
+    tif: Option<TimeInForce>,
+    names: [&'static str; 3],
+) -> Result<(), Reject> {
+    let [price_name, stop_name, tif_name] = names;
+    if k.has_price() && price.is_none() {
+        return Err(Reject::Mandatory(price_name));
+    }
+    if !k.has_price() && price.is_some() {
+        return Err(Reject::NotRequired(price_name));
+    }
+    if k.has_stop() && stop.is_none() {
+        return Err(Reject::Mandatory(stop_name));
+    }
+    if !k.has_stop() && stop.is_some() {
+        return Err(Reject::NotRequired(stop_name));
+    }
+    if k.needs_tif() && tif.is_none() {
+        return Err(Reject::Mandatory(tif_name));
+    }
+    if !k.needs_tif() && tif.is_some() {
+        return Err(Reject::NotRequired(tif_name));
+    }
+    Ok(())
 }
 
 /// True when a buy at `limit` would trade with a level at `level` (or a sell symmetrically).
@@ -1318,6 +1689,154 @@ mod tests {
             e.cancel(0, 0, &OrderRef::Id(999), 5).unwrap_err(),
             Reject::CancelUnknown
         );
+    }
+
+    fn leg(kind: OrderType, price: Option<&str>, stop: Option<&str>, cid: &str) -> OcoLeg {
+        OcoLeg {
+            kind,
+            price: price.map(p),
+            stop: stop.map(p),
+            tif: kind.needs_tif().then_some(TimeInForce::Gtc),
+            client_id: cid.into(),
+        }
+    }
+
+    fn sell_oco(qty: &str, tp: &str, sl: &str) -> NewOco {
+        NewOco {
+            sym: 0,
+            side: Side::Sell,
+            qty: q(qty),
+            above: leg(OrderType::LimitMaker, Some(tp), None, "tp"),
+            below: leg(OrderType::StopLoss, None, Some(sl), "sl"),
+            list_client_id: "list".into(),
+        }
+    }
+
+    fn status(e: &Engine, cid: &str) -> OrderStatus {
+        e.order(0, 0, &OrderRef::Client(cid.into())).unwrap().status
+    }
+
+    #[test]
+    fn a_stop_and_a_take_profit_on_the_same_quantity_need_an_oco() {
+        let mut e = engine();
+        let bids = [lv("2999.99", "5")];
+        let asks = [lv("3000.01", "5")];
+        let book = BookView {
+            bids: &bids,
+            asks: &asks,
+        };
+        let mut sl = order(Side::Sell, OrderType::StopLoss, "2", None, "sl");
+        sl.stop = Some(p("2900"));
+        e.place(0, sl, book, 1).unwrap();
+        assert_eq!(bal(&e, "ETH").locked, q("2"));
+        // The stop holds the whole balance: a take-profit on the same quantity is refused.
+        let tp = order(Side::Sell, OrderType::LimitMaker, "2", Some("3100"), "tp");
+        assert_eq!(
+            e.place(0, tp, book, 2).unwrap_err(),
+            Reject::Rejected(INSUFFICIENT)
+        );
+        e.cancel(0, 0, &OrderRef::Client("sl".into()), 3).unwrap();
+        // As one OCO the quantity is held once.
+        let (list, legs, ev) = e
+            .place_oco(0, sell_oco("2", "3100", "2900"), book, 4)
+            .unwrap();
+        assert_eq!(list.status, ListStatus::Executing);
+        assert_eq!(legs.map(|o| o.list_id), [Some(list.id); 2]);
+        assert_eq!(
+            bal(&e, "ETH"),
+            Balance {
+                free: Qty::ZERO,
+                locked: q("2")
+            }
+        );
+        assert!(ev.iter().any(|e| matches!(e, EngineEvent::List { .. })));
+        // Prices on the wrong side of the last price are refused.
+        let mut bad = sell_oco("0.1", "2950", "2900");
+        bad.above.client_id = "tp2".into();
+        bad.below.client_id = "sl2".into();
+        let mut fresh = engine();
+        assert_eq!(
+            fresh.place_oco(0, bad, book, 5).unwrap_err(),
+            Reject::Rejected("The relationship of the prices for the orders is not correct.")
+        );
+    }
+
+    #[test]
+    fn oco_take_profit_fill_expires_the_stop_and_settles_once() {
+        let mut e = engine();
+        let book = BookView {
+            bids: &[],
+            asks: &[],
+        };
+        e.place_oco(0, sell_oco("1", "3100", "2900"), book, 1)
+            .unwrap();
+        // A buyer trades through the take-profit: it fills (partly), the stop expires.
+        let ev = e.on_trade(0, p("3100"), q("0.4"), Side::Buy, book, 2);
+        assert_eq!(status(&e, "tp"), OrderStatus::PartiallyFilled);
+        assert_eq!(status(&e, "sl"), OrderStatus::Expired);
+        assert!(ev.iter().any(|x| matches!(
+            x,
+            EngineEvent::List { list, .. } if list.status == ListStatus::AllDone
+        )));
+        // The lock stays with the take-profit's remainder, held once.
+        assert_eq!(bal(&e, "ETH").locked, q("0.6"));
+        assert_eq!(bal(&e, "ETH").free, q("1"));
+        // Falling through the old stop does nothing now.
+        e.on_trade(0, p("2800"), q("1"), Side::Sell, book, 3);
+        assert_eq!(bal(&e, "ETH").locked, q("0.6"));
+        e.on_trade(0, p("3101"), q("1"), Side::Buy, book, 4);
+        assert_eq!(status(&e, "tp"), OrderStatus::Filled);
+        assert_eq!(
+            bal(&e, "ETH"),
+            Balance {
+                free: q("1"),
+                locked: Qty::ZERO
+            }
+        );
+        assert_eq!(
+            bal(&e, "USDT").free,
+            q("10000") + q("3100") - q("3.1"),
+            "quote received less its fee"
+        );
+    }
+
+    #[test]
+    fn oco_stop_trigger_expires_the_take_profit_and_cancel_ends_the_list() {
+        let mut e = engine();
+        let bids = [lv("2890", "5")];
+        let book = BookView {
+            bids: &bids,
+            asks: &[],
+        };
+        e.place_oco(0, sell_oco("1", "3100", "2900"), book, 1)
+            .unwrap();
+        e.on_trade(0, p("2900"), q("0.1"), Side::Sell, book, 2);
+        assert_eq!(status(&e, "sl"), OrderStatus::Filled);
+        assert_eq!(status(&e, "tp"), OrderStatus::Expired);
+        assert_eq!(
+            bal(&e, "ETH"),
+            Balance {
+                free: q("1"),
+                locked: Qty::ZERO
+            }
+        );
+        // Cancelling one leg of a working OCO cancels both and frees the lock once.
+        let mut again = sell_oco("1", "3100", "2800");
+        again.above.client_id = "tp-b".into();
+        again.below.client_id = "sl-b".into();
+        e.set_last_price(0, p("3000"));
+        e.place_oco(0, again, book, 3).unwrap();
+        assert_eq!(bal(&e, "ETH").locked, q("1"));
+        e.cancel(0, 0, &OrderRef::Client("sl-b".into()), 4).unwrap();
+        assert_eq!(status(&e, "tp-b"), OrderStatus::Canceled);
+        assert_eq!(
+            bal(&e, "ETH"),
+            Balance {
+                free: q("1"),
+                locked: Qty::ZERO
+            }
+        );
+        assert!(!e.has_open_orders(0));
     }
 
     #[test]

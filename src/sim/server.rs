@@ -351,6 +351,11 @@ impl SimHandle {
         self.trading.inject_order_fault(fault);
     }
 
+    /// Makes the next order cancellation fail in the given way.
+    pub fn inject_cancel_fault(&self, fault: OrderFault) {
+        self.trading.inject_cancel_fault(fault);
+    }
+
     fn shared(&self) -> Result<&Arc<Shared>, SimError> {
         self.running
             .as_ref()
@@ -912,6 +917,7 @@ fn router(shared: Arc<Shared>) -> Router {
                 .post(trading::post_order)
                 .delete(trading::delete_order),
         )
+        .route("/api/v3/orderList/oco", post(trading::post_oco))
         .route("/api/v3/openOrders", get(trading::open_orders))
         .route("/api/v3/account", get(trading::account))
         .route("/api/v3/myTrades", get(trading::my_trades))
