@@ -177,6 +177,19 @@ impl DeskProcesses {
         self.sim_urls = Some((rest, ws));
     }
 
+    /// At start-up: when the configured live venue's journal still holds working orders or
+    /// open positions, asks the trading thread to reconcile it with the venue and resume live
+    /// (the go-live path: the paper account must be flat, and a mismatch keeps the desk on
+    /// paper with the reason in the log). Returns the venue it asked for.
+    pub fn resume_live_if_journaled(&self) -> Option<&'static str> {
+        let target = live_target_to_resume(&self.config, &self.journal_dir, self.sim_urls.clone())?;
+        let name = target.name();
+        let _ = self
+            .trading_tx
+            .send(TradingCommand::GoLive(Box::new(Ok(target))));
+        Some(name)
+    }
+
     /// Carries out a command from the screen (the feed's own toggle is the caller's).
     pub fn command(&self, cmd: &DeskCommand) {
         match cmd {
@@ -368,6 +381,44 @@ impl LiveLink {
     }
 }
 
+/// The live target whose journal (under `journal_dir`) still holds working orders or open
+/// positions, if any. The embedded simulator's account is new every run, so its journal is
+/// never resumed (it is set aside instead, see [`DeskProcesses::set_sim_endpoints`]).
+pub fn live_target_to_resume(
+    cfg: &Config,
+    journal_dir: &Path,
+    sim: Option<(String, String)>,
+) -> Option<LiveTarget> {
+    let target = LiveTarget::resolve(cfg, sim).ok()?;
+    if target.kind == ExecutorKind::Sim {
+        return None;
+    }
+    let dir = live_journal_dir(journal_dir, target.name());
+    if !dir.join(crate::trading::journal::JOURNAL_FILE).exists() {
+        return None;
+    }
+    let journal =
+        match crate::trading::journal::Journal::open(&dir, &cfg.execution.client_id_prefix, true) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!("live journal {} cannot be read: {e}", dir.display());
+                return None;
+            }
+        };
+    let state = journal.state();
+    let orders = state.open_orders().len();
+    let positions = state.positions().iter().filter(|p| !p.is_flat()).count();
+    if orders == 0 && positions == 0 {
+        return None;
+    }
+    tracing::warn!(
+        "the {} live journal holds {orders} working order(s) and {positions} open position(s): \
+         reconciling with the venue and resuming LIVE",
+        target.name()
+    );
+    Some(target)
+}
+
 /// Starts the inference history (`[storage.history]`) in the store `record` uses; a store
 /// that cannot be opened leaves the desk running without history, said in the log.
 fn start_history(cfg: &Config, orchestrator: &Orchestrator) -> Option<HistoryWriter> {
@@ -514,5 +565,71 @@ pub fn models_view(snap: &OrchestratorSnapshot, symbol: &str) -> ModelsView {
         last_loss: None,
         dqn_training_steps: 0,
         dqn_last_loss: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DataSource;
+    use crate::market::types::{Qty, Side};
+    use crate::trading::journal::{Journal, JournalRecord};
+    use crate::trading::order::{ClientOrderId, ExecutionEvent, OrderKind, OrderRequest};
+
+    fn intent(dir: &Path, id: &str) -> Journal {
+        let mut j = Journal::open(dir, "mm", true).unwrap();
+        j.record(JournalRecord::Intent {
+            request: OrderRequest {
+                client_id: ClientOrderId::parse(id).unwrap(),
+                symbol: "ETHUSDT".into(),
+                side: Side::Buy,
+                kind: OrderKind::Market,
+                qty: Qty::parse("0.01").unwrap(),
+                reduce_only: false,
+                time_in_force: crate::trading::order::TimeInForce::Gtc,
+            },
+            protection: Default::default(),
+            time_ms: 1,
+        })
+        .unwrap();
+        j
+    }
+
+    #[test]
+    fn a_live_journal_with_open_orders_is_resumed_at_start_and_a_settled_one_is_not() {
+        let root = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.execution.executor = ExecutorKind::Binance;
+        assert!(
+            live_target_to_resume(&cfg, root.path(), None).is_none(),
+            "no journal"
+        );
+        let dir = live_journal_dir(root.path(), "binance");
+        drop(intent(&dir, "mm-1"));
+        drop(intent(&dir, "mm-2"));
+        let target = live_target_to_resume(&cfg, root.path(), None).expect("open orders");
+        assert_eq!(target.name(), "binance");
+        // Everything settled and flat: nothing to resume.
+        let mut j = Journal::open(&dir, "mm", true).unwrap();
+        for id in ["mm-1", "mm-2"] {
+            j.record(JournalRecord::Event(ExecutionEvent::Rejected {
+                client_id: ClientOrderId::parse(id).unwrap(),
+                reason: crate::trading::order::RejectReason::NotSent("test".into()),
+                time_ms: 2,
+            }))
+            .unwrap();
+        }
+        drop(j);
+        assert!(live_target_to_resume(&cfg, root.path(), None).is_none());
+    }
+
+    #[test]
+    fn the_embedded_simulators_journal_is_never_resumed() {
+        let root = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.data.source = DataSource::Sim;
+        drop(intent(&live_journal_dir(root.path(), "sim"), "mm-1"));
+        let sim = Some(("http://127.0.0.1:1".into(), "ws://127.0.0.1:1".into()));
+        assert!(live_target_to_resume(&cfg, root.path(), sim).is_none());
     }
 }

@@ -74,6 +74,9 @@ pub fn run(config: Config) -> Result<i32, Failure> {
         if let Some(sim) = &sim {
             desk.set_sim_endpoints(sim.rest_url(), sim.ws_url());
         }
+        // Orders and positions a live journal still holds are real: reconcile them with their
+        // venue now and let the live executor manage them.
+        desk.resume_live_if_journaled();
         feed.set_input_tap(tap);
         feed.start().map_err(Failure::runtime)?;
         watch_signals(quit.clone());
