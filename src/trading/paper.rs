@@ -696,10 +696,19 @@ impl PaperExecutor {
             tracing::warn!(exit = %request.client_id, "exit not journaled; not placed");
             return;
         }
-        self.exits.remove(symbol);
+        let plan = self.exits.remove(symbol);
         let i = self.insert(request, Protection::default());
         // Exits skip the latency: the venue-side stop order was already resting there.
         self.activate(i);
+        // A thin book can leave part of the position after the exit's remainder expired: the
+        // stop stays in force for what is left, so the next trade beyond it closes more.
+        let left = self.portfolio.qty(symbol).raw();
+        if left != 0
+            && (left > 0) == long
+            && let Some(plan) = plan
+        {
+            self.exits.entry(symbol.to_string()).or_insert(plan);
+        }
     }
 
     fn insert(&mut self, request: OrderRequest, protection: Protection) -> usize {
