@@ -714,7 +714,9 @@ impl BinanceSpot {
     }
 
     /// `Some(order)` when the exchange knows the client id, `None` when it says it does not;
-    /// an error when it cannot tell (after a few tries).
+    /// an error when it cannot tell (after a few tries). `None` is not proof that the order
+    /// never reached the venue (a filled order can be invisible for a while): to settle an
+    /// in-doubt send use [`BinanceSpot::probe`], which judges against the send time.
     pub async fn lookup(
         &self,
         symbol: &str,
