@@ -1748,3 +1748,136 @@ async fn a_fill_learned_after_the_expiry_counts_once() {
     }
     panic!("no immediate-or-cancel order partly filled in 5 tries");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_and_a_take_profit_go_as_one_oco_holding_the_quantity_once() {
+    let sim = sim().await;
+    let (c, mut exec) = quick_executor(&sim, 2000, true).await;
+    let inst = c.instrument(SYM).unwrap();
+    let mut risk = risk();
+    let (_, ask) = top(&sim).await;
+    risk.on_market(SYM, ask, mmtrader::exec::rest::local_ms());
+    let mut intent = OrderIntent::new(cid("ox-1"), SYM, Side::Buy, TradeKind::Market);
+    intent.qty = Some(q("0.05"));
+    intent.take_profit = Some(ask + Price::parse("60").unwrap());
+    let approved = risk.check(intent, &ctx(&inst, ask, Qty::ZERO)).unwrap();
+    assert!(approved.protection().stop_loss.is_some());
+    exec.submit(approved).unwrap();
+    let mut evs = Vec::new();
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    let exits_open = |exec: &ExchangeExecutor| {
+        ["ox-1-s", "ox-1-t"].iter().all(|id| {
+            exec.order(&cid(id))
+                .is_some_and(|o| o.status == OrderStatus::Acknowledged)
+        })
+    };
+    while !exits_open(&exec) && std::time::Instant::now() < until {
+        evs.extend(exec.poll_events());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    evs.extend(exec.poll_events());
+    assert!(exits_open(&exec), "both exits working: {evs:?}");
+    assert!(
+        !evs.iter()
+            .any(|e| matches!(e, ExecutionEvent::Rejected { .. })),
+        "{evs:?}"
+    );
+    // Both legs rest for the ETH received (0.05 less its 0.00005 fee, floored to the step),
+    // and the account holds that once.
+    for id in ["ox-1-s", "ox-1-t"] {
+        let o = c.query(SYM, id).await.unwrap();
+        assert_eq!((o.status, o.orig_qty), (Some(OrderState::New), q("0.0499")));
+    }
+    assert_eq!(balance(&c, "ETH").await, (q("0.00005"), q("0.0499")));
+    // Cancelling one leg ends both on the venue, and the executor hears of both.
+    exec.cancel(&cid("ox-1-s")).unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    while !exec.open_orders().is_empty() && std::time::Instant::now() < until {
+        exec.poll_events();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(exec.open_orders().is_empty(), "{:?}", exec.open_orders());
+    assert_eq!(
+        c.query(SYM, "ox-1-t").await.unwrap().status,
+        Some(OrderState::Canceled)
+    );
+    assert_eq!(balance(&c, "ETH").await, (q("0.04995"), Qty::ZERO));
+    exec.shutdown();
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partly_filled_entry_gets_its_stop_at_once_and_more_as_fills_grow() {
+    let sim = sim().await;
+    let (c, mut exec) = quick_executor(&sim, 2000, true).await;
+    let gtc = mmtrader::trading::order::TimeInForce::Gtc;
+    for attempt in 1..=5 {
+        let id = format!("pf-{attempt}");
+        // More than the best ask holds: that much fills at once, the rest rests at the ask
+        // until the market fills it.
+        let (ask, ask_qty) = best_ask(&sim).await;
+        submit_buy(&mut exec, &c, &id, ask, ask_qty + q("0.5"), gtc).await;
+        let mut evs = Vec::new();
+        events_of(&mut exec, &id, 10, &mut evs, |e| {
+            count(e, |e| matches!(e, ExecutionEvent::Acknowledged { .. })) == 1
+        })
+        .await;
+        let first = exec.order(&cid(&id)).unwrap().clone();
+        if first.status != OrderStatus::PartiallyFilled {
+            eprintln!(
+                "attempt {attempt}: not partly filled at once ({:?})",
+                first.status
+            );
+            let _ = exec.cancel(&cid(&id));
+            events_of(&mut exec, &id, 5, &mut evs, |_| false).await;
+            continue;
+        }
+        // The first fill already has its stop, for what the account received of it.
+        let stop = query_visible(&c, &format!("{id}-s")).await;
+        let fee = |evs: &[ExecutionEvent]| {
+            evs.iter()
+                .filter_map(|e| match e {
+                    ExecutionEvent::Filled(f) => Some(f.fee),
+                    _ => None,
+                })
+                .fold(Qty::ZERO, |a, b| a + b)
+        };
+        let step = |x: Qty| Qty(x.raw() / 10_000 * 10_000);
+        assert_eq!(stop.orig_qty, step(first.filled_qty - fee(&evs)));
+        assert_eq!(stop.status, Some(OrderState::New));
+        // The market fills the rest: another stop covers it.
+        let total = first.request.qty;
+        events_of(&mut exec, &id, 30, &mut evs, |e| filled(e) == total).await;
+        let entry = exec.order(&cid(&id)).unwrap().clone();
+        assert_eq!(
+            entry.status,
+            OrderStatus::Filled,
+            "the rest filled within 30 s"
+        );
+        // Exits are placed after the poll that saw the fill; give the worker a moment.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        exec.poll_events();
+        let mut exits = Vec::new();
+        for n in 1..=20 {
+            let tag = if n == 1 { String::new() } else { n.to_string() };
+            match c.query(SYM, &format!("{id}-s{tag}")).await {
+                Ok(o) => exits.push(o),
+                Err(e) if e.code() == Some(-2013) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(exits.len() >= 2, "a stop per fill batch: {exits:?}");
+        assert!(exits.iter().all(|o| o.status == Some(OrderState::New)));
+        let covered = exits.iter().fold(Qty::ZERO, |a, o| a + o.orig_qty);
+        let held = step(entry.filled_qty - fee(&evs));
+        assert_eq!(
+            covered, held,
+            "the stops cover what the account holds, once"
+        );
+        assert_eq!(balance(&c, "ETH").await.1, held, "locked by the stops");
+        exec.shutdown();
+        sim.shutdown().await;
+        return;
+    }
+    panic!("no entry partly filled at once in 5 tries");
+}

@@ -354,6 +354,70 @@ pub enum Probe {
     NotYet,
 }
 
+/// A stop-loss and a take-profit for one quantity as one OCO (`POST /api/v3/orderList/oco`):
+/// the venue holds the quantity once and expires one leg when the other executes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OcoSpec {
+    /// Exchange symbol.
+    pub symbol: String,
+    /// Side of both legs (the exit's side).
+    pub side: Side,
+    /// Quantity of each leg.
+    pub qty: Qty,
+    /// Stop-loss trigger (below the market for a sell, above for a buy).
+    pub stop: Price,
+    /// Client id of the stop-loss leg.
+    pub stop_id: String,
+    /// Take-profit trigger (above the market for a sell, below for a buy).
+    pub take_profit: Price,
+    /// Client id of the take-profit leg.
+    pub take_profit_id: String,
+    /// Client id of the list.
+    pub list_id: String,
+}
+
+/// The `POST /api/v3/orderList/oco` parameters of a (filtered) OCO: the take-profit above and
+/// the stop below for a sell, the other way round for a buy; both trigger market orders.
+pub fn oco_params(o: &OcoSpec) -> Query {
+    let stop = ("STOP_LOSS", o.stop, o.stop_id.as_str());
+    let take = ("TAKE_PROFIT", o.take_profit, o.take_profit_id.as_str());
+    let (above, below) = match o.side {
+        Side::Sell => (take, stop),
+        Side::Buy => (stop, take),
+    };
+    Query::new()
+        .with("symbol", &o.symbol)
+        .with("listClientOrderId", &o.list_id)
+        .with(
+            "side",
+            match o.side {
+                Side::Buy => "BUY",
+                Side::Sell => "SELL",
+            },
+        )
+        .with("quantity", o.qty.to_string())
+        .with("aboveType", above.0)
+        .with("aboveStopPrice", above.1.to_string())
+        .with("aboveClientOrderId", above.2)
+        .with("belowType", below.0)
+        .with("belowStopPrice", below.1.to_string())
+        .with("belowClientOrderId", below.2)
+}
+
+/// What one send of an OCO left us knowing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SentList {
+    /// The exchange answered: the legs as it has them.
+    Placed(Vec<ExchangeOrder>),
+    /// No certain answer: probe each leg by its client id (see [`Sent::InDoubt`]).
+    InDoubt {
+        /// The request's `timestamp` (server clock, ms).
+        sent_ms: i64,
+        /// What went wrong.
+        reason: ExecError,
+    },
+}
+
 /// Which order dialect the account speaks (the signed transport is shared).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
@@ -574,6 +638,80 @@ impl BinanceSpot {
         }
     }
 
+    /// Sends an OCO once, with the same rules as [`BinanceSpot::send_order`]: both legs pass
+    /// the filters (stop rounded toward the market, take-profit away from it), only a send that
+    /// never left is retried, anything in doubt is for the caller to probe leg by leg.
+    pub async fn send_oco(&self, oco: &OcoSpec) -> Result<SentList, ExecError> {
+        if self.flavor != Flavor::Binance {
+            return Err(ExecError::Unsupported {
+                exchange: self.rest.dialect().name,
+                what: "OCO order lists".into(),
+            });
+        }
+        let leg = |kind, client_id: &str| OrderSpec {
+            symbol: oco.symbol.clone(),
+            side: oco.side,
+            qty: oco.qty,
+            kind,
+            client_id: client_id.to_string(),
+        };
+        let stop = self.prepare(&leg(OrderKind::StopLoss { stop: oco.stop }, &oco.stop_id))?;
+        let take = self.prepare(&leg(
+            OrderKind::TakeProfit {
+                stop: oco.take_profit,
+            },
+            &oco.take_profit_id,
+        ))?;
+        if !valid_client_id(&oco.list_id) {
+            return Err(ExecError::Unsupported {
+                exchange: self.rest.dialect().name,
+                what: format!("order list id {:?}", oco.list_id),
+            });
+        }
+        let filtered = OcoSpec {
+            qty: stop.qty,
+            stop: stop.kind.stop().unwrap_or(oco.stop),
+            take_profit: take.kind.stop().unwrap_or(oco.take_profit),
+            ..oco.clone()
+        };
+        let params = oco_params(&filtered);
+        let path = "/api/v3/orderList/oco";
+        let attempts = self.cfg.place_attempts.max(1);
+        let mut delay = Duration::from_millis(self.cfg.unknown_settle_ms.max(10));
+        let mut attempt = 1;
+        loop {
+            let (r, sent_ms) = self
+                .rest
+                .signed_stamped(Method::POST, path, &params, 1)
+                .await;
+            match r {
+                Ok(body) => {
+                    return Ok(match self.decode(path, wire::parse_order_list(&body)) {
+                        Ok(legs) => {
+                            for o in &legs {
+                                self.remember(o);
+                            }
+                            SentList::Placed(legs)
+                        }
+                        Err(reason) => SentList::InDoubt { sent_ms, reason },
+                    });
+                }
+                // A leg id is already open: probing finds the legs as they are.
+                Err(e) if is_duplicate(&e) => return Ok(SentList::InDoubt { sent_ms, reason: e }),
+                Err(e @ ExecError::Connect { .. }) if attempt < attempts => {
+                    tracing::warn!(list_id = %oco.list_id, attempt, "OCO not sent ({e}); sending again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.backoff_max());
+                    attempt += 1;
+                }
+                Err(reason) if reason.outcome_unknown() => {
+                    return Ok(SentList::InDoubt { sent_ms, reason });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn backoff_max(&self) -> Duration {
         Duration::from_millis(self.cfg.resolve_backoff_max_ms.max(10))
     }
@@ -714,7 +852,9 @@ impl BinanceSpot {
     }
 
     /// `Some(order)` when the exchange knows the client id, `None` when it says it does not;
-    /// an error when it cannot tell (after a few tries).
+    /// an error when it cannot tell (after a few tries). `None` is not proof that the order
+    /// never reached the venue (a filled order can be invisible for a while): to settle an
+    /// in-doubt send use [`BinanceSpot::probe`], which judges against the send time.
     pub async fn lookup(
         &self,
         symbol: &str,
@@ -991,6 +1131,35 @@ mod tests {
         assert_eq!(
             order_params(&m).as_str(),
             "symbol=ETHUSDT&side=BUY&type=MARKET&quantity=0.01&newClientOrderId=mm-1a2b"
+        );
+    }
+
+    #[test]
+    fn oco_params_put_each_exit_on_its_side_of_the_market() {
+        let o = OcoSpec {
+            symbol: "ETHUSDT".into(),
+            side: Side::Sell,
+            qty: Qty::parse("0.5").unwrap(),
+            stop: Price::parse("2900").unwrap(),
+            stop_id: "e-s".into(),
+            take_profit: Price::parse("3300").unwrap(),
+            take_profit_id: "e-t".into(),
+            list_id: "e-o".into(),
+        };
+        assert_eq!(
+            oco_params(&o).as_str(),
+            "symbol=ETHUSDT&listClientOrderId=e-o&side=SELL&quantity=0.5&aboveType=TAKE_PROFIT&aboveStopPrice=3300&aboveClientOrderId=e-t&belowType=STOP_LOSS&belowStopPrice=2900&belowClientOrderId=e-s"
+        );
+        let buy = OcoSpec {
+            side: Side::Buy,
+            stop: Price::parse("3300").unwrap(),
+            take_profit: Price::parse("2900").unwrap(),
+            ..o
+        };
+        assert!(
+            oco_params(&buy)
+                .as_str()
+                .contains("aboveType=STOP_LOSS&aboveStopPrice=3300&aboveClientOrderId=e-s&belowType=TAKE_PROFIT&belowStopPrice=2900")
         );
     }
 

@@ -16,11 +16,16 @@
 //! out to exist and be open. A final status whose fills are not all known yet keeps the trades
 //! of the order being asked for until they add up.
 //!
-//! Protective exits: when an entry with a stop-loss / take-profit fills, the executor places
-//! them on the venue as reduce-only STOP_LOSS / TAKE_PROFIT orders for the quantity the account
-//! received (the filled quantity less a commission charged in the base asset, Binance's default
-//! on a buy; ids `<entry>-s` / `<entry>-t`) and cancels the other when one executes. Positions
-//! are likewise what the account holds. Trailing stops are not placed on the venue.
+//! Protective exits: from an entry's first fill (partial or not) the executor places its
+//! stop-loss / take-profit on the venue for the quantity the account received (the filled
+//! quantity less a commission charged in the base asset, Binance's default on a buy; ids
+//! `<entry>-s` / `<entry>-t`); each later fill adds a set for the new quantity (`<entry>-s2`,
+//! ...), also a fill reported after a cancel, so no filled quantity is left without a stop
+//! (a remainder below the venue's minimum waits for the next fill). On Binance a stop-loss and a take-profit go as one OCO (list `<entry>-o`): the
+//! venue holds the quantity once and expires one leg when the other executes; two separate
+//! orders would need it twice. A lone exit is a plain STOP_LOSS / TAKE_PROFIT order; elsewhere
+//! two exits are separate orders and the executor cancels the other when one executes.
+//! Positions are likewise what the account holds. Trailing stops are not placed on the venue.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -30,7 +35,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::binance_spot::{BinanceSpot, Flavor, Probe, Sent};
+use super::binance_spot::{BinanceSpot, Flavor, OcoSpec, Probe, Sent, SentList, valid_client_id};
 use super::rest::{ExecError, local_ms};
 use super::user_stream::{UserEvent, UserStream, UserStreamConfig};
 use super::venue::{
@@ -48,6 +53,12 @@ use crate::trading::position::Position;
 
 enum Cmd {
     Submit(OrderRequest),
+    /// A stop-loss and a take-profit for one quantity, as one order list.
+    SubmitOco {
+        stop: OrderRequest,
+        take: OrderRequest,
+        list_id: String,
+    },
     Cancel(OrderRequest),
     /// Orders taken over from the journal, with the venue id of those acknowledged.
     Adopt(Vec<(OrderRequest, Option<String>)>),
@@ -63,13 +74,17 @@ pub struct ExchangeExecutor {
     name: String,
     client: Arc<BinanceSpot>,
     cmd: mpsc::UnboundedSender<Cmd>,
-    events: mpsc::UnboundedReceiver<ExecutionEvent>,
+    /// Events in batches as the worker learned them (one reply's ack and fills together).
+    events: mpsc::UnboundedReceiver<Vec<ExecutionEvent>>,
     orders: BTreeMap<ClientOrderId, OrderState>,
     protections: HashMap<ClientOrderId, Protection>,
     siblings: HashMap<ClientOrderId, ClientOrderId>,
     positions: BTreeMap<String, Position>,
     /// Commission charged in the base asset per order (it reduces what a buy delivers).
     base_fees: HashMap<ClientOrderId, Qty>,
+    /// Quantity of each entry its exits cover, and how many sets of exits it has.
+    covered: HashMap<ClientOrderId, Qty>,
+    exit_sets: HashMap<ClientOrderId, u32>,
     last_price: HashMap<String, Price>,
     exit_hook: Option<ExitHook>,
     worker: JoinHandle<()>,
@@ -110,6 +125,8 @@ impl ExchangeExecutor {
             siblings: HashMap::new(),
             positions: BTreeMap::new(),
             base_fees: HashMap::new(),
+            covered: HashMap::new(),
+            exit_sets: HashMap::new(),
             last_price: HashMap::new(),
             exit_hook: None,
             worker,
@@ -130,12 +147,24 @@ impl ExchangeExecutor {
     /// are tracked; asks the venue about the open ones at once.
     pub fn adopt(&mut self, states: impl IntoIterator<Item = (OrderState, Protection)>) {
         let mut open = Vec::new();
+        let mut sets: BTreeMap<(ClientOrderId, u32), Qty> = BTreeMap::new();
         for (s, p) in states {
             if s.status.is_open() {
                 open.push((s.request.clone(), s.exchange_id.clone()));
             }
+            if s.request.reduce_only
+                && let Some((entry, n)) = exit_of(s.client_id())
+            {
+                // One leg per set counts (a stop and a take-profit cover the same quantity).
+                sets.insert((entry, n), s.request.qty);
+            }
             self.protections.insert(s.client_id().clone(), p);
             self.orders.insert(s.client_id().clone(), s);
+        }
+        for ((entry, n), qty) in sets {
+            *self.covered.entry(entry.clone()).or_default() += qty;
+            let sets = self.exit_sets.entry(entry).or_default();
+            *sets = (*sets).max(n);
         }
         if !open.is_empty() {
             let _ = self.cmd.send(Cmd::Adopt(open));
@@ -188,33 +217,64 @@ impl ExchangeExecutor {
         true
     }
 
-    fn protective(&mut self, entry: &ClientOrderId) {
-        let Some(o) = self.orders.get(entry).cloned() else {
+    /// After a fill of `id`: an exit that completed ends its sibling; an entry gets exits for
+    /// what it filled beyond what its exits already cover (on the first fill, partial or not,
+    /// and again as fills grow, also after a cancel or expiry).
+    fn protective(&mut self, id: &ClientOrderId) {
+        let Some(o) = self.orders.get(id).cloned() else {
             return;
         };
-        // Exits of an exit: when one executes, cancel its sibling.
-        if let Some(sib) = self.siblings.remove(entry) {
-            self.siblings.remove(&sib);
-            if self.orders.get(&sib).is_some_and(|s| s.status.is_open()) {
-                let _ = self.cancel(&sib);
+        if o.request.reduce_only {
+            // Exits of an exit: when one executes, cancel its sibling.
+            if o.status == OrderStatus::Filled
+                && let Some(sib) = self.siblings.remove(id)
+            {
+                self.siblings.remove(&sib);
+                if self.orders.get(&sib).is_some_and(|s| s.status.is_open()) {
+                    let _ = self.cancel(&sib);
+                }
             }
             return;
         }
-        let Some(p) = self.protections.get(entry).copied() else {
+        let Some(p) = self.protections.get(id).copied() else {
             return;
         };
-        if o.status != OrderStatus::Filled || o.request.reduce_only {
+        if p.stop_loss.is_none() && p.take_profit.is_none() {
             return;
         }
         if self.client.flavor() == Flavor::Mexc {
-            tracing::warn!(entry = %entry, "MEXC spot has no stop orders; exits not placed");
+            tracing::warn!(entry = %id, "MEXC spot has no stop orders; exits not placed");
             return;
         }
+        let Some(inst) = self.client.instrument(&exchange_symbol(&o.request.symbol)) else {
+            return;
+        };
+        // What the account received (a buy's base fee never arrived), as the venue can sell it.
+        let fee = self.base_fees.get(id).copied().unwrap_or(Qty::ZERO);
+        let held = inst.floor_qty(o.filled_qty - fee);
+        let covered = self.covered.get(id).copied().unwrap_or(Qty::ZERO);
+        let qty = held - covered;
+        if qty.raw() <= 0 {
+            return;
+        }
+        let reference = p.stop_loss.or(p.take_profit).unwrap_or_default();
+        let big_enough = inst.check_qty(qty).is_ok()
+            && crate::market::types::notional(reference, qty) >= inst.min_notional.raw() as i128;
+        if !big_enough {
+            // The venue would refuse an exit this small; the next fill adds to it.
+            if o.status.is_terminal() {
+                tracing::warn!(entry = %id, %qty, "filled remainder below the venue's minimum; no exit for it");
+            }
+            return;
+        }
+        let n = self.exit_sets.get(id).copied().unwrap_or(0) + 1;
+        // The first set keeps the plain ids; later ones (fills that came after) are numbered.
+        let tag = if n == 1 { String::new() } else { n.to_string() };
         let exit_side = match o.request.side {
             Side::Buy => Side::Sell,
             Side::Sell => Side::Buy,
         };
-        let mut ids = Vec::new();
+        let mut reqs = Vec::new();
         for (suffix, kind) in [
             ("s", p.stop_loss.map(|stop| OrderKind::StopLoss { stop })),
             (
@@ -223,18 +283,12 @@ impl ExchangeExecutor {
             ),
         ] {
             let Some(kind) = kind else { continue };
-            let Ok(id) = ClientOrderId::parse(&format!("{entry}-{suffix}")) else {
-                tracing::warn!(entry = %entry, "entry id too long for an exit id; exit not placed");
+            let Ok(exit_id) = ClientOrderId::parse(&format!("{id}-{suffix}{tag}")) else {
+                tracing::warn!(entry = %id, "entry id too long for an exit id; exit not placed");
                 continue;
             };
-            let fee = self.base_fees.get(entry).copied().unwrap_or(Qty::ZERO);
-            // The venue floors to its step; the local order must ask for what it will fill.
-            let qty = match self.client.instrument(&exchange_symbol(&o.request.symbol)) {
-                Some(i) => i.floor_qty(o.filled_qty - fee),
-                None => o.filled_qty - fee,
-            };
             let req = OrderRequest {
-                client_id: id.clone(),
+                client_id: exit_id.clone(),
                 symbol: o.request.symbol.clone(),
                 side: exit_side,
                 kind,
@@ -245,17 +299,42 @@ impl ExchangeExecutor {
             if let Some(hook) = self.exit_hook.as_mut()
                 && !hook(&req)
             {
-                tracing::warn!(exit = %id, "exit not journaled; not sent");
+                tracing::warn!(exit = %exit_id, "exit not journaled; not sent");
                 continue;
             }
             self.orders
-                .insert(id.clone(), OrderState::new(req.clone(), local_ms()));
-            let _ = self.cmd.send(Cmd::Submit(req));
-            ids.push(id);
+                .insert(exit_id.clone(), OrderState::new(req.clone(), local_ms()));
+            reqs.push(req);
         }
-        if let [a, b] = ids.as_slice() {
-            self.siblings.insert(a.clone(), b.clone());
-            self.siblings.insert(b.clone(), a.clone());
+        if reqs.is_empty() {
+            return;
+        }
+        self.covered.insert(id.clone(), held);
+        self.exit_sets.insert(id.clone(), n);
+        let list_id = format!("{id}-o{tag}");
+        match reqs.as_slice() {
+            // Binance holds the quantity once for an OCO and expires the other leg itself; two
+            // separate orders would need it twice, and the second is refused.
+            [stop, take]
+                if self.client.flavor() == Flavor::Binance && valid_client_id(&list_id) =>
+            {
+                let _ = self.cmd.send(Cmd::SubmitOco {
+                    stop: stop.clone(),
+                    take: take.clone(),
+                    list_id,
+                });
+            }
+            _ => {
+                for r in &reqs {
+                    let _ = self.cmd.send(Cmd::Submit(r.clone()));
+                }
+                if let [a, b] = reqs.as_slice() {
+                    self.siblings
+                        .insert(a.client_id.clone(), b.client_id.clone());
+                    self.siblings
+                        .insert(b.client_id.clone(), a.client_id.clone());
+                }
+            }
         }
     }
 }
@@ -315,17 +394,21 @@ impl Executor for ExchangeExecutor {
 
     fn poll_events(&mut self) -> Vec<ExecutionEvent> {
         let mut out = Vec::new();
-        while let Ok(ev) = self.events.try_recv() {
-            if self.apply(&ev) {
-                let id = ev.client_id().clone();
-                out.push(ev);
-                if self
-                    .orders
-                    .get(&id)
-                    .is_some_and(|o| o.status == OrderStatus::Filled)
-                {
-                    self.protective(&id);
+        while let Ok(batch) = self.events.try_recv() {
+            // Exits are sized after the whole batch: one reply's fills get one set of exits.
+            let mut filled = Vec::new();
+            for ev in batch {
+                if !self.apply(&ev) {
+                    continue;
                 }
+                let id = ev.client_id().clone();
+                if matches!(ev, ExecutionEvent::Filled(_)) && !filled.contains(&id) {
+                    filled.push(id);
+                }
+                out.push(ev);
+            }
+            for id in filled {
+                self.protective(&id);
             }
         }
         out
@@ -346,6 +429,15 @@ impl Executor for ExchangeExecutor {
     fn last_price(&self, symbol: &str) -> Option<Price> {
         self.last_price.get(symbol).copied()
     }
+}
+
+/// The entry and set number of an exit id `<entry>-s[n]` / `<entry>-t[n]` (the first set has
+/// no number).
+fn exit_of(id: &ClientOrderId) -> Option<(ClientOrderId, u32)> {
+    let (entry, tail) = id.as_str().rsplit_once('-')?;
+    let n = tail.strip_prefix('s').or_else(|| tail.strip_prefix('t'))?;
+    let n = if n.is_empty() { 1 } else { n.parse().ok()? };
+    Some((ClientOrderId::parse(entry).ok()?, n))
 }
 
 /// Counts a fill that arrived after the order's final status, once per trade id and within
@@ -462,7 +554,7 @@ impl Tracked {
 
 struct Worker {
     client: Arc<BinanceSpot>,
-    events: mpsc::UnboundedSender<ExecutionEvent>,
+    events: mpsc::UnboundedSender<Vec<ExecutionEvent>>,
     orders: HashMap<String, Tracked>,
     /// No user-data stream: open orders are polled.
     polled: bool,
@@ -473,7 +565,7 @@ struct Worker {
 async fn worker(
     client: Arc<BinanceSpot>,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
-    events: mpsc::UnboundedSender<ExecutionEvent>,
+    events: mpsc::UnboundedSender<Vec<ExecutionEvent>>,
     mut stream: Option<UserStream>,
 ) {
     let cfg = client.config();
@@ -500,6 +592,7 @@ async fn worker(
                 let Some(c) = c else { break };
                 match c {
                     Cmd::Submit(req) => w.submit(req).await,
+                    Cmd::SubmitOco { stop, take, list_id } => w.submit_oco(stop, take, list_id).await,
                     Cmd::Cancel(req) => w.cancel(req.client_id.as_str()).await,
                     Cmd::Adopt(orders) => w.adopt(orders),
                 }
@@ -535,6 +628,7 @@ impl Worker {
         let Some(t) = self.orders.get_mut(cid) else {
             return;
         };
+        let mut batch = Vec::new();
         for ev in evs {
             match &ev {
                 ExecutionEvent::Filled(f) => {
@@ -551,7 +645,10 @@ impl Worker {
                 | ExecutionEvent::Expired { .. }
                 | ExecutionEvent::Rejected { .. } => t.closed = true,
             }
-            let _ = self.events.send(ev);
+            batch.push(ev);
+        }
+        if !batch.is_empty() {
+            let _ = self.events.send(batch);
         }
     }
 
@@ -586,6 +683,73 @@ impl Worker {
                     time_ms: local_ms(),
                 };
                 self.emit(&cid, vec![ev]);
+            }
+        }
+    }
+
+    async fn submit_oco(&mut self, stop: OrderRequest, take: OrderRequest, list_id: String) {
+        let legs = [stop, take];
+        for req in &legs {
+            let assets = assets_of(&self.client, req);
+            self.orders.insert(
+                req.client_id.as_str().to_string(),
+                Tracked::new(req.clone(), assets, self.settle),
+            );
+        }
+        let [stop, take] = &legs;
+        let (Some(stop_price), Some(take_price)) = (stop.kind.stop_price(), take.kind.stop_price())
+        else {
+            return;
+        };
+        let spec = OcoSpec {
+            symbol: exchange_symbol(&stop.symbol),
+            side: stop.side,
+            qty: stop.qty,
+            stop: stop_price,
+            stop_id: stop.client_id.as_str().to_string(),
+            take_profit: take_price,
+            take_profit_id: take.client_id.as_str().to_string(),
+            list_id,
+        };
+        match self.client.send_oco(&spec).await {
+            Ok(SentList::Placed(orders)) => {
+                for req in &legs {
+                    let cid = req.client_id.as_str().to_string();
+                    let Some(o) = orders.iter().find(|o| o.client_order_id == cid) else {
+                        // Not in the reply: ask for it.
+                        if let Some(t) = self.orders.get_mut(&cid) {
+                            t.refresh = true;
+                        }
+                        continue;
+                    };
+                    let assets = assets_of(&self.client, req);
+                    let evs = events_of_reply(req, &assets, o);
+                    if let Some(t) = self.orders.get_mut(&cid) {
+                        t.observe(o);
+                        t.look_in(self.settle);
+                    }
+                    self.emit(&cid, evs);
+                }
+            }
+            Ok(SentList::InDoubt { sent_ms, reason }) => {
+                tracing::warn!(list = %spec.list_id, "OCO outcome unknown ({reason}); looking its legs up");
+                for req in &legs {
+                    if let Some(t) = self.orders.get_mut(req.client_id.as_str()) {
+                        t.in_doubt = Some(sent_ms);
+                        t.look_in(self.settle);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(list = %spec.list_id, "OCO not placed: {e}");
+                for req in &legs {
+                    let ev = ExecutionEvent::Rejected {
+                        client_id: req.client_id.clone(),
+                        reason: reject_reason(&e),
+                        time_ms: local_ms(),
+                    };
+                    self.emit(req.client_id.as_str(), vec![ev]);
+                }
             }
         }
     }
@@ -859,5 +1023,72 @@ fn assets_of(client: &BinanceSpot, req: &OrderRequest) -> Assets {
             let (base, quote) = crate::config::split_symbol(&req.symbol).unwrap_or_default();
             Assets { base, quote }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trading::money::Money;
+    use crate::trading::order::CancelReason;
+
+    fn id(s: &str) -> ClientOrderId {
+        ClientOrderId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn exit_ids_name_their_entry_and_set() {
+        assert_eq!(exit_of(&id("mm-7-s")), Some((id("mm-7"), 1)));
+        assert_eq!(exit_of(&id("mm-7-t3")), Some((id("mm-7"), 3)));
+        assert_eq!(exit_of(&id("mm-7")), None);
+        assert_eq!(exit_of(&id("mm-7-x")), None);
+    }
+
+    #[test]
+    fn a_fill_after_the_final_status_counts_once_within_the_quantity() {
+        let q = |s: &str| Qty::parse(s).unwrap();
+        let mut o = OrderState::new(
+            OrderRequest {
+                client_id: id("mm-1"),
+                symbol: "ETH/USDT".into(),
+                side: Side::Buy,
+                kind: OrderKind::Market,
+                qty: q("1"),
+                reduce_only: false,
+                time_in_force: TimeInForce::Gtc,
+            },
+            0,
+        );
+        o.apply(&ExecutionEvent::Cancelled {
+            client_id: id("mm-1"),
+            reason: CancelReason::Requested,
+            time_ms: 1,
+        })
+        .unwrap();
+        let fill = |qty: &str, trade: &str| Fill {
+            client_id: id("mm-1"),
+            symbol: "ETH/USDT".into(),
+            side: Side::Buy,
+            price: Price::parse("3000").unwrap(),
+            qty: q(qty),
+            fee: Qty::ZERO,
+            fee_asset: "USDT".into(),
+            fee_quote: Money::ZERO,
+            is_maker: false,
+            time_ms: 2,
+            trade_id: trade.into(),
+        };
+        assert!(late_fill(&mut o, &fill("0.4", "t1")));
+        assert!(!late_fill(&mut o, &fill("0.4", "t1")), "same trade twice");
+        assert!(
+            !late_fill(&mut o, &fill("0.7", "t2")),
+            "beyond the quantity"
+        );
+        assert_eq!((o.status, o.filled_qty), (OrderStatus::Cancelled, q("0.4")));
+        let mut open = OrderState::new(o.request.clone(), 0);
+        assert!(
+            !late_fill(&mut open, &fill("0.1", "t3")),
+            "only after a final status"
+        );
     }
 }

@@ -298,6 +298,19 @@ pub fn parse_order(body: &str) -> Result<ExchangeOrder, WireError> {
     order_from_value(&object("order", body)?)
 }
 
+/// Parses the reply of an order-list placement (`POST /api/v3/orderList/oco`): its legs, from
+/// `orderReports`, in the reply's order.
+pub fn parse_order_list(body: &str) -> Result<Vec<ExchangeOrder>, WireError> {
+    let v = object("order list", body)?;
+    let Some(Value::Array(reports)) = v.get("orderReports") else {
+        return Err(WireError::Malformed {
+            what: "order list",
+            reason: "missing orderReports".into(),
+        });
+    };
+    reports.iter().map(order_from_value).collect()
+}
+
 /// Parses `GET /api/v3/openOrders`.
 pub fn parse_orders(body: &str) -> Result<Vec<ExchangeOrder>, WireError> {
     let v: Value = serde_json::from_str(body).map_err(|e| WireError::Malformed {
@@ -586,6 +599,34 @@ mod tests {
             parse_user_event(r#"{"e":"balanceUpdate"}"#).unwrap(),
             UserStreamEvent::Other("balanceUpdate".into())
         );
+    }
+
+    #[test]
+    fn parses_an_oco_reply_into_its_legs() {
+        let b = r#"{"orderListId":1,"contingencyType":"OCO","listStatusType":"EXEC_STARTED",
+          "listOrderStatus":"EXECUTING","listClientOrderId":"l-1","transactionTime":1710485608839,
+          "symbol":"ETHUSDT","orders":[{"symbol":"ETHUSDT","orderId":10,"clientOrderId":"e-t"},
+          {"symbol":"ETHUSDT","orderId":11,"clientOrderId":"e-s"}],
+          "orderReports":[{"symbol":"ETHUSDT","orderId":10,"orderListId":1,"clientOrderId":"e-t",
+          "transactTime":1710485608839,"price":"0.00000000","origQty":"0.50000000",
+          "executedQty":"0.00000000","cummulativeQuoteQty":"0.00000000","status":"NEW",
+          "timeInForce":"GTC","type":"TAKE_PROFIT","side":"SELL","stopPrice":"3300.00000000"},
+          {"symbol":"ETHUSDT","orderId":11,"orderListId":1,"clientOrderId":"e-s",
+          "transactTime":1710485608839,"price":"0.00000000","origQty":"0.50000000",
+          "executedQty":"0.00000000","cummulativeQuoteQty":"0.00000000","status":"NEW",
+          "timeInForce":"GTC","type":"STOP_LOSS","side":"SELL","stopPrice":"2900.00000000"}]}"#;
+        let legs = parse_order_list(b).unwrap();
+        assert_eq!(legs.len(), 2);
+        assert_eq!(
+            (legs[0].client_order_id.as_str(), legs[0].kind.as_str()),
+            ("e-t", "TAKE_PROFIT")
+        );
+        assert_eq!(legs[1].order_id, "11");
+        assert_eq!(legs[1].status, Some(OrderState::New));
+        assert!(matches!(
+            parse_order_list(r#"{"orderListId":1}"#),
+            Err(WireError::Malformed { .. })
+        ));
     }
 
     #[test]

@@ -190,19 +190,6 @@ impl Trading {
             .push_back(f);
     }
 
-    /// True in strict mode (Binance's visibility and delivery delays).
-    pub fn is_strict(&self) -> bool {
-        self.cfg.strict
-    }
-
-    /// An account's free and locked amount of an asset (test helper and console).
-    pub fn balance(&self, account: usize, asset: &str) -> (Qty, Qty) {
-        self.engine()
-            .account(account)
-            .and_then(|a| a.balances.get(asset))
-            .map_or((Qty::ZERO, Qty::ZERO), |b| (b.free, b.locked))
-    }
-
     fn hide_until(&self, order_id: u64, until_ms: i64) {
         self.hidden_until
             .lock()
