@@ -97,6 +97,17 @@ async fn pump_until(s: &mut TradingSession, what: &str, done: impl Fn(&TradingSe
     panic!("timed out waiting for {what}");
 }
 
+/// The commission an order's trades paid in ETH, as the venue lists them.
+async fn base_commission(venue: &BinanceSpot, order_id: &str) -> Qty {
+    venue
+        .my_trades(SYM, Some(order_id))
+        .await
+        .unwrap()
+        .iter()
+        .filter(|t| t.commission_asset == "ETH")
+        .fold(Qty::ZERO, |a, t| a + t.commission)
+}
+
 fn status(s: &TradingSession, id: &str) -> Option<OrderStatus> {
     let id = ClientOrderId::parse(id).unwrap();
     s.with_journal(|j| j.state().order(&id).map(|o| o.status))
@@ -141,10 +152,16 @@ async fn going_live_on_the_sim_sends_signed_orders_journals_fills_and_the_kill_s
     let venue = observer(&sim).await;
     let on_venue = venue.query(SYM, &entry).await.unwrap();
     assert!(on_venue.executed_qty.raw() > 0, "the venue executed it");
-    // The REST reply and the user-data stream report the same fills: counted once.
+    // The REST reply and the user-data stream report the same fills: counted once, and the
+    // commission charged in ETH (the received asset) is not held.
     tokio::time::sleep(Duration::from_millis(500)).await;
     s.pump();
-    assert_eq!(s.position_qty(SYM), on_venue.executed_qty);
+    let fee_eth = base_commission(&venue, &on_venue.order_id).await;
+    assert!(
+        fee_eth.raw() > 0,
+        "the simulator charges buys in the base asset"
+    );
+    assert_eq!(s.position_qty(SYM), on_venue.executed_qty - fee_eth);
     // The entry's stop-loss is placed on the venue and journaled before it was sent.
     let stop = format!("{entry}-s");
     pump_until(&mut s, "the stop-loss ack", |s| {
@@ -477,6 +494,9 @@ async fn going_live_resends_young_unsent_intents_through_the_risk_check_only() {
     assert_eq!(sim.trading().orders_with_client_id(0, "mm-7"), 1);
     assert_eq!(sim.trading().orders_with_client_id(0, "mm-8"), 0);
     assert_eq!(sim.trading().orders_with_client_id(0, "mm-9"), 0);
-    assert_eq!(s.position_qty(SYM), Qty::parse("0.01").unwrap());
+    let venue = observer(&sim).await;
+    let order = venue.query(SYM, "mm-7").await.unwrap();
+    let fee_eth = base_commission(&venue, &order.order_id).await;
+    assert_eq!(s.position_qty(SYM), Qty::parse("0.01").unwrap() - fee_eth);
     sim.shutdown().await;
 }

@@ -749,11 +749,19 @@ async fn startup(c: &BinanceSpot, journal: &mut Journal, now: i64) -> ReconcileS
             base: inst.base_asset,
             quote: inst.quote_asset,
         };
-        let reply = c
-            .place(&mmtrader::exec::venue::spec_of(request))
-            .await
-            .unwrap();
-        for ev in mmtrader::exec::venue::events_of_reply(request, &assets, &reply) {
+        let events = match c.place(&mmtrader::exec::venue::spec_of(request)).await {
+            Ok(reply) => mmtrader::exec::venue::events_of_reply(request, &assets, &reply),
+            // A definite refusal (a strict account without the base asset to sell) ends it.
+            Err(e @ mmtrader::exec::rest::ExecError::Rejected { .. }) => {
+                vec![mmtrader::trading::order::ExecutionEvent::Rejected {
+                    client_id: request.client_id.clone(),
+                    reason: mmtrader::exec::venue::reject_reason(&e),
+                    time_ms: now,
+                }]
+            }
+            Err(e) => panic!("resubmitting {}: {e}", request.client_id),
+        };
+        for ev in events {
             journal.record(JournalRecord::Event(ev)).unwrap();
         }
     }
@@ -1006,11 +1014,10 @@ async fn kill9_child() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_restart_never_loses_or_doubles_an_order() {
-    // Not strict: start-up reconciliation (`trading::journal::reconcile`) still takes "the
-    // venue does not know this id" at face value, resubmitting a New intent and cancelling an
-    // acknowledged order. Against strict visibility (a filled order answers -2013 for a while)
-    // that loses fills or executes twice; it is the reconciliation owner's item of issue 13.
-    let sim = start(SimConfig::default()).await.unwrap();
+    // Strict: a filled order answers -2013 by client id for a while, so reconciliation must
+    // ask acknowledged orders by their venue id and probe unacknowledged ones among the
+    // account's trades, never trusting "unknown order" before it is certain.
+    let sim = sim().await;
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let seed = std::time::SystemTime::now()
@@ -1075,7 +1082,16 @@ async fn kill9_restart_never_loses_or_doubles_an_order() {
             assert_eq!(n, 1, "order {id} ({:?}) was lost (seed {seed})", o.status);
         }
         if n == 1 {
-            let vo = c.query(SYM, id).await.unwrap();
+            // Strict visibility: a just-filled order answers -2013 by client id for a while.
+            let mut vo = c.query(SYM, id).await;
+            for _ in 0..50 {
+                if vo.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                vo = c.query(SYM, id).await;
+            }
+            let vo = vo.unwrap();
             if !o.status.is_open() {
                 // Closed in the journal: the venue can no longer change it, so fills must agree.
                 assert_eq!(

@@ -192,9 +192,9 @@ fn check(s: &TradingSession, dir: &Path, now: i64) -> Result<(), String> {
                     return Err(format!("{id} filled {sum}, beyond what was ordered"));
                 }
                 let signed = if f.side == Side::Buy {
-                    f.qty.raw()
+                    f.position_qty().raw()
                 } else {
-                    -f.qty.raw()
+                    -f.position_qty().raw()
                 };
                 *position.entry(f.symbol.clone()).or_default() += signed;
             }
@@ -243,7 +243,11 @@ fn run(seed: u64) -> Result<String, String> {
     let (mut restarts, mut kills, mut flattens, mut sent) = (0, 0, 0, 0);
     for step in 0..STEPS {
         let frozen = rng.random_range(0..30) == 0;
-        let dt = if frozen { 11_000 } else { rng.random_range(20..600) };
+        let dt = if frozen {
+            11_000
+        } else {
+            rng.random_range(20..600)
+        };
         let snap = market.step(&mut rng, dt, frozen);
         s.on_snapshot(&snap);
         let now = market.time_ms;
@@ -338,6 +342,9 @@ fn random_trading_sequences_never_execute_twice_lose_a_fill_or_leave_a_position_
         seeds.len(),
         failures.len()
     );
-    assert!(total_sent > 0 && total_restarts > 0, "the chaos must trade and restart");
+    assert!(
+        total_sent > 0 && total_restarts > 0,
+        "the chaos must trade and restart"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

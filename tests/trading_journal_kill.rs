@@ -185,6 +185,7 @@ impl Exchange {
         ExchangeView {
             orders: self.orders.values().cloned().collect(),
             fills: self.fills.clone(),
+            in_doubt: Vec::new(),
         }
     }
 }

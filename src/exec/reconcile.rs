@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 
-use super::binance_spot::BinanceSpot;
+use super::binance_spot::{BinanceSpot, Probe};
 use super::rest::ExecError;
 use super::venue::{Assets, exchange_symbol, fills_of_trades, status_of};
 use super::wire::AssetBalance;
@@ -27,12 +27,8 @@ use crate::trading::journal::{
 use crate::trading::order::{ClientOrderId, OrderRequest};
 use crate::trading::risk::Protection;
 
-/// How long after `recvWindow` a filled order may still be invisible to a query: Binance
-/// documents no bound, so the margin is generous against what is seen in practice.
-pub const QUERY_DELAY_MARGIN_MS: i64 = 3_000;
-
-/// Rechecks of intents the venue does not know yet before reconciliation gives up.
-const MAX_RECHECKS: usize = 4;
+/// Rechecks of intents the venue cannot answer for yet are this far apart at most, ms.
+const RECHECK_EVERY_MS: i64 = 1_000;
 
 /// Why reconciliation stopped.
 #[derive(Debug, thiserror::Error)]
@@ -86,12 +82,34 @@ pub async fn exchange_view(
     let mut view = ExchangeView::default();
     let mut symbols: BTreeSet<String> = extra_symbols.iter().map(|s| exchange_symbol(s)).collect();
     let mut asked = BTreeSet::new();
+    let dialect = client.rest().dialect();
     for o in journal.state().open_orders() {
         let req = &o.request;
         let sym = exchange_symbol(&req.symbol);
         symbols.insert(sym.clone());
         asked.insert(req.client_id.as_str().to_string());
-        let Some(vo) = client.lookup(&sym, req.client_id.as_str()).await? else {
+        // An acknowledged order is asked for by the venue's own id (a query by client id can
+        // miss a just-filled order for a while); an unacknowledged one is probed by client id
+        // and among the account's trades since it was sent.
+        let found = match &o.exchange_id {
+            Some(order_id) => match client.query_by_id(&sym, order_id).await {
+                Ok(vo) => Some(vo),
+                Err(e) if e.is_unknown_order(dialect) => None,
+                Err(e) => return Err(e),
+            },
+            None => match client
+                .probe(&sym, req.client_id.as_str(), o.updated_ms)
+                .await?
+            {
+                Probe::Found(vo) => Some(vo),
+                Probe::NeverReceived { .. } => None,
+                Probe::NotYet => {
+                    view.in_doubt.push(req.client_id.clone());
+                    continue;
+                }
+            },
+        };
+        let Some(vo) = found else {
             continue;
         };
         if vo.executed_qty.raw() > 0 {
@@ -134,10 +152,13 @@ pub async fn exchange_view(
 }
 
 /// The policy for `client`'s venue: the venue's answer about an intent is certain once the
-/// request's `recvWindow` has passed plus [`QUERY_DELAY_MARGIN_MS`].
+/// request's `recvWindow` has passed plus the client's `visibility_margin_ms` (how long a
+/// filled order may stay invisible to queries; the same point [`BinanceSpot::probe`] judges
+/// by).
 pub fn policy_for(client: &BinanceSpot, max_intent_age_ms: i64) -> ReconcilePolicy {
+    let cfg = client.config();
     ReconcilePolicy {
-        certainty_ms: (client.config().recv_window_ms as i64).saturating_add(QUERY_DELAY_MARGIN_MS),
+        certainty_ms: (cfg.recv_window_ms.saturating_add(cfg.visibility_margin_ms)) as i64,
         max_intent_age_ms,
     }
 }
@@ -153,7 +174,12 @@ async fn settled(
     policy: &ReconcilePolicy,
 ) -> Result<Vec<ReconcileAction>, ReconcileError> {
     let mut now = now_ms;
-    for _ in 0..MAX_RECHECKS {
+    // Every intent becomes certain within `certainty_ms` of its send; twice that (and a
+    // little) bounds the wait even for one journaled just before the start.
+    let give_up = now_ms
+        .saturating_add(policy.certainty_ms.saturating_mul(2))
+        .saturating_add(5_000);
+    loop {
         let view = exchange_view(client, journal, symbols).await?;
         let actions = reconcile(journal.state(), &view, now, policy);
         let due = actions
@@ -162,22 +188,25 @@ async fn settled(
                 ReconcileAction::Recheck { at_ms, .. } => Some(*at_ms),
                 _ => None,
             })
-            .max();
+            .min();
         let Some(due) = due else {
             return Ok(actions);
         };
-        let wait = due.saturating_sub(now).clamp(1, policy.certainty_ms.max(1));
+        if now >= give_up {
+            return Err(ReconcileError::Mismatch(
+                "the venue's answer about a recent intent stayed uncertain; nothing was sent"
+                    .into(),
+            ));
+        }
+        let wait = due.saturating_sub(now).clamp(1, RECHECK_EVERY_MS);
         tracing::info!(
             wait_ms = wait,
-            "reconciliation: the venue does not know a recent intent yet; asking again before \
-             deciding (nothing is sent meanwhile)"
+            "reconciliation: the venue cannot answer for a recent intent yet; asking again \
+             before deciding (nothing is sent meanwhile)"
         );
         tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
         now = now.saturating_add(wait);
     }
-    Err(ReconcileError::Mismatch(
-        "the venue's answer about a recent intent stayed uncertain; nothing was sent".into(),
-    ))
 }
 
 /// Brings the journal and the venue into agreement (see the module doc); every event is

@@ -577,7 +577,7 @@ impl JournalState {
                     self.positions
                         .entry(f.symbol.clone())
                         .or_insert_with(|| Position::flat(&f.symbol))
-                        .apply(f.side, f.price, f.qty, f.fee_quote);
+                        .apply(f.side, f.price, f.position_qty(), f.fee_quote);
                     return Ok(());
                 }
                 match self.orders.get_mut(&id) {
@@ -611,6 +611,10 @@ pub struct ExchangeView {
     pub orders: Vec<VenueOrder>,
     /// Fills the venue reports.
     pub fills: Vec<Fill>,
+    /// Journal orders the venue could not yet answer for certain (not found by client id, but
+    /// a recent trade it cannot attribute yet might be theirs): looked up again, never sent.
+    #[serde(default)]
+    pub in_doubt: Vec<ClientOrderId>,
 }
 
 /// What to do to bring the journal (and the venue) into agreement.
@@ -703,6 +707,13 @@ pub fn reconcile(
             continue;
         }
         let id = o.client_id();
+        if venue.in_doubt.contains(id) {
+            actions.push(ReconcileAction::Recheck {
+                client_id: id.clone(),
+                at_ms: now_ms.saturating_add(policy.certainty_ms.clamp(1, 1_000)),
+            });
+            continue;
+        }
         match venue_orders.get(id) {
             Some(vo) => {
                 let ev = match vo.status {
@@ -1068,6 +1079,7 @@ mod tests {
                 },
             ],
             fills: vec![fill(1, "t1"), fill(1, "t1")],
+            in_doubt: Vec::new(),
         };
         let acts = reconcile(&s, &venue, 50, &ReconcilePolicy::IMMEDIATE);
         let mut expected = vec![
@@ -1131,6 +1143,34 @@ mod tests {
         // The resubmit, the stray and the cancel to repeat remain: the venue must act.
         assert_eq!(again.len(), 3, "{again:?}");
         assert_eq!(s.order(&id(1)).unwrap().status, OrderStatus::Filled);
+    }
+
+    #[test]
+    fn a_fill_reported_after_the_cancel_counts_on_replay() {
+        let mut s = JournalState::new("mm");
+        s.apply(&intent(1)).unwrap();
+        s.apply(&JournalRecord::Event(ack(1))).unwrap();
+        s.apply(&JournalRecord::Event(ExecutionEvent::Cancelled {
+            client_id: id(1),
+            reason: CancelReason::Requested,
+            time_ms: 3,
+        }))
+        .unwrap();
+        // The trade report comes after the cancel reply: it happened, so it counts, once.
+        s.apply(&JournalRecord::Event(ExecutionEvent::Filled(fill(
+            1, "late",
+        ))))
+        .unwrap();
+        assert!(
+            s.apply(&JournalRecord::Event(ExecutionEvent::Filled(fill(
+                1, "late"
+            ))))
+            .is_err()
+        );
+        let o = s.order(&id(1)).unwrap();
+        assert_eq!(o.status, OrderStatus::Cancelled, "the final status stays");
+        assert_eq!(o.filled_qty, Qty::from_units(1));
+        assert_eq!(s.position_qty("ETHUSDT"), Qty::from_units(1));
     }
 
     #[test]

@@ -341,6 +341,22 @@ impl Fill {
     pub fn notional(&self) -> Money {
         Money::notional(self.price, self.qty)
     }
+
+    /// How much the position changes by: a buy whose commission is charged in the base asset
+    /// (Binance charges the received asset) holds its quantity less that fee, so exits sized
+    /// from the position never ask for more than the balance holds. The fee's quote value is
+    /// in [`Self::fee_quote`], so the cost basis still counts what was paid.
+    pub fn position_qty(&self) -> Qty {
+        let base_fee = self.side == Side::Buy
+            && !self.fee_asset.is_empty()
+            && self.symbol.len() > self.fee_asset.len()
+            && self.symbol.starts_with(&self.fee_asset);
+        if base_fee {
+            Qty((self.qty.raw() - self.fee.raw()).max(0))
+        } else {
+            self.qty
+        }
+    }
 }
 
 /// Why the venue (or the executor) refused an order.
@@ -599,12 +615,21 @@ impl OrderState {
                         fill: f.qty,
                     });
                 }
-                let to = if filled == self.request.qty {
-                    OrderStatus::Filled
-                } else {
-                    OrderStatus::PartiallyFilled
-                };
-                self.status = self.status.transition(to)?;
+                // A trade reported after the order's final status (Binance can send the cancel
+                // reply before the fill report) still happened: it counts, and the final
+                // status stays.
+                let late = matches!(
+                    self.status,
+                    OrderStatus::Cancelled | OrderStatus::Expired | OrderStatus::Rejected
+                );
+                if !late {
+                    let to = if filled == self.request.qty {
+                        OrderStatus::Filled
+                    } else {
+                        OrderStatus::PartiallyFilled
+                    };
+                    self.status = self.status.transition(to)?;
+                }
                 self.filled_qty = filled;
                 self.filled_notional += f.notional();
                 self.fees_quote += f.fee_quote;

@@ -141,7 +141,7 @@ impl Portfolio {
         self.positions
             .entry(fill.symbol.clone())
             .or_insert_with(|| Position::flat(&fill.symbol))
-            .apply(fill.side, fill.price, fill.qty, fill.fee_quote)
+            .apply(fill.side, fill.price, fill.position_qty(), fill.fee_quote)
     }
 
     /// Puts back a position as it was (journal replay), replacing any held for its symbol.
@@ -252,6 +252,44 @@ mod tests {
     }
     fn q(s: &str) -> Qty {
         Qty::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_buy_charged_in_the_base_asset_holds_its_quantity_less_the_fee() {
+        let fill = |side, fee_asset: &str, fee: &str| crate::trading::order::Fill {
+            client_id: crate::trading::order::ClientOrderId::parse("mm-1").unwrap(),
+            symbol: "ETHUSDT".into(),
+            side,
+            price: p("2000"),
+            qty: q("1"),
+            fee: q(fee),
+            fee_asset: fee_asset.into(),
+            fee_quote: Money::notional(p("2000"), q(fee)),
+            is_maker: false,
+            time_ms: 1,
+            trade_id: "1".into(),
+        };
+        let mut book = Portfolio::new(Money::from_units(10_000), 16);
+        book.apply_fill(&fill(Side::Buy, "ETH", "0.001"));
+        assert_eq!(
+            book.qty("ETHUSDT"),
+            q("0.999"),
+            "the fee came out of the ETH"
+        );
+        // Quote-asset and third-asset fees leave the quantity whole.
+        let mut other = Portfolio::new(Money::from_units(10_000), 16);
+        other.apply_fill(&fill(Side::Buy, "USDT", "2"));
+        other.apply_fill(&fill(Side::Buy, "BNB", "0.01"));
+        assert_eq!(other.qty("ETHUSDT"), q("2"));
+        // Selling what is held at the same price closes it and loses exactly the fee.
+        let sell = crate::trading::order::Fill {
+            qty: q("0.999"),
+            ..fill(Side::Sell, "USDT", "0")
+        };
+        book.apply_fill(&sell);
+        let pos = book.position("ETHUSDT");
+        assert!(pos.is_flat());
+        assert_eq!(pos.realized_net(), Money::from_units(-2));
     }
 
     #[test]
