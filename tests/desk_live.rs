@@ -500,3 +500,74 @@ async fn going_live_resends_young_unsent_intents_through_the_risk_check_only() {
     assert_eq!(s.position_qty(SYM), Qty::parse("0.01").unwrap() - fee_eth);
     sim.shutdown().await;
 }
+
+/// MEXC has no stop orders: live on it, the desk watches the position's stop itself (the
+/// screen says so), nothing rests on the venue, and a trade at the stop closes at market.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_mexc_the_desk_watches_the_stop_itself_and_closes_at_market() {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("mexc.toml");
+    std::fs::write(
+        &creds,
+        format!("api_key = \"{DEFAULT_API_KEY}\"\nsecret = \"{DEFAULT_SECRET}\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cfg = Config::default();
+    cfg.execution.executor = ExecutorKind::Mexc;
+    cfg.exec.mexc.rest_url = sim.rest_url();
+    cfg.exec.mexc.ws_url = sim.ws_url();
+    cfg.exec.mexc.credentials_file = Some(creds);
+    let mut s = TradingSession::open(&cfg, dir.path()).unwrap();
+    let (bid, ask) = book_ticker::book_ticker(&sim, SYM).await;
+    let mut snap = mmtrader::tui::fixture::market();
+    snap.time_ms = now_ms();
+    let lot = Qty::parse("5").unwrap();
+    snap.symbols[0].bids = vec![mmtrader::market::types::Level {
+        price: bid,
+        qty: lot,
+    }];
+    snap.symbols[0].asks = vec![mmtrader::market::types::Level {
+        price: ask,
+        qty: lot,
+    }];
+    s.on_snapshot(&snap);
+    let target = LiveTarget::resolve(&cfg, None).unwrap();
+    assert_eq!(target.name(), "mexc");
+    let journal = s.open_live_journal(target.name()).unwrap();
+    let handover = connect_live(&target, journal, s.symbols()).await.unwrap();
+    s.go_live(handover, now_ms()).unwrap();
+    s.set_running(true);
+    let DecisionOutcome::Sent(_) = s.on_decision(&decision(Action::Buy, mid(&sim).await)) else {
+        panic!("the buy was not sent");
+    };
+    pump_until(&mut s, "the entry fill", |s| s.position_qty(SYM).raw() > 0).await;
+    let view = s.view(now_ms());
+    let row = &view.positions[0];
+    let stop = row.stop.expect("the desk keeps the stop");
+    assert!(row.exits_by_desk, "the screen says the desk watches it");
+    assert_eq!(
+        sim.trading().open_order_count(0),
+        0,
+        "nothing rests on a venue without stop orders"
+    );
+    // A trade at the stop: the desk closes the position at market.
+    let mut hit = snap.clone();
+    hit.time_ms = now_ms();
+    let t = hit.symbols[0].last_trade.as_mut().unwrap();
+    t.id += 1;
+    t.price = stop;
+    t.time_ms = hit.time_ms;
+    s.on_snapshot(&hit);
+    // The buy's commission came out of the ETH: the close sells every whole lot, and the
+    // dust below the lot size (which no order can sell) is all that stays.
+    pump_until(&mut s, "the desk-watched close", |s| {
+        s.position_qty(SYM) < Qty::parse("0.0001").unwrap() && s.view(now_ms()).orders.is_empty()
+    })
+    .await;
+    assert!(s.view(now_ms()).positions.is_empty());
+    assert!(!s.is_flattening());
+    sim.shutdown().await;
+}

@@ -32,14 +32,16 @@ use crate::market::instrument::Instrument;
 use crate::market::snapshot::{MarketSnapshot, SymbolView};
 use crate::market::types::{Price, Qty, SCALE, SCALE_DECIMALS, Side};
 use crate::orchestrator::decision::Decision;
-use crate::trading::executor::{ExecutionConfig, Executor, ExecutorKind, MarketEvent};
-use crate::trading::journal::{Journal, JournalError, JournalRecord};
+use crate::trading::executor::{
+    ExecutionConfig, Executor, ExecutorKind, ExitLevels, MarketEvent, Protection,
+};
+use crate::trading::journal::{Journal, JournalError, JournalRecord, JournalState};
 use crate::trading::money::Money;
 use crate::trading::order::{
     ClientIdGen, ClientOrderId, ExecutionEvent, OrderKind, OrderRequest, OrderStatus,
 };
 use crate::trading::paper::{PaperConfig, PaperExecutor};
-use crate::trading::position::Portfolio;
+use crate::trading::position::{Portfolio, Position};
 use crate::trading::risk::{OrderIntent, RiskAction, RiskConfig, RiskContext, RiskManager};
 use crate::trading::risk_state::{RiskState, RiskStore, RiskStoreError};
 use crate::tui::desk::{LimitUsage, OrderRow, PositionRow, TradingView};
@@ -288,6 +290,8 @@ pub struct TradingSession {
     risk_store: RiskStore,
     risk_saved: RiskState,
     risk_saved_ms: i64,
+    protections: HashMap<ClientOrderId, Protection>,
+    desk_exits: BTreeMap<String, ExitLevels>,
 }
 
 /// How often an unchanged halt's risk state (a new equity peak, an approval) is saved at most.
@@ -384,6 +388,8 @@ impl TradingSession {
             risk_store,
             risk_saved,
             risk_saved_ms: i64::MIN,
+            protections: HashMap::new(),
+            desk_exits: BTreeMap::new(),
             risk_cfg: cfg.risk.clone(),
             exec_cfg: exec.clone(),
             exec: Box::new(paper),
@@ -579,6 +585,16 @@ impl TradingSession {
                 .filter(|(o, _)| o.status.is_open() && !unsent.contains(&o.client_id()))
                 .map(|(o, p)| (o.clone(), *p)),
         );
+        let protections: HashMap<ClientOrderId, Protection> = state
+            .orders()
+            .map(|(o, p)| (o.client_id().clone(), *p))
+            .collect();
+        let exec_places_exits = exec.places_exits();
+        let desk_exits = if exec_places_exits {
+            BTreeMap::new()
+        } else {
+            desk_exits_from_journal(state)
+        };
         let journal = Arc::new(Mutex::new(journal));
         exec.set_exit_hook(exit_hook(&journal, &self.journal_failure));
         for (symbol, book) in &self.books {
@@ -598,6 +614,12 @@ impl TradingSession {
             "LIVE: orders now go to {name}; the paper account is left behind (paper positions \
              are not carried over)"
         );
+        if !exec_places_exits {
+            tracing::warn!(
+                "{name} has no stop orders: the desk watches every position's stop-loss and \
+                 take-profit itself and closes at market (only while the desk runs)"
+            );
+        }
         self.exec = Box::new(exec);
         self.journal = journal;
         self.ids = ids;
@@ -609,6 +631,8 @@ impl TradingSession {
         }
         self.risk_store = live_store;
         self.risk_saved = live_risk;
+        self.protections = protections;
+        self.desk_exits = desk_exits;
         self.executor_label = format!("live: {name}");
         self.live = true;
         self.pump();
@@ -626,6 +650,7 @@ impl TradingSession {
     ) {
         for (request, protection) in intents {
             let id = request.client_id.clone();
+            self.protections.insert(id.clone(), protection);
             let verdict = self.recheck(&request, &protection, now);
             match verdict {
                 Ok(approved) => match self.exec.submit(approved) {
@@ -759,6 +784,7 @@ impl TradingSession {
             self.last_trade_ids.insert(symbol.to_string(), t.id);
             self.exec.on_market(MarketEvent::Trade(t), now);
             self.risk.on_market(symbol, t.price, t.time_ms);
+            self.watch_desk_exits(symbol, t.price, now);
         }
     }
 
@@ -824,12 +850,7 @@ impl TradingSession {
         let Some(mut f) = self.flattening else {
             return;
         };
-        let open: Vec<_> = self
-            .portfolio
-            .positions()
-            .filter(|p| !p.is_flat())
-            .cloned()
-            .collect();
+        let open = self.open_positions();
         let working = self.exec.open_orders();
         if open.is_empty() {
             // Exits left resting for a position that is gone would sell what the account no
@@ -869,20 +890,7 @@ impl TradingSession {
         for id in &resting {
             self.cancel_order(id, now);
         }
-        for order in self.risk.flatten_orders(&need, &mut self.ids, now) {
-            let (request, protection) = (order.request().clone(), *order.protection());
-            if !self.journal_record(JournalRecord::Intent {
-                request: request.clone(),
-                protection,
-                time_ms: now,
-            }) {
-                continue;
-            }
-            if let Err(e) = self.exec.submit(order) {
-                tracing::error!(error = %e, "flatten order not accepted");
-                self.reject_unsent(&request.client_id, e.to_string(), now);
-            }
-        }
+        self.send_closes(&need, now, "flatten");
         f.last_sent_ms = now;
         self.flattening = Some(f);
         self.pump();
@@ -900,11 +908,128 @@ impl TradingSession {
         // is still open is closed all the same.
         if self.risk.config().kill_switch_flattens
             && self.flattening.is_none()
-            && self.portfolio.positions().any(|p| !p.is_flat())
+            && !self.open_positions().is_empty()
         {
             self.flatten(now);
         }
         self.persist_risk(now);
+    }
+
+    /// After a fill on an executor that does not place exits: a protected entry sets the
+    /// position's stop and take-profit (the latest entry's, for the whole position); a flat
+    /// position has none.
+    fn arm_desk_exits(&mut self, f: &crate::trading::order::Fill) {
+        if self.exec.places_exits() {
+            return;
+        }
+        if self.portfolio.qty(&f.symbol).is_zero() {
+            self.desk_exits.remove(&f.symbol);
+            return;
+        }
+        if let Some(p) = self.protections.get(&f.client_id)
+            && (p.stop_loss.is_some() || p.take_profit.is_some())
+        {
+            self.desk_exits.insert(
+                f.symbol.clone(),
+                ExitLevels {
+                    stop: p.stop_loss,
+                    take_profit: p.take_profit,
+                },
+            );
+        }
+    }
+
+    /// The desk's own stop watch (venues without stop orders): a trade at or beyond a
+    /// position's stop or take-profit closes it at market, journaled first.
+    fn watch_desk_exits(&mut self, symbol: &str, last: Price, now: i64) {
+        if self.exec.places_exits() {
+            return;
+        }
+        let Some(levels) = self.desk_exits.get(symbol).copied() else {
+            return;
+        };
+        let Some(position) = self
+            .open_positions()
+            .into_iter()
+            .find(|p| p.symbol == symbol)
+        else {
+            self.desk_exits.remove(symbol);
+            return;
+        };
+        let long = position.qty.raw() > 0;
+        let stop_hit = levels
+            .stop
+            .is_some_and(|s| if long { last <= s } else { last >= s });
+        let tp_hit = levels
+            .take_profit
+            .is_some_and(|tp| if long { last >= tp } else { last <= tp });
+        let closing = self.exec.open_orders().iter().any(|o| {
+            o.request.symbol == symbol
+                && o.request.reduce_only
+                && matches!(o.request.kind, OrderKind::Market)
+        });
+        if !(stop_hit || tp_hit) || closing {
+            return;
+        }
+        tracing::warn!(
+            %symbol,
+            %last,
+            "desk-watched {} reached: closing at market",
+            if stop_hit { "stop-loss" } else { "take-profit" }
+        );
+        self.send_closes(&[position], now, "desk-watched exit");
+        self.pump();
+    }
+
+    /// One reduce-only market order per position (journaled first; one the executor does not
+    /// take is journaled as rejected).
+    fn send_closes(&mut self, positions: &[Position], now: i64, what: &str) {
+        for order in self.risk.flatten_orders(positions, &mut self.ids, now) {
+            let (request, protection) = (order.request().clone(), *order.protection());
+            if !self.journal_record(JournalRecord::Intent {
+                request: request.clone(),
+                protection,
+                time_ms: now,
+            }) {
+                continue;
+            }
+            if let Err(e) = self.exec.submit(order) {
+                tracing::error!(error = %e, "{what} order not accepted");
+                self.reject_unsent(&request.client_id, e.to_string(), now);
+            }
+        }
+    }
+
+    /// The part of a position that can be traded: its size floored to the instrument's lot
+    /// step, `None` when that is below the minimum lot (dust a commission charged in the
+    /// base asset leaves behind, which no order can sell). The sign is the position's.
+    fn closable(&self, p: &Position) -> Option<Position> {
+        if p.is_flat() {
+            return None;
+        }
+        let abs = p.qty.raw().abs();
+        let tradable = match self.instruments.get(&p.symbol) {
+            Some(i) => {
+                let step = i.step_size.raw();
+                let floored = if step > 0 { abs - abs % step } else { abs };
+                if floored < i.min_qty.raw().max(1) {
+                    return None;
+                }
+                floored
+            }
+            None => abs,
+        };
+        let mut out = p.clone();
+        out.qty = Qty(tradable * p.qty.raw().signum());
+        Some(out)
+    }
+
+    /// Every position with a tradable size, sized to the lot step (see [`Self::closable`]).
+    fn open_positions(&self) -> Vec<Position> {
+        self.portfolio
+            .positions()
+            .filter_map(|p| self.closable(p))
+            .collect()
     }
 
     /// Whether a flatten is still working toward a flat account.
@@ -931,7 +1056,12 @@ impl TradingSession {
         {
             return DecisionOutcome::Ignored("an order is already working");
         }
-        let position = self.portfolio.qty(symbol);
+        let position = self
+            .portfolio
+            .positions()
+            .find(|p| p.symbol == symbol)
+            .and_then(|p| self.closable(p))
+            .map_or(Qty::ZERO, |p| p.qty);
         let mut intent = OrderIntent::new(self.ids.next_id(), symbol, side, OrderKind::Market);
         match side {
             Side::Buy if position.raw() > 0 => return DecisionOutcome::Ignored("already long"),
@@ -1008,6 +1138,8 @@ impl TradingSession {
             }
             Ok(approved) => {
                 let request = approved.request().clone();
+                self.protections
+                    .insert(request.client_id.clone(), *approved.protection());
                 if !self.journal_record(JournalRecord::Intent {
                     request: request.clone(),
                     protection: *approved.protection(),
@@ -1055,6 +1187,7 @@ impl TradingSession {
             if let ExecutionEvent::Filled(f) = &ev {
                 self.fills += 1;
                 self.portfolio.apply_fill(f);
+                self.arm_desk_exits(f);
                 filled = true;
             }
         }
@@ -1110,12 +1243,18 @@ impl TradingSession {
                 .get(symbol)
                 .map_or(2, |i| tick_decimals(i.tick_size))
         };
+        // Dust below the minimum lot cannot be sold or protected; it counts in equity only.
         let positions: Vec<PositionRow> = portfolio
             .positions()
-            .filter(|p| !p.is_flat())
+            .filter(|p| self.closable(p).is_some())
             .map(|p| {
                 let mark = portfolio.mark_of(&p.symbol);
-                let exits = self.exec.exits(&p.symbol);
+                let by_desk = !self.exec.places_exits();
+                let exits = if by_desk {
+                    self.desk_exits.get(&p.symbol).copied().unwrap_or_default()
+                } else {
+                    self.exec.exits(&p.symbol)
+                };
                 let tick = self.instruments.get(&p.symbol).map(|i| i.tick_size);
                 PositionRow {
                     symbol: p.symbol.clone(),
@@ -1129,6 +1268,7 @@ impl TradingSession {
                     unrealized: mark.map(|m| money_to_price(p.unrealized(m))),
                     stop: exits.stop,
                     take_profit: exits.take_profit,
+                    exits_by_desk: by_desk,
                     mark,
                     price_decimals: decimals(&p.symbol),
                 }
@@ -1265,6 +1405,39 @@ impl TradingSession {
     pub fn position_qty(&self, symbol: &str) -> Qty {
         self.portfolio.qty(symbol)
     }
+}
+
+/// The exits of every open position a replayed journal holds: the latest filled, protected
+/// entry on the position's side sets them (as the paper executor restores its own).
+fn desk_exits_from_journal(state: &JournalState) -> BTreeMap<String, ExitLevels> {
+    let positions = state.positions();
+    let mut latest: BTreeMap<String, (i64, ExitLevels)> = BTreeMap::new();
+    for (o, p) in state.orders() {
+        let req = &o.request;
+        if req.reduce_only || o.filled_qty.is_zero() || p.stop_loss.is_none() {
+            continue;
+        }
+        let Some(pos) = positions
+            .iter()
+            .find(|x| x.symbol == req.symbol && !x.is_flat())
+        else {
+            continue;
+        };
+        if (pos.qty.raw() > 0) != (req.side == Side::Buy) {
+            continue;
+        }
+        if latest
+            .get(&req.symbol)
+            .is_none_or(|(t, _)| o.updated_ms >= *t)
+        {
+            let levels = ExitLevels {
+                stop: p.stop_loss,
+                take_profit: p.take_profit,
+            };
+            latest.insert(req.symbol.clone(), (o.updated_ms, levels));
+        }
+    }
+    latest.into_iter().map(|(s, (_, l))| (s, l)).collect()
 }
 
 /// Decimals a tick size has (`0.01` → 2); prices are shown at the instrument's tick.

@@ -242,8 +242,8 @@ impl ExchangeExecutor {
         if p.stop_loss.is_none() && p.take_profit.is_none() {
             return;
         }
-        if self.client.flavor() == Flavor::Mexc {
-            tracing::warn!(entry = %id, "MEXC spot has no stop orders; exits not placed");
+        if !self.places_exits() {
+            // The trading session watches these exits itself (see `Executor::places_exits`).
             return;
         }
         let Some(inst) = self.client.instrument(&exchange_symbol(&o.request.symbol)) else {
@@ -428,6 +428,11 @@ impl Executor for ExchangeExecutor {
 
     fn last_price(&self, symbol: &str) -> Option<Price> {
         self.last_price.get(symbol).copied()
+    }
+
+    fn places_exits(&self) -> bool {
+        // MEXC spot has no stop orders.
+        self.client.flavor() != Flavor::Mexc
     }
 }
 

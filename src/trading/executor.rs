@@ -211,6 +211,12 @@ pub trait Executor {
     /// Last traded or mid price the executor has seen for a symbol.
     fn last_price(&self, symbol: &str) -> Option<Price>;
 
+    /// Whether this executor protects filled entries by itself (venue stop orders, or the
+    /// paper executor's watch); when not, the owner must watch the stops and close at market.
+    fn places_exits(&self) -> bool {
+        true
+    }
+
     /// The stop-loss and take-profit protecting `symbol`'s position: by default its resting
     /// reduce-only stop and take-profit orders (a venue holds them); the paper executor
     /// watches them itself and says so.

@@ -167,6 +167,9 @@ pub struct PositionRow {
     pub stop: Option<Price>,
     /// Take-profit in force.
     pub take_profit: Option<Price>,
+    /// The desk watches these exits itself (the venue has no stop orders): they act only
+    /// while the desk runs.
+    pub exits_by_desk: bool,
     /// The mark the unrealized PnL is taken at.
     pub mark: Option<Price>,
     /// Decimals of the instrument's tick: prices are shown at the tick.

@@ -307,6 +307,7 @@ pub fn trading() -> TradingView {
             unrealized: Some(p("3.10")),
             stop: Some(p("2980.00")),
             take_profit: Some(p("3100.00")),
+            exits_by_desk: false,
             mark: Some(p("3018.60")),
             price_decimals: 2,
         }],

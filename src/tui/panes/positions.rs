@@ -112,6 +112,12 @@ pub fn render(
                 if let Some(tp) = p.take_profit {
                     spans.push(Span::styled(format!(" tp {tp:.d$}"), muted));
                 }
+                if p.exits_by_desk && (p.stop.is_some() || p.take_profit.is_some()) {
+                    spans.push(Span::styled(
+                        " (desk-watched)",
+                        Style::default().fg(theme.warning),
+                    ));
+                }
                 lines.push(Line::from(spans));
             }
             for o in &t.orders {
