@@ -301,7 +301,6 @@ const RISK_SAVE_EVERY_MS: i64 = 1_000;
 /// flat, so a flatten order that expires or is rejected is sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Flattening {
-    since_ms: i64,
     last_sent_ms: i64,
 }
 
@@ -838,7 +837,6 @@ impl TradingSession {
     /// flat: an order that expires or is rejected is followed by a fresh one.
     pub fn flatten(&mut self, now: i64) {
         self.flattening = Some(Flattening {
-            since_ms: now,
             last_sent_ms: i64::MIN,
         });
         self.cancel_entries(now);
@@ -864,10 +862,7 @@ impl TradingSession {
                 self.cancel_order(id, now);
             }
             self.flattening = None;
-            tracing::warn!(
-                "flatten done: the account is flat ({} ms)",
-                now.saturating_sub(f.since_ms)
-            );
+            tracing::warn!("flatten done: the account is flat");
             return;
         }
         let closing = |symbol: &str| {

@@ -109,7 +109,7 @@ impl Confirmation {
         match self {
             Confirmation::GoLive => "Switch to LIVE trading with real orders?",
             Confirmation::Flatten => "Flatten every position at market?",
-            Confirmation::KillSwitch => "Kill switch: halt trading, cancel all orders, flatten?",
+            Confirmation::KillSwitch => "Kill switch: halt, cancel working entries, flatten all?",
             Confirmation::Resume => "Lift the halt? Trading stays stopped until you start it.",
         }
     }
