@@ -133,6 +133,13 @@ pub enum LogOutput<'a> {
     Stderr,
 }
 
+/// Whether log lines on stderr get colour codes: only on a terminal, and never when
+/// `NO_COLOR` is set to anything non-empty (<https://no-color.org>). A file or a pipe gets
+/// plain text.
+pub fn colour_stderr(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Installs the global subscriber: the ring always, plus files or stderr.
 pub fn init(filter: &str, output: LogOutput<'_>, ring: &LogRing) -> anyhow::Result<LogGuard> {
     let env_filter = EnvFilter::try_new(filter)
@@ -157,7 +164,13 @@ pub fn init(filter: &str, output: LogOutput<'_>, ring: &LogRing) -> anyhow::Resu
             Ok(LogGuard { _file: Some(guard) })
         }
         LogOutput::Stderr => {
-            let err_layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+            let ansi = colour_stderr(
+                std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                std::env::var_os("NO_COLOR").as_deref(),
+            );
+            let err_layer = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi);
             tracing_subscriber::registry()
                 .with(env_filter)
                 .with(ring_layer)
@@ -172,6 +185,15 @@ pub fn init(filter: &str, output: LogOutput<'_>, ring: &LogRing) -> anyhow::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour_stderr(true, None));
+        assert!(colour_stderr(true, Some(OsStr::new(""))));
+        assert!(!colour_stderr(true, Some(OsStr::new("1"))));
+        assert!(!colour_stderr(false, None), "a file or a pipe gets plain text");
+    }
 
     #[test]
     fn ring_is_bounded_and_keeps_newest() {

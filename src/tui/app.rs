@@ -153,6 +153,11 @@ impl UiState {
         if let Some(pending) = self.confirm.take() {
             return (action == Action::Confirm).then(|| pending.command());
         }
+        // Esc (the cancel key) closes an open overlay instead of acting.
+        if self.help && action == Action::Cancel {
+            self.help = false;
+            return None;
+        }
         let n = symbols.max(1);
         let params = tunables.len();
         match action {
@@ -801,6 +806,16 @@ mod tests {
             assert!(s.contains(b.help), "help lacks {:?}:\n{s}", b.help);
         }
         insta::assert_snapshot!(s);
+        // Esc closes it again.
+        let mut ui = ui;
+        assert_eq!(ui.apply(Action::Cancel, 2, &[]), None);
+        assert!(!ui.help);
+        assert_eq!(
+            KeyMap::default().action_for(crossterm::event::KeyEvent::from(
+                crossterm::event::KeyCode::Esc
+            )),
+            Some(Action::Cancel)
+        );
     }
 
     #[test]

@@ -234,7 +234,7 @@ const DEFAULTS: &[DefaultBinding] = &[
         name: "cancel",
         keys: &["n", "esc"],
         action: Action::Cancel,
-        help: "no to a confirmation",
+        help: "no / close the overlay",
     },
 ];
 
