@@ -192,7 +192,10 @@ mod tests {
         assert!(colour_stderr(true, None));
         assert!(colour_stderr(true, Some(OsStr::new(""))));
         assert!(!colour_stderr(true, Some(OsStr::new("1"))));
-        assert!(!colour_stderr(false, None), "a file or a pipe gets plain text");
+        assert!(
+            !colour_stderr(false, None),
+            "a file or a pipe gets plain text"
+        );
     }
 
     #[test]
