@@ -204,6 +204,13 @@ async fn going_live_on_the_sim_sends_signed_orders_journals_fills_and_the_kill_s
             .all(|o| o.client_order_id != limit && o.client_order_id != stop),
         "still open on the venue: {open:?}"
     );
+    // And it flattens on the venue: every whole lot sold (the buy's ETH commission leaves
+    // dust below the lot size, which no order can sell).
+    pump_until(&mut s, "the kill switch's flatten", |s| {
+        s.position_qty(SYM) < Qty::parse("0.0001").unwrap() && !s.is_flattening()
+    })
+    .await;
+    assert!(s.view(now_ms()).positions.is_empty());
     // Stopped: decisions no longer become orders.
     assert_eq!(
         s.on_decision(&decision(Action::Buy, price)),

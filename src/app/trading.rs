@@ -292,6 +292,8 @@ pub struct TradingSession {
     risk_saved_ms: i64,
     protections: HashMap<ClientOrderId, Protection>,
     desk_exits: BTreeMap<String, ExitLevels>,
+    /// The latest time the session has been told (snapshots, commands), ms.
+    clock_ms: i64,
 }
 
 /// How often an unchanged halt's risk state (a new equity peak, an approval) is saved at most.
@@ -389,6 +391,7 @@ impl TradingSession {
             risk_saved_ms: i64::MIN,
             protections: HashMap::new(),
             desk_exits: BTreeMap::new(),
+            clock_ms: i64::MIN,
             risk_cfg: cfg.risk.clone(),
             exec_cfg: exec.clone(),
             exec: Box::new(paper),
@@ -715,6 +718,7 @@ impl TradingSession {
     /// prices and time to the risk manager (breakers), then applies what a halt requires.
     pub fn on_snapshot(&mut self, snap: &MarketSnapshot) {
         let now = snap.time_ms;
+        self.clock_ms = self.clock_ms.max(now);
         for view in &snap.symbols {
             if let Some(inst) = &view.instrument {
                 self.instruments
@@ -836,6 +840,7 @@ impl TradingSession {
     /// market order per position is sent. The flatten stays in force until the account is
     /// flat: an order that expires or is rejected is followed by a fresh one.
     pub fn flatten(&mut self, now: i64) {
+        self.clock_ms = self.clock_ms.max(now);
         self.flattening = Some(Flattening {
             last_sent_ms: i64::MIN,
         });
@@ -843,28 +848,38 @@ impl TradingSession {
         self.drive_flatten(now);
     }
 
+    /// Ends a flatten once every position is closed, and says so; `false` while one is open.
+    fn finish_flatten(&mut self, now: i64) -> bool {
+        if self.flattening.is_none() || !self.open_positions().is_empty() {
+            return false;
+        }
+        // Exits left resting for a position that is gone would sell what the account no
+        // longer holds: cancel them with the flatten's end.
+        let stale_exits: Vec<_> = self
+            .exec
+            .open_orders()
+            .into_iter()
+            .filter(|o| o.request.reduce_only && !matches!(o.request.kind, OrderKind::Market))
+            .map(|o| o.request.client_id)
+            .collect();
+        for id in &stale_exits {
+            self.cancel_order(id, now);
+        }
+        self.flattening = None;
+        tracing::warn!("flatten done: the account is flat");
+        true
+    }
+
     /// Sends what an unfinished flatten still needs, and says when the account is flat.
     fn drive_flatten(&mut self, now: i64) {
         let Some(mut f) = self.flattening else {
             return;
         };
-        let open = self.open_positions();
-        let working = self.exec.open_orders();
-        if open.is_empty() {
-            // Exits left resting for a position that is gone would sell what the account no
-            // longer holds: cancel them with the flatten's end.
-            let stale_exits: Vec<_> = working
-                .iter()
-                .filter(|o| o.request.reduce_only && !matches!(o.request.kind, OrderKind::Market))
-                .map(|o| o.request.client_id.clone())
-                .collect();
-            for id in &stale_exits {
-                self.cancel_order(id, now);
-            }
-            self.flattening = None;
-            tracing::warn!("flatten done: the account is flat");
+        if self.finish_flatten(now) {
             return;
         }
+        let open = self.open_positions();
+        let working = self.exec.open_orders();
         let closing = |symbol: &str| {
             working.iter().any(|o| {
                 o.request.symbol == symbol
@@ -895,6 +910,7 @@ impl TradingSession {
     /// (when configured) flatten every position; the flatten orders themselves are never
     /// cancelled by it.
     pub fn kill_switch(&mut self, now: i64) {
+        self.clock_ms = self.clock_ms.max(now);
         self.risk.kill_switch(now);
         self.running = false;
         self.apply_risk_actions(now);
@@ -1188,6 +1204,9 @@ impl TradingSession {
         }
         if filled {
             self.positions.publish(&self.portfolio);
+            // The fill that closed the last position ends the flatten at once.
+            let now = self.clock_ms;
+            self.finish_flatten(now);
         }
     }
 
