@@ -544,9 +544,30 @@ fn layout(c: &EquityChart) -> Vec<Item> {
             width: 1,
             dashed: false,
         });
-        items.push(text(x, dd_bottom + 10.0, label, 2, Anchor::Middle));
+        // Centred under its tick, but kept inside the picture.
+        let half = text_width(label, 2) / 2.0;
+        let (lx, anchor) = if x + half > w - 4.0 {
+            (w - 4.0, Anchor::End)
+        } else if x - half < 4.0 {
+            (4.0, Anchor::Start)
+        } else {
+            (x, Anchor::Middle)
+        };
+        items.push(text(lx, dd_bottom + 10.0, label, 2, anchor));
     }
-    items.push(text(right, dd_bottom + 36.0, "time (UTC)", 2, Anchor::End));
+    let (d0, d1) = (iso_utc(t0), iso_utc(t1));
+    let span = if d0[..10] == d1[..10] {
+        d0[..10].to_string()
+    } else {
+        format!("{} to {}", &d0[..10], &d1[..10])
+    };
+    items.push(text(
+        right,
+        dd_bottom + 36.0,
+        &format!("time (UTC), {span}"),
+        2,
+        Anchor::End,
+    ));
     // The start equity as a reference line, then the dividers.
     items.push(Item::Line {
         pts: vec![(left, y_eq(c.start_equity)), (right, y_eq(c.start_equity))],
@@ -794,8 +815,25 @@ fn raster<DB: DrawingBackend>(db: &mut DB, items: &[Item]) -> Result<(), String>
                             d += 10.0;
                         }
                     }
-                } else if pts.len() >= 2 {
-                    db.draw_path(pts.iter().map(|p| px(*p)), &s).map_err(e)?;
+                } else {
+                    // A thick line as 1-pixel lines side by side: the backend's own thick
+                    // path drops segments shorter than its width, and a long curve is made
+                    // of such segments.
+                    let thin_style = style(*color, 1.0, 1, false);
+                    let w = *width as i32;
+                    for seg in pts.windows(2) {
+                        let (a, b) = (px(seg[0]), px(seg[1]));
+                        for dx in -(w - 1) / 2..=w / 2 {
+                            for dy in -(w - 1) / 2..=w / 2 {
+                                db.draw_line(
+                                    (a.0 + dx, a.1 + dy),
+                                    (b.0 + dx, b.1 + dy),
+                                    &thin_style,
+                                )
+                                .map_err(e)?;
+                            }
+                        }
+                    }
                 }
             }
             Item::Area {
@@ -936,6 +974,91 @@ mod tests {
         assert_eq!(value_label(0.25, 0.05), "0.25");
         assert_eq!(value_label(2.5, 2.5), "2.5");
         assert_eq!(value_label(-1_500.0, 500.0), "-1,500");
+    }
+
+    fn sample() -> EquityChart {
+        let t0 = 1_609_459_200_000;
+        let strategy: Vec<(i64, f64)> = (1..=500)
+            .map(|k| (t0 + k * HOUR, 10_000.0 + 300.0 * ((k as f64) / 40.0).sin()))
+            .collect();
+        let benchmark = strategy
+            .iter()
+            .map(|&(t, v)| (t, v * 1.1 - 900.0))
+            .collect();
+        EquityChart {
+            title: "Backtest X".into(),
+            start_equity: 10_000.0,
+            strategy,
+            benchmark,
+            markers: vec![
+                Marker {
+                    time_ms: t0 + 50 * HOUR + 50,
+                    side: Side::Buy,
+                },
+                Marker {
+                    time_ms: t0 + 90 * HOUR + 7,
+                    side: Side::Sell,
+                },
+            ],
+            dividers: vec![t0 + 250 * HOUR],
+        }
+    }
+
+    #[test]
+    fn the_svg_has_legend_scales_dates_markers_and_panels() {
+        let svg = equity_svg(&sample());
+        for label in [
+            ">Backtest X<",
+            ">Strategy<",
+            ">Buy and hold<",
+            ">Drawdown<",
+            ">Buy fill<",
+            ">Sell fill<",
+            ">Fold start<",
+            ">Equity (quote)<",
+            ">Drawdown from peak<",
+            ">10,000<",
+            ">2021-01-07<",
+            ">time (UTC), 2021-01-01 to 2021-01-21<",
+        ] {
+            assert!(svg.contains(label), "no {label} in the SVG");
+        }
+        // Two fill markers and the two legend triangles; one dashed divider per panel.
+        assert_eq!(svg.matches("<polygon fill=\"#14963c\"").count(), 2);
+        assert_eq!(svg.matches("<polygon fill=\"#c82828\"").count(), 2);
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(svg.ends_with("</svg>"));
+        let png = equity_png(&sample()).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        // An empty run still draws its frame.
+        let empty = EquityChart {
+            strategy: Vec::new(),
+            benchmark: Vec::new(),
+            markers: Vec::new(),
+            ..sample()
+        };
+        assert!(equity_svg(&empty).contains(">no steps<"));
+        equity_png(&empty).unwrap();
+    }
+
+    #[test]
+    fn thinning_keeps_each_columns_first_extremes_and_last() {
+        let pts = vec![
+            (0.1, 5.0),
+            (0.2, 1.0),
+            (0.3, 9.0),
+            (0.4, 4.0),
+            (0.9, 3.0),
+            (1.5, 2.0),
+        ];
+        assert_eq!(
+            thin(pts),
+            vec![(0.1, 5.0), (0.2, 1.0), (0.3, 9.0), (0.9, 3.0), (1.5, 2.0)]
+        );
+        let many: Vec<(f64, f64)> = (0..100_000)
+            .map(|k| (k as f64 / 100.0, (k % 7) as f64))
+            .collect();
+        assert!(thin(many).len() <= 4 * 1_000);
     }
 
     #[test]
