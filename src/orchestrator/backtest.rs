@@ -24,7 +24,9 @@
 //! take-profit level a leg of the path crosses is fed as a trade at that level, at the time
 //! interpolated along the leg, so an exit fills at its level (less slippage and impact), not
 //! at the extreme; a candle that opens beyond a stop fills it at the open (a gap). The
-//! experts are told the position these exits leave before the step at the close.
+//! executor's clock never runs back, so the open is seen once the previous close's entry is
+//! active (after the latency). The experts are told the position these exits leave before
+//! the step at the close. The breakers see closes only (below), not the path.
 //!
 //! **Orders.** BUY enters long (closing a short first), sized by the risk manager; SELL
 //! closes a long (reduce-only) and, with `allow_short`, enters short; HOLD keeps the position.
