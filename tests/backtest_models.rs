@@ -86,7 +86,8 @@ fn walk(c: &[Candle]) -> (Vec<Fold>, Vec<FoldModels>) {
         100 * MINUTE,
         &mut |_, _| {},
     )
-    .unwrap();
+    .unwrap()
+    .folds;
     (folds, fe.trained().to_vec())
 }
 

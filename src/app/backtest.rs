@@ -1,16 +1,22 @@
-//! `mmtrader backtest`: candle files through the orchestrator, with a progress bar, a printed
-//! summary, and `equity.png` + `report.html` (+ `trades.csv`, `models.json`) in the output
-//! folder.
+//! `mmtrader backtest`: candle files through the orchestrator, with progress on stderr (a bar
+//! on a terminal, a line at least every [`PROGRESS_EVERY`] elsewhere), a printed summary
+//! beside buy-and-hold and flat, and `equity.png` + `report.html` (+ `trades.csv`,
+//! `models.json`) in the output folder.
 //!
 //! **Models.** The CNN and the DQN run from their best checkpoints (the ones the desk loads).
 //! Fresh weights are refused unless `--allow-fresh`: a backtest of random weights measures
 //! noise. Walk-forward does not use the checkpoints (they may have been trained on the test
-//! windows): each fold trains fresh models on its train window only.
+//! windows): each fold trains fresh models on its train window only, and the reports show
+//! the folds' test windows compounded into one out-of-sample result, nothing else.
 //!
 //! **Determinism.** libtorch runs single-threaded and seeded, so the same input gives the same
 //! trades.
 
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -24,7 +30,9 @@ use crate::market::types::Candle;
 use crate::models::checkpoint::SkippedCheckpoint;
 use crate::models::device::device_from_config;
 use crate::models::runtime::{CheckpointInUse, InferenceCore};
-use crate::orchestrator::backtest::{self, BacktestSpec, Fold, TradingSetup};
+use crate::orchestrator::backtest::{
+    self, BacktestResult, BacktestSpec, DEFAULT_IMPACT_BPS, Fold, TradingSetup, duration_text,
+};
 use crate::orchestrator::expert::{Expert, PivotMomentumConfig, PivotMomentumExpert};
 use crate::orchestrator::models::{
     FoldModels, FoldTraining, InvalidLog, InvalidSteps, ModelFolds, model_experts,
@@ -102,6 +110,218 @@ pub struct BacktestArgs {
     /// Walk-forward: CNN input window in candles (default: `[models] window`).
     #[arg(long)]
     pub window: Option<usize>,
+    /// Market impact every fill pays on top of the fee and the slippage
+    /// (`[orchestrator.backtest] slippage_bps`), basis points.
+    #[arg(long, value_name = "BPS", default_value_t = DEFAULT_IMPACT_BPS)]
+    pub impact_bps: u32,
+    /// Lift a drawdown halt this long after it starts, e.g. `2d` (units s, m, h, d); by
+    /// default it stays to the end of the run. A daily-loss halt always ends at the next UTC
+    /// day.
+    #[arg(long, value_name = "DURATION")]
+    pub resume_after: Option<String>,
+}
+
+/// Longest silence of the progress lines off a terminal.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// One progress line: `what: unit done/total (percent), elapsed, ETA; message`.
+pub fn progress_line(
+    label: &str,
+    unit: &str,
+    (done, total): (usize, usize),
+    message: &str,
+    elapsed: Duration,
+) -> String {
+    let clock = |d: Duration| {
+        let s = d.as_secs();
+        match s {
+            0..60 => format!("{s}s"),
+            60..3_600 => format!("{}m{:02}s", s / 60, s % 60),
+            _ => format!("{}h{:02}m", s / 3_600, s / 60 % 60),
+        }
+    };
+    let pct = if total > 0 {
+        100.0 * done as f64 / total as f64
+    } else {
+        0.0
+    };
+    let eta = if done >= total && total > 0 {
+        "done".to_string()
+    } else if done > 0 {
+        let left = elapsed.as_secs_f64() * (total.saturating_sub(done)) as f64 / done as f64;
+        format!("ETA {}", clock(Duration::from_secs_f64(left)))
+    } else {
+        "ETA unknown".to_string()
+    };
+    let mut line = format!(
+        "{label}: {unit} {done}/{total} ({pct:.1}%), elapsed {}, {eta}",
+        clock(elapsed)
+    );
+    if !message.is_empty() {
+        line.push_str("; ");
+        line.push_str(message);
+    }
+    line
+}
+
+struct ProgressState {
+    label: String,
+    unit: &'static str,
+    done: usize,
+    total: usize,
+    message: String,
+    start: Instant,
+    out: Box<dyn Write + Send>,
+    /// Lines go out (off a terminal); the first one waits for the first count.
+    lines: bool,
+    printed: bool,
+}
+
+impl ProgressState {
+    fn print(&mut self) {
+        self.printed = true;
+        let line = progress_line(
+            &self.label,
+            self.unit,
+            (self.done, self.total),
+            &self.message,
+            self.start.elapsed(),
+        );
+        // Progress is best effort: a closed stderr must not fail the run.
+        let _ = writeln!(self.out, "{line}");
+        let _ = self.out.flush();
+    }
+}
+
+/// Progress of a long run on stderr: the bar on a terminal; elsewhere (piped, in the
+/// background, into a log) a line when it starts, then at least every `every` whether or not
+/// a step finished (a fold's training can take minutes), and one when it ends.
+pub struct Progress {
+    state: Arc<Mutex<ProgressState>>,
+    bar: Option<ProgressBar>,
+    stop: Option<mpsc::Sender<()>>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    /// Progress of `label` counted in `unit`s, on stderr.
+    pub fn new(label: &str, unit: &'static str) -> Self {
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(1);
+            bar.set_style(
+                ProgressStyle::with_template(&format!(
+                    "{{prefix}} [{{bar:40}}] {{pos}}/{{len}} {unit}s ({{eta}}) {{msg}}"
+                ))
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_prefix(label.to_string());
+            let mut p = Self::lines(label, unit, Box::new(std::io::sink()), None);
+            p.bar = Some(bar);
+            p
+        } else {
+            Self::lines(
+                label,
+                unit,
+                Box::new(std::io::stderr()),
+                Some(PROGRESS_EVERY),
+            )
+        }
+    }
+
+    /// Progress as lines into `out`: the first at the first count, then one at least every
+    /// `every` (`None`: no lines).
+    pub fn lines(
+        label: &str,
+        unit: &'static str,
+        out: Box<dyn Write + Send>,
+        every: Option<Duration>,
+    ) -> Self {
+        let state = Arc::new(Mutex::new(ProgressState {
+            label: label.to_string(),
+            unit,
+            done: 0,
+            total: 0,
+            message: String::new(),
+            start: Instant::now(),
+            out,
+            lines: every.is_some(),
+            printed: false,
+        }));
+        let (stop, ticker) = match every {
+            None => (None, None),
+            Some(every) => {
+                let (tx, rx) = mpsc::channel::<()>();
+                let shared = Arc::clone(&state);
+                let ticker = std::thread::spawn(move || {
+                    while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                        lock(&shared).print();
+                    }
+                });
+                (Some(tx), Some(ticker))
+            }
+        };
+        Self {
+            state,
+            bar: None,
+            stop,
+            ticker,
+        }
+    }
+
+    /// `done` of `total` units finished.
+    pub fn set(&self, done: usize, total: usize) {
+        {
+            let mut s = lock(&self.state);
+            (s.done, s.total) = (done, total);
+            if s.lines && !s.printed {
+                s.print();
+            }
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+    }
+
+    /// What is being done now (e.g. a fold's training epoch).
+    pub fn message(&self, message: String) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message.clone());
+        }
+        lock(&self.state).message = message;
+    }
+
+    /// Ends the progress: the last line off a terminal, the bar cleared on one.
+    pub fn finish(mut self) {
+        self.stop_ticker();
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        } else {
+            let mut s = lock(&self.state);
+            if s.lines {
+                s.message.clear();
+                s.print();
+            }
+        }
+    }
+
+    fn stop_ticker(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop_ticker();
+    }
+}
+
+/// The progress state, also after a panic elsewhere (it holds nothing a panic can break).
+fn lock(state: &Mutex<ProgressState>) -> std::sync::MutexGuard<'_, ProgressState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The models a run used, as `models.json` records them.
@@ -109,9 +329,10 @@ pub struct BacktestArgs {
 pub struct ModelsUsed {
     /// Expert selection.
     pub experts: ExpertSet,
-    /// CNN checkpoint of the whole-range run (`fresh` or `none`).
+    /// CNN checkpoint of the run (`fresh`, or `none` when no checkpoint is used: rules only,
+    /// or walk-forward).
     pub cnn: String,
-    /// DQN checkpoint of the whole-range run (`fresh` or `none`).
+    /// DQN checkpoint of the run (`fresh` or `none`, as for the CNN).
     pub dqn: String,
     /// What each walk-forward fold trained.
     pub folds: Vec<FoldModels>,
@@ -236,22 +457,26 @@ fn load_models(
 }
 
 /// The models section of the HTML report.
-fn models_html(used: &ModelsUsed, note: Option<&str>) -> String {
+fn models_html(used: &ModelsUsed) -> String {
     let esc = |s: &str| {
         s.replace('&', "&amp;")
             .replace('<', "&lt;")
             .replace('>', "&gt;")
     };
-    let mut out = format!(
-        "<h2>Models</h2><p>Experts: {:?}. Whole-range run: CNN checkpoint <code>{}</code>, \
-             DQN checkpoint <code>{}</code>.</p>",
-        used.experts,
-        esc(&used.cnn),
-        esc(&used.dqn)
-    );
-    if let Some(n) = note {
-        out.push_str(&format!("<p><b>{}</b></p>", esc(n)));
-    }
+    let mut out = if used.folds.is_empty() {
+        format!(
+            "<h2>Models</h2><p>Experts: {:?}. CNN checkpoint <code>{}</code>, DQN checkpoint \
+             <code>{}</code>.</p>",
+            used.experts,
+            esc(&used.cnn),
+            esc(&used.dqn)
+        )
+    } else {
+        format!(
+            "<h2>Models</h2><p>Experts: {:?}. Walk-forward uses no checkpoint.</p>",
+            used.experts
+        )
+    };
     if used.invalid_steps.count > 0 {
         out.push_str(&format!(
             "<p>Model inputs refused by validation at {} steps (no model ran there). First \
@@ -323,6 +548,30 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
     tch::manual_seed(args.seed as i64);
     let device = device_from_config(&args.device)
         .map_err(|e| Failure::input(anyhow::anyhow!("--device {:?}: {e}", args.device)))?;
+    let drawdown_resume_ms = args
+        .resume_after
+        .as_deref()
+        .map(|t| {
+            parse_duration(t).ok_or_else(|| {
+                Failure::input(anyhow::anyhow!(
+                    "--resume-after {t:?}: expected a duration like 12h or 2d (units s, m, h, d)"
+                ))
+            })
+        })
+        .transpose()?;
+    let walk = args
+        .walk_forward
+        .as_deref()
+        .map(|w| {
+            w.split_once(':')
+                .and_then(|(a, b)| Some((parse_duration(a)?, parse_duration(b)?)))
+                .ok_or_else(|| {
+                    Failure::input(anyhow::anyhow!(
+                        "--walk-forward {w:?}: expected TRAIN:TEST like 7d:1d (units s, m, h, d)"
+                    ))
+                })
+        })
+        .transpose()?;
     let candles = load(&args.data)?;
     if candles.len() < 2 {
         return Err(Failure::input(anyhow::anyhow!(
@@ -342,15 +591,10 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
     };
     let cfg = &config.orchestrator;
     let setup = TradingSetup {
-        risk: config.risk.clone(),
-        execution: config.execution.clone(),
+        impact_bps: args.impact_bps,
+        drawdown_resume_ms,
+        ..TradingSetup::new(config.risk.clone(), config.execution.clone())
     };
-    let bar = ProgressBar::new(candles.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} steps ({eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message("backtest");
     let mut used = ModelsUsed {
         experts: args.experts,
         cnn: "none".into(),
@@ -358,71 +602,47 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
         folds: Vec::new(),
         invalid_steps: InvalidSteps::default(),
     };
-    let mut invalid_log: Option<InvalidLog> = None;
-    let mut note = None;
-    let mut experts: Vec<Box<dyn Expert>> = Vec::new();
-    if args.experts.models() {
-        let (core, cnn, dqn) = load_models(&config, &args, device, interval)?;
-        match core {
-            Some(core) => {
+    let (result, folds) = match walk {
+        None => {
+            let mut invalid_log: Option<InvalidLog> = None;
+            let mut experts: Vec<Box<dyn Expert>> = Vec::new();
+            if args.experts.models() {
+                let (core, cnn, dqn) = load_models(&config, &args, device, interval)?;
+                let Some(core) = core else {
+                    return Err(Failure::input(anyhow::anyhow!(
+                        "no model checkpoints to backtest (see above)"
+                    )));
+                };
                 (used.cnn, used.dqn) = (cnn, dqn);
                 let (c, d) = model_experts(core, InputConfig::default(), false, false);
                 invalid_log = Some(c.invalid_log());
                 experts.push(Box::new(c));
                 experts.push(Box::new(d));
             }
-            // Walk-forward trains its own models; the whole-range run goes without them.
-            None if args.walk_forward.is_some() && args.experts.rules() => {
-                note = Some(
-                    "No checkpoints: the whole-range run uses the rule experts only.".to_string(),
-                );
+            if args.experts.rules() {
+                experts.extend(rule_experts());
             }
-            None => {
-                return Err(Failure::input(anyhow::anyhow!(
-                    "no model checkpoints to backtest (see above)"
-                )));
+            let progress = Progress::new("backtest", "step");
+            let result = backtest::run(spec, cfg, &setup, experts, None, &mut |d, t| {
+                progress.set(d, t)
+            })
+            .map_err(|e| Failure::input(anyhow::anyhow!("{e}")))?;
+            progress.finish();
+            if let Some(log) = &invalid_log {
+                used.invalid_steps.merge(&log.get());
             }
+            (result, Vec::new())
         }
-    }
-    if args.experts.rules() {
-        experts.extend(rule_experts());
-    }
-    if let Some(n) = &note {
-        println!("{n}");
-    }
-    let result = backtest::run(spec, cfg, &setup, experts, None, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })
-    .map_err(|e| Failure::input(anyhow::anyhow!("{e}")))?;
-    bar.finish_and_clear();
-    let folds: Vec<Fold> = match &args.walk_forward {
-        None => Vec::new(),
-        Some(w) => {
-            let (train, test) = w
-                .split_once(':')
-                .and_then(|(a, b)| Some((parse_duration(a)?, parse_duration(b)?)))
-                .ok_or_else(|| {
-                    Failure::input(anyhow::anyhow!(
-                        "--walk-forward {w:?}: expected TRAIN:TEST like 7d:1d (units s, m, h, d)"
-                    ))
-                })?;
+        Some((train, test)) => {
             let wf_spec = BacktestSpec {
                 from_ms: from.max(candles[0].open_time_ms),
                 to_ms: to.min(candles[candles.len() - 1].open_time_ms + interval),
                 ..spec
             };
-            let bar = ProgressBar::new(1);
-            bar.set_style(
-                ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} folds")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar.set_message("walk-forward");
-            let mut fold_progress = |d: usize, t: usize| {
-                bar.set_length(t as u64);
-                bar.set_position(d as u64);
-            };
-            let folds = if args.experts.models() {
+            let progress = Progress::new("walk-forward", "fold");
+            progress.set(0, backtest::fold_count(&wf_spec, train, test));
+            let mut fold_progress = |d: usize, t: usize| progress.set(d, t);
+            let wf = if args.experts.models() {
                 let training = FoldTraining {
                     window: args.window.unwrap_or(config.models.window),
                     cnn_epochs: args.train_epochs,
@@ -441,8 +661,8 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
                 };
                 let mut train_progress =
                     |fold: usize, p: &crate::models::cnn_train::TrainProgress| {
-                        bar.set_message(format!(
-                            "walk-forward fold {fold}: training {} {}/{}",
+                        progress.message(format!(
+                            "fold {fold}: training {} {}/{}",
                             p.phase, p.step, p.total
                         ));
                     };
@@ -454,7 +674,7 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
                     others,
                     &mut train_progress,
                 );
-                let folds = backtest::walk_forward_with(
+                let wf = backtest::walk_forward_with(
                     wf_spec,
                     cfg,
                     &setup,
@@ -465,7 +685,7 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
                 );
                 used.folds = fe.trained().to_vec();
                 used.invalid_steps.merge(&fe.invalid_steps());
-                folds
+                wf
             } else {
                 backtest::walk_forward(
                     wf_spec,
@@ -478,44 +698,56 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
                 )
             }
             .map_err(|e| Failure::input(anyhow::anyhow!("{e}")))?;
-            bar.finish_and_clear();
-            folds
+            progress.finish();
+            (wf.oos, wf.folds)
         }
     };
-    if let Some(log) = &invalid_log {
-        used.invalid_steps.merge(&log.get());
-    }
+    write_reports(&args, &used, &result, &folds)?;
+    print_outcome(&args, &used, &result, &folds);
+    Ok(EXIT_OK)
+}
+
+/// `equity.png`, `report.html`, `models.json` and `trades.csv` in `--out`.
+fn write_reports(
+    args: &BacktestArgs,
+    used: &ModelsUsed,
+    result: &BacktestResult,
+    folds: &[Fold],
+) -> Result<(), Failure> {
     std::fs::create_dir_all(&args.out)
         .map_err(|e| Failure::runtime(anyhow::anyhow!("creating {}: {e}", args.out.display())))?;
-    let png = report::equity_png(&result).map_err(Failure::runtime)?;
-    write(&args.out.join("equity.png"), &png)?;
-    let title = format!("Backtest {}", args.symbol);
-    let html = report::html(&title, &result, &png, &folds);
-    // The models section goes right under the title.
-    let section = models_html(&used, note.as_deref());
-    let html = match html.find("</h1>") {
-        Some(i) => format!("{}{section}{}", &html[..i + 5], &html[i + 5..]),
-        None => html + &section,
+    let title = if folds.is_empty() {
+        format!("Backtest {}", args.symbol)
+    } else {
+        format!(
+            "Walk-forward {} (out of sample, {} folds)",
+            args.symbol,
+            folds.len()
+        )
     };
+    let chart = report::equity_chart(&title, result, folds);
+    let png = report::equity_png(&chart).map_err(Failure::runtime)?;
+    write(&args.out.join("equity.png"), &png)?;
+    let sections = [models_html(used)];
+    let html = report::html(&report::HtmlReport {
+        title: &title,
+        result,
+        folds,
+        sections: &sections,
+    });
     write(&args.out.join("report.html"), html.as_bytes())?;
-    let json = serde_json::to_string_pretty(&used)
+    let json = serde_json::to_string_pretty(used)
         .map_err(|e| Failure::runtime(anyhow::anyhow!("models.json: {e}")))?;
     write(&args.out.join("models.json"), json.as_bytes())?;
-    let mut csv = String::from("time_ms,side,price,qty,fee,position,reason\n");
-    for t in &result.trades {
-        csv.push_str(&format!(
-            "{},{:?},{},{},{},{},\"{}\"\n",
-            t.time_ms,
-            t.side,
-            t.price,
-            t.qty,
-            t.fee,
-            t.position,
-            t.reason.replace('"', "'")
-        ));
-    }
-    write(&args.out.join("trades.csv"), csv.as_bytes())?;
-    if args.experts.models() {
+    write(
+        &args.out.join("trades.csv"),
+        report::trades_csv(result).as_bytes(),
+    )
+}
+
+/// The printed outcome: models, folds with their dates, then the summary beside baselines.
+fn print_outcome(args: &BacktestArgs, used: &ModelsUsed, result: &BacktestResult, folds: &[Fold]) {
+    if args.experts.models() && folds.is_empty() {
         println!("models: CNN {}, DQN {}", used.cnn, used.dqn);
     }
     if used.invalid_steps.count > 0 {
@@ -528,30 +760,40 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
                 .map_or("", String::as_str)
         );
     }
-    println!("{}", report::summary(&result));
-    if result.refusals > 0 {
+    for (k, f) in folds.iter().enumerate() {
         println!(
-            "risk manager refused {} intents, e.g. {}",
-            result.refusals,
-            result.refusal_reasons.first().map_or("", String::as_str)
-        );
-    }
-    for f in &folds {
-        println!(
-            "fold test {}..{}: thresholds {:.2}, return {:.2}% (buy-and-hold {:.2}%), Sharpe {:.2}",
-            f.test.0,
-            f.test.1,
+            "fold {k}: train {}..{}, test {}..{}: thresholds {:.2}, return {:+.2}% \
+             (buy-and-hold {:+.2}%), Sharpe {:.2}, {} round trips",
+            report::iso_utc(f.train.0),
+            report::iso_utc(f.train.1),
+            report::iso_utc(f.test.0),
+            report::iso_utc(f.test.1),
             f.chosen.buy,
             f.test_result.metrics.total_return * 100.0,
             f.test_result.benchmark_metrics.total_return * 100.0,
-            f.test_result.metrics.sharpe
+            f.test_result.metrics.sharpe,
+            f.test_result.metrics.round_trips
         );
         if let Some(t) = &f.trained {
             println!("  models {t}");
         }
     }
+    if !folds.is_empty() {
+        println!(
+            "walk-forward out of sample: the {} test windows ({} each) compounded",
+            folds.len(),
+            duration_text(folds[0].test.1 - folds[0].test.0)
+        );
+    }
+    println!("{}", report::summary(result));
+    if result.refusals > 0 {
+        println!(
+            "risk manager refused {} intents for a limit, e.g. {}",
+            result.refusals,
+            result.refusal_reasons.first().map_or("", String::as_str)
+        );
+    }
     println!("reports in {}", args.out.display());
-    Ok(EXIT_OK)
 }
 
 #[cfg(test)]
@@ -570,7 +812,7 @@ mod tests {
                 reasons: vec!["input X at 60000 not valid: ohlcv_1m <frame 7>".into()],
             },
         };
-        let html = models_html(&used, None);
+        let html = models_html(&used);
         assert!(
             html.contains("refused by validation at 3 steps")
                 && html.contains("<li>input X at 60000 not valid: ohlcv_1m &lt;frame 7&gt;</li>"),
@@ -580,7 +822,88 @@ mod tests {
             invalid_steps: InvalidSteps::default(),
             ..used
         };
-        assert!(!models_html(&clean, None).contains("refused"));
+        assert!(!models_html(&clean).contains("refused"));
+    }
+
+    #[test]
+    fn progress_lines_say_step_percent_and_eta() {
+        let s = Duration::from_secs;
+        assert_eq!(
+            progress_line("backtest", "step", (0, 5_482), "", s(0)),
+            "backtest: step 0/5482 (0.0%), elapsed 0s, ETA unknown"
+        );
+        assert_eq!(
+            progress_line(
+                "walk-forward",
+                "fold",
+                (2, 6),
+                "fold 2: training dqn 3/8",
+                s(130)
+            ),
+            "walk-forward: fold 2/6 (33.3%), elapsed 2m10s, ETA 4m20s; fold 2: training dqn 3/8"
+        );
+        assert_eq!(
+            progress_line("backtest", "step", (10, 10), "", s(7_380)),
+            "backtest: step 10/10 (100.0%), elapsed 2h03m, done"
+        );
+    }
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn off_a_terminal_a_line_comes_every_interval_even_while_a_step_takes_long() {
+        let out = Shared::default();
+        let every = Duration::from_millis(20);
+        let p = Progress::lines("backtest", "step", Box::new(out.clone()), Some(every));
+        p.set(0, 200);
+        p.set(50, 200);
+        // One long step (a fold's training): the lines keep coming.
+        std::thread::sleep(every * 8);
+        p.message("fold 1: training cnn 1/3".into());
+        std::thread::sleep(every * 4);
+        p.set(200, 200);
+        p.finish();
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "backtest: step 0/200 (0.0%), elapsed 0s, ETA unknown"
+        );
+        let ticks = lines
+            .iter()
+            .filter(|l| l.starts_with("backtest: step 50/200 (25.0%)") && l.contains("ETA "))
+            .count();
+        assert!(ticks >= 4, "{text}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.ends_with("; fold 1: training cnn 1/3")),
+            "{text}"
+        );
+        assert!(
+            lines.last().is_some_and(
+                |l| l.starts_with("backtest: step 200/200 (100.0%)") && l.ends_with("done")
+            ),
+            "{text}"
+        );
+        // Without lines (on a terminal the bar shows instead) nothing is written.
+        let quiet = Shared::default();
+        let p = Progress::lines("backtest", "step", Box::new(quiet.clone()), None);
+        p.set(1, 2);
+        p.finish();
+        assert!(quiet.0.lock().unwrap().is_empty());
     }
 
     #[test]

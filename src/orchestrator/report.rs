@@ -1,91 +1,26 @@
-//! Backtest reports: an equity-and-drawdown chart as PNG (drawn without fonts, so no system
-//! font library is needed; the HTML carries the labels) and a self-contained HTML page with the
-//! statistics against buy-and-hold, the chart inlined, and the trades.
+//! Backtest reports a trader reads: the equity chart (PNG and SVG, see [`chart`]), a plain-text
+//! summary and a self-contained HTML page (no network, no external assets) with every number
+//! of the strategy beside buy-and-hold and staying flat, confidence intervals, halts, the
+//! walk-forward folds with their dates, round trips and fills, all times in ISO-8601 UTC; and
+//! `trades.csv`. Library functions, so every command that produces a [`BacktestResult`] can
+//! write the same reports.
+
+pub mod chart;
+mod font;
 
 use std::fmt::Write as _;
 
-use plotters::prelude::*;
+pub use chart::{
+    CHART_SIZE, ChartError, EquityChart, Marker, equity_chart, equity_png, equity_svg, iso_utc,
+};
 
-use super::backtest::{BacktestResult, Fold};
-use super::metrics::{Metrics, drawdowns};
+use super::backtest::{BacktestResult, Fold, duration_text};
+use super::metrics::{Ci95, Metrics};
 
-/// Chart size, pixels.
-pub const CHART_SIZE: (u32, u32) = (1200, 600);
+/// Round trips under which a report warns that its statistics say little.
+pub const FEW_ROUND_TRIPS: usize = 30;
 
-/// Why a chart could not be drawn.
-#[derive(Debug, thiserror::Error)]
-#[error("chart: {0}")]
-pub struct ChartError(String);
-
-/// PNG bytes of the equity (top: strategy blue, buy-and-hold grey) and drawdown (bottom, red)
-/// curves.
-pub fn equity_png(r: &BacktestResult) -> Result<Vec<u8>, ChartError> {
-    let (w, h) = CHART_SIZE;
-    let mut rgb = vec![0u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
-        draw(&root, r).map_err(|e| ChartError(e.to_string()))?;
-        root.present().map_err(|e| ChartError(e.to_string()))?;
-    }
-    let mut png_bytes = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut png_bytes, w, h);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header().map_err(|e| ChartError(e.to_string()))?;
-        writer
-            .write_image_data(&rgb)
-            .map_err(|e| ChartError(e.to_string()))?;
-    }
-    Ok(png_bytes)
-}
-
-fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, plotters::coord::Shift>,
-    r: &BacktestResult,
-) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    root.fill(&WHITE)?;
-    let (top, bottom) = root.split_vertically(CHART_SIZE.1 * 2 / 3);
-    let n = r.equity.len().max(2);
-    let x_max = (n - 1) as f64;
-    let eq: Vec<f64> = r.equity.iter().map(|e| e.1).collect();
-    let bh: Vec<f64> = r.benchmark.iter().map(|e| e.1).collect();
-    let lo = eq.iter().chain(&bh).copied().fold(f64::MAX, f64::min);
-    let hi = eq.iter().chain(&bh).copied().fold(f64::MIN, f64::max);
-    let (lo, hi) = if lo < hi {
-        (lo, hi)
-    } else {
-        (lo - 1.0, lo + 1.0)
-    };
-    let pad = (hi - lo) * 0.05;
-    let mut chart = ChartBuilder::on(&top.margin(10, 10, 10, 10))
-        .build_cartesian_2d(0f64..x_max, (lo - pad)..(hi + pad))?;
-    chart.draw_series(LineSeries::new(
-        bh.iter().enumerate().map(|(i, v)| (i as f64, *v)),
-        RGBColor(150, 150, 150).stroke_width(1),
-    ))?;
-    chart.draw_series(LineSeries::new(
-        eq.iter().enumerate().map(|(i, v)| (i as f64, *v)),
-        RGBColor(30, 90, 200).stroke_width(2),
-    ))?;
-    let start = r.equity.first().map_or(0.0, |_| eq[0]);
-    chart.draw_series(LineSeries::new(
-        [(0.0, start), (x_max, start)],
-        RGBColor(210, 210, 210),
-    ))?;
-    let dd = drawdowns(&eq);
-    let worst = dd.iter().copied().fold(0.0, f64::max).max(1e-6);
-    let mut chart = ChartBuilder::on(&bottom.margin(10, 10, 10, 10))
-        .build_cartesian_2d(0f64..x_max, -worst * 1.05..0.0)?;
-    chart.draw_series(AreaSeries::new(
-        dd.iter().enumerate().map(|(i, v)| (i as f64, -v)),
-        0.0,
-        RGBColor(220, 60, 60).mix(0.4),
-    ))?;
-    Ok(())
-}
-
-/// Standard base64 of `bytes` (for inlining the PNG).
+/// Standard base64 of `bytes` (for inlining binary assets).
 pub fn base64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
@@ -103,171 +38,394 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
-fn esc(s: &str) -> String {
+/// `s` escaped for HTML text and attribute values.
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
-fn pct(x: f64) -> String {
+/// A fraction as a percentage with two decimals.
+pub fn pct(x: f64) -> String {
     format!("{:.2}%", x * 100.0)
 }
 
-fn metrics_rows(out: &mut String, s: &Metrics, b: &Metrics) {
-    let rows: [(&str, String, String); 9] = [
-        ("PnL", format!("{:.2}", s.pnl), format!("{:.2}", b.pnl)),
-        ("Return", pct(s.total_return), pct(b.total_return)),
+fn signed_pct(x: f64) -> String {
+    format!("{:+.2}%", x * 100.0)
+}
+
+fn ci_pct(ci: Option<&Ci95>) -> String {
+    ci.map_or("n/a".into(), |c| {
+        format!(
+            "[{}, {}]",
+            signed_pct(c.total_return.0),
+            signed_pct(c.total_return.1)
+        )
+    })
+}
+
+fn ci_sharpe(ci: Option<&Ci95>) -> String {
+    ci.map_or("n/a".into(), |c| {
+        format!("[{:.2}, {:.2}]", c.sharpe.0, c.sharpe.1)
+    })
+}
+
+/// The rows of the strategy-versus-baselines table: name, strategy, buy-and-hold, flat.
+pub fn comparison_rows(r: &BacktestResult) -> Vec<(&'static str, [String; 3])> {
+    let (s, b, f) = (&r.metrics, &r.benchmark_metrics, &r.flat_metrics);
+    let each = |g: &dyn Fn(&Metrics) -> String| [g(s), g(b), g(f)];
+    let flat_ci = "[+0.00%, +0.00%]".to_string();
+    vec![
+        ("Return", each(&|m| signed_pct(m.total_return))),
         (
-            "Sharpe (annualized)",
-            format!("{:.3}", s.sharpe),
-            format!("{:.3}", b.sharpe),
+            "  95% CI",
+            [
+                ci_pct(r.ci95.as_ref()),
+                ci_pct(r.benchmark_ci95.as_ref()),
+                flat_ci,
+            ],
+        ),
+        ("Sharpe (annualized)", each(&|m| format!("{:.2}", m.sharpe))),
+        (
+            "  95% CI",
+            [
+                ci_sharpe(r.ci95.as_ref()),
+                ci_sharpe(r.benchmark_ci95.as_ref()),
+                "[0.00, 0.00]".into(),
+            ],
         ),
         (
             "Sortino (annualized)",
-            format!("{:.3}", s.sortino),
-            format!("{:.3}", b.sortino),
+            each(&|m| format!("{:.2}", m.sortino)),
         ),
-        ("Maximum drawdown", pct(s.max_drawdown), pct(b.max_drawdown)),
-        (
-            "Win rate",
-            s.win_rate.map_or("–".into(), pct),
-            b.win_rate.map_or("–".into(), pct),
-        ),
-        ("Exposure", pct(s.exposure), pct(b.exposure)),
-        ("Fills", s.trades.to_string(), b.trades.to_string()),
+        ("Max drawdown", each(&|m| pct(m.max_drawdown))),
+        ("PnL (quote)", each(&|m| format!("{:.2}", m.pnl))),
+        ("Exposure", each(&|m| pct(m.exposure))),
+        ("Fills", each(&|m| m.trades.to_string())),
         (
             "Round trips",
-            s.round_trips.to_string(),
-            b.round_trips.to_string(),
+            [s.round_trips.to_string(), "–".into(), "–".into()],
         ),
-    ];
-    for (name, a, c) in rows {
-        let _ = writeln!(out, "<tr><th>{name}</th><td>{a}</td><td>{c}</td></tr>");
-    }
+        (
+            "Win rate",
+            [s.win_rate.map_or("n/a".into(), pct), "–".into(), "–".into()],
+        ),
+    ]
 }
 
-/// Plain-text summary (the command prints it).
-pub fn summary(r: &BacktestResult) -> String {
-    let (s, b) = (&r.metrics, &r.benchmark_metrics);
+/// The halts in one line: `2 (drawdown 1, daily loss 1), 14 entries refused while halted`.
+pub fn halts_line(r: &BacktestResult) -> String {
+    if r.halts.is_empty() {
+        return "none".into();
+    }
+    let kinds: Vec<String> = r
+        .halt_counts()
+        .into_iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
     format!(
-        "{} {} steps: PnL {:.2} ({}) vs buy-and-hold {:.2} ({}); Sharpe {:.2} vs {:.2}; \
-         Sortino {:.2}; max drawdown {} vs {}; win rate {}; exposure {}; {} fills, {} round trips",
-        r.symbol,
-        r.decisions.len(),
-        s.pnl,
-        pct(s.total_return),
-        b.pnl,
-        pct(b.total_return),
-        s.sharpe,
-        b.sharpe,
-        s.sortino,
-        pct(s.max_drawdown),
-        pct(b.max_drawdown),
-        s.win_rate.map_or("–".into(), pct),
-        pct(s.exposure),
-        s.trades,
-        s.round_trips
+        "{} ({}), {} entry intents refused while halted",
+        r.halts.len(),
+        kinds.join(", "),
+        r.halted_intents()
     )
 }
 
-/// The self-contained HTML report of one run (and its walk-forward folds, if any).
-pub fn html(title: &str, r: &BacktestResult, png: &[u8], folds: &[Fold]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title><style>\
-         body{{font-family:sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:1em 0}}\
-         td,th{{border:1px solid #ccc;padding:.3em .7em;text-align:right}}th{{background:#f4f4f4}}\
-         .k{{display:inline-block;width:1em;height:.6em;margin:0 .3em}}</style></head><body>\
-         <h1>{t}</h1>",
-        t = esc(title)
+/// The warning a report gives when its round trips are too few to judge by, if they are.
+pub fn few_trips_warning(r: &BacktestResult) -> Option<String> {
+    (r.metrics.round_trips < FEW_ROUND_TRIPS).then(|| {
+        format!(
+            "warning: only {} round trips (fewer than {FEW_ROUND_TRIPS}): the win rate and the \
+             Sharpe ratio say little; judge by the confidence intervals",
+            r.metrics.round_trips
+        )
+    })
+}
+
+/// Plain-text summary: the period, the strategy beside buy-and-hold and flat (return, Sharpe,
+/// max drawdown, with 95 % intervals), trades, costs and halts.
+pub fn summary(r: &BacktestResult) -> String {
+    let mut out = format!(
+        "{} {} candles, {} steps from {} to {}\n",
+        r.symbol,
+        duration_text(r.interval_ms),
+        r.decisions.len(),
+        iso_utc(r.first_ms),
+        iso_utc(r.last_ms)
     );
     let _ = writeln!(
         out,
-        "<p>{sym}, {n} decisions every {iv} s, from {a} to {b} (ms since epoch); thresholds buy \
-         {tb:.2} / sell {ts:.2}; final equity {fe}; expert outputs missing: {sk}.</p>",
-        sym = esc(&r.symbol),
-        n = r.decisions.len(),
-        iv = r.interval_ms / 1000,
-        a = r.first_ms,
-        b = r.last_ms,
-        tb = r.thresholds.buy,
-        ts = r.thresholds.sell,
-        fe = r.final_equity,
-        sk = r.skipped_outputs,
+        "{:<22}{:>22}{:>22}{:>18}",
+        "", "strategy", "buy-and-hold", "flat"
     );
-    if r.refusals > 0 {
-        let _ = writeln!(
-            out,
-            "<p>The risk manager refused {} intents; first reasons:</p><ul>{}</ul>",
-            r.refusals,
-            r.refusal_reasons
-                .iter()
-                .map(|x| format!("<li>{}</li>", esc(x)))
-                .collect::<String>()
-        );
-    }
-    out.push_str("<table><tr><th></th><th>Strategy</th><th>Buy and hold</th></tr>");
-    metrics_rows(&mut out, &r.metrics, &r.benchmark_metrics);
-    out.push_str("</table>");
-    let _ = writeln!(
-        out,
-        "<p><span class=\"k\" style=\"background:#1e5ac8\"></span>strategy equity \
-         <span class=\"k\" style=\"background:#969696\"></span>buy and hold \
-         <span class=\"k\" style=\"background:#dc3c3c\"></span>drawdown (bottom)</p>\
-         <img alt=\"equity and drawdown\" src=\"data:image/png;base64,{}\">",
-        base64(png)
-    );
-    if !r.accuracy.is_empty() {
-        out.push_str("<h2>Expert accuracy (end)</h2><table>");
-        for (m, a) in &r.accuracy {
-            let _ = writeln!(out, "<tr><th>{}</th><td>{}</td></tr>", esc(m), pct(*a));
+    for (name, [a, b, c]) in comparison_rows(r) {
+        if matches!(
+            name,
+            "Sortino (annualized)" | "Exposure" | "Fills" | "Round trips" | "Win rate"
+        ) {
+            continue;
         }
-        out.push_str("</table>");
+        let _ = writeln!(out, "{name:<22}{a:>22}{b:>22}{c:>18}");
     }
-    if !folds.is_empty() {
-        out.push_str(
-            "<h2>Walk-forward folds</h2><table><tr><th>train from</th><th>test from</th>\
-             <th>test to</th><th>thresholds</th><th>train Sharpe</th><th>test return</th>\
-             <th>test Sharpe</th><th>buy-and-hold return</th></tr>",
-        );
-        for f in folds {
-            let _ = writeln!(
-                out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.3}</td><td>{}</td>\
-                 <td>{:.3}</td><td>{}</td></tr>",
-                f.train.0,
-                f.test.0,
-                f.test.1,
-                f.chosen.buy,
-                f.train_metrics.sharpe,
-                pct(f.test_result.metrics.total_return),
-                f.test_result.metrics.sharpe,
-                pct(f.test_result.benchmark_metrics.total_return)
-            );
-        }
-        out.push_str("</table>");
-    }
-    let shown = r.trades.len().min(1_000);
+    let m = &r.metrics;
     let _ = writeln!(
         out,
-        "<h2>Fills ({} of {})</h2><table><tr><th>time</th><th>side</th><th>price</th>\
-         <th>qty</th><th>fee</th><th>position</th><th>reason</th></tr>",
-        shown,
-        r.trades.len()
+        "win rate {} of {} round trips; exposure {}; {} fills; costs per fill: taker fee {} \
+         bps, slippage {} bps, impact {} bps",
+        m.win_rate.map_or("n/a".into(), pct),
+        m.round_trips,
+        pct(m.exposure),
+        m.trades,
+        r.costs.taker_fee_bps,
+        r.costs.slippage_bps,
+        r.costs.impact_bps
     );
-    for t in &r.trades[..shown] {
+    let _ = writeln!(out, "halts: {}; policy: {}", halts_line(r), r.halt_policy);
+    if let Some(w) = few_trips_warning(r) {
+        let _ = writeln!(out, "{w}");
+    }
+    out.trim_end().to_string()
+}
+
+/// `trades.csv`: every fill with its UTC time, the position right after it and its round
+/// trip.
+pub fn trades_csv(r: &BacktestResult) -> String {
+    let mut csv = String::from("time_ms,time_utc,side,price,qty,fee,position,trip,reason\n");
+    for t in &r.trades {
         let _ = writeln!(
-            out,
-            "<tr><td>{}</td><td>{:?}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td>\
-             <td style=\"text-align:left\">{}</td></tr>",
+            csv,
+            "{},{},{:?},{},{},{},{},{},\"{}\"",
             t.time_ms,
+            iso_utc(t.time_ms),
             t.side,
             t.price,
             t.qty,
             t.fee,
             t.position,
-            esc(&t.reason)
+            t.trip,
+            t.reason.replace('"', "'")
+        );
+    }
+    csv
+}
+
+/// What [`html`] puts on the page.
+#[derive(Debug, Clone, Copy)]
+pub struct HtmlReport<'a> {
+    /// Page title.
+    pub title: &'a str,
+    /// The result shown: a backtest, or a walk-forward's chained out-of-sample result.
+    pub result: &'a BacktestResult,
+    /// The walk-forward folds behind `result` (empty for one run).
+    pub folds: &'a [Fold],
+    /// HTML sections placed right under the title (the caller escapes their text).
+    pub sections: &'a [String],
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222}\
+    table{border-collapse:collapse;margin:1em 0}\
+    td,th{border:1px solid #ccc;padding:.3em .7em;text-align:right}th{background:#f4f4f4}\
+    td.l,th.l{text-align:left}.warn{color:#a00;font-weight:bold}svg{max-width:100%;height:auto}";
+
+/// The self-contained HTML report.
+pub fn html(rep: &HtmlReport<'_>) -> String {
+    let r = rep.result;
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
+         <style>{STYLE}</style></head><body><h1>{t}</h1>",
+        t = escape(rep.title)
+    );
+    for s in rep.sections {
+        out.push_str(s);
+    }
+    let thresholds = if rep.folds.is_empty() {
+        format!(
+            "thresholds buy {:.2} / sell {:.2}",
+            r.thresholds.buy, r.thresholds.sell
+        )
+    } else {
+        format!(
+            "out of sample: the {} walk-forward test windows compounded into one curve \
+             (thresholds chosen per fold on its train window, see below)",
+            rep.folds.len()
+        )
+    };
+    let _ = write!(
+        out,
+        "<p>{sym}, {n} decisions on {iv} candles from {a} to {b} (UTC); {thresholds}; \
+         starting equity {se:.2}, final equity {fe}; costs per fill: taker fee {fee} bps, \
+         slippage {sl} bps, impact {im} bps; stops and take-profits trigger inside each \
+         candle on its high and low, the adverse extreme first; expert outputs missing: \
+         {sk}.</p>",
+        sym = escape(&r.symbol),
+        n = r.decisions.len(),
+        iv = duration_text(r.interval_ms),
+        a = iso_utc(r.first_ms),
+        b = iso_utc(r.last_ms),
+        se = r.start_equity,
+        fe = r.final_equity,
+        fee = r.costs.taker_fee_bps,
+        sl = r.costs.slippage_bps,
+        im = r.costs.impact_bps,
+        sk = r.skipped_outputs,
+    );
+    out.push_str(
+        "<table><tr><th class=\"l\"></th><th>Strategy</th><th>Buy and hold</th><th>Flat</th></tr>",
+    );
+    for (name, [a, b, c]) in comparison_rows(r) {
+        let _ = write!(
+            out,
+            "<tr><th class=\"l\">{}</th><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(name.trim()),
+            escape(&a),
+            escape(&b),
+            escape(&c)
+        );
+    }
+    out.push_str("</table>");
+    if let Some(ci) = &r.ci95 {
+        let _ = write!(
+            out,
+            "<p>95% confidence intervals: circular block bootstrap of the per-step returns, \
+             {} resamples of blocks of {} steps.</p>",
+            ci.resamples, ci.block_steps
+        );
+    }
+    if let Some(w) = few_trips_warning(r) {
+        let _ = write!(out, "<p class=\"warn\">{}</p>", escape(&w));
+    }
+    let _ = write!(
+        out,
+        "<h2>Risk halts</h2><p>{}. Policy: {}.</p>",
+        escape(&halts_line(r)),
+        escape(&r.halt_policy)
+    );
+    if !r.halts.is_empty() {
+        out.push_str(
+            "<table><tr><th class=\"l\">kind</th><th class=\"l\">reason</th><th>from</th>\
+             <th>to</th><th class=\"l\">ended by</th><th>entries refused</th></tr>",
+        );
+        for h in &r.halts {
+            let _ = write!(
+                out,
+                "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td>\
+                 <td class=\"l\">{}</td><td>{}</td></tr>",
+                h.kind(),
+                escape(&h.reason.to_string()),
+                iso_utc(h.since_ms),
+                h.ended_ms.map_or("–".into(), iso_utc),
+                escape(&h.ended_by),
+                h.refused_intents
+            );
+        }
+        out.push_str("</table>");
+    }
+    if r.refusals > 0 {
+        let _ = write!(
+            out,
+            "<p>The risk manager refused {} intents for a limit; first reasons:</p><ul>{}</ul>",
+            r.refusals,
+            r.refusal_reasons
+                .iter()
+                .map(|x| format!("<li>{}</li>", escape(x)))
+                .collect::<String>()
+        );
+    }
+    out.push_str("<h2>Equity and drawdown</h2>");
+    out.push_str(&equity_svg(&equity_chart(rep.title, r, rep.folds)));
+    if !r.accuracy.is_empty() {
+        out.push_str("<h2>Expert accuracy (end)</h2><table>");
+        for (m, a) in &r.accuracy {
+            let _ = write!(
+                out,
+                "<tr><th class=\"l\">{}</th><td>{}</td></tr>",
+                escape(m),
+                pct(*a)
+            );
+        }
+        out.push_str("</table>");
+    }
+    if !rep.folds.is_empty() {
+        out.push_str(
+            "<h2>Walk-forward folds</h2><table><tr><th>fold</th><th>train from</th>\
+             <th>train to</th><th>test from</th><th>test to</th><th>thresholds</th>\
+             <th>train Sharpe</th><th>test return</th><th>test Sharpe</th>\
+             <th>buy-and-hold return</th><th>round trips</th><th class=\"l\">trained</th></tr>",
+        );
+        for (k, f) in rep.folds.iter().enumerate() {
+            let _ = write!(
+                out,
+                "<tr><td>{k}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td>\
+                 <td>{:.2}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td>\
+                 <td class=\"l\">{}</td></tr>",
+                iso_utc(f.train.0),
+                iso_utc(f.train.1),
+                iso_utc(f.test.0),
+                iso_utc(f.test.1),
+                f.chosen.buy,
+                f.train_metrics.sharpe,
+                signed_pct(f.test_result.metrics.total_return),
+                f.test_result.metrics.sharpe,
+                signed_pct(f.test_result.benchmark_metrics.total_return),
+                f.test_result.metrics.round_trips,
+                escape(f.trained.as_deref().unwrap_or("–"))
+            );
+        }
+        out.push_str("</table>");
+    }
+    let shown = r.round_trips.len().min(1_000);
+    let _ = write!(
+        out,
+        "<h2>Round trips ({shown} of {})</h2><table><tr><th>#</th><th>side</th><th>entry</th>\
+         <th>exit</th><th>entry price</th><th>exit price</th><th>qty</th><th>PnL net</th>\
+         <th class=\"l\">exit</th></tr>",
+        r.round_trips.len()
+    );
+    for t in &r.round_trips[..shown] {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{:.2}</td><td class=\"l\">{}</td></tr>",
+            t.number,
+            if t.side == crate::market::types::Side::Buy {
+                "long"
+            } else {
+                "short"
+            },
+            iso_utc(t.entry_ms),
+            iso_utc(t.exit_ms),
+            t.entry_price,
+            t.exit_price,
+            t.qty,
+            t.pnl,
+            escape(&t.exit_reason)
+        );
+    }
+    out.push_str("</table>");
+    let shown = r.trades.len().min(1_000);
+    let _ = write!(
+        out,
+        "<h2>Fills ({shown} of {})</h2><table><tr><th>time (UTC)</th><th>side</th>\
+         <th>price</th><th>qty</th><th>fee</th><th>position after</th><th>trip</th>\
+         <th class=\"l\">reason</th></tr>",
+        r.trades.len()
+    );
+    for t in &r.trades[..shown] {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{:?}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td>\
+             <td>{}</td><td class=\"l\">{}</td></tr>",
+            iso_utc(t.time_ms),
+            t.side,
+            t.price,
+            t.qty,
+            t.fee,
+            t.position,
+            t.trip,
+            escape(&t.reason)
         );
     }
     out.push_str("</table></body></html>\n");
