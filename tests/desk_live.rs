@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use mmtrader::analysis::model_output::{Action, ActionValues};
+use mmtrader::analysis::model_output::Action;
 use mmtrader::app::trading::{
     DecisionOutcome, GoLiveError, LiveTarget, TradingSession, connect_live,
 };
@@ -17,7 +17,7 @@ use mmtrader::exec::connect::ExecSection;
 use mmtrader::exec::signing::{Credentials, Secret};
 use mmtrader::logging::now_ms;
 use mmtrader::market::types::{Price, Qty, Side};
-use mmtrader::orchestrator::decision::{Decision, Thresholds};
+use mmtrader::orchestrator::decision::Decision;
 use mmtrader::sim::accounts::{DEFAULT_API_KEY, DEFAULT_SECRET};
 use mmtrader::sim::{SimConfig, SimHandle, start};
 use mmtrader::trading::executor::ExecutorKind;
@@ -26,6 +26,8 @@ use mmtrader::trading::risk::OrderIntent;
 
 #[path = "common/book_ticker.rs"]
 mod book_ticker;
+#[path = "common/decision.rs"]
+mod shared_decision;
 
 const SYM: &str = "ETHUSDT";
 
@@ -63,25 +65,7 @@ async fn mid(sim: &SimHandle) -> Price {
 }
 
 fn decision(action: Action, price: Price) -> Decision {
-    Decision {
-        symbol: SYM.into(),
-        time_ms: now_ms(),
-        action,
-        confidence: 0.9,
-        combined: ActionValues {
-            buy: 0.9,
-            sell: 0.05,
-            hold: 0.05,
-        },
-        price: Some(price),
-        thresholds: Thresholds {
-            buy: 0.55,
-            sell: 0.55,
-        },
-        votes: Vec::new(),
-        skipped: Vec::new(),
-        reason: "test".into(),
-    }
+    shared_decision::decision(SYM, action, now_ms(), price)
 }
 
 /// Pumps the session's executor until `done` holds or 15 s pass.

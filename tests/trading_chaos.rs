@@ -15,17 +15,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use mmtrader::analysis::model_output::{Action, ActionValues};
+use mmtrader::analysis::model_output::Action;
 use mmtrader::app::trading::TradingSession;
 use mmtrader::config::Config;
 use mmtrader::market::instrument::{Instrument, InstrumentStatus};
 use mmtrader::market::snapshot::MarketSnapshot;
 use mmtrader::market::types::{Level, Price, Qty, Side};
-use mmtrader::orchestrator::decision::{Decision, Thresholds};
 use mmtrader::trading::journal::{JOURNAL_FILE, JournalRecord, parse_records};
 use mmtrader::trading::order::ExecutionEvent;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+#[path = "common/decision.rs"]
+mod decision;
+use decision::decision;
 
 const SYMBOLS: [&str; 2] = ["ETHUSDT", "BTCUSDT"];
 const STEPS: usize = 120;
@@ -130,28 +133,6 @@ impl Market {
 
     fn mid(&self, i: usize) -> Price {
         Price(self.mids[i] * 1_000_000)
-    }
-}
-
-fn decision(symbol: &str, action: Action, time_ms: i64, price: Price) -> Decision {
-    Decision {
-        symbol: symbol.into(),
-        time_ms,
-        action,
-        confidence: 0.9,
-        combined: ActionValues {
-            buy: 0.9,
-            sell: 0.05,
-            hold: 0.05,
-        },
-        price: Some(price),
-        thresholds: Thresholds {
-            buy: 0.55,
-            sell: 0.55,
-        },
-        votes: Vec::new(),
-        skipped: Vec::new(),
-        reason: "chaos".into(),
     }
 }
 

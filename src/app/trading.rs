@@ -655,6 +655,12 @@ impl TradingSession {
             self.protections.insert(id.clone(), protection);
             let verdict = self.recheck(&request, &protection, now);
             match verdict {
+                // Journaled first: a restart judges the venue's answer from this send on.
+                Ok(_)
+                    if !self.journal_record(JournalRecord::Resent {
+                        client_id: id.clone(),
+                        time_ms: crate::logging::now_ms().max(now),
+                    }) => {}
                 Ok(approved) => match self.exec.submit(approved) {
                     Ok(()) => tracing::warn!(client_id = %id, "reconciliation: intent resubmitted"),
                     Err(e) => self.reject_unsent(&id, format!("resubmission not taken: {e}"), now),

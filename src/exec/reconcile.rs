@@ -98,7 +98,14 @@ pub async fn exchange_view(
                 Err(e) => return Err(e),
             },
             None => match client
-                .probe(&sym, req.client_id.as_str(), o.updated_ms)
+                .probe(
+                    &sym,
+                    req.client_id.as_str(),
+                    journal
+                        .state()
+                        .last_sent_ms(&req.client_id)
+                        .unwrap_or(o.updated_ms),
+                )
                 .await?
             {
                 Probe::Found(vo) => Some(vo),

@@ -94,6 +94,15 @@ pub enum JournalRecord {
     },
     /// What the venue reported, journaled before anything acts on it.
     Event(ExecutionEvent),
+    /// A journaled order sent again under its own id (reconciliation found the venue never
+    /// saw it), journaled before it is sent: the venue's answer about it is judged from this
+    /// time on, not from the intent's.
+    Resent {
+        /// The order.
+        client_id: ClientOrderId,
+        /// Time, ms.
+        time_ms: i64,
+    },
 }
 
 fn frame(json: &[u8]) -> Vec<u8> {
@@ -456,6 +465,7 @@ pub struct JournalState {
     cancel_requested: BTreeSet<ClientOrderId>,
     fills: BTreeSet<(ClientOrderId, String)>,
     positions: BTreeMap<Symbol, Position>,
+    last_sent: BTreeMap<ClientOrderId, i64>,
     /// Whether replay dropped a torn last record.
     pub dropped_tail: bool,
 }
@@ -469,6 +479,7 @@ impl JournalState {
             orders: BTreeMap::new(),
             cancel_requested: BTreeSet::new(),
             fills: BTreeSet::new(),
+            last_sent: BTreeMap::new(),
             positions: BTreeMap::new(),
             dropped_tail: false,
         }
@@ -505,6 +516,17 @@ impl JournalState {
             .map(|(o, _)| o)
             .filter(|o| o.status.is_open())
             .collect()
+    }
+
+    /// When the order was last sent to the venue: its last [`JournalRecord::Resent`], else
+    /// its intent's time.
+    pub fn last_sent_ms(&self, id: &ClientOrderId) -> Option<i64> {
+        self.last_sent.get(id).copied().or_else(|| {
+            self.orders
+                .get(id)
+                .filter(|(o, _)| o.status == OrderStatus::New)
+                .map(|(o, _)| o.updated_ms)
+        })
     }
 
     /// Whether a cancel was journaled for the order.
@@ -556,6 +578,12 @@ impl JournalState {
                     return Err(ReplayError::UnknownOrder(client_id.clone()));
                 }
                 self.cancel_requested.insert(client_id.clone());
+            }
+            JournalRecord::Resent { client_id, time_ms } => {
+                if !self.orders.contains_key(client_id) {
+                    return Err(ReplayError::UnknownOrder(client_id.clone()));
+                }
+                self.last_sent.insert(client_id.clone(), *time_ms);
             }
             JournalRecord::Event(ev) => {
                 let id = ev.client_id().clone();
@@ -752,11 +780,13 @@ pub fn reconcile(
                 actions.extend(ev.map(ReconcileAction::Adopt));
             }
             None if o.status == OrderStatus::New => {
+                // The decision's age counts from the intent; certainty from the last send.
                 let age = now_ms.saturating_sub(o.updated_ms);
-                if age < policy.certainty_ms {
+                let sent = state.last_sent_ms(id).unwrap_or(o.updated_ms);
+                if now_ms.saturating_sub(sent) < policy.certainty_ms {
                     actions.push(ReconcileAction::Recheck {
                         client_id: id.clone(),
-                        at_ms: o.updated_ms.saturating_add(policy.certainty_ms),
+                        at_ms: sent.saturating_add(policy.certainty_ms),
                     });
                 } else if state.cancel_requested(id) || age > policy.max_intent_age_ms {
                     // Never reached the venue, and either the trader cancelled it or the
@@ -1143,6 +1173,35 @@ mod tests {
         // The resubmit, the stray and the cancel to repeat remain: the venue must act.
         assert_eq!(again.len(), 3, "{again:?}");
         assert_eq!(s.order(&id(1)).unwrap().status, OrderStatus::Filled);
+    }
+
+    #[test]
+    fn a_resent_intent_is_judged_from_its_last_send_not_its_intent() {
+        let policy = ReconcilePolicy {
+            certainty_ms: 8_000,
+            max_intent_age_ms: 15_000,
+        };
+        let mut s = JournalState::new("mm");
+        s.apply(&intent(1)).unwrap();
+        // Sent again at 9 s; at 10 s the venue not knowing it proves nothing yet.
+        s.apply(&JournalRecord::Resent {
+            client_id: id(1),
+            time_ms: 9_000,
+        })
+        .unwrap();
+        assert_eq!(s.last_sent_ms(&id(1)), Some(9_000));
+        assert_eq!(
+            reconcile(&s, &ExchangeView::default(), 10_000, &policy),
+            vec![ReconcileAction::Recheck {
+                client_id: id(1),
+                at_ms: 17_000,
+            }]
+        );
+        // Certain again, and by then the decision is stale: rejected, never sent a third time.
+        assert!(matches!(
+            reconcile(&s, &ExchangeView::default(), 17_500, &policy).as_slice(),
+            [ReconcileAction::Adopt(ExecutionEvent::Rejected { .. })]
+        ));
     }
 
     #[test]
