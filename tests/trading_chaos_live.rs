@@ -9,7 +9,8 @@
 //! - in the end, every order the journal holds as final has exactly the venue's executed
 //!   quantity, and no venue order is missing from the journal.
 //!
-//! `CHAOS_LIVE_SEEDS=N` runs N seeds (default 12, to fit CI); a failing seed is printed with
+//! `CHAOS_LIVE_SEEDS=N` runs N seeds (default 12, to fit CI; `CHAOS_LIVE_FIRST=M` starts at
+//! seed M); a failing seed is printed with
 //! `CHAOS_LIVE_SEED=<n>` to replay it (`CHAOS_TRACE=1` with `--nocapture` prints each step and
 //! the library's log). The venue's timing makes a run's interleaving vary a little from run to
 //! run; the seed fixes the actions and faults.
@@ -276,11 +277,9 @@ async fn live_chaos_never_places_an_order_twice_and_the_journal_equals_the_venue
     let seeds: Vec<u64> = match std::env::var("CHAOS_LIVE_SEED") {
         Ok(s) => vec![s.parse().expect("CHAOS_LIVE_SEED is a number")],
         Err(_) => {
-            let n = std::env::var("CHAOS_LIVE_SEEDS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(12u64);
-            (0..n).collect()
+            let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+            let first = var("CHAOS_LIVE_FIRST").unwrap_or(0);
+            (first..first + var("CHAOS_LIVE_SEEDS").unwrap_or(12)).collect()
         }
     };
     let mut failures = Vec::new();

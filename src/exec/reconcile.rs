@@ -271,6 +271,13 @@ pub async fn reconcile_for_live(
             strays.join(", ")
         )));
     }
+    // The venue's facts first (fills and final statuses of orders the journal has open, such
+    // as a close that executed while the desk was down): the balances are compared with the
+    // journal as it stands after them.
+    let (adopt, rest): (Vec<_>, Vec<_>) = actions
+        .into_iter()
+        .partition(|a| matches!(a, ReconcileAction::Adopt(_)));
+    let mut summary = apply_actions(client, journal, symbols, adopt).await?;
     let balances = client.balances().await?;
     let held = |symbol: &str| {
         let base = assets(client, symbol).base;
@@ -294,7 +301,11 @@ pub async fn reconcile_for_live(
             )));
         }
     }
-    let summary = apply_actions(client, journal, symbols, actions).await?;
+    let more = apply_actions(client, journal, symbols, rest).await?;
+    summary.adopted += more.adopted;
+    summary.to_resubmit.extend(more.to_resubmit);
+    summary.stale_rejected.extend(more.stale_rejected);
+    summary.strays_cancelled.extend(more.strays_cancelled);
     let balances = client.balances().await?;
     Ok(LiveCheck { summary, balances })
 }
