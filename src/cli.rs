@@ -97,9 +97,14 @@ pub struct TrainCommonCli {
     /// 1 s candles of the reference symbol (same layouts), fed to the CNN's reference series.
     #[arg(long, value_name = "FILE")]
     pub reference: Option<PathBuf>,
-    /// Use only the last N candles.
+    /// Use only the last N candles (of those --until keeps).
     #[arg(long, value_name = "N")]
     pub max_candles: Option<usize>,
+    /// Train only on candles that close at or before T (validation and held-out parts inside
+    /// that range, by time): an ISO-8601 date or datetime in UTC (2021-03-01,
+    /// 2021-03-01T12:00:00Z) or epoch milliseconds. Test from T on.
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
     /// Input window in candles.
     #[arg(long, default_value_t = 64)]
     pub window: usize,

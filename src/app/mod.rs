@@ -8,6 +8,7 @@ pub mod desk_models;
 pub mod feed;
 pub mod import;
 pub mod pipeline;
+pub mod progress;
 pub mod record;
 pub mod replay;
 pub mod sim;

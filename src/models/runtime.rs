@@ -25,6 +25,7 @@ use super::input::{Anchor, InputShape, InputShapeError, ModelRows};
 use super::online::{InputHistory, OnlineExample, online_step};
 use super::online_rl::{DqnTrainer, RlStep, dqn_trainer_loop};
 use super::rl_train::{DqnModelConfig, MARKET_RECENT, RlStateSpec, market_features, market_width};
+use super::split::CheckpointRef;
 use crate::analysis::encoding::{INPUT_LAYOUT_VERSION, encode_validated};
 use crate::analysis::input::{BaseDataInput, InputConfig, InputError};
 use crate::analysis::model_output::ModelOutput;
@@ -624,7 +625,7 @@ impl Shared {
     }
 
     /// Loads the best checkpoints (or fresh weights) into an inference core.
-    fn load_core(&self) -> Result<(InferenceCore, CnnModel), RuntimeError> {
+    fn load_core(&self) -> Result<(InferenceCore, CnnModel, LoadedMetas), RuntimeError> {
         let m = &self.cfg.models;
         let device = self.device;
         let cnn_ck = self.manager(&m.cnn_model, CNN_METRIC, MetricGoal::Minimize)?;
@@ -649,7 +650,22 @@ impl Shared {
         };
         let spec = spec_for(&cnn.net.config());
         let dqn_ck = self.manager(&m.dqn_model, DQN_METRIC, MetricGoal::Maximize)?;
-        let got = dqn_ck.load_best_model(
+        // A DQN that records the CNN it learned from runs only beside that CNN: its state
+        // holds that CNN's features. DQNs that record none (online, older builds) still load.
+        let in_use = cnn_meta.as_ref().map(|c| CheckpointRef {
+            model: c.model_name.clone(),
+            id: c.id.clone(),
+        });
+        let got = dqn_ck.load_best_model_where(
+            |meta| match &meta.lineage.cnn {
+                Some(c) if Some(c) != in_use.as_ref() => Err(format!(
+                    "trained with CNN checkpoint {c}, not beside {}",
+                    in_use
+                        .as_ref()
+                        .map_or_else(|| "fresh CNN weights".to_string(), ToString::to_string)
+                )),
+                _ => Ok(()),
+            },
             |c: DqnModelConfig| {
                 if c.state != spec {
                     return Err(format!(
@@ -700,7 +716,7 @@ impl Shared {
             s.dqn_checkpoint = dqn_meta.as_ref().map(CheckpointInUse::from);
             s.skipped_checkpoints = skipped;
         }
-        Ok((core, copy))
+        Ok((core, copy, (cnn_meta, dqn_meta)))
     }
 }
 
@@ -714,7 +730,14 @@ pub struct BestLoad {
     pub dqn: Option<CheckpointInUse>,
     /// Checkpoints passed over, with the reason.
     pub skipped: Vec<SkippedCheckpoint>,
+    /// The CNN checkpoint's metadata (training range and lineage), when one loaded.
+    pub cnn_meta: Option<CheckpointMeta>,
+    /// The DQN checkpoint's metadata, when one loaded.
+    pub dqn_meta: Option<CheckpointMeta>,
 }
+
+/// The metadata of the CNN and DQN checkpoints a load used.
+type LoadedMetas = (Option<CheckpointMeta>, Option<CheckpointMeta>);
 
 impl InferenceCore {
     /// The best CNN and DQN checkpoints under `checkpoint_dir`, exactly as the runtime loads
@@ -744,13 +767,15 @@ impl InferenceCore {
             device,
             checkpoint_dir,
         );
-        let (core, _) = shared.load_core()?;
+        let (core, _, (cnn_meta, dqn_meta)) = shared.load_core()?;
         let s = lock(&shared.status);
         Ok(BestLoad {
             core,
             cnn: s.cnn_checkpoint.clone(),
             dqn: s.dqn_checkpoint.clone(),
             skipped: s.skipped_checkpoints.clone(),
+            cnn_meta,
+            dqn_meta,
         })
     }
 }
@@ -778,7 +803,7 @@ impl ModelRuntime {
             .spawn(move || {
                 let _alive = Alive::new(&this.alive);
                 tch::set_num_threads(this.cfg.models.inference_threads as i32);
-                match this.load_core().and_then(|(core, cnn)| {
+                match this.load_core().and_then(|(core, cnn, _)| {
                     let dqn = core
                         .dqn
                         .weights_snapshot()
@@ -1180,6 +1205,8 @@ fn trainer_loop(
             let range = DataRange {
                 start_ms: first_ms,
                 end_ms: last_ms,
+                // Online examples are input times, not candles of one interval.
+                interval_ms: 0,
             };
             save(loss_sum, since_save, range, status);
             since_save = 0;
@@ -1190,6 +1217,7 @@ fn trainer_loop(
         let range = DataRange {
             start_ms: first_ms,
             end_ms: last_ms,
+            interval_ms: 0,
         };
         save(loss_sum, since_save, range, status);
     }
