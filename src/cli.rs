@@ -57,6 +57,9 @@ pub enum Command {
     /// Replay candle files through the orchestrator with fees and slippage; report statistics
     /// against buy-and-hold, an equity chart and an HTML page.
     Backtest(crate::app::backtest::BacktestArgs),
+    /// Score checkpoints on a date range they were not trained on: the CNN's pivots per level
+    /// and the desk's trading, each number beside its baselines, with confidence intervals.
+    Evaluate(crate::app::evaluate::EvaluateArgs),
     /// Record the live data path (default source: the simulator) into the store until Ctrl-C.
     Record(crate::app::record::RecordArgs),
     /// Replay a recording from the store through the market pipeline (1x, Nx or max speed).
@@ -286,6 +289,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Some(Command::Analyze(args)) => crate::app::analyze::run(config, args),
         Some(Command::Train(cmd)) => crate::app::train::run_cli(config, cmd),
         Some(Command::Backtest(args)) => crate::app::backtest::run(config, args),
+        Some(Command::Evaluate(args)) => crate::app::evaluate::run(config, args),
         Some(Command::Record(args)) => crate::app::record::run(config, args),
         Some(Command::Replay(args)) => crate::app::replay::run(config, args),
         Some(Command::Import(args)) => crate::app::import::run(config, args),

@@ -5,6 +5,7 @@ pub mod backtest;
 pub mod collect;
 pub mod desk;
 pub mod desk_models;
+pub mod evaluate;
 pub mod feed;
 pub mod import;
 pub mod pipeline;

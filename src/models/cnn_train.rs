@@ -495,7 +495,10 @@ pub fn evaluate(model: &CnnModel, ds: &CnnDataset, rows: &[usize], cutoff_ms: i6
     m
 }
 
-fn score(
+/// Per-level metrics of any predictor on `rows`: `pred(i, level)` answers `(price offset, time
+/// offset, high)` for `rows[i]` in model units; targets known after `cutoff_ms` are ignored.
+/// The model, the naive guess and every baseline are scored by this one function.
+pub fn score(
     ds: &CnnDataset,
     rows: &[usize],
     cutoff_ms: i64,
