@@ -42,7 +42,7 @@ use crate::app::progress::Progress;
 use crate::app::train::{MEDIAN_TIME, PRIOR_HIGH};
 use crate::cli::{EXIT_INPUT, EXIT_OK, EXIT_USAGE, Failure};
 use crate::config::Config;
-use crate::market::types::{Candle, Price, Qty, SCALE, Timeframe};
+use crate::market::types::{Candle, Price, Qty, SCALE};
 use crate::models::checkpoint::{
     CheckpointConfig, CheckpointError, CheckpointManager, CheckpointMeta, MetricGoal,
 };
@@ -50,7 +50,7 @@ use crate::models::cnn::{CnnConfig, CnnModel};
 use crate::models::cnn_train::{CnnDataset, CnnMetrics, DatasetConfig, naive_baseline, score};
 use crate::models::device::device_from_config;
 use crate::models::dqn::DqnAgent;
-use crate::models::input::InputShape;
+use crate::models::input::{InputShape, SeriesLayout, TimeScale, interval_name, timeframe_index};
 use crate::models::rl_train::DqnModelConfig;
 use crate::models::runtime::{CNN_METRIC, DQN_METRIC, InferenceCore, spec_for};
 use crate::models::split::{TimeRange, check_dqn_lineage, iso, lineage_line, refuse_in_sample};
@@ -697,7 +697,7 @@ pub fn cnn_levels(
     let prior = score(ds, rows, i64::MAX, |_, l| {
         (0.0, typical[l], priors.share_high[l].unwrap_or(0.5) >= 0.5)
     });
-    let tf = ds.timeframe.as_str().to_string();
+    let tf = interval_name(ds.interval_ms);
     let pick = |c: &CnnMetrics, l: usize, dir: bool, price: bool, time: bool| {
         let x = &c.levels[l];
         let on = |b: bool, v: f64| (b && x.samples > 0).then_some(v);
@@ -858,8 +858,16 @@ struct Chosen {
     dqn: Option<(DqnAgent, CheckpointMeta)>,
 }
 
-fn choose(config: &Config, args: &EvaluateArgs, device: tch::Device) -> Result<Chosen, Failure> {
+/// The CNN (when models are asked for, or `--cnn`) and the DQN (when the desk runs the
+/// models, or `--dqn` names one).
+fn choose(
+    config: &Config,
+    args: &EvaluateArgs,
+    device: tch::Device,
+    desk_runs: bool,
+) -> Result<Chosen, Failure> {
     let models = args.experts != ExpertSet::Rules;
+    let want_dqn = models && (desk_runs || args.dqn.is_some());
     if !models && args.cnn.is_none() {
         return Ok(Chosen {
             cnn: None,
@@ -925,7 +933,7 @@ fn choose(config: &Config, args: &EvaluateArgs, device: tch::Device) -> Result<C
             })?
         }
     };
-    if !models {
+    if !want_dqn {
         return Ok(Chosen {
             cnn: Some((cnn_model, cnn_meta)),
             dqn: None,
@@ -998,24 +1006,36 @@ fn choose(config: &Config, args: &EvaluateArgs, device: tch::Device) -> Result<C
 }
 
 /// Refuses a CNN checkpoint on data of another layout: another candle interval, or the
-/// reference series present on one side only.
+/// reference series present on one side only, or of another interval.
 fn check_layout(
     meta: &CheckpointMeta,
     cfg: &CnnConfig,
-    interval_ms: i64,
+    scale: &TimeScale,
+    layout: &SeriesLayout,
     reference: bool,
 ) -> Result<(), Failure> {
     let name = format!("{}/{}", meta.model_name, meta.id);
-    if cfg.timeframe.millis() != interval_ms {
+    let trained = cfg.layout.unwrap_or(SeriesLayout::LIVE);
+    let fits = match cfg.layout {
+        Some(l) => l == *layout,
+        // Older checkpoints read the 1s/1m/1h/1d series of their timeframe.
+        None => layout.is_standard(),
+    };
+    if cfg.timeframe != scale.slot || !fits {
         return Err(input(format!(
-            "CNN checkpoint {name} reads {} candles ({} ms) but the data holds {interval_ms} ms \
-             candles: evaluate it on data of the interval it was trained on",
-            cfg.timeframe,
-            cfg.timeframe.millis()
+            "CNN checkpoint {name} was trained on {} candles (input layout {trained}), but \
+             --data{} give {} candles (input layout {layout}): evaluate it on data of the \
+             interval and reference it was trained on",
+            cfg.layout.map_or_else(
+                || cfg.timeframe.to_string(),
+                |l| interval_name(l.intervals_ms[timeframe_index(cfg.timeframe)])
+            ),
+            if reference { " and --reference" } else { "" },
+            interval_name(scale.interval_ms),
         )));
     }
     // Older checkpoints do not say whether they had a reference series.
-    if meta.lineage.data.is_some() {
+    if meta.lineage.data.is_some() && cfg.layout.is_none() {
         match (&meta.lineage.reference, reference) {
             (Some(r), false) => {
                 return Err(input(format!(
@@ -1419,25 +1439,35 @@ pub fn run(config: Config, args: EvaluateArgs) -> Result<i32, Failure> {
                 .map_or_else(|| "none".into(), |c| iso(c.open_time_ms))
         )));
     }
-    let reference = match &args.reference {
+    let scale = TimeScale::new(interval, candles.first().map_or(0, |c| c.open_time_ms))
+        .ok_or_else(|| {
+            input(format!(
+                "{}: candle interval {interval} ms is below 1 s; expected a regular interval \
+                 of at least 1 s",
+                args.data.display()
+            ))
+        })?;
+    let (reference, reference_ms) = match &args.reference {
         Some(p) => {
             let (r, ri) = load_cut(p, tested.to_ms)?;
-            if !r.is_empty() && ri != Timeframe::S1.millis() {
-                return Err(input(format!(
-                    "--reference {}: {ri} ms candles; the model input's reference series holds \
-                     1 s candles",
-                    p.display()
-                )));
-            }
-            r
+            let ms = (!r.is_empty()).then_some(ri);
+            (r, ms)
         }
-        None => Vec::new(),
+        None => (Vec::new(), None),
     };
-    let chosen = choose(&config, &args, device)?;
+    let layout =
+        SeriesLayout::of(&scale, reference_ms).map_err(|e| input(format!("--reference: {e}")))?;
+    let chosen = choose(&config, &args, device, scale.is_identity())?;
     let mut warnings = Vec::new();
     let mut metas: Vec<&CheckpointMeta> = Vec::new();
     if let Some((m, meta)) = &chosen.cnn {
-        check_layout(meta, &m.net.config(), interval, args.reference.is_some())?;
+        check_layout(
+            meta,
+            &m.net.config(),
+            &scale,
+            &layout,
+            args.reference.is_some(),
+        )?;
         metas.push(meta);
     }
     if let Some((_, meta)) = &chosen.dqn {
@@ -1454,7 +1484,7 @@ pub fn run(config: Config, args: EvaluateArgs) -> Result<i32, Failure> {
                 &args.symbol,
                 &candles,
                 &reference,
-                &DatasetConfig::new(cfg.timeframe, cfg.input.window),
+                &DatasetConfig::scaled(scale, cfg.input.window),
             )
             .map_err(|e| input(format!("{}: samples: {e}", args.data.display())))?;
             let rows: Vec<usize> = (0..ds.len())
@@ -1483,6 +1513,8 @@ pub fn run(config: Config, args: EvaluateArgs) -> Result<i32, Failure> {
         None => None,
     };
     let core = match (chosen.cnn, chosen.dqn) {
+        // The desk does not run on these candles (below): no models to build for it.
+        _ if !scale.is_identity() => None,
         (Some((cnn, cmeta)), Some((dqn, _))) => {
             if cmeta.lineage.reference.is_some() {
                 return Err(input(format!(
@@ -1505,16 +1537,25 @@ pub fn run(config: Config, args: EvaluateArgs) -> Result<i32, Failure> {
         }
         _ => None,
     };
-    let desk = desk(
-        &config,
-        &args,
-        &candles,
-        interval,
-        tested,
-        core,
-        in_sample,
-        &mut warnings,
-    )?;
+    let desk = if scale.is_identity() {
+        Some(desk(
+            &config,
+            &args,
+            &candles,
+            interval,
+            tested,
+            core,
+            in_sample,
+            &mut warnings,
+        )?)
+    } else {
+        warnings.push(format!(
+            "the desk is not evaluated: the backtest engine replays 1s, 1m, 1h or 1d candles, \
+             not {} ones (the CNN table above is)",
+            interval_name(interval)
+        ));
+        None
+    };
     let report = EvaluateReport {
         data: args
             .data
@@ -1530,7 +1571,7 @@ pub fn run(config: Config, args: EvaluateArgs) -> Result<i32, Failure> {
         in_sample,
         checkpoints,
         cnn,
-        desk: Some(desk),
+        desk,
         warnings,
     };
     print!("{}", render(&report));
@@ -1546,6 +1587,7 @@ pub fn run(config: Config, args: EvaluateArgs) -> Result<i32, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::market::types::Timeframe;
 
     const T0: i64 = 1_614_556_800_000;
 

@@ -3,7 +3,7 @@
 
 use crate::analysis::analyze::{AnalyzeError, detect_interval, read_candles};
 use crate::cli::Failure;
-use crate::market::types::{Candle, Timeframe};
+use crate::market::types::Candle;
 use crate::models::checkpoint::{
     CheckpointConfig, CheckpointError, CheckpointManager, CheckpointMeta, DataRange, MetricGoal,
     report_skipped,
@@ -16,7 +16,7 @@ use crate::models::cnn_train::{
 use crate::models::device::{DeviceError, device_from_config};
 use crate::models::dqn::{DqnAgent, DqnError};
 use crate::models::env::{EnvConfig, EnvError, TradingEnv};
-use crate::models::input::InputShape;
+use crate::models::input::{InputShape, IntervalError, SeriesLayout, TimeScale};
 use crate::models::rl_train::{
     DqnModelConfig, MARKET_RECENT, PolicyComparison, RlStateSpec, RlTrainConfig, agent_config,
     compare_policies, rl_features, train_dqn,
@@ -93,8 +93,8 @@ pub enum TrainAppError {
     /// Samples could not be built from the candles.
     #[error("samples: {0}")]
     Dataset(#[from] DatasetError),
-    /// The candles' interval is not one of the model timeframes.
-    #[error("candle interval {0} ms is not 1s, 1m, 1h or 1d")]
+    /// The candles' interval is too short for any timeframe slot.
+    #[error("candle interval {0} ms is below 1 s; expected a regular interval of at least 1 s")]
     Interval(i64),
     /// Training failed.
     #[error("training: {0}")]
@@ -128,9 +128,24 @@ pub enum TrainAppError {
         /// Open time of the newest candle of the first held-out row.
         held_out_from_ms: i64,
     },
-    /// The reference file does not hold 1 s candles.
-    #[error("reference candles: interval {0} ms, expected 1 s candles (1000 ms)")]
-    ReferenceInterval(i64),
+    /// The reference file's interval fits neither the data's nor the 1 s series.
+    #[error("--reference: {0}")]
+    ReferenceInterval(#[from] IntervalError),
+    /// The CNN named for the RL state reads another input layout than these candles give.
+    #[error(
+        "CNN {name:?} checkpoint {id} was trained on the input layout ({trained}), not the one \
+         these candles give ({data}): train the DQN on data of the CNN's interval and reference"
+    )]
+    CnnLayout {
+        /// CNN model name.
+        name: String,
+        /// Its checkpoint.
+        id: String,
+        /// Its layout.
+        trained: String,
+        /// The data's.
+        data: String,
+    },
     /// The checkpoint count is outside the supported range.
     #[error("keep: {0} checkpoints per model; expected 5..=10 (--keep or [models] keep_best)")]
     Keep(usize),
@@ -172,6 +187,7 @@ impl From<TrainAppError> for Failure {
             | TrainAppError::Dataset(_)
             | TrainAppError::Interval(_)
             | TrainAppError::ReferenceInterval(_)
+            | TrainAppError::CnnLayout { .. }
             | TrainAppError::NothingBefore { .. } => Failure::input(e),
             TrainAppError::Time(_) => Failure {
                 code: crate::cli::EXIT_USAGE,
@@ -221,7 +237,8 @@ pub struct TrainRlSummary {
 /// The candles of a training run: those closing by `--until`, the last `max_candles` of them.
 struct Loaded {
     candles: Vec<Candle>,
-    base: Timeframe,
+    /// Their interval and the timeframe slot that holds it.
+    scale: TimeScale,
     symbol: String,
     /// The data file's lineage entry.
     source: DataSource,
@@ -274,9 +291,7 @@ fn load(common: &TrainCommon) -> Result<Loaded, TrainAppError> {
     {
         candles.drain(..candles.len() - n);
     }
-    let base = Timeframe::ALL
-        .into_iter()
-        .find(|tf| tf.millis() == interval)
+    let scale = TimeScale::new(interval, candles.first().map_or(0, |c| c.open_time_ms))
         .ok_or(TrainAppError::Interval(interval))?;
     let symbol = common.candles.file_stem().map_or_else(
         || "HISTORY".to_string(),
@@ -285,46 +300,51 @@ fn load(common: &TrainCommon) -> Result<Loaded, TrainAppError> {
     let source = source(&common.candles, &candles, interval)?;
     Ok(Loaded {
         candles,
-        base,
+        scale,
         symbol,
         source,
     })
 }
 
-/// The reference symbol's 1 s candles closing by `--until`, if a file was given, and its
-/// lineage entry.
+/// The reference symbol's candles closing by `--until` (of the data's interval, or 1 s
+/// beside 1s/1m/1h/1d data), if a file was given, its lineage entry, and the input layout
+/// the data and the reference give.
 fn load_reference(
     common: &TrainCommon,
-) -> Result<(Vec<Candle>, Option<DataSource>), TrainAppError> {
+    scale: &TimeScale,
+) -> Result<(Vec<Candle>, Option<DataSource>, SeriesLayout), TrainAppError> {
     let Some(path) = &common.reference else {
-        return Ok((Vec::new(), None));
+        return Ok((Vec::new(), None, SeriesLayout::of(scale, None)?));
     };
     let mut candles = read_candles(path)?.candles;
     let interval = detect_interval(&candles);
-    if !candles.is_empty() && interval != Timeframe::S1.millis() {
-        return Err(TrainAppError::ReferenceInterval(interval));
-    }
+    let layout = SeriesLayout::of(scale, (!candles.is_empty()).then_some(interval))?;
     until(&mut candles, interval, common.until_ms);
     let src = source(path, &candles, interval)?;
-    Ok((candles, Some(src)))
+    Ok((candles, Some(src), layout))
 }
 
 /// The training samples of both commands: the candles replayed with the reference series.
 fn dataset(
-    common: &TrainCommon,
-    symbol: &str,
-    candles: &[Candle],
-    base: Timeframe,
+    loaded: &Loaded,
+    reference: &[Candle],
     window: usize,
-) -> Result<(CnnDataset, Option<DataSource>), TrainAppError> {
-    let (reference, source) = load_reference(common)?;
-    let ds = CnnDataset::build(
-        symbol,
-        candles,
-        &reference,
-        &DatasetConfig::new(base, window),
-    )?;
-    Ok((ds, source))
+) -> Result<CnnDataset, TrainAppError> {
+    Ok(CnnDataset::build(
+        &loaded.symbol,
+        &loaded.candles,
+        reference,
+        &DatasetConfig::scaled(loaded.scale, window),
+    )?)
+}
+
+/// True when a CNN of `cfg` reads the layout `layout` (a config without one, from older
+/// builds, reads the 1s/1m/1h/1d layout it was built for).
+fn reads(cfg: &CnnConfig, layout: &SeriesLayout) -> bool {
+    match cfg.layout {
+        Some(l) => l == *layout,
+        None => layout.is_standard(),
+    }
 }
 
 fn range(candles: &[Candle], interval_ms: i64) -> DataRange {
@@ -365,7 +385,7 @@ fn lineage_of(
     cnn: Option<&CheckpointMeta>,
     until_ms: Option<i64>,
 ) -> Lineage {
-    let own = range(&loaded.candles, loaded.base.millis());
+    let own = range(&loaded.candles, loaded.scale.interval_ms);
     let mut ranges = vec![own];
     let mut complete = true;
     if let Some(p) = parent {
@@ -463,10 +483,11 @@ pub fn run_train_cnn(
     let device = device_from_config(&args.common.device)?;
     tch::manual_seed(args.common.seed as i64);
     let loaded = load(&args.common)?;
-    let base = loaded.base;
+    let base = loaded.scale.slot;
+    let (reference, ref_source, layout) = load_reference(&args.common, &loaded.scale)?;
     let mut notes = Vec::new();
     let warm = load_cnn(&args.common, &args.model_name, device)?
-        .filter(|(m, _)| m.net.config().timeframe == base)
+        .filter(|(m, _)| m.net.config().timeframe == base && reads(&m.net.config(), &layout))
         .filter(
             |(_, meta)| match parent_refusal(meta, args.common.until_ms) {
                 Some(note) => {
@@ -485,14 +506,12 @@ pub fn run_train_cnn(
             (CnnModel::new(c, device), None)
         }
     };
-    let cfg = model.net.config();
-    let (ds, reference) = dataset(
-        &args.common,
-        &loaded.symbol,
-        &loaded.candles,
-        base,
-        cfg.input.window,
-    )?;
+    // The layout is recorded with the config; the network does not depend on it.
+    let cfg = CnnConfig {
+        layout: Some(layout),
+        ..model.net.config()
+    };
+    let ds = dataset(&loaded, &reference, cfg.input.window)?;
     let ckpt = manager(
         &args.common,
         &args.model_name,
@@ -530,7 +549,7 @@ pub fn run_train_cnn(
     priors(&ds, &train_rows.collect::<Vec<_>>(), cutoff, &mut metrics);
     let lineage = lineage_of(
         &loaded,
-        reference,
+        ref_source,
         parent.as_ref(),
         None,
         args.common.until_ms,
@@ -539,7 +558,7 @@ pub fn run_train_cnn(
         &model.vs,
         &cfg,
         metrics,
-        range(&loaded.candles, base.millis()),
+        range(&loaded.candles, loaded.scale.interval_ms),
         lineage.clone(),
     )?;
     Ok(TrainCnnSummary {
@@ -563,7 +582,8 @@ pub fn run_train_rl(
     let device = device_from_config(&args.common.device)?;
     tch::manual_seed(args.common.seed as i64);
     let loaded = load(&args.common)?;
-    let base = loaded.base;
+    let base = loaded.scale.slot;
+    let (reference, ref_source, layout) = load_reference(&args.common, &loaded.scale)?;
     let cnn = match &args.cnn_model {
         Some(name) => Some(
             load_cnn(&args.common, name, device)?
@@ -571,10 +591,23 @@ pub fn run_train_rl(
         ),
         None => None,
     };
+    if let (Some((m, meta)), Some(name)) = (&cnn, &args.cnn_model) {
+        let c = m.net.config();
+        if c.timeframe != base || !reads(&c, &layout) {
+            return Err(TrainAppError::CnnLayout {
+                name: name.clone(),
+                id: meta.id.clone(),
+                trained: c
+                    .layout
+                    .map_or_else(|| SeriesLayout::LIVE.to_string(), |l| l.to_string()),
+                data: layout.to_string(),
+            });
+        }
+    }
     let window = cnn
         .as_ref()
         .map_or(args.common.window, |(m, _)| m.net.config().input.window);
-    let (ds, reference) = dataset(&args.common, &loaded.symbol, &loaded.candles, base, window)?;
+    let ds = dataset(&loaded, &reference, window)?;
     let (cnn, cnn_meta) = match cnn {
         Some((m, meta)) => (Some(m), Some(meta)),
         None => (None, None),
@@ -673,7 +706,7 @@ pub fn run_train_rl(
     };
     let lineage = lineage_of(
         &loaded,
-        reference,
+        ref_source,
         parent.as_ref(),
         cnn_meta.as_ref(),
         args.common.until_ms,
@@ -682,7 +715,7 @@ pub fn run_train_rl(
         &agent.vs,
         &model_cfg,
         metrics,
-        range(&loaded.candles, base.millis()),
+        range(&loaded.candles, loaded.scale.interval_ms),
         lineage.clone(),
     )?;
     Ok(TrainRlSummary {
@@ -889,6 +922,7 @@ pub fn run_cli(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::market::types::Timeframe;
 
     fn common(dir: &std::path::Path) -> TrainCommon {
         TrainCommon {
@@ -1094,17 +1128,16 @@ mod tests {
         let mut c = common(dir.path());
         c.candles = main;
         c.max_candles = None;
-        let Loaded {
-            candles,
-            base,
-            symbol,
-            ..
-        } = load(&c).unwrap();
+        let loaded = load(&c).unwrap();
         let window = 8;
-        let (without, _) = dataset(&c, &symbol, &candles, base, window).unwrap();
+        let (none, _, layout) = load_reference(&c, &loaded.scale).unwrap();
+        assert_eq!(layout.intervals_ms, [0, 60_000, 3_600_000, 86_400_000, 0]);
+        let without = dataset(&loaded, &none, window).unwrap();
         c.reference = Some(reference);
-        let (with, source) = dataset(&c, &symbol, &candles, base, window).unwrap();
+        let (ref_1s, source, layout) = load_reference(&c, &loaded.scale).unwrap();
         assert_eq!(source.unwrap().file, "BTCUSDT-1s.csv");
+        assert_eq!(layout.intervals_ms[4], 1_000);
+        let with = dataset(&loaded, &ref_1s, window).unwrap();
         assert_eq!(with.len(), without.len());
         assert!(!with.is_empty());
         // The reference series is the last of the five: its channels are the row's tail.
@@ -1116,12 +1149,36 @@ mod tests {
             |ds: &CnnDataset| ds.rows.series[(last + 1) * row - ref_len..(last + 1) * row].to_vec();
         assert!(tail(&without).iter().all(|&v| v == 0.0));
         assert!(tail(&with).iter().any(|&v| v != 0.0));
-        // A reference file that is not 1 s candles is refused.
-        c.reference = Some(c.candles.clone());
-        assert!(matches!(
-            dataset(&c, &symbol, &candles, base, window),
-            Err(TrainAppError::ReferenceInterval(60_000))
-        ));
+        // A reference at the data's own interval fills it too (the layout says 1m), since
+        // users have two symbols' files of one interval, not 1 s files (issue 14).
+        let reference_1m = dir.path().join("BTCUSDT-1m.csv");
+        write_csv(&reference_1m, Timeframe::M1, start, 40, 60_000.0);
+        c.reference = Some(reference_1m);
+        let (ref_1m, _, layout) = load_reference(&c, &loaded.scale).unwrap();
+        assert_eq!(layout.intervals_ms[4], 60_000);
+        let with_1m = dataset(&loaded, &ref_1m, window).unwrap();
+        assert_eq!(with_1m.len(), without.len());
+        assert!(tail(&with_1m).iter().any(|&v| v != 0.0));
+        assert_ne!(tail(&with_1m), tail(&with));
+        // A reference of a third interval fits neither way: refused, naming both.
+        let reference_1h = dir.path().join("BTCUSDT-1h.csv");
+        write_csv(&reference_1h, Timeframe::H1, start, 40, 60_000.0);
+        c.reference = Some(reference_1h);
+        let err = load_reference(&c, &loaded.scale).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TrainAppError::ReferenceInterval(IntervalError::Reference {
+                    data_ms: 60_000,
+                    reference_ms: 3_600_000
+                })
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("--reference: reference candles of 3600000 ms")
+        );
     }
 
     #[test]

@@ -634,6 +634,13 @@ impl Shared {
                 if c.input != InputShape::encoded(c.input.window) {
                     return Err(format!("input shape {:?} is not this layout's", c.input));
                 }
+                // Live data are 1s/1m/1h/1d candles and 1 s reference candles: a CNN trained
+                // on 5m or 4h series would read them as something they are not.
+                if let Some(l) = c.layout.filter(|l| !l.is_standard()) {
+                    return Err(format!(
+                        "trained on the input layout ({l}), not the live 1s/1m/1h/1d series"
+                    ));
+                }
                 c.check()?;
                 Ok(CnnModel::new(c, device))
             },
@@ -1517,6 +1524,99 @@ mod tests {
         assert_eq!(out[0].hidden_states["gru_hidden"].len(), 16);
     }
 
+    #[test]
+    fn the_desk_passes_over_a_5m_cnn_and_a_dqn_bound_to_another_cnn() {
+        use crate::models::input::{SeriesLayout, TimeScale};
+        use crate::models::split::{CheckpointRef, Lineage};
+        let dir = tempfile::tempdir().unwrap();
+        tch::manual_seed(2);
+        let c = CnnConfig::small(InputShape::encoded(24));
+        let cnn = CnnModel::new(c, Device::Cpu);
+        let mgr = |name: &str, metric: &str, goal| {
+            CheckpointManager::new(CheckpointConfig {
+                root: dir.path().to_path_buf(),
+                model_name: name.into(),
+                keep: 5,
+                metric: metric.into(),
+                goal,
+            })
+            .unwrap()
+        };
+        let metrics = |k: &str, v: f64| BTreeMap::from([(k.to_string(), v)]);
+        let cnns = mgr("pivot_cnn", CNN_METRIC, MetricGoal::Minimize);
+        // The best CNN was trained on 5 m candles: live data would fill its series otherwise.
+        let five = SeriesLayout::of(&TimeScale::new(300_000, 0).unwrap(), None).unwrap();
+        let five_min = cnns
+            .save(
+                &cnn.vs,
+                &CnnConfig {
+                    layout: Some(five),
+                    ..c
+                },
+                metrics(CNN_METRIC, 0.1),
+                DataRange::default(),
+            )
+            .unwrap();
+        let live = cnns
+            .save(&cnn.vs, &c, metrics(CNN_METRIC, 0.5), DataRange::default())
+            .unwrap();
+        // The best DQN learned from another CNN's features; the next one from the live CNN.
+        let dq = mgr("dqn_agent", DQN_METRIC, MetricGoal::Maximize);
+        let spec = spec_for(&c);
+        let mut ids = Vec::new();
+        for (cnn_id, ret) in [("someone-else", 0.9), (live.meta.id.as_str(), 0.2)] {
+            let agent = DqnAgent::new(DqnConfig::new(spec.state_dim()), Device::Cpu).unwrap();
+            let mc = DqnModelConfig {
+                agent: *agent.config(),
+                state: spec,
+            };
+            let lineage = Lineage {
+                cnn: Some(CheckpointRef {
+                    model: "pivot_cnn".into(),
+                    id: cnn_id.into(),
+                }),
+                ..Lineage::default()
+            };
+            let out = dq
+                .save_with(
+                    &agent.vs,
+                    &mc,
+                    metrics(DQN_METRIC, ret),
+                    DataRange::default(),
+                    lineage,
+                )
+                .unwrap();
+            ids.push(out.meta.id);
+        }
+        let best = InferenceCore::load_best_report(
+            &cfg(24),
+            &InputConfig::default(),
+            Device::Cpu,
+            dir.path().to_path_buf(),
+        )
+        .unwrap();
+        assert_eq!(
+            best.cnn.unwrap().name,
+            format!("pivot_cnn/{}", live.meta.id)
+        );
+        assert_eq!(best.dqn.unwrap().name, format!("dqn_agent/{}", ids[1]));
+        assert_eq!(best.cnn_meta.unwrap().id, live.meta.id);
+        assert_eq!(best.dqn_meta.unwrap().id, ids[1]);
+        let reasons: Vec<&str> = best.skipped.iter().map(|s| s.reason.as_str()).collect();
+        assert!(
+            best.skipped.iter().any(|s| s.id == five_min.meta.id
+                && s.reason.contains("not the live 1s/1m/1h/1d series")),
+            "{reasons:?}"
+        );
+        assert!(
+            best.skipped.iter().any(|s| s.id == ids[0]
+                && s.reason
+                    .contains("trained with CNN checkpoint pivot_cnn/someone-else")
+                && s.short == "lineage does not fit"),
+            "{reasons:?}"
+        );
+    }
+
     /// The runtime's CNN checkpoints under `root` (default model name and metric).
     fn cnn_checkpoints(root: &std::path::Path) -> CheckpointManager {
         CheckpointManager::new(CheckpointConfig {
@@ -1622,6 +1722,7 @@ mod tests {
                     close: 3000.0,
                     range: 30.0,
                     last_open_ms: T - 60_000,
+                    interval_ms: 60_000,
                 },
             },
             level: 1,
