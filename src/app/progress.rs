@@ -23,7 +23,10 @@ struct State {
     total: u64,
     msg: String,
     start: Instant,
+    /// The last line of any kind (the ticker's clock).
     last_line: Option<Instant>,
+    /// The last line an update printed: ticker lines do not hold back a new unit's line.
+    last_update: Option<Instant>,
     sink: Box<dyn Write + Send>,
 }
 
@@ -117,6 +120,7 @@ impl Progress {
             msg: String::new(),
             start: Instant::now(),
             last_line: None,
+            last_update: None,
             sink,
         }));
         let (stop, ticker) = match every {
@@ -165,8 +169,12 @@ impl Progress {
         s.total = total;
         s.msg = msg.to_string();
         let now = Instant::now();
-        if moved && s.last_line.is_none_or(|t| now.duration_since(t) >= MIN_GAP) {
+        if moved
+            && s.last_update
+                .is_none_or(|t| now.duration_since(t) >= MIN_GAP)
+        {
             s.line(now);
+            s.last_update = Some(now);
         }
     }
 
@@ -233,18 +241,35 @@ mod tests {
             Duration::from_millis(80),
             Box::new(buf.clone()),
         );
+        // The ticker speaks while the data are prepared; the first epoch still gets its line.
+        std::thread::sleep(Duration::from_millis(150));
         p.update(1, 20, "loss 0.5000 val 0.6000");
+        // At once, not at the next tick.
+        assert!(buf.text().contains("cnn epoch 1/20 loss"), "{}", buf.text());
         // One long "epoch" without updates: the ticker keeps talking.
         std::thread::sleep(Duration::from_millis(500));
         let text = buf.text();
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines.len() >= 4, "{text}");
+        let first = lines
+            .iter()
+            .position(|l| l.starts_with("cnn epoch 1/20"))
+            .unwrap_or_else(|| panic!("no line for epoch 1: {text}"));
+        assert!(first >= 1, "the ticker spoke before epoch 1: {text}");
         assert!(
-            lines[0].starts_with("cnn epoch 1/20 loss 0.5000 val 0.6000 (elapsed 0s, ETA "),
+            lines[..first]
+                .iter()
+                .all(|l| l.starts_with("cnn epoch 0/20 (elapsed")),
             "{text}"
         );
         assert!(
-            lines.iter().all(|l| l.starts_with("cnn epoch 1/20")),
+            lines[first].starts_with("cnn epoch 1/20 loss 0.5000 val 0.6000 (elapsed 0s, ETA "),
+            "{text}"
+        );
+        assert!(lines.len() - first >= 4, "{text}");
+        assert!(
+            lines[first..]
+                .iter()
+                .all(|l| l.starts_with("cnn epoch 1/20")),
             "{text}"
         );
         p.finish(5, "early stop");
