@@ -57,6 +57,9 @@ pub enum Command {
     /// Replay candle files through the orchestrator with fees and slippage; report statistics
     /// against buy-and-hold, an equity chart and an HTML page.
     Backtest(crate::app::backtest::BacktestArgs),
+    /// Score checkpoints on a date range they were not trained on: the CNN's pivots per level
+    /// and the desk's trading, each number beside its baselines, with confidence intervals.
+    Evaluate(crate::app::evaluate::EvaluateArgs),
     /// Record the live data path (default source: the simulator) into the store until Ctrl-C.
     Record(crate::app::record::RecordArgs),
     /// Replay a recording from the store through the market pipeline (1x, Nx or max speed).
@@ -97,9 +100,14 @@ pub struct TrainCommonCli {
     /// 1 s candles of the reference symbol (same layouts), fed to the CNN's reference series.
     #[arg(long, value_name = "FILE")]
     pub reference: Option<PathBuf>,
-    /// Use only the last N candles.
+    /// Use only the last N candles (of those --until keeps).
     #[arg(long, value_name = "N")]
     pub max_candles: Option<usize>,
+    /// Train only on candles that close at or before T (validation and held-out parts inside
+    /// that range, by time): an ISO-8601 date or datetime in UTC (2021-03-01,
+    /// 2021-03-01T12:00:00Z) or epoch milliseconds. Test from T on.
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
     /// Input window in candles.
     #[arg(long, default_value_t = 64)]
     pub window: usize,
@@ -281,6 +289,7 @@ pub fn run(cli: Cli) -> Result<i32, Failure> {
         Some(Command::Analyze(args)) => crate::app::analyze::run(config, args),
         Some(Command::Train(cmd)) => crate::app::train::run_cli(config, cmd),
         Some(Command::Backtest(args)) => crate::app::backtest::run(config, args),
+        Some(Command::Evaluate(args)) => crate::app::evaluate::run(config, args),
         Some(Command::Record(args)) => crate::app::record::run(config, args),
         Some(Command::Replay(args)) => crate::app::replay::run(config, args),
         Some(Command::Import(args)) => crate::app::import::run(config, args),

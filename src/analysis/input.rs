@@ -698,6 +698,20 @@ impl SymbolAnalysis {
         outputs: &ModelOutputStore,
         t_ms: i64,
     ) -> BaseDataInput {
+        self.build_with_reference(market, reference, outputs, t_ms, Timeframe::S1)
+    }
+
+    /// [`Self::build`] with the reference series read from the reference market's
+    /// `reference_tf` candles instead of its 1 s ones (training on history whose reference
+    /// symbol comes at the data's own interval; the model's layout records which).
+    pub fn build_with_reference(
+        &mut self,
+        market: &SymbolMarket,
+        reference: &SymbolMarket,
+        outputs: &ModelOutputStore,
+        t_ms: i64,
+        reference_tf: Timeframe,
+    ) -> BaseDataInput {
         self.update(market, t_ms);
         let frames = self.cfg.frames;
         let cob = self.cob_at(t_ms).cloned();
@@ -706,7 +720,7 @@ impl SymbolAnalysis {
             timestamp_ms: t_ms,
             ohlcv: Timeframe::ALL.map(|tf| closed_window(market, tf, t_ms, frames)),
             reference_symbol: self.cfg.reference_symbol.clone(),
-            reference_ohlcv_1s: closed_window(reference, Timeframe::S1, t_ms, frames),
+            reference_ohlcv_1s: closed_window(reference, reference_tf, t_ms, frames),
             indicators: std::array::from_fn(|i| self.frames[i].indicators_at(t_ms)),
             pivots: std::array::from_fn(|i| self.frames[i].pivots_at(t_ms, &self.cfg)),
             last_predictions: outputs.all_at(&self.symbol, t_ms),

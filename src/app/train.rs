@@ -3,7 +3,7 @@
 
 use crate::analysis::analyze::{AnalyzeError, detect_interval, read_candles};
 use crate::cli::Failure;
-use crate::market::types::{Candle, Timeframe};
+use crate::market::types::Candle;
 use crate::models::checkpoint::{
     CheckpointConfig, CheckpointError, CheckpointManager, CheckpointMeta, DataRange, MetricGoal,
     report_skipped,
@@ -16,14 +16,15 @@ use crate::models::cnn_train::{
 use crate::models::device::{DeviceError, device_from_config};
 use crate::models::dqn::{DqnAgent, DqnError};
 use crate::models::env::{EnvConfig, EnvError, TradingEnv};
-use crate::models::input::InputShape;
+use crate::models::input::{InputShape, IntervalError, SeriesLayout, TimeScale};
 use crate::models::rl_train::{
     DqnModelConfig, MARKET_RECENT, PolicyComparison, RlStateSpec, RlTrainConfig, agent_config,
     compare_policies, rl_features, train_dqn,
 };
 use crate::models::runtime::{CNN_METRIC, DQN_METRIC};
+use crate::models::split::{CheckpointRef, DataSource, Lineage, iso};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Settings shared by both training commands.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,8 +33,10 @@ pub struct TrainCommon {
     pub candles: PathBuf,
     /// 1 s candles of the reference symbol (same layouts), encoded as the reference series.
     pub reference: Option<PathBuf>,
-    /// Use only the last N candles (None: all).
+    /// Use only the last N candles (None: all), of those `until_ms` keeps.
     pub max_candles: Option<usize>,
+    /// Train only on candles that close at or before this time, ms (None: all).
+    pub until_ms: Option<i64>,
     /// Input window length in candles.
     pub window: usize,
     /// `auto`, `cpu` or `cuda:N`.
@@ -90,8 +93,8 @@ pub enum TrainAppError {
     /// Samples could not be built from the candles.
     #[error("samples: {0}")]
     Dataset(#[from] DatasetError),
-    /// The candles' interval is not one of the model timeframes.
-    #[error("candle interval {0} ms is not 1s, 1m, 1h or 1d")]
+    /// The candles' interval is too short for any timeframe slot.
+    #[error("candle interval {0} ms is below 1 s; expected a regular interval of at least 1 s")]
     Interval(i64),
     /// Training failed.
     #[error("training: {0}")]
@@ -111,29 +114,70 @@ pub enum TrainAppError {
     /// The CNN named for the RL state was trained on candles of the held-out period, so the
     /// evaluation would score the agent on data its features have already seen.
     #[error(
-        "CNN {name:?} checkpoint {id} was trained on candles up to open time {trained_until_ms} ms, \
-         which reaches into the held-out evaluation period starting at open time \
-         {held_out_from_ms} ms; train the CNN on candles that end before it"
+        "CNN {name:?} checkpoint {id} was trained on candles up to {trained_until_ms} ms, which \
+         reaches into the held-out evaluation period starting at open time {held_out_from_ms} \
+         ms; train the CNN on candles that end before it (train cnn --until)"
     )]
     CnnSawHeldOut {
         /// CNN model name.
         name: String,
         /// Its best checkpoint.
         id: String,
-        /// Last candle open time the CNN was trained on.
+        /// Last instant the CNN's training candles (its ancestors' included) covered.
         trained_until_ms: i64,
         /// Open time of the newest candle of the first held-out row.
         held_out_from_ms: i64,
     },
-    /// The reference file does not hold 1 s candles.
-    #[error("reference candles: interval {0} ms, expected 1 s candles (1000 ms)")]
-    ReferenceInterval(i64),
+    /// The reference file's interval fits neither the data's nor the 1 s series.
+    #[error("--reference: {0}")]
+    ReferenceInterval(#[from] IntervalError),
+    /// The CNN named for the RL state reads another input layout than these candles give.
+    #[error(
+        "CNN {name:?} checkpoint {id} was trained on the input layout ({trained}), not the one \
+         these candles give ({data}): train the DQN on data of the CNN's interval and reference"
+    )]
+    CnnLayout {
+        /// CNN model name.
+        name: String,
+        /// Its checkpoint.
+        id: String,
+        /// Its layout.
+        trained: String,
+        /// The data's.
+        data: String,
+    },
     /// The checkpoint count is outside the supported range.
     #[error("keep: {0} checkpoints per model; expected 5..=10 (--keep or [models] keep_best)")]
     Keep(usize),
     /// Too little data for the requested split.
     #[error("{0} rows are too few for training and a held-out period")]
     TooFewRows(usize),
+    /// No candle of the file closes by `--until`.
+    #[error(
+        "--until {until}: no candle of {file} closes at or before it (its candles run \
+         {first} .. {last}); expected a time after the first candle's close"
+    )]
+    NothingBefore {
+        /// The file.
+        file: String,
+        /// `--until`, ISO.
+        until: String,
+        /// First candle open, ISO.
+        first: String,
+        /// Last candle open, ISO.
+        last: String,
+    },
+    /// `--until` could not be read.
+    #[error(transparent)]
+    Time(#[from] crate::models::split::TimeArgError),
+    /// A file could not be hashed for the lineage.
+    #[error("{path}: {source}")]
+    Hash {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: CheckpointError,
+    },
 }
 
 impl From<TrainAppError> for Failure {
@@ -142,7 +186,13 @@ impl From<TrainAppError> for Failure {
             TrainAppError::Candles(_)
             | TrainAppError::Dataset(_)
             | TrainAppError::Interval(_)
-            | TrainAppError::ReferenceInterval(_) => Failure::input(e),
+            | TrainAppError::ReferenceInterval(_)
+            | TrainAppError::CnnLayout { .. }
+            | TrainAppError::NothingBefore { .. } => Failure::input(e),
+            TrainAppError::Time(_) => Failure {
+                code: crate::cli::EXIT_USAGE,
+                error: e.into(),
+            },
             _ => Failure::runtime(e),
         }
     }
@@ -161,6 +211,10 @@ pub struct TrainCnnSummary {
     pub validation: CnnMetrics,
     /// Saved checkpoint id, and whether it ranks among the best K.
     pub checkpoint: (String, bool),
+    /// The training range and lineage recorded in the checkpoint.
+    pub lineage: Lineage,
+    /// Things the user should know (a warm start refused, ...).
+    pub notes: Vec<String>,
 }
 
 /// What `train rl` did.
@@ -174,64 +228,216 @@ pub struct TrainRlSummary {
     pub held_out: PolicyComparison,
     /// Saved checkpoint id, and whether it ranks among the best K.
     pub checkpoint: (String, bool),
+    /// The training range and lineage recorded in the checkpoint.
+    pub lineage: Lineage,
+    /// Things the user should know (a warm start refused, ...).
+    pub notes: Vec<String>,
 }
 
-/// The candles (the last `max_candles`), their timeframe and a symbol name for the samples.
-fn load(common: &TrainCommon) -> Result<(Vec<Candle>, Timeframe, String), TrainAppError> {
+/// The candles of a training run: those closing by `--until`, the last `max_candles` of them.
+struct Loaded {
+    candles: Vec<Candle>,
+    /// Their interval and the timeframe slot that holds it.
+    scale: TimeScale,
+    symbol: String,
+    /// The data file's lineage entry.
+    source: DataSource,
+}
+
+/// Keeps the candles that close at or before `until_ms` (all without it).
+fn until(candles: &mut Vec<Candle>, interval_ms: i64, until_ms: Option<i64>) {
+    if let Some(u) = until_ms {
+        candles.retain(|c| c.open_time_ms.saturating_add(interval_ms) <= u);
+    }
+}
+
+fn source(path: &Path, candles: &[Candle], interval_ms: i64) -> Result<DataSource, TrainAppError> {
+    let sha256 =
+        crate::models::checkpoint::sha256_file(path).map_err(|source| TrainAppError::Hash {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(DataSource {
+        file: path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        sha256,
+        candles: candles.len(),
+        interval_ms,
+    })
+}
+
+/// The candles (closing by `until_ms`, then the last `max_candles`), their timeframe and a
+/// symbol name for the samples.
+fn load(common: &TrainCommon) -> Result<Loaded, TrainAppError> {
     let mut candles = read_candles(&common.candles)?.candles;
+    // The interval of the whole file: a short remainder before --until could look irregular.
+    let interval = detect_interval(&candles);
+    let (first, last) = (
+        candles.first().map(|c| c.open_time_ms),
+        candles.last().map(|c| c.open_time_ms),
+    );
+    until(&mut candles, interval, common.until_ms);
+    if let (Some(u), true) = (common.until_ms, candles.is_empty()) {
+        return Err(TrainAppError::NothingBefore {
+            file: common.candles.display().to_string(),
+            until: iso(u),
+            first: first.map_or_else(|| "none".into(), iso),
+            last: last.map_or_else(|| "none".into(), iso),
+        });
+    }
     if let Some(n) = common.max_candles
         && candles.len() > n
     {
         candles.drain(..candles.len() - n);
     }
-    let interval = detect_interval(&candles);
-    let base = Timeframe::ALL
-        .into_iter()
-        .find(|tf| tf.millis() == interval)
+    let scale = TimeScale::new(interval, candles.first().map_or(0, |c| c.open_time_ms))
         .ok_or(TrainAppError::Interval(interval))?;
     let symbol = common.candles.file_stem().map_or_else(
         || "HISTORY".to_string(),
         |s| s.to_string_lossy().into_owned(),
     );
-    Ok((candles, base, symbol))
+    let source = source(&common.candles, &candles, interval)?;
+    Ok(Loaded {
+        candles,
+        scale,
+        symbol,
+        source,
+    })
 }
 
-/// The reference symbol's 1 s candles, if a file was given.
-fn load_reference(common: &TrainCommon) -> Result<Vec<Candle>, TrainAppError> {
+/// The reference symbol's candles closing by `--until` (of the data's interval, or 1 s
+/// beside 1s/1m/1h/1d data), if a file was given, its lineage entry, and the input layout
+/// the data and the reference give.
+fn load_reference(
+    common: &TrainCommon,
+    scale: &TimeScale,
+) -> Result<(Vec<Candle>, Option<DataSource>, SeriesLayout), TrainAppError> {
     let Some(path) = &common.reference else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None, SeriesLayout::of(scale, None)?));
     };
-    let candles = read_candles(path)?.candles;
+    let mut candles = read_candles(path)?.candles;
     let interval = detect_interval(&candles);
-    if !candles.is_empty() && interval != Timeframe::S1.millis() {
-        return Err(TrainAppError::ReferenceInterval(interval));
-    }
-    Ok(candles)
+    let layout = SeriesLayout::of(scale, (!candles.is_empty()).then_some(interval))?;
+    until(&mut candles, interval, common.until_ms);
+    let src = source(path, &candles, interval)?;
+    Ok((candles, Some(src), layout))
 }
 
 /// The training samples of both commands: the candles replayed with the reference series.
 fn dataset(
-    common: &TrainCommon,
-    symbol: &str,
-    candles: &[Candle],
-    base: Timeframe,
+    loaded: &Loaded,
+    reference: &[Candle],
     window: usize,
 ) -> Result<CnnDataset, TrainAppError> {
-    let reference = load_reference(common)?;
     Ok(CnnDataset::build(
-        symbol,
-        candles,
-        &reference,
-        &DatasetConfig::new(base, window),
+        &loaded.symbol,
+        &loaded.candles,
+        reference,
+        &DatasetConfig::scaled(loaded.scale, window),
     )?)
 }
 
-fn range(candles: &[Candle]) -> DataRange {
+/// True when a CNN of `cfg` reads the layout `layout` (a config without one, from older
+/// builds, reads the 1s/1m/1h/1d layout it was built for).
+fn reads(cfg: &CnnConfig, layout: &SeriesLayout) -> bool {
+    match cfg.layout {
+        Some(l) => l == *layout,
+        None => layout.is_standard(),
+    }
+}
+
+fn range(candles: &[Candle], interval_ms: i64) -> DataRange {
     DataRange {
         start_ms: candles.first().map_or(0, |c| c.open_time_ms),
         end_ms: candles.last().map_or(0, |c| c.open_time_ms),
+        interval_ms,
     }
 }
+
+/// Why a checkpoint may not be the parent of a run limited by `until_ms`, if it may not: its
+/// ancestry is unrecorded or it learned from candles after `until_ms` (warm-starting from it
+/// would carry them into a model meant to know nothing after that time).
+fn parent_refusal(meta: &CheckpointMeta, until_ms: Option<i64>) -> Option<String> {
+    let u = until_ms?;
+    let name = format!("{}/{}", meta.model_name, meta.id);
+    match meta.lineage.hull() {
+        None => Some(format!(
+            "not warm-starting from {name}: its training range is not recorded, so it may \
+             have learned from candles after --until {}; training from fresh weights",
+            iso(u)
+        )),
+        Some(h) if h.to_ms > u => Some(format!(
+            "not warm-starting from {name}: it learned from candles up to {}, after --until \
+             {}; training from fresh weights",
+            iso(h.to_ms),
+            iso(u)
+        )),
+        Some(_) => None,
+    }
+}
+
+/// The lineage of a run on `candles` (and `reference`), from `parent` if warm-started.
+fn lineage_of(
+    loaded: &Loaded,
+    reference: Option<DataSource>,
+    parent: Option<&CheckpointMeta>,
+    cnn: Option<&CheckpointMeta>,
+    until_ms: Option<i64>,
+) -> Lineage {
+    let own = range(&loaded.candles, loaded.scale.interval_ms);
+    let mut ranges = vec![own];
+    let mut complete = true;
+    if let Some(p) = parent {
+        ranges.extend(p.lineage.training_ranges.iter().copied());
+        complete = p.lineage.complete;
+    }
+    let as_ref = |m: &CheckpointMeta| CheckpointRef {
+        model: m.model_name.clone(),
+        id: m.id.clone(),
+    };
+    Lineage {
+        data: Some(loaded.source.clone()),
+        reference,
+        parent: parent.map(as_ref),
+        cnn: cnn.map(as_ref),
+        until_ms,
+        training_ranges: ranges,
+        complete,
+    }
+}
+
+/// Share of level-`l` targets that are highs and their median time offset, per level, over
+/// `rows` (targets known by `cutoff_ms` only): the class prior and typical horizon `evaluate`
+/// compares the model with.
+fn priors(ds: &CnnDataset, rows: &[usize], cutoff_ms: i64, metrics: &mut BTreeMap<String, f64>) {
+    for l in 0..crate::analysis::pivots::LEVELS {
+        let known: Vec<_> = rows
+            .iter()
+            .filter(|&&r| ds.target_known_ms[r][l] <= cutoff_ms)
+            .filter_map(|&r| ds.targets[r][l])
+            .collect();
+        if known.is_empty() {
+            continue;
+        }
+        let high = known.iter().filter(|t| t.high).count();
+        let mut times: Vec<f32> = known.iter().map(|t| t.time_offset).collect();
+        times.sort_by(f32::total_cmp);
+        metrics.insert(
+            format!("l{}_{PRIOR_HIGH}", l + 1),
+            high as f64 / known.len() as f64,
+        );
+        metrics.insert(
+            format!("l{}_{MEDIAN_TIME}", l + 1),
+            f64::from(times[times.len() / 2]),
+        );
+    }
+}
+
+/// Metric suffix: share of training targets that are highs (`l1_prior_high`, ...).
+pub const PRIOR_HIGH: &str = "prior_high";
+/// Metric suffix: median training target time offset (`l1_median_time_offset`, ...).
+pub const MEDIAN_TIME: &str = "median_time_offset";
 
 fn manager(
     common: &TrainCommon,
@@ -268,29 +474,44 @@ fn load_cnn(
 }
 
 /// Trains the pivot CNN (warm-starting from its best checkpoint, whose config then decides
-/// window and sizes) on samples replayed from the candles, and saves a checkpoint ranked by
-/// validation loss.
+/// window and sizes, unless `--until` rules it out) on samples replayed from the candles, and
+/// saves a checkpoint ranked by validation loss with its training range and lineage.
 pub fn run_train_cnn(
     args: &TrainCnnArgs,
     progress: &mut dyn FnMut(&TrainProgress),
 ) -> Result<TrainCnnSummary, TrainAppError> {
     let device = device_from_config(&args.common.device)?;
     tch::manual_seed(args.common.seed as i64);
-    let (candles, base, symbol) = load(&args.common)?;
+    let loaded = load(&args.common)?;
+    let base = loaded.scale.slot;
+    let (reference, ref_source, layout) = load_reference(&args.common, &loaded.scale)?;
+    let mut notes = Vec::new();
     let warm = load_cnn(&args.common, &args.model_name, device)?
-        .map(|(m, _)| m)
-        .filter(|m| m.net.config().timeframe == base);
+        .filter(|(m, _)| m.net.config().timeframe == base && reads(&m.net.config(), &layout))
+        .filter(
+            |(_, meta)| match parent_refusal(meta, args.common.until_ms) {
+                Some(note) => {
+                    notes.push(note);
+                    false
+                }
+                None => true,
+            },
+        );
     let warm_start = warm.is_some();
-    let mut model = match warm {
-        Some(m) => m,
+    let (mut model, parent) = match warm {
+        Some((m, meta)) => (m, Some(meta)),
         None => {
             let mut c = CnnConfig::small(InputShape::encoded(args.common.window));
             c.timeframe = base;
-            CnnModel::new(c, device)
+            (CnnModel::new(c, device), None)
         }
     };
-    let cfg = model.net.config();
-    let ds = dataset(&args.common, &symbol, &candles, base, cfg.input.window)?;
+    // The layout is recorded with the config; the network does not depend on it.
+    let cfg = CnnConfig {
+        layout: Some(layout),
+        ..model.net.config()
+    };
+    let ds = dataset(&loaded, &reference, cfg.input.window)?;
     let ckpt = manager(
         &args.common,
         &args.model_name,
@@ -309,8 +530,13 @@ pub fn run_train_cnn(
         ("val_loss".to_string(), v.loss),
         (CNN_METRIC.to_string(), v.pivot_loss),
         ("action_accuracy".to_string(), v.action_accuracy),
+        ("epochs_run".to_string(), report.epochs_run as f64),
     ]);
     for (l, m) in v.levels.iter().enumerate() {
+        // A level without validation samples has no accuracy to record.
+        if m.samples == 0 {
+            continue;
+        }
         metrics.insert(
             format!("l{}_direction_accuracy", l + 1),
             m.direction_accuracy,
@@ -318,25 +544,46 @@ pub fn run_train_cnn(
         metrics.insert(format!("l{}_price_error_bp", l + 1), m.price_error_bp);
         metrics.insert(format!("l{}_time_error_bars", l + 1), m.time_error_bars);
     }
-    let saved = ckpt.save(&model.vs, &cfg, metrics, range(&candles))?;
+    let (train_rows, val_rows) = ds.split(args.val_fraction);
+    let cutoff = ds.t_ms.get(val_rows.start).copied().unwrap_or(i64::MAX);
+    priors(&ds, &train_rows.collect::<Vec<_>>(), cutoff, &mut metrics);
+    let lineage = lineage_of(
+        &loaded,
+        ref_source,
+        parent.as_ref(),
+        None,
+        args.common.until_ms,
+    );
+    let saved = ckpt.save_with(
+        &model.vs,
+        &cfg,
+        metrics,
+        range(&loaded.candles, loaded.scale.interval_ms),
+        lineage.clone(),
+    )?;
     Ok(TrainCnnSummary {
-        candles: candles.len(),
+        candles: loaded.candles.len(),
         warm_start,
         epochs: (report.epochs_run, report.best_epoch),
         validation: report.validation,
         checkpoint: (saved.meta.id, saved.kept),
+        lineage,
+        notes,
     })
 }
 
 /// Trains the DQN on the earlier rows, evaluates it on the held-out later rows against
-/// buy-and-hold, flat and random, and saves a checkpoint ranked by held-out return.
+/// buy-and-hold, flat and random, and saves a checkpoint ranked by held-out return, bound to
+/// the CNN whose features it learned.
 pub fn run_train_rl(
     args: &TrainRlArgs,
     progress: &mut dyn FnMut(&TrainProgress),
 ) -> Result<TrainRlSummary, TrainAppError> {
     let device = device_from_config(&args.common.device)?;
     tch::manual_seed(args.common.seed as i64);
-    let (candles, base, symbol) = load(&args.common)?;
+    let loaded = load(&args.common)?;
+    let base = loaded.scale.slot;
+    let (reference, ref_source, layout) = load_reference(&args.common, &loaded.scale)?;
     let cnn = match &args.cnn_model {
         Some(name) => Some(
             load_cnn(&args.common, name, device)?
@@ -344,10 +591,23 @@ pub fn run_train_rl(
         ),
         None => None,
     };
+    if let (Some((m, meta)), Some(name)) = (&cnn, &args.cnn_model) {
+        let c = m.net.config();
+        if c.timeframe != base || !reads(&c, &layout) {
+            return Err(TrainAppError::CnnLayout {
+                name: name.clone(),
+                id: meta.id.clone(),
+                trained: c
+                    .layout
+                    .map_or_else(|| SeriesLayout::LIVE.to_string(), |l| l.to_string()),
+                data: layout.to_string(),
+            });
+        }
+    }
     let window = cnn
         .as_ref()
         .map_or(args.common.window, |(m, _)| m.net.config().input.window);
-    let ds = dataset(&args.common, &symbol, &candles, base, window)?;
+    let ds = dataset(&loaded, &reference, window)?;
     let (cnn, cnn_meta) = match cnn {
         Some((m, meta)) => (Some(m), Some(meta)),
         None => (None, None),
@@ -385,12 +645,43 @@ pub fn run_train_rl(
         },
         |a: &mut DqnAgent| &mut a.vs,
     )?;
-    let mut agent = match warm.loaded {
-        Some((mut a, _)) => {
-            let _ = a.sync_target();
-            a
+    let mut notes = Vec::new();
+    let cnn_ref = cnn_meta.as_ref().map(|m| CheckpointRef {
+        model: m.model_name.clone(),
+        id: m.id.clone(),
+    });
+    let warm = warm.loaded.filter(|(_, meta)| {
+        // A DQN learned on another CNN's features would carry that CNN's meaning over.
+        if meta.lineage.cnn != cnn_ref {
+            notes.push(format!(
+                "not warm-starting from {}/{}: it learned its state from {}, not {}; \
+                 training from fresh weights",
+                meta.model_name,
+                meta.id,
+                meta.lineage
+                    .cnn
+                    .as_ref()
+                    .map_or_else(|| "no recorded CNN".to_string(), ToString::to_string),
+                cnn_ref
+                    .as_ref()
+                    .map_or_else(|| "no CNN".to_string(), ToString::to_string)
+            ));
+            return false;
         }
-        None => DqnAgent::new(cfg, device)?,
+        match parent_refusal(meta, args.common.until_ms) {
+            Some(note) => {
+                notes.push(note);
+                false
+            }
+            None => true,
+        }
+    });
+    let (mut agent, parent) = match warm {
+        Some((mut a, meta)) => {
+            let _ = a.sync_target();
+            (a, Some(meta))
+        }
+        None => (DqnAgent::new(cfg, device)?, None),
     };
     let train_cfg = RlTrainConfig {
         episodes: args.episodes,
@@ -413,12 +704,27 @@ pub fn run_train_rl(
         agent: *agent.config(),
         state: spec,
     };
-    let saved = ckpt.save(&agent.vs, &model_cfg, metrics, range(&candles))?;
+    let lineage = lineage_of(
+        &loaded,
+        ref_source,
+        parent.as_ref(),
+        cnn_meta.as_ref(),
+        args.common.until_ms,
+    );
+    let saved = ckpt.save_with(
+        &agent.vs,
+        &model_cfg,
+        metrics,
+        range(&loaded.candles, loaded.scale.interval_ms),
+        lineage.clone(),
+    )?;
     Ok(TrainRlSummary {
-        candles: candles.len(),
+        candles: loaded.candles.len(),
         updates: rep.updates,
         held_out: cmp,
         checkpoint: (saved.meta.id, saved.kept),
+        lineage,
+        notes,
     })
 }
 
@@ -429,11 +735,18 @@ fn check_cnn_before(
     name: &str,
     held_out_from_ms: i64,
 ) -> Result<(), TrainAppError> {
-    if meta.data_range.end_ms >= held_out_from_ms {
+    // Its ancestors count too: a warm start carries what they learned. The last instant a
+    // candle of the lineage covered is its close minus one ms.
+    let until = meta
+        .lineage
+        .hull()
+        .map_or(meta.data_range.end_ms, |h| h.to_ms - 1)
+        .max(meta.data_range.end_ms);
+    if until >= held_out_from_ms {
         return Err(TrainAppError::CnnSawHeldOut {
             name: name.to_string(),
             id: meta.id.clone(),
-            trained_until_ms: meta.data_range.end_ms,
+            trained_until_ms: until,
             held_out_from_ms,
         });
     }
@@ -450,10 +763,16 @@ fn common_from_cli(
     if !(5..=10).contains(&keep) {
         return Err(TrainAppError::Keep(keep));
     }
+    let until_ms = c
+        .until
+        .as_deref()
+        .map(|t| crate::models::split::parse_instant("--until", t))
+        .transpose()?;
     Ok(TrainCommon {
         candles: c.data,
         reference: c.reference,
         max_candles: c.max_candles,
+        until_ms,
         window: c.window,
         device: c.device.unwrap_or_else(|| config.models.device.clone()),
         checkpoint_dir: c
@@ -464,24 +783,51 @@ fn common_from_cli(
     })
 }
 
-fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(what.to_string());
-    bar
+/// One line per level: samples and the errors, or n/a for a level without samples.
+pub fn level_line(level: usize, m: &crate::models::cnn_train::LevelMetrics) -> String {
+    if m.samples == 0 {
+        return format!("  level {level}: n/a (no samples)");
+    }
+    format!(
+        "  level {level}: {} samples, direction accuracy {:.3}, price error {:.1} bp, time \
+         error {:.1} bars",
+        m.samples, m.direction_accuracy, m.price_error_bp, m.time_error_bars
+    )
 }
 
-/// `mmtrader train cnn|rl`: trains with a progress bar and prints the metrics.
+fn print_lineage(l: &Lineage) {
+    match l.known_ranges() {
+        Some(r) => {
+            let spans: Vec<String> = r.iter().map(ToString::to_string).collect();
+            println!("training range {}", spans.join(" + "));
+        }
+        None => println!(
+            "training range: not fully recorded (warm-started from a checkpoint without one)"
+        ),
+    }
+    if let Some(p) = &l.parent {
+        println!("warm-started from {p}");
+    }
+    if let Some(c) = &l.cnn {
+        println!("state features from CNN {c}");
+    }
+}
+
+fn kept(k: bool) -> &'static str {
+    if k {
+        " (kept among the best)"
+    } else {
+        " (not among the best; deleted)"
+    }
+}
+
+/// `mmtrader train cnn|rl`: trains with progress (a bar, or lines off a terminal) and prints
+/// the metrics, the training range and the lineage.
 pub fn run_cli(
     config: crate::config::Config,
     cmd: crate::cli::TrainCommand,
 ) -> Result<i32, Failure> {
+    use crate::app::progress::Progress;
     use crate::cli::TrainCommand;
     match cmd {
         TrainCommand::Cnn(a) => {
@@ -491,26 +837,33 @@ pub fn run_cli(
                 epochs: a.epochs,
                 val_fraction: a.val_fraction,
             };
-            let bar = progress_bar(args.epochs as u64, "cnn epochs");
+            let bar = Progress::new("cnn epoch", args.epochs as u64);
             let summary = run_train_cnn(&args, &mut |p| {
-                bar.set_length(p.total as u64);
-                bar.set_position(p.step as u64);
-                bar.set_message(match p.validation {
+                let msg = match p.validation {
                     Some(v) => format!("loss {:.4} val {v:.4}", p.train),
                     None => format!("loss {:.4}", p.train),
-                });
+                };
+                bar.update(p.step as u64, p.total as u64, &msg);
             })?;
-            bar.finish();
+            let (run, best) = summary.epochs;
+            let end = if run < args.epochs {
+                format!("early stop, kept epoch {best}")
+            } else {
+                format!("done, kept epoch {best}")
+            };
+            bar.finish(run as u64, &end);
+            for n in &summary.notes {
+                println!("note: {n}");
+            }
             println!(
-                "trained on {} candles{}; epochs run {}, kept epoch {}",
+                "trained on {} candles{}; epochs run {run} of at most {}, kept epoch {best}",
                 summary.candles,
                 if summary.warm_start {
                     " (warm start)"
                 } else {
                     ""
                 },
-                summary.epochs.0,
-                summary.epochs.1
+                args.epochs
             );
             let v = &summary.validation;
             println!(
@@ -518,23 +871,13 @@ pub fn run_cli(
                 v.loss, v.action_accuracy
             );
             for (i, l) in v.levels.iter().enumerate() {
-                println!(
-                    "  level {}: {} samples, direction accuracy {:.3}, price error {:.1} bp, time error {:.1} bars",
-                    i + 1,
-                    l.samples,
-                    l.direction_accuracy,
-                    l.price_error_bp,
-                    l.time_error_bars
-                );
+                println!("{}", level_line(i + 1, l));
             }
+            print_lineage(&summary.lineage);
             println!(
                 "checkpoint {}{}",
                 summary.checkpoint.0,
-                if summary.checkpoint.1 {
-                    " (kept among the best)"
-                } else {
-                    " (not among the best; deleted)"
-                }
+                kept(summary.checkpoint.1)
             );
         }
         TrainCommand::Rl(a) => {
@@ -547,27 +890,29 @@ pub fn run_cli(
                 held_out_fraction: a.held_out,
                 env: EnvConfig::default(),
             };
-            let bar = progress_bar(args.episodes as u64, "dqn episodes");
+            let bar = Progress::new("dqn episode", args.episodes as u64);
             let summary = run_train_rl(&args, &mut |p| {
-                bar.set_length(p.total as u64);
-                bar.set_position(p.step as u64);
-                bar.set_message(format!("return {:.4}", p.train));
+                bar.update(
+                    p.step as u64,
+                    p.total as u64,
+                    &format!("return {:.4}", p.train),
+                );
             })?;
-            bar.finish();
+            bar.finish(args.episodes as u64, "done");
+            for n in &summary.notes {
+                println!("note: {n}");
+            }
             println!(
                 "trained on {} candles with {} updates",
                 summary.candles, summary.updates
             );
             let json = serde_json::to_string_pretty(&summary.held_out).unwrap_or_default();
             println!("held-out evaluation (agent vs flat, buy-and-hold, random):\n{json}");
+            print_lineage(&summary.lineage);
             println!(
                 "checkpoint {}{}",
                 summary.checkpoint.0,
-                if summary.checkpoint.1 {
-                    " (kept among the best)"
-                } else {
-                    " (not among the best; deleted)"
-                }
+                kept(summary.checkpoint.1)
             );
         }
     }
@@ -577,12 +922,14 @@ pub fn run_cli(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::market::types::Timeframe;
 
     fn common(dir: &std::path::Path) -> TrainCommon {
         TrainCommon {
             candles: crate::testdata::require("candles/binance_spot_nfi/BTC_USDT-1h.json"),
             reference: None,
             max_candles: Some(700),
+            until_ms: None,
             window: 16,
             device: "cpu".into(),
             checkpoint_dir: dir.to_path_buf(),
@@ -712,6 +1059,7 @@ mod tests {
             data: PathBuf::from("candles.csv"),
             reference: None,
             max_candles: None,
+            until: None,
             window: 16,
             device: device.map(str::to_string),
             checkpoints: None,
@@ -780,11 +1128,16 @@ mod tests {
         let mut c = common(dir.path());
         c.candles = main;
         c.max_candles = None;
-        let (candles, base, symbol) = load(&c).unwrap();
+        let loaded = load(&c).unwrap();
         let window = 8;
-        let without = dataset(&c, &symbol, &candles, base, window).unwrap();
+        let (none, _, layout) = load_reference(&c, &loaded.scale).unwrap();
+        assert_eq!(layout.intervals_ms, [0, 60_000, 3_600_000, 86_400_000, 0]);
+        let without = dataset(&loaded, &none, window).unwrap();
         c.reference = Some(reference);
-        let with = dataset(&c, &symbol, &candles, base, window).unwrap();
+        let (ref_1s, source, layout) = load_reference(&c, &loaded.scale).unwrap();
+        assert_eq!(source.unwrap().file, "BTCUSDT-1s.csv");
+        assert_eq!(layout.intervals_ms[4], 1_000);
+        let with = dataset(&loaded, &ref_1s, window).unwrap();
         assert_eq!(with.len(), without.len());
         assert!(!with.is_empty());
         // The reference series is the last of the five: its channels are the row's tail.
@@ -796,11 +1149,207 @@ mod tests {
             |ds: &CnnDataset| ds.rows.series[(last + 1) * row - ref_len..(last + 1) * row].to_vec();
         assert!(tail(&without).iter().all(|&v| v == 0.0));
         assert!(tail(&with).iter().any(|&v| v != 0.0));
-        // A reference file that is not 1 s candles is refused.
-        c.reference = Some(c.candles.clone());
-        assert!(matches!(
-            dataset(&c, &symbol, &candles, base, window),
-            Err(TrainAppError::ReferenceInterval(60_000))
-        ));
+        // A reference at the data's own interval fills it too (the layout says 1m), since
+        // users have two symbols' files of one interval, not 1 s files (issue 14).
+        let reference_1m = dir.path().join("BTCUSDT-1m.csv");
+        write_csv(&reference_1m, Timeframe::M1, start, 40, 60_000.0);
+        c.reference = Some(reference_1m);
+        let (ref_1m, _, layout) = load_reference(&c, &loaded.scale).unwrap();
+        assert_eq!(layout.intervals_ms[4], 60_000);
+        let with_1m = dataset(&loaded, &ref_1m, window).unwrap();
+        assert_eq!(with_1m.len(), without.len());
+        assert!(tail(&with_1m).iter().any(|&v| v != 0.0));
+        assert_ne!(tail(&with_1m), tail(&with));
+        // A reference of a third interval fits neither way: refused, naming both.
+        let reference_1h = dir.path().join("BTCUSDT-1h.csv");
+        write_csv(&reference_1h, Timeframe::H1, start, 40, 60_000.0);
+        c.reference = Some(reference_1h);
+        let err = load_reference(&c, &loaded.scale).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TrainAppError::ReferenceInterval(IntervalError::Reference {
+                    data_ms: 60_000,
+                    reference_ms: 3_600_000
+                })
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("--reference: reference candles of 3600000 ms")
+        );
+    }
+
+    #[test]
+    fn until_trains_only_on_earlier_candles_and_the_lineage_says_so() {
+        tch::set_num_threads(1);
+        let dir = tempfile::tempdir().unwrap();
+        let all = read_candles(&common(dir.path()).candles).unwrap().candles;
+        let hour = Timeframe::H1.millis();
+        // T is the close of candle 1000: candles 0..=999 close by it.
+        let t = all[1000].open_time_ms;
+        let mut c = common(dir.path());
+        c.max_candles = Some(400);
+        c.until_ms = Some(t);
+        let args = TrainCnnArgs {
+            common: c.clone(),
+            model_name: "pivot_cnn".into(),
+            epochs: 1,
+            val_fraction: 0.2,
+        };
+        let s = run_train_cnn(&args, &mut |_| {}).unwrap();
+        assert_eq!(s.candles, 400);
+        let l = &s.lineage;
+        assert!(l.complete && l.parent.is_none());
+        assert_eq!(l.until_ms, Some(t));
+        assert_eq!(
+            l.training_ranges,
+            vec![DataRange {
+                start_ms: all[600].open_time_ms,
+                end_ms: all[999].open_time_ms,
+                interval_ms: hour,
+            }]
+        );
+        assert_eq!(l.hull().unwrap().to_ms, t, "the last candle closes at T");
+        let data = l.data.as_ref().unwrap();
+        assert_eq!(data.file, "BTC_USDT-1h.json");
+        assert_eq!(
+            data.sha256,
+            crate::models::checkpoint::sha256_file(&c.candles).unwrap()
+        );
+        // The checkpoint on disk records the same, and the class prior of the training
+        // targets the evaluation's baselines need.
+        let ck = manager(&c, "pivot_cnn", CNN_METRIC, MetricGoal::Minimize).unwrap();
+        let meta = ck.list().unwrap().remove(0);
+        assert_eq!(meta.lineage, *l);
+        let prior = meta.metrics[&format!("l1_{PRIOR_HIGH}")];
+        assert!((0.0..=1.0).contains(&prior), "{prior}");
+        assert!(meta.metrics.contains_key(&format!("l1_{MEDIAN_TIME}")));
+
+        // Without --until, a later run warm-starts from it and inherits its range.
+        let mut later = c.clone();
+        later.until_ms = None;
+        let args2 = TrainCnnArgs {
+            common: later,
+            ..args.clone()
+        };
+        let s2 = run_train_cnn(&args2, &mut |_| {}).unwrap();
+        assert!(s2.warm_start && s2.notes.is_empty());
+        assert_eq!(s2.lineage.parent.as_ref().unwrap().id, s.checkpoint.0);
+        assert_eq!(s2.lineage.training_ranges.len(), 2);
+        assert_eq!(s2.lineage.training_ranges[1], l.training_ranges[0]);
+        // A model whose only checkpoint learned from candles after T: a run with --until T
+        // starts from fresh weights and says why.
+        let late = TrainCnnArgs {
+            model_name: "late_cnn".into(),
+            ..args2.clone()
+        };
+        run_train_cnn(&late, &mut |_| {}).unwrap();
+        let s3 = run_train_cnn(
+            &TrainCnnArgs {
+                model_name: "late_cnn".into(),
+                ..args.clone()
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(!s3.warm_start);
+        assert!(s3.lineage.parent.is_none());
+        assert_eq!(s3.notes.len(), 1);
+        assert!(
+            s3.notes[0].contains("not warm-starting from late_cnn/")
+                && s3.notes[0].contains("after --until 2021-"),
+            "{:?}",
+            s3.notes
+        );
+        // A time before every candle's close is refused, naming the flag and the file's span.
+        let mut early = c.clone();
+        early.until_ms = Some(all[0].open_time_ms);
+        let err = run_train_cnn(
+            &TrainCnnArgs {
+                common: early,
+                ..args.clone()
+            },
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(matches!(err, TrainAppError::NothingBefore { .. }));
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("--until 2020-12-01T00:00:00Z: no candle of")
+                && msg.contains("2020-12-01T00:00:00Z .. 2021-07-17T20:00:00Z"),
+            "{msg}"
+        );
+        // The CLI form names the flag and the accepted forms.
+        let mut cfg = crate::config::Config::default();
+        cfg.models.device = "cpu".into();
+        let mut bad = cli(None, None);
+        bad.until = Some("yesterday".into());
+        let err = common_from_cli(&cfg, bad).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--until \"yesterday\": expected an ISO-8601"),
+            "{err}"
+        );
+        assert_eq!(Failure::from(err).code, crate::cli::EXIT_USAGE);
+    }
+
+    #[test]
+    fn a_dqn_records_its_cnn_and_warm_starts_only_from_one_of_the_same_cnn() {
+        tch::set_num_threads(1);
+        let dir = tempfile::tempdir().unwrap();
+        let all = read_candles(&common(dir.path()).candles).unwrap().candles;
+        let mut c = common(dir.path());
+        c.max_candles = Some(300);
+        c.until_ms = Some(all[2000].open_time_ms);
+        let cnn = |name: &str| {
+            run_train_cnn(
+                &TrainCnnArgs {
+                    common: c.clone(),
+                    model_name: name.into(),
+                    epochs: 1,
+                    val_fraction: 0.2,
+                },
+                &mut |_| {},
+            )
+            .unwrap()
+        };
+        let a = cnn("cnn_a");
+        let b = cnn("cnn_b");
+        // The DQN's period ends later, so both CNNs end before its held-out part.
+        let mut d = common(dir.path());
+        d.max_candles = Some(600);
+        d.until_ms = Some(all[2300].open_time_ms);
+        let rl = |cnn: &str| TrainRlArgs {
+            common: d.clone(),
+            model_name: "dqn_agent".into(),
+            cnn_model: Some(cnn.into()),
+            episodes: 1,
+            episode_len: 50,
+            held_out_fraction: 0.25,
+            env: EnvConfig::default(),
+        };
+        let r1 = run_train_rl(&rl("cnn_a"), &mut |_| {}).unwrap();
+        let bound = r1.lineage.cnn.clone().unwrap();
+        assert_eq!(
+            (bound.model.as_str(), bound.id.as_str()),
+            ("cnn_a", a.checkpoint.0.as_str())
+        );
+        assert!(r1.lineage.parent.is_none());
+        // Same CNN: warm start. Another CNN: fresh weights, with the reason.
+        let r2 = run_train_rl(&rl("cnn_a"), &mut |_| {}).unwrap();
+        assert!(r2.notes.is_empty(), "{:?}", r2.notes);
+        assert!(r2.lineage.parent.is_some());
+        let r3 = run_train_rl(&rl("cnn_b"), &mut |_| {}).unwrap();
+        assert!(r3.lineage.parent.is_none());
+        assert_eq!(r3.lineage.cnn.unwrap().id, b.checkpoint.0);
+        assert!(
+            r3.notes
+                .iter()
+                .any(|n| n.contains("learned its state from cnn_a/")),
+            "{:?}",
+            r3.notes
+        );
     }
 }

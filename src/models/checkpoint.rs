@@ -10,6 +10,7 @@
 //! refused with [`check_layout`]'s message and a model is rebuilt with the sizes it was saved
 //! with ([`CheckpointManager::load_best_model`]).
 
+use super::split::Lineage;
 use crate::analysis::encoding::{INPUT_LAYOUT_VERSION, LayoutMismatch, check_layout};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,9 @@ pub struct DataRange {
     pub start_ms: i64,
     /// Last candle's open time.
     pub end_ms: i64,
+    /// Candle interval, ms, so the last candle's close is known (0: not recorded).
+    #[serde(default)]
+    pub interval_ms: i64,
 }
 
 /// What is stored beside the weights.
@@ -66,6 +70,9 @@ pub struct CheckpointMeta {
     /// The model's config (e.g. `CnnConfig`), as JSON; null in checkpoints saved without.
     #[serde(default)]
     pub model_config: serde_json::Value,
+    /// Training ranges, data, parent and CNN (empty in checkpoints saved without).
+    #[serde(default)]
+    pub lineage: Lineage,
 }
 
 impl CheckpointMeta {
@@ -134,6 +141,14 @@ pub enum CheckpointError {
         /// Checkpoint id.
         id: String,
         /// What was wrong.
+        message: String,
+    },
+    /// The checkpoint's lineage rules it out here (e.g. a DQN trained with another CNN).
+    #[error("checkpoint {id}: {message}")]
+    Lineage {
+        /// Checkpoint id.
+        id: String,
+        /// Why.
         message: String,
     },
     /// The checkpoint belongs to another model.
@@ -306,13 +321,25 @@ impl CheckpointManager {
     }
 
     /// Saves `vs` built from `model_config` with `metrics` (which must contain the ranking
-    /// metric), then prunes to K.
+    /// metric), then prunes to K. The lineage is left unrecorded (see [`Self::save_with`]).
     pub fn save(
         &self,
         vs: &VarStore,
         model_config: &impl Serialize,
         metrics: BTreeMap<String, f64>,
         data_range: DataRange,
+    ) -> Result<SaveOutcome, CheckpointError> {
+        self.save_with(vs, model_config, metrics, data_range, Lineage::default())
+    }
+
+    /// [`Self::save`] with the checkpoint's lineage (training ranges, data, parent, CNN).
+    pub fn save_with(
+        &self,
+        vs: &VarStore,
+        model_config: &impl Serialize,
+        metrics: BTreeMap<String, f64>,
+        data_range: DataRange,
+        lineage: Lineage,
     ) -> Result<SaveOutcome, CheckpointError> {
         if !metrics.contains_key(&self.cfg.metric) {
             return Err(CheckpointError::MissingMetric(self.cfg.metric.clone()));
@@ -353,6 +380,7 @@ impl CheckpointManager {
             weights_file,
             weights_sha256,
             model_config,
+            lineage,
         };
         let json_path = self.dir.join(format!("{id}.json"));
         let tmp_json = self.dir.join(format!("{TMP_PREFIX}{id}.json"));
@@ -524,17 +552,55 @@ impl CheckpointManager {
 }
 
 impl CheckpointManager {
+    /// Rebuilds the model of checkpoint `meta` from its stored config (`build`) and loads its
+    /// weights (model, layout and hash checked as by [`Self::load`]).
+    pub fn load_model<C: DeserializeOwned, M>(
+        &self,
+        meta: &CheckpointMeta,
+        build: impl FnOnce(C) -> Result<M, String>,
+        vs_of: impl Fn(&mut M) -> &mut VarStore,
+    ) -> Result<M, CheckpointError> {
+        check_layout(meta.input_layout_version).map_err(|source| CheckpointError::Layout {
+            id: meta.id.clone(),
+            source,
+        })?;
+        let config = |message: String| CheckpointError::Config {
+            id: meta.id.clone(),
+            message,
+        };
+        let mut model = serde_json::from_value::<C>(meta.model_config.clone())
+            .map_err(|e| config(e.to_string()))
+            .and_then(|c| build(c).map_err(config))?;
+        self.load(meta, vs_of(&mut model))?;
+        Ok(model)
+    }
+
     /// Rebuilds the model of the best usable checkpoint from its stored config (`build`), then
     /// loads its weights; falls back past checkpoints of another layout, with an unreadable
     /// config, or with corrupt or mismatched weights.
     pub fn load_best_model<C: DeserializeOwned, M>(
         &self,
+        build: impl FnMut(C) -> Result<M, String>,
+        vs_of: impl Fn(&mut M) -> &mut VarStore,
+    ) -> Result<ModelLoad<M>, CheckpointError> {
+        self.load_best_model_where(|_| Ok(()), build, vs_of)
+    }
+
+    /// [`Self::load_best_model`] past checkpoints `accept` refuses (by their metadata, e.g. a
+    /// lineage that does not fit), each skipped with `accept`'s reason.
+    pub fn load_best_model_where<C: DeserializeOwned, M>(
+        &self,
+        accept: impl Fn(&CheckpointMeta) -> Result<(), String>,
         mut build: impl FnMut(C) -> Result<M, String>,
         vs_of: impl Fn(&mut M) -> &mut VarStore,
     ) -> Result<ModelLoad<M>, CheckpointError> {
         let (listed, mut skipped) = self.scan()?;
         for m in listed {
             let id = m.id.clone();
+            if let Err(message) = accept(&m) {
+                skipped.push((id.clone(), CheckpointError::Lineage { id, message }));
+                continue;
+            }
             if let Err(source) = check_layout(m.input_layout_version) {
                 skipped.push((
                     id,
@@ -607,6 +673,7 @@ pub fn report_skipped(
                     format!("layout v{} != v{}", source.found, source.current)
                 }
                 CheckpointError::Config { .. } => "model config unusable".to_string(),
+                CheckpointError::Lineage { .. } => "lineage does not fit".to_string(),
                 _ => "unreadable or corrupt".to_string(),
             };
             SkippedCheckpoint {

@@ -7,7 +7,7 @@
 //! timeframe and of the reference symbol as channels, everything else as context) and
 //! predicts the next pivot of each level of one timeframe ([`CnnConfig::timeframe`]).
 
-use super::input::{Anchor, InputShape, ModelInput};
+use super::input::{Anchor, InputShape, ModelInput, SeriesLayout};
 use crate::analysis::input::SERIES;
 use crate::analysis::model_output::{
     self as mo, ActionValues, ModelOutput, PredictedPivot, Predictions, SwingKind,
@@ -113,6 +113,10 @@ pub struct CnnConfig {
     pub hidden: usize,
     /// Width of the dense trunk before the heads.
     pub trunk: usize,
+    /// Which candle interval each input series held in training (None: not recorded, as in
+    /// older checkpoints and in models built for live-layout data).
+    #[serde(default)]
+    pub layout: Option<SeriesLayout>,
 }
 
 impl CnnConfig {
@@ -125,6 +129,7 @@ impl CnnConfig {
             series_groups: SERIES,
             hidden: 32,
             trunk: 64,
+            layout: None,
         }
     }
 
@@ -539,6 +544,7 @@ mod tests {
             close: 3000.0,
             range: 50.0,
             last_open_ms: 1_700_000_000_000,
+            interval_ms: 60_000,
         };
         let meta = BTreeMap::from([("model_version".to_string(), "1".to_string())]);
         let o = p.to_model_output(

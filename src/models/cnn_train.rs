@@ -10,10 +10,11 @@
 
 use super::cnn::{Action, CnnModel, CnnOutput, PIVOT_OUTPUTS};
 use super::input::{
-    Anchor, InputShape, InputShapeError, ModelRows, PivotTarget, PivotView, timeframe_index,
+    Anchor, InputShape, InputShapeError, ModelRows, PivotTarget, PivotView, TimeScale,
+    timeframe_index,
 };
 use super::rl_train::{MARKET_RECENT, market_features, market_width};
-use super::samples::{SampleError, replay_history};
+use super::samples::{SampleError, replay_history, replay_scaled};
 use crate::analysis::encoding::encode;
 use crate::analysis::input::InputConfig;
 use crate::analysis::pivots::{LEVELS, PivotConfig, batch_pivots};
@@ -69,6 +70,9 @@ pub struct DatasetConfig {
     pub hold_threshold: f64,
     /// Builder settings (the same as live).
     pub input: InputConfig,
+    /// How candles of another interval than `base`'s are laid out (None: they are `base`
+    /// candles).
+    pub scale: Option<TimeScale>,
 }
 
 impl DatasetConfig {
@@ -81,6 +85,16 @@ impl DatasetConfig {
             warmup: window,
             hold_threshold: 0.1,
             input: InputConfig::default(),
+            scale: None,
+        }
+    }
+
+    /// Samples of candles of any regular interval (at least 1 s) laid out by `scale`,
+    /// predicting the pivots of the slot that holds them.
+    pub fn scaled(scale: TimeScale, window: usize) -> Self {
+        Self {
+            scale: Some(scale),
+            ..Self::new(scale.slot, window)
         }
     }
 }
@@ -119,6 +133,8 @@ pub struct CnnDataset {
     pub market: Vec<f32>,
     /// Width of a market-feature row.
     pub market_dim: usize,
+    /// The candles' interval, ms: one bar of the targets.
+    pub interval_ms: i64,
 }
 
 impl CnnDataset {
@@ -144,9 +160,15 @@ impl CnnDataset {
             naive: Vec::new(),
             market: Vec::new(),
             market_dim,
+            interval_ms: cfg.scale.map_or(cfg.base.millis(), |s| s.interval_ms),
         };
         let mut failed = None;
-        let series = replay_history(symbol, candles, cfg.base, reference, &cfg.input, |input| {
+        let replay =
+            |visit: &mut dyn FnMut(&crate::analysis::input::BaseDataInput)| match &cfg.scale {
+                Some(scale) => replay_scaled(symbol, candles, scale, reference, &cfg.input, visit),
+                None => replay_history(symbol, candles, cfg.base, reference, &cfg.input, visit),
+            };
+        let series = replay(&mut |input| {
             if failed.is_some() || input.ohlcv[tfi].len() < cfg.warmup.max(1) {
                 return;
             }
@@ -181,6 +203,20 @@ impl CnnDataset {
             ds.actions.push(action_label(&tg, a, cfg.hold_threshold));
             ds.targets.push(tg);
             ds.target_known_ms.push(known);
+        }
+        // Targets were found in the replay's time; every time the dataset keeps is real.
+        if let Some(scale) = cfg.scale.filter(|s| !s.is_identity()) {
+            let real = |v: i64| if v == i64::MAX { v } else { scale.to_real(v) };
+            for t in &mut ds.t_ms {
+                *t = real(*t);
+            }
+            for k in &mut ds.target_known_ms {
+                *k = k.map(real);
+            }
+            for a in &mut ds.anchors {
+                a.last_open_ms = real(a.last_open_ms);
+                a.interval_ms = scale.interval_ms;
+            }
         }
         Ok(ds)
     }
@@ -495,7 +531,10 @@ pub fn evaluate(model: &CnnModel, ds: &CnnDataset, rows: &[usize], cutoff_ms: i6
     m
 }
 
-fn score(
+/// Per-level metrics of any predictor on `rows`: `pred(i, level)` answers `(price offset, time
+/// offset, high)` for `rows[i]` in model units; targets known after `cutoff_ms` are ignored.
+/// The model, the naive guess and every baseline are scored by this one function.
+pub fn score(
     ds: &CnnDataset,
     rows: &[usize],
     cutoff_ms: i64,
@@ -643,6 +682,46 @@ mod tests {
         assert!(checked > 100);
         assert!(ds.actions.contains(&Action::Buy));
         assert!(ds.actions.contains(&Action::Sell));
+    }
+
+    #[test]
+    fn five_minute_samples_keep_real_times_and_their_targets_are_the_real_pivots() {
+        let m5 = 300_000;
+        let cs: Vec<Candle> = candles(400, 4)
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| Candle {
+                open_time_ms: 1_614_556_800_000 + i as i64 * m5,
+                ..c
+            })
+            .collect();
+        let scale = TimeScale::new(m5, cs[0].open_time_ms).unwrap();
+        let ds = CnnDataset::build("ETHUSDT", &cs, &[], &DatasetConfig::scaled(scale, 16)).unwrap();
+        assert_eq!(ds.interval_ms, m5);
+        // The pivots of the 5 m candles themselves, on real times.
+        let cfg = PivotConfig {
+            interval_ms: m5,
+            ..PivotConfig::for_timeframe(Timeframe::M1)
+        };
+        let all = batch_pivots(&cs, cfg);
+        let mut checked = 0;
+        for r in 0..ds.len() {
+            let a = ds.anchors[r];
+            assert_eq!(
+                ds.t_ms[r],
+                a.last_open_ms + m5,
+                "real close of the newest candle"
+            );
+            assert_eq!(a.interval_ms, m5);
+            let Some(t) = ds.targets[r][0] else { continue };
+            let p = all[0].iter().find(|p| p.time_ms > a.last_open_ms).unwrap();
+            let bars = (p.time_ms - a.last_open_ms) / m5;
+            assert_eq!(PivotTarget::bars(t.time_offset).round() as i64, bars);
+            assert_eq!(t.high, p.kind == crate::analysis::pivots::PivotKind::High);
+            assert_eq!(ds.target_known_ms[r][0], p.known_ms);
+            checked += 1;
+        }
+        assert!(checked > 100, "{checked}");
     }
 
     #[test]

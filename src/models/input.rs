@@ -331,6 +331,161 @@ impl PivotView {
     }
 }
 
+/// The timeframe slot a candle interval goes into: the longest of `1s, 1m, 1h, 1d` that is
+/// not longer than it (None below 1 s).
+pub fn slot_for(interval_ms: i64) -> Option<Timeframe> {
+    Timeframe::ALL
+        .into_iter()
+        .rev()
+        .find(|tf| tf.millis() <= interval_ms)
+}
+
+/// How a history of any regular interval is replayed through the four timeframe slots: its
+/// candles go into the slot [`slot_for`] picks, on a time axis scaled so one candle spans one
+/// bar of that slot (`virtual = (real − phase) / interval × slot`); the coarser slots then
+/// aggregate whole multiples of it (5 m candles in the 1 m slot make 5 h and 5 d candles in
+/// the 1 h and 1 d slots). For 1 s, 1 m, 1 h and 1 d candles the scale is the identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeScale {
+    /// The candles' interval, ms.
+    pub interval_ms: i64,
+    /// The slot holding them.
+    pub slot: Timeframe,
+    /// Open time of a candle, modulo the interval (weekly candles do not open at the epoch).
+    pub phase_ms: i64,
+}
+
+impl TimeScale {
+    /// The scale of candles `interval_ms` long whose open times are `phase_ms` modulo it.
+    pub fn new(interval_ms: i64, phase_ms: i64) -> Option<Self> {
+        let slot = slot_for(interval_ms)?;
+        Some(Self {
+            interval_ms,
+            slot,
+            phase_ms: phase_ms.rem_euclid(interval_ms),
+        })
+    }
+
+    /// True when real and replay times are the same.
+    pub fn is_identity(&self) -> bool {
+        self.interval_ms == self.slot.millis() && self.phase_ms == 0
+    }
+
+    /// Replay time of a real time on the candles' grid.
+    pub fn to_virtual(&self, real_ms: i64) -> i64 {
+        (real_ms - self.phase_ms).div_euclid(self.interval_ms) * self.slot.millis()
+    }
+
+    /// Real time of a replay time on the slot's grid.
+    pub fn to_real(&self, virtual_ms: i64) -> i64 {
+        virtual_ms.div_euclid(self.slot.millis()) * self.interval_ms + self.phase_ms
+    }
+
+    /// Length a bar of slot `tf` stands for, ms (0 for slots finer than the data's).
+    pub fn slot_interval(&self, tf: Timeframe) -> i64 {
+        if tf < self.slot {
+            0
+        } else {
+            self.interval_ms * (tf.millis() / self.slot.millis())
+        }
+    }
+}
+
+/// Which candle interval each of the model input's five series holds (ms; 0: absent), as the
+/// model was trained: `ohlcv_1s`, `ohlcv_1m`, `ohlcv_1h`, `ohlcv_1d`, the reference series.
+/// Stored in the CNN's config, so a checkpoint refuses data of another layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeriesLayout {
+    /// Interval per series, ms, in layout order.
+    pub intervals_ms: [i64; SERIES],
+}
+
+/// Why a candle interval (and reference) cannot be laid out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntervalError {
+    /// Shorter than the finest slot.
+    #[error("candle interval {0} ms is below 1 s; expected a regular interval of at least 1 s")]
+    TooShort(i64),
+    /// The reference file's interval fits neither way.
+    #[error(
+        "reference candles of {reference_ms} ms beside data of {data_ms} ms: expected the \
+         data's interval ({data_ms} ms), or 1 s candles beside 1s/1m/1h/1d data"
+    )]
+    Reference {
+        /// The data's interval.
+        data_ms: i64,
+        /// The reference's interval.
+        reference_ms: i64,
+    },
+}
+
+impl SeriesLayout {
+    /// What the live desk feeds: the four timeframes and the reference symbol's 1 s candles.
+    pub const LIVE: Self = Self {
+        intervals_ms: [1_000, 60_000, 3_600_000, 86_400_000, 1_000],
+    };
+
+    /// The layout a history of `scale` gives, with a reference series of `reference_ms`
+    /// (None: no reference file): slots finer than the data's are absent, coarser ones hold
+    /// whole multiples of it.
+    pub fn of(scale: &TimeScale, reference_ms: Option<i64>) -> Result<Self, IntervalError> {
+        let mut intervals_ms = [0; SERIES];
+        for (i, tf) in Timeframe::ALL.into_iter().enumerate() {
+            intervals_ms[i] = scale.slot_interval(tf);
+        }
+        intervals_ms[SERIES - 1] = match reference_ms {
+            None => 0,
+            Some(r) if r == scale.interval_ms => r,
+            Some(1_000) if scale.is_identity() => 1_000,
+            Some(r) => {
+                return Err(IntervalError::Reference {
+                    data_ms: scale.interval_ms,
+                    reference_ms: r,
+                });
+            }
+        };
+        Ok(Self { intervals_ms })
+    }
+
+    /// True when every present series holds its slot's own timeframe (what live data gives).
+    pub fn is_standard(&self) -> bool {
+        self.intervals_ms
+            .iter()
+            .zip(Self::LIVE.intervals_ms)
+            .all(|(&have, live)| have == 0 || have == live)
+    }
+}
+
+impl std::fmt::Display for SeriesLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = ["1s", "1m", "1h", "1d", "reference"];
+        let parts: Vec<String> = names
+            .iter()
+            .zip(self.intervals_ms)
+            .map(|(n, ms)| match ms {
+                0 => format!("{n}: absent"),
+                ms => format!("{n}: {}", interval_name(ms)),
+            })
+            .collect();
+        f.write_str(&parts.join(", "))
+    }
+}
+
+/// `5m`, `4h`, `90s`, `1d`, `7d`: the largest unit that divides the interval.
+pub fn interval_name(ms: i64) -> String {
+    for (unit, len) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= len && ms % len == 0 {
+            return format!("{}{unit}", ms / len);
+        }
+    }
+    format!("{ms}ms")
+}
+
 /// Where a timeframe's predictions are anchored in an input: the newest closed candle and the
 /// normalization range the encoder used for that timeframe (pivot bounds, else the window's
 /// low/high, as documented in `analysis::encoding`). Converts model units to prices and times.
@@ -344,6 +499,9 @@ pub struct Anchor {
     pub range: f64,
     /// Open time of the newest candle.
     pub last_open_ms: i64,
+    /// Length of one bar in the anchor's time, ms (the timeframe's, or the data's interval
+    /// once a rescaled replay's times are mapped back; see [`TimeScale`]).
+    pub interval_ms: i64,
 }
 
 impl Anchor {
@@ -361,6 +519,7 @@ impl Anchor {
             close: last.close.to_f64(),
             range,
             last_open_ms: last.open_time_ms,
+            interval_ms: tf.millis(),
         })
     }
 
@@ -372,7 +531,7 @@ impl Anchor {
     /// The time (pivot candle open) a time offset stands for; at least one bar ahead.
     pub fn time_ms(&self, time_offset: f64) -> i64 {
         let bars = PivotTarget::bars_f64(time_offset).round().max(1.0) as i64;
-        self.last_open_ms + bars * self.timeframe.millis()
+        self.last_open_ms + bars * self.interval_ms
     }
 
     /// An offset difference in basis points of the close.
@@ -388,7 +547,7 @@ impl Anchor {
     /// `pivot` as a target of an input anchored here; `None` unless it lies after the newest
     /// candle.
     pub fn target(&self, pivot: &PivotPoint) -> Option<PivotTarget> {
-        let tf = self.timeframe.millis();
+        let tf = self.interval_ms.max(1);
         if pivot.time_ms <= self.last_open_ms {
             return None;
         }
@@ -472,5 +631,74 @@ mod tests {
         assert!(!high && (off + 4.0).abs() < 1e-5);
         assert_eq!(v.naive(1), None);
         assert!(v.naive(2).unwrap().1);
+    }
+
+    #[test]
+    fn any_interval_gets_a_slot_a_time_scale_and_a_recorded_layout() {
+        let (m, h, d) = (60_000, 3_600_000, 86_400_000);
+        // 1s/1m/1h/1d are their own slots, unscaled: the live layout's intervals.
+        for tf in Timeframe::ALL {
+            let s = TimeScale::new(tf.millis(), 0).unwrap();
+            assert!(s.is_identity() && s.slot == tf);
+            assert_eq!(
+                s.to_virtual(1_700_000_000_000 / tf.millis() * tf.millis()),
+                1_700_000_000_000 / tf.millis() * tf.millis()
+            );
+        }
+        // 5 m candles go into the 1 m slot; its 1 h and 1 d slots hold 5 h and 5 d.
+        let t0 = 1_614_556_800_000;
+        let five = TimeScale::new(5 * m, t0).unwrap();
+        assert_eq!((five.slot, five.phase_ms), (Timeframe::M1, 0));
+        assert!(!five.is_identity());
+        assert_eq!(five.to_virtual(t0 + 3 * 5 * m) - five.to_virtual(t0), 3 * m);
+        assert_eq!(five.to_real(five.to_virtual(t0 + 35 * m)), t0 + 35 * m);
+        let l = SeriesLayout::of(&five, None).unwrap();
+        assert_eq!(l.intervals_ms, [0, 5 * m, 5 * h, 5 * d, 0]);
+        assert!(!l.is_standard());
+        assert_eq!(
+            l.to_string(),
+            "1s: absent, 1m: 5m, 1h: 5h, 1d: 5d, reference: absent"
+        );
+        // A reference at the data's interval is taken; a 1 s one only beside live intervals.
+        assert_eq!(
+            SeriesLayout::of(&five, Some(5 * m)).unwrap().intervals_ms[4],
+            5 * m
+        );
+        assert_eq!(
+            SeriesLayout::of(&five, Some(1_000)),
+            Err(IntervalError::Reference {
+                data_ms: 5 * m,
+                reference_ms: 1_000
+            })
+        );
+        let one = TimeScale::new(m, 0).unwrap();
+        assert_eq!(
+            SeriesLayout::of(&one, Some(1_000)).unwrap().intervals_ms,
+            [0, m, h, d, 1_000]
+        );
+        assert!(SeriesLayout::of(&one, Some(1_000)).unwrap().is_standard());
+        // 15 m, 4 h, 1 w (Binance weeks open on Mondays, not on the epoch's Thursday).
+        let q = TimeScale::new(15 * m, 0).unwrap();
+        assert_eq!(
+            SeriesLayout::of(&q, None).unwrap().intervals_ms,
+            [0, 15 * m, 15 * h, 15 * d, 0]
+        );
+        let four = TimeScale::new(4 * h, 0).unwrap();
+        assert_eq!(four.slot, Timeframe::H1);
+        assert_eq!(
+            SeriesLayout::of(&four, None).unwrap().intervals_ms,
+            [0, 0, 4 * h, 4 * d, 0]
+        );
+        let monday = 1_609_718_400_000; // 2021-01-04T00:00:00Z
+        let week = TimeScale::new(7 * d, monday).unwrap();
+        assert_eq!(week.slot, Timeframe::D1);
+        assert_eq!(week.phase_ms, 4 * d);
+        assert_eq!(week.to_virtual(monday + 7 * d) - week.to_virtual(monday), d);
+        assert_eq!(week.to_real(week.to_virtual(monday)), monday);
+        assert_eq!(TimeScale::new(500, 0), None);
+        assert_eq!(
+            [5 * m, 4 * h, 90_000, d, 7 * d, 1_500].map(interval_name),
+            ["5m", "4h", "90s", "1d", "7d", "1500ms"]
+        );
     }
 }

@@ -14,6 +14,7 @@ pub mod replay;
 pub mod rl_train;
 pub mod runtime;
 pub mod samples;
+pub mod split;
 
 pub mod encoding;
 

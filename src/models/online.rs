@@ -299,6 +299,7 @@ mod tests {
                     close: 100.0,
                     range: 2.0,
                     last_open_ms: 0,
+                    interval_ms: 60_000,
                 },
             },
             level: 1,

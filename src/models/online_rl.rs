@@ -565,7 +565,11 @@ fn save(tr: &DqnTrainer, w: &Window, status: &Mutex<RuntimeStatus>) {
         &tr.agent.vs,
         &tr.model_config,
         metrics,
-        DataRange { start_ms, end_ms },
+        DataRange {
+            start_ms,
+            end_ms,
+            interval_ms: 0,
+        },
     ) {
         Ok(out) => {
             let mut s = lock(status);

@@ -25,6 +25,7 @@ use super::input::{Anchor, InputShape, InputShapeError, ModelRows};
 use super::online::{InputHistory, OnlineExample, online_step};
 use super::online_rl::{DqnTrainer, RlStep, dqn_trainer_loop};
 use super::rl_train::{DqnModelConfig, MARKET_RECENT, RlStateSpec, market_features, market_width};
+use super::split::CheckpointRef;
 use crate::analysis::encoding::{INPUT_LAYOUT_VERSION, encode_validated};
 use crate::analysis::input::{BaseDataInput, InputConfig, InputError};
 use crate::analysis::model_output::ModelOutput;
@@ -624,7 +625,7 @@ impl Shared {
     }
 
     /// Loads the best checkpoints (or fresh weights) into an inference core.
-    fn load_core(&self) -> Result<(InferenceCore, CnnModel), RuntimeError> {
+    fn load_core(&self) -> Result<(InferenceCore, CnnModel, LoadedMetas), RuntimeError> {
         let m = &self.cfg.models;
         let device = self.device;
         let cnn_ck = self.manager(&m.cnn_model, CNN_METRIC, MetricGoal::Minimize)?;
@@ -632,6 +633,13 @@ impl Shared {
             |c: CnnConfig| {
                 if c.input != InputShape::encoded(c.input.window) {
                     return Err(format!("input shape {:?} is not this layout's", c.input));
+                }
+                // Live data are 1s/1m/1h/1d candles and 1 s reference candles: a CNN trained
+                // on 5m or 4h series would read them as something they are not.
+                if let Some(l) = c.layout.filter(|l| !l.is_standard()) {
+                    return Err(format!(
+                        "trained on the input layout ({l}), not the live 1s/1m/1h/1d series"
+                    ));
                 }
                 c.check()?;
                 Ok(CnnModel::new(c, device))
@@ -649,7 +657,22 @@ impl Shared {
         };
         let spec = spec_for(&cnn.net.config());
         let dqn_ck = self.manager(&m.dqn_model, DQN_METRIC, MetricGoal::Maximize)?;
-        let got = dqn_ck.load_best_model(
+        // A DQN that records the CNN it learned from runs only beside that CNN: its state
+        // holds that CNN's features. DQNs that record none (online, older builds) still load.
+        let in_use = cnn_meta.as_ref().map(|c| CheckpointRef {
+            model: c.model_name.clone(),
+            id: c.id.clone(),
+        });
+        let got = dqn_ck.load_best_model_where(
+            |meta| match &meta.lineage.cnn {
+                Some(c) if Some(c) != in_use.as_ref() => Err(format!(
+                    "trained with CNN checkpoint {c}, not beside {}",
+                    in_use
+                        .as_ref()
+                        .map_or_else(|| "fresh CNN weights".to_string(), ToString::to_string)
+                )),
+                _ => Ok(()),
+            },
             |c: DqnModelConfig| {
                 if c.state != spec {
                     return Err(format!(
@@ -700,7 +723,7 @@ impl Shared {
             s.dqn_checkpoint = dqn_meta.as_ref().map(CheckpointInUse::from);
             s.skipped_checkpoints = skipped;
         }
-        Ok((core, copy))
+        Ok((core, copy, (cnn_meta, dqn_meta)))
     }
 }
 
@@ -714,7 +737,14 @@ pub struct BestLoad {
     pub dqn: Option<CheckpointInUse>,
     /// Checkpoints passed over, with the reason.
     pub skipped: Vec<SkippedCheckpoint>,
+    /// The CNN checkpoint's metadata (training range and lineage), when one loaded.
+    pub cnn_meta: Option<CheckpointMeta>,
+    /// The DQN checkpoint's metadata, when one loaded.
+    pub dqn_meta: Option<CheckpointMeta>,
 }
+
+/// The metadata of the CNN and DQN checkpoints a load used.
+type LoadedMetas = (Option<CheckpointMeta>, Option<CheckpointMeta>);
 
 impl InferenceCore {
     /// The best CNN and DQN checkpoints under `checkpoint_dir`, exactly as the runtime loads
@@ -744,13 +774,15 @@ impl InferenceCore {
             device,
             checkpoint_dir,
         );
-        let (core, _) = shared.load_core()?;
+        let (core, _, (cnn_meta, dqn_meta)) = shared.load_core()?;
         let s = lock(&shared.status);
         Ok(BestLoad {
             core,
             cnn: s.cnn_checkpoint.clone(),
             dqn: s.dqn_checkpoint.clone(),
             skipped: s.skipped_checkpoints.clone(),
+            cnn_meta,
+            dqn_meta,
         })
     }
 }
@@ -778,7 +810,7 @@ impl ModelRuntime {
             .spawn(move || {
                 let _alive = Alive::new(&this.alive);
                 tch::set_num_threads(this.cfg.models.inference_threads as i32);
-                match this.load_core().and_then(|(core, cnn)| {
+                match this.load_core().and_then(|(core, cnn, _)| {
                     let dqn = core
                         .dqn
                         .weights_snapshot()
@@ -1180,6 +1212,8 @@ fn trainer_loop(
             let range = DataRange {
                 start_ms: first_ms,
                 end_ms: last_ms,
+                // Online examples are input times, not candles of one interval.
+                interval_ms: 0,
             };
             save(loss_sum, since_save, range, status);
             since_save = 0;
@@ -1190,6 +1224,7 @@ fn trainer_loop(
         let range = DataRange {
             start_ms: first_ms,
             end_ms: last_ms,
+            interval_ms: 0,
         };
         save(loss_sum, since_save, range, status);
     }
@@ -1489,6 +1524,99 @@ mod tests {
         assert_eq!(out[0].hidden_states["gru_hidden"].len(), 16);
     }
 
+    #[test]
+    fn the_desk_passes_over_a_5m_cnn_and_a_dqn_bound_to_another_cnn() {
+        use crate::models::input::{SeriesLayout, TimeScale};
+        use crate::models::split::{CheckpointRef, Lineage};
+        let dir = tempfile::tempdir().unwrap();
+        tch::manual_seed(2);
+        let c = CnnConfig::small(InputShape::encoded(24));
+        let cnn = CnnModel::new(c, Device::Cpu);
+        let mgr = |name: &str, metric: &str, goal| {
+            CheckpointManager::new(CheckpointConfig {
+                root: dir.path().to_path_buf(),
+                model_name: name.into(),
+                keep: 5,
+                metric: metric.into(),
+                goal,
+            })
+            .unwrap()
+        };
+        let metrics = |k: &str, v: f64| BTreeMap::from([(k.to_string(), v)]);
+        let cnns = mgr("pivot_cnn", CNN_METRIC, MetricGoal::Minimize);
+        // The best CNN was trained on 5 m candles: live data would fill its series otherwise.
+        let five = SeriesLayout::of(&TimeScale::new(300_000, 0).unwrap(), None).unwrap();
+        let five_min = cnns
+            .save(
+                &cnn.vs,
+                &CnnConfig {
+                    layout: Some(five),
+                    ..c
+                },
+                metrics(CNN_METRIC, 0.1),
+                DataRange::default(),
+            )
+            .unwrap();
+        let live = cnns
+            .save(&cnn.vs, &c, metrics(CNN_METRIC, 0.5), DataRange::default())
+            .unwrap();
+        // The best DQN learned from another CNN's features; the next one from the live CNN.
+        let dq = mgr("dqn_agent", DQN_METRIC, MetricGoal::Maximize);
+        let spec = spec_for(&c);
+        let mut ids = Vec::new();
+        for (cnn_id, ret) in [("someone-else", 0.9), (live.meta.id.as_str(), 0.2)] {
+            let agent = DqnAgent::new(DqnConfig::new(spec.state_dim()), Device::Cpu).unwrap();
+            let mc = DqnModelConfig {
+                agent: *agent.config(),
+                state: spec,
+            };
+            let lineage = Lineage {
+                cnn: Some(CheckpointRef {
+                    model: "pivot_cnn".into(),
+                    id: cnn_id.into(),
+                }),
+                ..Lineage::default()
+            };
+            let out = dq
+                .save_with(
+                    &agent.vs,
+                    &mc,
+                    metrics(DQN_METRIC, ret),
+                    DataRange::default(),
+                    lineage,
+                )
+                .unwrap();
+            ids.push(out.meta.id);
+        }
+        let best = InferenceCore::load_best_report(
+            &cfg(24),
+            &InputConfig::default(),
+            Device::Cpu,
+            dir.path().to_path_buf(),
+        )
+        .unwrap();
+        assert_eq!(
+            best.cnn.unwrap().name,
+            format!("pivot_cnn/{}", live.meta.id)
+        );
+        assert_eq!(best.dqn.unwrap().name, format!("dqn_agent/{}", ids[1]));
+        assert_eq!(best.cnn_meta.unwrap().id, live.meta.id);
+        assert_eq!(best.dqn_meta.unwrap().id, ids[1]);
+        let reasons: Vec<&str> = best.skipped.iter().map(|s| s.reason.as_str()).collect();
+        assert!(
+            best.skipped.iter().any(|s| s.id == five_min.meta.id
+                && s.reason.contains("not the live 1s/1m/1h/1d series")),
+            "{reasons:?}"
+        );
+        assert!(
+            best.skipped.iter().any(|s| s.id == ids[0]
+                && s.reason
+                    .contains("trained with CNN checkpoint pivot_cnn/someone-else")
+                && s.short == "lineage does not fit"),
+            "{reasons:?}"
+        );
+    }
+
     /// The runtime's CNN checkpoints under `root` (default model name and metric).
     fn cnn_checkpoints(root: &std::path::Path) -> CheckpointManager {
         CheckpointManager::new(CheckpointConfig {
@@ -1594,6 +1722,7 @@ mod tests {
                     close: 3000.0,
                     range: 30.0,
                     last_open_ms: T - 60_000,
+                    interval_ms: 60_000,
                 },
             },
             level: 1,

@@ -19,7 +19,7 @@ use crate::analysis::model_output::ModelOutputStore;
 use crate::market::state::{SymbolMarket, SymbolMarketConfig};
 use crate::market::types::{Candle, Price, Timeframe};
 
-use super::input::timeframe_index;
+use super::input::{TimeScale, timeframe_index};
 
 /// Why a candle history cannot be replayed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +41,29 @@ pub enum SampleError {
         index: usize,
         /// Its open time.
         open_time_ms: i64,
+    },
+    /// A candle's open time is off the grid of the data's interval.
+    #[error(
+        "candle {index} opens at {open_time_ms} ms, off the grid of the other {interval_ms} ms candles"
+    )]
+    OffGrid {
+        /// Position in the slice.
+        index: usize,
+        /// Its open time.
+        open_time_ms: i64,
+        /// The data's interval.
+        interval_ms: i64,
+    },
+    /// The reference candles are neither of the data's interval nor 1 s beside 1s/1m/1h/1d.
+    #[error(
+        "reference candles of {interval_ms} ms beside data of {data_ms} ms: expected the \
+         data's interval, or 1 s candles beside 1s/1m/1h/1d data"
+    )]
+    ReferenceInterval {
+        /// The reference's interval.
+        interval_ms: i64,
+        /// The data's.
+        data_ms: i64,
     },
     /// Prices are not positive or not ordered (low ≤ open, close ≤ high), or volume < 0.
     #[error("candle {index} at {open_time_ms} ms has inconsistent prices or volume")]
@@ -106,10 +129,92 @@ pub fn replay_history(
     base: Timeframe,
     reference: &[Candle],
     cfg: &InputConfig,
-    mut visit: impl FnMut(&BaseDataInput),
+    visit: impl FnMut(&BaseDataInput),
 ) -> Result<ReplayedSeries, SampleError> {
     check(candles, base)?;
     check(reference, Timeframe::S1)?;
+    replay(symbol, candles, base, reference, Timeframe::S1, cfg, visit)
+}
+
+/// Candles on the grid of `interval_ms` with phase `phase_ms`, else the first one off it.
+fn check_grid(candles: &[Candle], interval_ms: i64, phase_ms: i64) -> Result<(), SampleError> {
+    match candles
+        .iter()
+        .position(|c| (c.open_time_ms - phase_ms).rem_euclid(interval_ms) != 0)
+    {
+        Some(index) => Err(SampleError::OffGrid {
+            index,
+            open_time_ms: candles[index].open_time_ms,
+            interval_ms,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// [`replay_history`] for candles of any regular interval, laid out by `scale` (see
+/// [`TimeScale`]), with reference candles of the same interval (`reference_ms` = the data's:
+/// they fill the reference series at the data's slot) or 1 s ones (identity scales only).
+/// The inputs visited and the series returned are in the replay's time:
+/// [`TimeScale::to_real`] maps them back.
+pub fn replay_scaled(
+    symbol: &str,
+    candles: &[Candle],
+    scale: &TimeScale,
+    reference: &[Candle],
+    cfg: &InputConfig,
+    visit: impl FnMut(&BaseDataInput),
+) -> Result<ReplayedSeries, SampleError> {
+    if scale.is_identity() && reference.len() < 2 {
+        return replay_history(symbol, candles, scale.slot, reference, cfg, visit);
+    }
+    check_grid(candles, scale.interval_ms, scale.phase_ms)?;
+    let to_virtual = |cs: &[Candle]| -> Vec<Candle> {
+        cs.iter()
+            .map(|c| Candle {
+                open_time_ms: scale.to_virtual(c.open_time_ms),
+                ..c.clone()
+            })
+            .collect()
+    };
+    let main = to_virtual(candles);
+    check(&main, scale.slot)?;
+    let ref_interval = crate::analysis::analyze::detect_interval(reference);
+    if reference.is_empty() {
+        replay(symbol, &main, scale.slot, &[], scale.slot, cfg, visit)
+    } else if reference.len() >= 2 && ref_interval == scale.interval_ms {
+        check_grid(reference, scale.interval_ms, scale.phase_ms)?;
+        let r = to_virtual(reference);
+        check(&r, scale.slot)?;
+        replay(symbol, &main, scale.slot, &r, scale.slot, cfg, visit)
+    } else if scale.is_identity() {
+        check(reference, Timeframe::S1)?;
+        replay(
+            symbol,
+            &main,
+            scale.slot,
+            reference,
+            Timeframe::S1,
+            cfg,
+            visit,
+        )
+    } else {
+        Err(SampleError::ReferenceInterval {
+            interval_ms: ref_interval,
+            data_ms: scale.interval_ms,
+        })
+    }
+}
+
+/// The replay itself, on candles already checked (and mapped to the replay's time).
+fn replay(
+    symbol: &str,
+    candles: &[Candle],
+    base: Timeframe,
+    reference: &[Candle],
+    ref_tf: Timeframe,
+    cfg: &InputConfig,
+    mut visit: impl FnMut(&BaseDataInput),
+) -> Result<ReplayedSeries, SampleError> {
     let market_cfg = SymbolMarketConfig {
         bucket_size: Price::from_units(1),
         large_trade_notional: cfg.large_trade_notional,
@@ -157,13 +262,13 @@ pub fn replay_history(
             }
         }
         while let Some(r) = reference.get(next_ref) {
-            if r.open_time_ms + Timeframe::S1.millis() > t {
+            if r.open_time_ms + ref_tf.millis() > t {
                 break;
             }
-            ref_market.on_history(Timeframe::S1, std::slice::from_ref(r));
+            ref_market.on_history(ref_tf, std::slice::from_ref(r));
             next_ref += 1;
         }
-        let input = analysis.build(&market, &ref_market, &store, t);
+        let input = analysis.build_with_reference(&market, &ref_market, &store, t, ref_tf);
         visit(&input);
     }
     Ok(series)
@@ -280,6 +385,77 @@ pub(crate) mod tests {
         assert!(matches!(
             replay_history("ETHUSDT", &cs, Timeframe::M1, &[], &cfg, |_| {}),
             Err(SampleError::Inconsistent { index: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn five_minute_candles_replay_in_the_minute_slot_with_five_hour_aggregates() {
+        let m5 = 300_000;
+        // A start on a 5 h boundary, so the first 5 h aggregate is whole.
+        let start = 1_700_000_000_000 - 1_700_000_000_000 % (5 * 3_600_000);
+        let cs = wave(200, Timeframe::M1, 0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| Candle {
+                open_time_ms: start + i as i64 * m5,
+                ..c
+            })
+            .collect::<Vec<_>>();
+        let scale = TimeScale::new(m5, start).unwrap();
+        let cfg = InputConfig::default();
+        let mut seen = 0usize;
+        let series = replay_scaled("ETHUSDT", &cs, &scale, &[], &cfg, |input| {
+            // The input at the real close of candle k holds candles 0..=k, nothing later.
+            let newest = input.ohlcv[1].last().unwrap();
+            assert_eq!(
+                scale.to_real(input.timestamp_ms),
+                cs[seen].open_time_ms + m5
+            );
+            assert_eq!(scale.to_real(newest.open_time_ms), cs[seen].open_time_ms);
+            assert_eq!(newest.close, cs[seen].close);
+            assert!(input.ohlcv[0].is_empty() && input.reference_ohlcv_1s.is_empty());
+            seen += 1;
+        })
+        .unwrap();
+        assert_eq!(seen, 200);
+        // The 1 h slot holds 5 h candles: 60 five-minute candles each.
+        assert_eq!(series[2].len(), 3);
+        let h5 = &series[2][1];
+        assert_eq!(scale.to_real(h5.open_time_ms), cs[60].open_time_ms);
+        assert_eq!(h5.open, cs[60].open);
+        assert_eq!(h5.close, cs[119].close);
+        assert_eq!(h5.high, cs[60..120].iter().map(|c| c.high).max().unwrap());
+        // A reference at the same interval fills the reference series; a 1 s one cannot
+        // share a rescaled time axis.
+        let reference: Vec<Candle> = cs
+            .iter()
+            .map(|c| Candle {
+                close: Price::from_units(7),
+                open: Price::from_units(7),
+                high: Price::from_units(8),
+                low: Price::from_units(6),
+                ..c.clone()
+            })
+            .collect();
+        let mut last_ref = None;
+        replay_scaled("ETHUSDT", &cs, &scale, &reference, &cfg, |input| {
+            last_ref = input.reference_ohlcv_1s.last().cloned();
+        })
+        .unwrap();
+        assert_eq!(last_ref.unwrap().close, Price::from_units(7));
+        let one_s = wave(10, Timeframe::S1, start);
+        assert!(matches!(
+            replay_scaled("ETHUSDT", &cs, &scale, &one_s, &cfg, |_| {}),
+            Err(SampleError::ReferenceInterval {
+                interval_ms: 1_000,
+                data_ms: 300_000
+            })
+        ));
+        let mut off = cs.clone();
+        off[7].open_time_ms += 60_000;
+        assert!(matches!(
+            replay_scaled("ETHUSDT", &off, &scale, &[], &cfg, |_| {}),
+            Err(SampleError::OffGrid { index: 7, .. })
         ));
     }
 }
