@@ -223,6 +223,52 @@ fn generated_candles_date_split_in_sample_refusal_and_lineage() {
     assert_eq!(v["checkpoints"][0]["in_sample"], false);
     assert_eq!(v["checkpoints"][1]["in_sample"], true);
 
+    // `backtest` holds the same line: refused on the DQN's training range, marked when
+    // allowed, quiet out of sample; every run lists each checkpoint's range and lineage.
+    let out_dir = dir.path().join("bt");
+    let bt = |from: &str, extra: &[&str]| {
+        let mut v = vec![
+            "backtest",
+            "--data",
+            data,
+            "--from",
+            from,
+            "--checkpoints",
+            ck,
+            "--experts",
+            "models",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ];
+        v.extend_from_slice(extra);
+        mmtrader(&v)
+    };
+    let (code, out, err) = bt(&t_cnn, &[]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        err.contains("overlaps the tested range") && err.contains("--allow-in-sample"),
+        "{err}"
+    );
+    let (code, out, err) = bt(&t_cnn, &["--allow-in-sample"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("IN-SAMPLE:") && out.contains("(in-sample)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("checkpoint dqn_agent/{dqn}: trained on")),
+        "{out}"
+    );
+    let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
+    assert!(html.contains("IN-SAMPLE"), "the report is marked too");
+    let (code, out, err) = bt(&t, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("IN-SAMPLE"), "{out}");
+    assert!(
+        out.contains(&format!("checkpoint pivot_cnn/{cnn1}: trained on")),
+        "{out}"
+    );
+
     // A second CNN: the DQN learned from the first one's features and is refused beside it.
     let (out, _) = run(&args(
         &["train", "cnn", "--epochs", "1", "--model", "other_cnn"],

@@ -27,9 +27,10 @@ use crate::analysis::input::InputConfig;
 use crate::cli::{EXIT_OK, Failure};
 use crate::config::Config;
 use crate::market::types::Candle;
-use crate::models::checkpoint::SkippedCheckpoint;
+use crate::models::checkpoint::{CheckpointMeta, SkippedCheckpoint};
 use crate::models::device::device_from_config;
 use crate::models::runtime::{CheckpointInUse, InferenceCore};
+use crate::models::split::{TimeRange, lineage_line, refuse_in_sample};
 use crate::orchestrator::backtest::{
     self, BacktestResult, BacktestSpec, DEFAULT_IMPACT_BPS, Fold, TradingSetup, duration_text,
 };
@@ -89,6 +90,10 @@ pub struct BacktestArgs {
     /// are noise).
     #[arg(long)]
     pub allow_fresh: bool,
+    /// Backtest checkpoints on candles they were trained on: refused without this; with it
+    /// every number of the report is marked in-sample.
+    #[arg(long)]
+    pub allow_in_sample: bool,
     /// Checkpoint folder (default: `[models] checkpoint_dir`).
     #[arg(long, value_name = "DIR")]
     pub checkpoints: Option<PathBuf>,
@@ -338,6 +343,11 @@ pub struct ModelsUsed {
     pub folds: Vec<FoldModels>,
     /// Model inputs refused by validation (whole-range run and folds), with the first reasons.
     pub invalid_steps: InvalidSteps,
+    /// The checkpoints were trained on part of the tested range (`--allow-in-sample`): every
+    /// number is in-sample.
+    pub in_sample: bool,
+    /// Each checkpoint's training range and lineage.
+    pub lineage: Vec<String>,
 }
 
 /// A duration like `90m`, `12h`, `7d`, in ms.
@@ -404,6 +414,8 @@ fn load_models(
     args: &BacktestArgs,
     device: tch::Device,
     interval_ms: i64,
+    tested: TimeRange,
+    used: &mut ModelsUsed,
 ) -> Result<(Option<InferenceCore>, String, String), Failure> {
     let dir = args
         .checkpoints
@@ -419,6 +431,17 @@ fn load_models(
         Failure::runtime(anyhow::anyhow!(
             "loading checkpoints in {}: {e}",
             dir.display()
+        ))
+    })?;
+    // A checkpoint trained on the tested candles measures its memory, not its skill.
+    let metas: Vec<&CheckpointMeta> = [best.cnn_meta.as_ref(), best.dqn_meta.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    used.lineage = metas.iter().map(|m| lineage_line(m)).collect();
+    used.in_sample = refuse_in_sample(&metas, tested, args.allow_in_sample).map_err(|e| {
+        Failure::input(anyhow::anyhow!(
+            "{e} (--allow-in-sample to run it anyway, marked in-sample)"
         ))
     })?;
     let (core, cnn, dqn) = (best.core, best.cnn, best.dqn);
@@ -477,6 +500,20 @@ fn models_html(used: &ModelsUsed) -> String {
             used.experts
         )
     };
+    if used.in_sample {
+        out.insert_str(
+            0,
+            "<p><strong>IN-SAMPLE: the checkpoints were trained on part of this range; every \
+             number in this report measures memory, not skill.</strong></p>",
+        );
+    }
+    if !used.lineage.is_empty() {
+        out.push_str("<p>Checkpoints, their training ranges and lineage:</p><ul>");
+        for l in &used.lineage {
+            out.push_str(&format!("<li>{}</li>", esc(l)));
+        }
+        out.push_str("</ul>");
+    }
     if used.invalid_steps.count > 0 {
         out.push_str(&format!(
             "<p>Model inputs refused by validation at {} steps (no model ran there). First \
@@ -601,13 +638,20 @@ pub fn run(config: Config, args: BacktestArgs) -> Result<i32, Failure> {
         dqn: "none".into(),
         folds: Vec::new(),
         invalid_steps: InvalidSteps::default(),
+        in_sample: false,
+        lineage: Vec::new(),
     };
     let (result, folds) = match walk {
         None => {
             let mut invalid_log: Option<InvalidLog> = None;
             let mut experts: Vec<Box<dyn Expert>> = Vec::new();
             if args.experts.models() {
-                let (core, cnn, dqn) = load_models(&config, &args, device, interval)?;
+                let tested = TimeRange {
+                    from_ms: from,
+                    to_ms: to.saturating_add(1),
+                };
+                let (core, cnn, dqn) =
+                    load_models(&config, &args, device, interval, tested, &mut used)?;
                 let Some(core) = core else {
                     return Err(Failure::input(anyhow::anyhow!(
                         "no model checkpoints to backtest (see above)"
@@ -785,7 +829,18 @@ fn print_outcome(args: &BacktestArgs, used: &ModelsUsed, result: &BacktestResult
             duration_text(folds[0].test.1 - folds[0].test.0)
         );
     }
+    for line in &used.lineage {
+        println!("checkpoint {line}");
+    }
+    if used.in_sample {
+        println!(
+            "IN-SAMPLE: the checkpoints were trained on part of this range; every number below measures memory, not skill"
+        );
+    }
     println!("{}", report::summary(result));
+    if used.in_sample {
+        println!("(in-sample)");
+    }
     if result.refusals > 0 {
         println!(
             "risk manager refused {} intents for a limit, e.g. {}",
@@ -811,6 +866,8 @@ mod tests {
                 count: 3,
                 reasons: vec!["input X at 60000 not valid: ohlcv_1m <frame 7>".into()],
             },
+            in_sample: false,
+            lineage: Vec::new(),
         };
         let html = models_html(&used);
         assert!(
@@ -823,6 +880,15 @@ mod tests {
             ..used
         };
         assert!(!models_html(&clean).contains("refused"));
+        // In-sample runs say so at the top; every checkpoint's lineage is listed.
+        let marked = ModelsUsed {
+            in_sample: true,
+            lineage: vec!["pivot_cnn/1: trained on 2021-01-01..2021-06-01".into()],
+            ..clean
+        };
+        let html = models_html(&marked);
+        assert!(html.starts_with("<p><strong>IN-SAMPLE"), "{html}");
+        assert!(html.contains("<li>pivot_cnn/1: trained on 2021-01-01..2021-06-01</li>"));
     }
 
     #[test]
