@@ -66,11 +66,13 @@ fn trains_tiny_models_then_backtests_with_their_checkpoints() {
         "--seed",
         "1",
     ];
-    // The CNN learns from candles before the DQN's held-out period (`train rl --cnn` refuses
-    // a CNN that has seen it): the first 500 of the DQN's 800.
+    // A date split: the DQN learns from the 800 candles before the backtest's `--from`
+    // (`train rl --until`), and the CNN from candles before the DQN's held-out period (`train
+    // rl --cnn` refuses a CNN that has seen it): the first 500 of the DQN's 800. A backtest
+    // of checkpoints on candles they learned from is refused as in-sample.
     let early = dir.path().join("early.csv");
     let mut text = String::from("time,open,high,low,close,volume\n");
-    for c in &candles[candles.len() - 800..candles.len() - 300] {
+    for c in &candles[candles.len() - 950..candles.len() - 450] {
         text.push_str(&format!(
             "{},{},{},{},{},{}\n",
             c.open_time_ms, c.open, c.high, c.low, c.close, c.volume
@@ -99,6 +101,8 @@ fn trains_tiny_models_then_backtests_with_their_checkpoints() {
         "100",
         "--cnn",
         "pivot_cnn",
+        "--until",
+        &from,
     ];
     args.extend(common);
     let (code, out, err) = mmtrader(&args);
